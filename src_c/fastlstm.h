@@ -1,0 +1,162 @@
+/*
+ * fastlstm.h - the only public header of the fastlstm C core.
+ *
+ * fastlstm/_core.pxd mirrors this file one to one: change both together
+ * (tests/test_api.py checks that the enum values agree).
+ *
+ * Conventions
+ *   - Canonical weights (what fl_lstm_create takes) use Keras' layout, gate
+ *     blocks in the order i, f, g (cell candidate), o:
+ *       kernel            (I, 4H) row-major    z += x @ kernel
+ *       recurrent_kernel  (R, 4H) row-major    z += h @ recurrent_kernel
+ *       bias              (4H)                 NULL means zeros
+ *       peepholes         (3, H)  rows w_i, w_f, w_o; NULL means none
+ *       projection        (H, P)  h = m @ projection; NULL means none
+ *     R = P when there is a projection, else H.
+ *   - The core packs its own copy; the caller's arrays may be freed after
+ *     fl_lstm_create returns. The packed model is immutable, so one fl_lstm
+ *     may be used by any number of threads at once, each with its own state
+ *     and workspace.
+ *   - Every fallible function returns an fl_status. Nothing prints, aborts
+ *     or touches global state. Nothing allocates after fl_lstm_create.
+ *   - BLAS is supplied by the caller as Fortran-ABI function pointers
+ *     (LP64 int), e.g. from scipy.linalg.cython_blas or any libblas.
+ */
+#ifndef FASTLSTM_H
+#define FASTLSTM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FL_VERSION_MAJOR 0
+#define FL_VERSION_MINOR 1
+
+/* Largest accepted value for any one dimension (I, H, P, batch, steps). */
+#define FL_MAX_DIM (1 << 24)
+
+typedef enum fl_status {
+    FL_OK = 0,
+    FL_ERR_ARG = 1,         /* NULL pointer or invalid option value */
+    FL_ERR_SHAPE = 2,       /* a size is zero, negative or inconsistent */
+    FL_ERR_NOMEM = 3,       /* allocation failed (fl_lstm_create only) */
+    FL_ERR_NONFINITE = 4,   /* NaN or inf in weights, or in a checked input */
+    FL_ERR_UNSUPPORTED = 5, /* unknown activation or option */
+    FL_ERR_OVERFLOW = 6     /* sizes whose product overflows */
+} fl_status;
+
+/* Activation functions. hard_sigmoid has two definitions in the wild:
+ * Keras 1/2 and tf.keras use clip(0.2 x + 0.5, 0, 1), Keras 3 uses
+ * clip(x / 6 + 0.5, 0, 1). */
+typedef enum fl_activation {
+    FL_ACT_TANH = 0,
+    FL_ACT_SIGMOID = 1,
+    FL_ACT_HARD_SIGMOID_K2 = 2,
+    FL_ACT_HARD_SIGMOID_K3 = 3,
+    FL_ACT_RELU = 4,
+    FL_ACT_LINEAR = 5,
+    FL_ACT_SOFTSIGN = 6,
+    FL_ACT_ELU = 7,
+    FL_ACT_SELU = 8,
+    FL_ACT_SOFTPLUS = 9,
+    FL_ACT_EXPONENTIAL = 10
+} fl_activation;
+#define FL_ACT_COUNT 11
+
+/* What a masked (or past-the-length) step writes to the output sequence.
+ * The state (h, c) is always carried unchanged over such a step. */
+typedef enum fl_mask_output {
+    FL_MASK_CARRY = 0, /* the previous step's output; zeros before the first
+                          valid step of a row (see fl_lstm_run.seen) */
+    FL_MASK_ZERO = 1   /* zeros */
+} fl_mask_output;
+
+/* Fortran BLAS (column-major, arguments by pointer, LP64 int). */
+typedef void (*fl_sgemm_fn)(char *transa, char *transb, int *m, int *n, int *k,
+                            float *alpha, float *a, int *lda, float *b,
+                            int *ldb, float *beta, float *c, int *ldc);
+typedef void (*fl_sgemv_fn)(char *trans, int *m, int *n, float *alpha,
+                            float *a, int *lda, float *x, int *incx,
+                            float *beta, float *y, int *incy);
+
+typedef struct fl_blas {
+    fl_sgemm_fn sgemm;
+    fl_sgemv_fn sgemv;
+} fl_blas;
+
+/* Shape and options of one LSTM layer (one direction). */
+typedef struct fl_lstm_desc {
+    int input_size; /* I */
+    int units;      /* H */
+    int proj_size;  /* P; 0 = no projection */
+    fl_activation activation;           /* cell candidate g and act(c) */
+    fl_activation recurrent_activation; /* gates i, f, o */
+    int use_cell_clip;                  /* clip c to [-cell_clip, cell_clip] */
+    float cell_clip;
+    int use_proj_clip; /* clip projected h to [-proj_clip, proj_clip] */
+    float proj_clip;
+} fl_lstm_desc;
+
+typedef struct fl_lstm fl_lstm; /* opaque, immutable after create */
+
+/* One forward pass over `steps` time steps of `batch` rows.
+ * All arrays are C-contiguous float32 unless said otherwise. */
+typedef struct fl_lstm_run {
+    int batch;
+    int steps;
+    const float *x;          /* (steps, batch, I), time-major, input order */
+    const uint8_t *mask;     /* (steps, batch), nonzero = valid; or NULL */
+    const int32_t *lengths;  /* (batch,): step t is valid iff t < lengths[b];
+                                or NULL. Combined with mask by AND. */
+    int reverse;             /* process t = steps-1 down to 0 */
+    fl_mask_output mask_output;
+    int check_finite;        /* FL_ERR_NONFINITE if a valid x row has NaN/inf */
+    float *h;                /* (batch, R): initial state in, final out */
+    float *c;                /* (batch, H): initial state in, final out */
+    uint8_t *seen;           /* (batch,) FL_MASK_CARRY bookkeeping: nonzero
+                                once a row had a valid step (its carried
+                                output is then h, before that zeros). In/out;
+                                NULL = all rows start unseen. */
+    float *y;                /* (steps, batch, R) outputs in processing order
+                                (y[k] is input step steps-1-k when reverse),
+                                or NULL */
+    float *y_last;           /* (batch, R) output of the last processed step,
+                                or NULL */
+    int chunk_steps;         /* time steps per input-projection GEMM;
+                                0 = all steps in one GEMM */
+} fl_lstm_run;
+
+fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,
+                         const float *recurrent_kernel, const float *bias,
+                         const float *peepholes, const float *projection,
+                         fl_lstm **out);
+void fl_lstm_free(fl_lstm *lstm);
+
+/* Copy of the descriptor the layer was created with. */
+fl_status fl_lstm_get_desc(const fl_lstm *lstm, fl_lstm_desc *out);
+
+/* Bytes of workspace fl_lstm_forward needs for this batch and chunk length
+ * (chunk_steps as in fl_lstm_run; 0 means `steps`). */
+fl_status fl_lstm_workspace_size(const fl_lstm *lstm, int batch, int steps,
+                                 int chunk_steps, size_t *out_bytes);
+
+/* Runs the layer. `work` must hold fl_lstm_workspace_size bytes and be
+ * aligned to 64 bytes. On error nothing is guaranteed about h, c, y. */
+fl_status fl_lstm_forward(const fl_lstm *lstm, const fl_blas *blas,
+                          const fl_lstm_run *run, void *work,
+                          size_t work_bytes);
+
+/* A static, human readable description of a status. */
+const char *fl_status_message(fl_status status);
+
+/* v[k] = act(v[k]) for k < n, with the kernel's own vectorized code
+ * (tests measure its error against libm through this). */
+fl_status fl_activation_apply(fl_activation act, float *v, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FASTLSTM_H */

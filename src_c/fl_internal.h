@@ -1,0 +1,39 @@
+/*
+ * fl_internal.h - private helpers shared by the core's .c files.
+ */
+#ifndef FL_INTERNAL_H
+#define FL_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fastlstm.h"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define FL_RESTRICT __restrict__
+#else
+#define FL_RESTRICT
+#endif
+
+/* Alignment of every packed array and workspace region, in bytes. */
+#define FL_ALIGN 64
+
+/* Packed gate order: the three sigmoid gates first, contiguous, then the
+ * cell candidate. Canonical (Keras/PyTorch) order is i, f, g, o. */
+enum { FL_GATE_I = 0, FL_GATE_F = 1, FL_GATE_O = 2, FL_GATE_G = 3 };
+
+/* a * b into *out; returns 0 on size_t overflow. */
+static inline int fl_mul_size(size_t a, size_t b, size_t *out) {
+    if (a != 0 && b > SIZE_MAX / a) return 0;
+    *out = a * b;
+    return 1;
+}
+
+/* Rounds n bytes up to a multiple of FL_ALIGN; returns 0 on overflow. */
+static inline int fl_round_up(size_t n, size_t *out) {
+    if (n > SIZE_MAX - (FL_ALIGN - 1)) return 0;
+    *out = (n + (FL_ALIGN - 1)) & ~(size_t)(FL_ALIGN - 1);
+    return 1;
+}
+
+#endif /* FL_INTERNAL_H */

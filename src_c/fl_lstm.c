@@ -1,0 +1,375 @@
+/*
+ * fl_lstm.c - create (canonical -> packed), forward pass, free.
+ *
+ * Row-major products through column-major BLAS: a row-major (r, c) matrix
+ * is a column-major (c, r) one, so Y(rows, n) = X(rows, k) @ W(k, n) is
+ * computed as Y^T = W^T X^T, i.e. sgemm("N", "N", n, rows, k, W, n, X, k,
+ * Y, n) with the operands swapped.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fl_gates.h"
+#include "fl_internal.h"
+
+struct fl_lstm {
+    fl_lstm_desc desc;
+    int R;       /* width of h: P with a projection, else H */
+    float *wx;   /* (I, 4H) packed gate order [i f o g] */
+    float *wh;   /* (R, 4H) packed */
+    float *bias; /* (4H) packed, zeros when the source had none */
+    float *peep; /* (3H) [i f o], or NULL */
+    float *proj; /* (H, P), or NULL */
+    void *block; /* the one allocation holding all of the above */
+};
+
+/* Canonical block order is i, f, g, o; packed block k takes canonical block
+ * kCanonicalOf[k] so that the packed order is i, f, o, g. */
+static const int kCanonicalOf[4] = {0, 1, 3, 2};
+
+static int valid_activation(fl_activation a) {
+    return (int)a >= 0 && (int)a < FL_ACT_COUNT;
+}
+
+static int all_finite(const float *v, size_t n) {
+    for (size_t k = 0; k < n; k++)
+        if (!isfinite(v[k])) return 0;
+    return 1;
+}
+
+/* dst (rows, 4H) packed from src (rows, 4H) canonical. */
+static void pack_gate_columns(float *dst, const float *src, size_t rows,
+                              size_t H) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *s = src + r * 4 * H;
+        float *d = dst + r * 4 * H;
+        for (int k = 0; k < 4; k++)
+            memcpy(d + (size_t)k * H, s + (size_t)kCanonicalOf[k] * H,
+                   H * sizeof(float));
+    }
+}
+
+static fl_status check_desc(const fl_lstm_desc *d) {
+    if (d->input_size < 1 || d->units < 1 || d->proj_size < 0)
+        return FL_ERR_SHAPE;
+    if (d->input_size > FL_MAX_DIM || d->units > FL_MAX_DIM ||
+        d->proj_size > FL_MAX_DIM)
+        return FL_ERR_OVERFLOW;
+    if (!valid_activation(d->activation) ||
+        !valid_activation(d->recurrent_activation))
+        return FL_ERR_UNSUPPORTED;
+    if (d->use_cell_clip && !(d->cell_clip > 0.0f && isfinite(d->cell_clip)))
+        return FL_ERR_ARG;
+    if (d->use_proj_clip &&
+        (d->proj_size == 0 || !(d->proj_clip > 0.0f && isfinite(d->proj_clip))))
+        return FL_ERR_ARG;
+    return FL_OK;
+}
+
+/* Adds an aligned region of n floats to a layout; returns 0 on overflow. */
+static int layout_add(size_t *offset, size_t n_floats, size_t *at) {
+    size_t bytes, rounded;
+    if (!fl_mul_size(n_floats, sizeof(float), &bytes)) return 0;
+    if (!fl_round_up(bytes, &rounded)) return 0;
+    if (*offset > SIZE_MAX - rounded) return 0;
+    *at = *offset;
+    *offset += rounded;
+    return 1;
+}
+
+fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,
+                         const float *recurrent_kernel, const float *bias,
+                         const float *peepholes, const float *projection,
+                         fl_lstm **out) {
+    if (!out) return FL_ERR_ARG;
+    *out = NULL;
+    if (!desc || !kernel || !recurrent_kernel) return FL_ERR_ARG;
+    if ((desc->proj_size > 0) != (projection != NULL)) return FL_ERR_ARG;
+    fl_status st = check_desc(desc);
+    if (st != FL_OK) return st;
+
+    const size_t I = (size_t)desc->input_size, H = (size_t)desc->units;
+    const size_t P = (size_t)desc->proj_size, R = P ? P : H;
+    size_t n_wx, n_wh, n_proj = 0;
+    if (!fl_mul_size(I, 4 * H, &n_wx) || !fl_mul_size(R, 4 * H, &n_wh) ||
+        !fl_mul_size(H, P, &n_proj))
+        return FL_ERR_OVERFLOW;
+
+    if (!all_finite(kernel, n_wx) || !all_finite(recurrent_kernel, n_wh) ||
+        (bias && !all_finite(bias, 4 * H)) ||
+        (peepholes && !all_finite(peepholes, 3 * H)) ||
+        (projection && !all_finite(projection, n_proj)))
+        return FL_ERR_NONFINITE;
+
+    size_t total = 0, at_wx, at_wh, at_bias, at_peep = 0, at_proj = 0;
+    if (!layout_add(&total, n_wx, &at_wx) ||
+        !layout_add(&total, n_wh, &at_wh) ||
+        !layout_add(&total, 4 * H, &at_bias) ||
+        (peepholes && !layout_add(&total, 3 * H, &at_peep)) ||
+        (projection && !layout_add(&total, n_proj, &at_proj)))
+        return FL_ERR_OVERFLOW;
+
+    fl_lstm *m = (fl_lstm *)calloc(1, sizeof *m);
+    if (!m) return FL_ERR_NOMEM;
+    char *block = (char *)aligned_alloc(FL_ALIGN, total);
+    if (!block) {
+        free(m);
+        return FL_ERR_NOMEM;
+    }
+    m->desc = *desc;
+    m->R = (int)R;
+    m->block = block;
+    m->wx = (float *)(block + at_wx);
+    m->wh = (float *)(block + at_wh);
+    m->bias = (float *)(block + at_bias);
+    pack_gate_columns(m->wx, kernel, I, H);
+    pack_gate_columns(m->wh, recurrent_kernel, R, H);
+    if (bias)
+        pack_gate_columns(m->bias, bias, 1, H);
+    else
+        memset(m->bias, 0, 4 * H * sizeof(float));
+    if (peepholes) { /* canonical rows w_i, w_f, w_o already match [i f o] */
+        m->peep = (float *)(block + at_peep);
+        memcpy(m->peep, peepholes, 3 * H * sizeof(float));
+    }
+    if (projection) {
+        m->proj = (float *)(block + at_proj);
+        memcpy(m->proj, projection, n_proj * sizeof(float));
+    }
+    *out = m;
+    return FL_OK;
+}
+
+void fl_lstm_free(fl_lstm *lstm) {
+    if (!lstm) return;
+    free(lstm->block);
+    free(lstm);
+}
+
+fl_status fl_lstm_get_desc(const fl_lstm *lstm, fl_lstm_desc *out) {
+    if (!lstm || !out) return FL_ERR_ARG;
+    *out = lstm->desc;
+    return FL_OK;
+}
+
+/* Workspace regions, byte offsets from the first aligned address. */
+typedef struct ws_layout {
+    size_t gates; /* (chunk, B, 4H) input projection + recurrent term */
+    size_t m;     /* (B, H) pre-projection output (projection only) */
+    size_t hnew;  /* (B, P) projected output (projection only) */
+    size_t seen;  /* (B) bytes, when the caller passes no `seen` */
+    size_t total;
+} ws_layout;
+
+static fl_status plan_workspace(const fl_lstm *lstm, int batch, int steps,
+                                int chunk_steps, int *chunk_out,
+                                ws_layout *w) {
+    if (batch < 1 || steps < 1) return FL_ERR_SHAPE;
+    if (batch > FL_MAX_DIM || steps > FL_MAX_DIM) return FL_ERR_OVERFLOW;
+    int chunk = (chunk_steps <= 0 || chunk_steps > steps) ? steps : chunk_steps;
+    /* sgemm's n = chunk * batch is an int */
+    if ((size_t)chunk * (size_t)batch > (size_t)INT32_MAX) return FL_ERR_OVERFLOW;
+
+    const size_t B = (size_t)batch, H = (size_t)lstm->desc.units;
+    const size_t P = (size_t)lstm->desc.proj_size;
+    size_t n_gates, off = 0;
+    memset(w, 0, sizeof *w);
+    if (!fl_mul_size((size_t)chunk * B, 4 * H, &n_gates) ||
+        !layout_add(&off, n_gates, &w->gates))
+        return FL_ERR_OVERFLOW;
+    if (P) {
+        if (!layout_add(&off, B * H, &w->m) || !layout_add(&off, B * P, &w->hnew))
+            return FL_ERR_OVERFLOW;
+    }
+    if (!layout_add(&off, (B + sizeof(float) - 1) / sizeof(float), &w->seen))
+        return FL_ERR_OVERFLOW;
+    if (off > SIZE_MAX - FL_ALIGN) return FL_ERR_OVERFLOW;
+    w->total = off + FL_ALIGN; /* slack so any base address can be aligned */
+    *chunk_out = chunk;
+    return FL_OK;
+}
+
+fl_status fl_lstm_workspace_size(const fl_lstm *lstm, int batch, int steps,
+                                 int chunk_steps, size_t *out_bytes) {
+    if (!lstm || !out_bytes) return FL_ERR_ARG;
+    ws_layout w;
+    int chunk;
+    fl_status st = plan_workspace(lstm, batch, steps, chunk_steps, &chunk, &w);
+    if (st == FL_OK) *out_bytes = w.total;
+    return st;
+}
+
+/* G(rows, 4H) = X(rows, I) @ Wx */
+static void input_projection(const fl_lstm *L, const fl_blas *blas,
+                             const float *x, int rows, float *G) {
+    int n4h = 4 * L->desc.units, k = L->desc.input_size, n = rows;
+    float one = 1.0f, zero = 0.0f;
+    char N = 'N';
+    blas->sgemm(&N, &N, &n4h, &n, &k, &one, L->wx, &n4h, (float *)x, &k, &zero,
+                G, &n4h);
+}
+
+/* G(B, 4H) += h(B, R) @ Wh; a matrix-vector product when B == 1. */
+static void recurrent_product(const fl_lstm *L, const fl_blas *blas,
+                              const float *h, int batch, float *G) {
+    int n4h = 4 * L->desc.units, r = L->R, n = batch, inc = 1;
+    float one = 1.0f;
+    char N = 'N';
+    if (batch == 1)
+        blas->sgemv(&N, &n4h, &r, &one, L->wh, &n4h, (float *)h, &inc, &one, G,
+                    &inc);
+    else
+        blas->sgemm(&N, &N, &n4h, &n, &r, &one, L->wh, &n4h, (float *)h, &r,
+                    &one, G, &n4h);
+}
+
+/* hnew(B, P) = m(B, H) @ proj */
+static void projection_product(const fl_lstm *L, const fl_blas *blas,
+                               const float *m, int batch, float *hnew) {
+    int p = L->desc.proj_size, k = L->desc.units, n = batch;
+    float one = 1.0f, zero = 0.0f;
+    char N = 'N';
+    blas->sgemm(&N, &N, &p, &n, &k, &one, L->proj, &p, (float *)m, &k, &zero,
+                hnew, &p);
+}
+
+static inline int step_valid(const fl_lstm_run *run, int t, int b) {
+    if (run->lengths && t >= run->lengths[b]) return 0;
+    if (run->mask && !run->mask[(size_t)t * (size_t)run->batch + (size_t)b])
+        return 0;
+    return 1;
+}
+
+/* The output a row shows at a step: h when valid; at a masked step the
+ * previous output (carry: h once the row was seen, zeros before) or zeros. */
+static void write_output(const fl_lstm_run *run, int R, int valid,
+                         const uint8_t *seen, int b, float *dst) {
+    const float *h = run->h + (size_t)b * (size_t)R;
+    if (valid || (run->mask_output == FL_MASK_CARRY && seen[b]))
+        memcpy(dst, h, (size_t)R * sizeof(float));
+    else
+        memset(dst, 0, (size_t)R * sizeof(float));
+}
+
+static fl_status check_run(const fl_lstm *L, const fl_blas *blas,
+                           const fl_lstm_run *run) {
+    if (!L || !blas || !run || !blas->sgemm || !blas->sgemv) return FL_ERR_ARG;
+    if (!run->x || !run->h || !run->c) return FL_ERR_ARG;
+    if (run->mask_output != FL_MASK_CARRY && run->mask_output != FL_MASK_ZERO)
+        return FL_ERR_ARG;
+    if (run->lengths)
+        for (int b = 0; b < run->batch; b++)
+            if (run->lengths[b] < 0 || run->lengths[b] > run->steps)
+                return FL_ERR_SHAPE;
+    return FL_OK;
+}
+
+static int valid_rows_finite(const fl_lstm_run *run, size_t I) {
+    for (int t = 0; t < run->steps; t++)
+        for (int b = 0; b < run->batch; b++) {
+            if (!step_valid(run, t, b)) continue;
+            const float *row =
+                run->x + ((size_t)t * (size_t)run->batch + (size_t)b) * I;
+            if (!all_finite(row, I)) return 0;
+        }
+    return 1;
+}
+
+fl_status fl_lstm_forward(const fl_lstm *L, const fl_blas *blas,
+                          const fl_lstm_run *run, void *work,
+                          size_t work_bytes) {
+    fl_status st = check_run(L, blas, run);
+    if (st != FL_OK) return st;
+    ws_layout w;
+    int chunk;
+    st = plan_workspace(L, run->batch, run->steps, run->chunk_steps, &chunk, &w);
+    if (st != FL_OK) return st;
+    if (!work || work_bytes < w.total) return FL_ERR_ARG;
+
+    const int B = run->batch, T = run->steps, R = L->R;
+    const size_t H = (size_t)L->desc.units, I = (size_t)L->desc.input_size;
+    const size_t P = (size_t)L->desc.proj_size;
+    const size_t row4 = 4 * H, BR = (size_t)B * (size_t)R;
+    const int masked = run->mask != NULL || run->lengths != NULL;
+    if (run->check_finite && !valid_rows_finite(run, I)) return FL_ERR_NONFINITE;
+
+    char *base = (char *)(((uintptr_t)work + (FL_ALIGN - 1)) &
+                          ~(uintptr_t)(FL_ALIGN - 1));
+    float *G = (float *)(base + w.gates);
+    float *m = P ? (float *)(base + w.m) : NULL;
+    float *hnew = P ? (float *)(base + w.hnew) : NULL;
+    uint8_t *seen = run->seen;
+    if (!seen) {
+        seen = (uint8_t *)(base + w.seen);
+        memset(seen, 0, (size_t)B);
+    }
+    const fl_gate_params gp = {
+        .units = (int)H,
+        .act = L->desc.activation,
+        .ract = L->desc.recurrent_activation,
+        .bias = L->bias,
+        .peep = L->peep,
+        .use_cell_clip = L->desc.use_cell_clip,
+        .cell_clip = L->desc.cell_clip,
+    };
+    const float pclip = L->desc.proj_clip;
+
+    const int n_chunks = (T + chunk - 1) / chunk;
+    for (int ci = 0; ci < n_chunks; ci++) {
+        /* chunks (and steps within them) in processing order */
+        const int cidx = run->reverse ? n_chunks - 1 - ci : ci;
+        const int t0 = cidx * chunk;
+        const int n = (t0 + chunk <= T) ? chunk : T - t0;
+        input_projection(L, blas, run->x + (size_t)t0 * (size_t)B * I, n * B, G);
+
+        for (int s = 0; s < n; s++) {
+            const int t = run->reverse ? t0 + n - 1 - s : t0 + s;
+            const int k = run->reverse ? T - 1 - t : t; /* output index */
+            float *Gt = G + (size_t)(t - t0) * (size_t)B * row4;
+            recurrent_product(L, blas, run->h, B, Gt);
+
+            /* gates; without projection m is h itself (Gt no longer needs
+             * the old h), with projection m goes to scratch first */
+            for (int b = 0; b < B; b++) {
+                float *mb = P ? m + (size_t)b * H : run->h + (size_t)b * R;
+                if (masked && !step_valid(run, t, b)) {
+                    if (P) memset(mb, 0, H * sizeof(float));
+                    continue;
+                }
+                fl_gates_row(&gp, Gt + (size_t)b * row4, run->c + (size_t)b * H,
+                             mb);
+            }
+            if (P) {
+                projection_product(L, blas, m, B, hnew);
+                for (int b = 0; b < B; b++) {
+                    if (masked && !step_valid(run, t, b)) continue;
+                    float *src = hnew + (size_t)b * P;
+                    float *dst = run->h + (size_t)b * P;
+                    for (size_t j = 0; j < P; j++) {
+                        float v = src[j];
+                        if (L->desc.use_proj_clip) {
+                            v = v < -pclip ? -pclip : v;
+                            v = v > pclip ? pclip : v;
+                        }
+                        dst[j] = v;
+                    }
+                }
+            }
+            for (int b = 0; b < B; b++) {
+                int valid = !masked || step_valid(run, t, b);
+                if (valid) seen[b] = 1;
+                if (run->y)
+                    write_output(run, R, valid, seen, b,
+                                 run->y + (size_t)k * BR + (size_t)b * R);
+            }
+        }
+    }
+    if (run->y_last) {
+        const int t_last = run->reverse ? 0 : T - 1;
+        for (int b = 0; b < B; b++)
+            write_output(run, R, !masked || step_valid(run, t_last, b), seen, b,
+                         run->y_last + (size_t)b * R);
+    }
+    return FL_OK;
+}

@@ -1,0 +1,337 @@
+/*
+ * test_core.c - C-only tests of the fastlstm core against a naive double
+ * precision LSTM written from the equations, with the naive BLAS.
+ *
+ * Build (tests/test_c_core.py does this, also with -fsanitize=address,undefined):
+ *   cc -std=c11 -O1 -g -Isrc_c src_c/fl_*.c src_c/tests/[a-z]*.c -lm
+ *      -DFL_COUNT_MALLOC -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc
+ * Prints "N passed, M failed" and exits non-zero on any failure.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fastlstm.h"
+#include "naive_blas.h"
+
+static int n_passed = 0, n_failed = 0;
+
+#define CHECK(cond, ...)                                                       \
+    do {                                                                       \
+        if (cond) {                                                            \
+            n_passed++;                                                        \
+        } else {                                                               \
+            n_failed++;                                                        \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                        \
+            printf(__VA_ARGS__);                                               \
+            printf("\n");                                                      \
+        }                                                                      \
+    } while (0)
+
+/* ---- allocation counting (active when linked with --wrap) ---- */
+#ifdef FL_COUNT_MALLOC
+static long n_allocs = 0;
+void *__real_malloc(size_t);
+void *__real_calloc(size_t, size_t);
+void *__real_realloc(void *, size_t);
+void *__real_aligned_alloc(size_t, size_t);
+void *__wrap_malloc(size_t n) { n_allocs++; return __real_malloc(n); }
+void *__wrap_calloc(size_t a, size_t b) { n_allocs++; return __real_calloc(a, b); }
+void *__wrap_realloc(void *p, size_t n) { n_allocs++; return __real_realloc(p, n); }
+void *__wrap_aligned_alloc(size_t a, size_t n) { n_allocs++; return __real_aligned_alloc(a, n); }
+#endif
+
+/* ---- deterministic random numbers (no global state in the core; this
+ * generator is test-local) ---- */
+static unsigned long long rng_state = 0x9E3779B97F4A7C15ull;
+static double urand(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (double)(rng_state >> 11) / 9007199254740992.0;
+}
+static float nrand(float scale) { return (float)((urand() * 2.0 - 1.0) * scale); }
+
+static double act_ref(fl_activation a, double x) {
+    switch (a) {
+    case FL_ACT_TANH: return tanh(x);
+    case FL_ACT_SIGMOID: return 1.0 / (1.0 + exp(-x));
+    case FL_ACT_HARD_SIGMOID_K2: return fmin(fmax(0.2 * x + 0.5, 0.0), 1.0);
+    case FL_ACT_HARD_SIGMOID_K3: return fmin(fmax(x / 6.0 + 0.5, 0.0), 1.0);
+    case FL_ACT_RELU: return x > 0 ? x : 0.0;
+    case FL_ACT_LINEAR: return x;
+    case FL_ACT_SOFTSIGN: return x / (1.0 + fabs(x));
+    case FL_ACT_ELU: return x > 0 ? x : expm1(x);
+    case FL_ACT_SELU:
+        return 1.0507009873554805 * (x > 0 ? x : 1.6732632423543772 * expm1(x));
+    case FL_ACT_SOFTPLUS: return log1p(exp(x));
+    case FL_ACT_EXPONENTIAL: return exp(x);
+    }
+    return NAN;
+}
+
+typedef struct config {
+    int I, H, P, B, T;
+    fl_activation act, ract;
+    int peep, bias, cell_clip, proj_clip, reverse, masked, lengths, zero_out;
+    int chunk;
+} config;
+
+/* Naive reference in double, canonical layout (gate order i, f, g, o). */
+static void reference(const config *cf, const float *W, const float *U,
+                      const float *bias, const float *peep, const float *proj,
+                      const float *x, const unsigned char *mask,
+                      const int *len, double *h, double *c, double *y) {
+    int I = cf->I, H = cf->H, R = cf->P ? cf->P : cf->H, B = cf->B, T = cf->T;
+    double *z = calloc((size_t)4 * H, sizeof(double));
+    double *m = calloc((size_t)H, sizeof(double));
+    int *seen = calloc((size_t)B, sizeof(int));
+    for (int s = 0; s < T; s++) {
+        int t = cf->reverse ? T - 1 - s : s;
+        for (int b = 0; b < B; b++) {
+            double *hb = h + (size_t)b * R, *cb = c + (size_t)b * H;
+            int valid = (!mask || mask[t * B + b]) && (!len || t < len[b]);
+            double *yo = y + ((size_t)s * B + b) * R;
+            if (!valid) {
+                for (int j = 0; j < R; j++)
+                    yo[j] = (!cf->zero_out && seen[b]) ? hb[j] : 0.0;
+                continue;
+            }
+            seen[b] = 1;
+            for (int g = 0; g < 4 * H; g++) {
+                double acc = bias ? bias[g] : 0.0;
+                for (int k = 0; k < I; k++) acc += (double)x[((size_t)t * B + b) * I + k] * W[(size_t)k * 4 * H + g];
+                for (int k = 0; k < R; k++) acc += hb[k] * U[(size_t)k * 4 * H + g];
+                z[g] = acc;
+            }
+            for (int j = 0; j < H; j++) {
+                double pi = peep ? peep[j] * cb[j] : 0, pf = peep ? peep[H + j] * cb[j] : 0;
+                double i = act_ref(cf->ract, z[j] + pi);
+                double f = act_ref(cf->ract, z[H + j] + pf);
+                double g = act_ref(cf->act, z[2 * H + j]);
+                double cn = f * cb[j] + i * g;
+                if (cf->cell_clip) cn = fmin(fmax(cn, -0.7), 0.7);
+                double o = act_ref(cf->ract, z[3 * H + j] + (peep ? peep[2 * H + j] * cn : 0));
+                cb[j] = cn;
+                m[j] = o * act_ref(cf->act, cn);
+            }
+            for (int j = 0; j < R; j++) {
+                double v = cf->P ? 0.0 : m[j];
+                if (cf->P) {
+                    for (int k = 0; k < H; k++) v += m[k] * proj[(size_t)k * cf->P + j];
+                    if (cf->proj_clip) v = fmin(fmax(v, -0.3), 0.3);
+                }
+                hb[j] = v;
+                yo[j] = v;
+            }
+        }
+    }
+    free(z);
+    free(m);
+    free(seen);
+}
+
+static void run_config(const config *cf) {
+    int I = cf->I, H = cf->H, P = cf->P, R = P ? P : H, B = cf->B, T = cf->T;
+    size_t nW = (size_t)I * 4 * H, nU = (size_t)R * 4 * H;
+    float *W = malloc(nW * sizeof(float)), *U = malloc(nU * sizeof(float));
+    float *bias = malloc((size_t)4 * H * sizeof(float));
+    float *peep = malloc((size_t)3 * H * sizeof(float));
+    float *proj = malloc((size_t)(P ? H * P : 1) * sizeof(float));
+    float *x = malloc((size_t)T * B * I * sizeof(float));
+    unsigned char *mask = malloc((size_t)T * B);
+    int *len = malloc((size_t)B * sizeof(int));
+    float sw = 0.5f / sqrtf((float)(I + R));
+    for (size_t k = 0; k < nW; k++) W[k] = nrand(sw);
+    for (size_t k = 0; k < nU; k++) U[k] = nrand(sw);
+    for (int k = 0; k < 4 * H; k++) bias[k] = nrand(0.3f);
+    for (int k = 0; k < 3 * H; k++) peep[k] = nrand(0.3f);
+    for (int k = 0; k < (P ? H * P : 1); k++) proj[k] = nrand(1.0f / sqrtf((float)H));
+    for (size_t k = 0; k < (size_t)T * B * I; k++) x[k] = nrand(1.0f);
+    for (size_t k = 0; k < (size_t)T * B; k++) mask[k] = urand() < 0.7;
+    for (int b = 0; b < B; b++) len[b] = (int)(urand() * (T + 1));
+
+    fl_lstm_desc d = {I, H, P, cf->act, cf->ract, cf->cell_clip, 0.7f,
+                      cf->proj_clip, 0.3f};
+    fl_lstm *L = NULL;
+    fl_status st = fl_lstm_create(&d, W, U, cf->bias ? bias : NULL,
+                                  cf->peep ? peep : NULL, P ? proj : NULL, &L);
+    CHECK(st == FL_OK, "create: %s", fl_status_message(st));
+    if (st != FL_OK) goto done;
+
+    float *h = calloc((size_t)B * R, sizeof(float)), *c = calloc((size_t)B * H, sizeof(float));
+    float *y = calloc((size_t)T * B * R, sizeof(float)), *ylast = calloc((size_t)B * R, sizeof(float));
+    double *hr = calloc((size_t)B * R, sizeof(double)), *cr = calloc((size_t)B * H, sizeof(double));
+    double *yr = calloc((size_t)T * B * R, sizeof(double));
+    for (int k = 0; k < B * R; k++) hr[k] = h[k] = nrand(0.5f);
+    for (int k = 0; k < B * H; k++) cr[k] = c[k] = nrand(0.5f);
+
+    size_t wb = 0;
+    st = fl_lstm_workspace_size(L, B, T, cf->chunk, &wb);
+    CHECK(st == FL_OK, "workspace_size");
+    void *work = malloc(wb);
+    fl_blas blas = {fl_naive_sgemm, fl_naive_sgemv};
+    fl_lstm_run run = {B, T, x, cf->masked ? mask : NULL,
+                       cf->lengths ? len : NULL, cf->reverse,
+                       cf->zero_out ? FL_MASK_ZERO : FL_MASK_CARRY, 1, h, c, NULL,
+                       y, ylast, cf->chunk};
+#ifdef FL_COUNT_MALLOC
+    long before = n_allocs;
+#endif
+    st = fl_lstm_forward(L, &blas, &run, work, wb);
+#ifdef FL_COUNT_MALLOC
+    CHECK(n_allocs == before, "forward allocated %ld times", n_allocs - before);
+#endif
+    CHECK(st == FL_OK, "forward: %s", fl_status_message(st));
+    reference(cf, W, U, cf->bias ? bias : NULL, cf->peep ? peep : NULL, proj, x,
+              cf->masked ? mask : NULL, cf->lengths ? len : NULL, hr, cr, yr);
+    double err = 0;
+    for (size_t k = 0; k < (size_t)T * B * R; k++) err = fmax(err, fabs(y[k] - yr[k]));
+    for (int k = 0; k < B * R; k++) err = fmax(err, fabs(h[k] - hr[k]));
+    for (int k = 0; k < B * H; k++) err = fmax(err, fabs(c[k] - cr[k]));
+    for (int k = 0; k < B * R; k++) /* y_last is the last row of y */
+        err = fmax(err, fabs(ylast[k] - y[(size_t)(T - 1) * B * R + k]));
+    double tol = (cf->act == FL_ACT_EXPONENTIAL || cf->act == FL_ACT_RELU ||
+                  cf->act == FL_ACT_LINEAR) ? 1e-4 : 2e-5;
+    CHECK(err < tol,
+          "I=%d H=%d P=%d B=%d T=%d act=%d ract=%d peep=%d clip=%d/%d rev=%d "
+          "mask=%d len=%d zero=%d chunk=%d: max err %.3g",
+          I, H, P, B, T, cf->act, cf->ract, cf->peep, cf->cell_clip,
+          cf->proj_clip, cf->reverse, cf->masked, cf->lengths, cf->zero_out,
+          cf->chunk, err);
+    free(work);
+    free(h); free(c); free(y); free(ylast); free(hr); free(cr); free(yr);
+    fl_lstm_free(L);
+done:
+    free(W); free(U); free(bias); free(peep); free(proj); free(x); free(mask); free(len);
+}
+
+static void test_configs(void) {
+    for (int rep = 0; rep < 60; rep++) {
+        config cf;
+        memset(&cf, 0, sizeof cf);
+        cf.I = 1 + (int)(urand() * 9);
+        cf.H = 1 + (int)(urand() * 12);
+        cf.P = urand() < 0.3 ? 1 + (int)(urand() * 5) : 0;
+        cf.B = urand() < 0.3 ? 1 : 1 + (int)(urand() * 5);
+        cf.T = 1 + (int)(urand() * 12);
+        cf.act = urand() < 0.5 ? FL_ACT_TANH : (fl_activation)(int)(urand() * FL_ACT_COUNT);
+        cf.ract = urand() < 0.5 ? FL_ACT_SIGMOID : (fl_activation)(int)(urand() * 4);
+        cf.peep = urand() < 0.3;
+        cf.bias = urand() < 0.8;
+        cf.cell_clip = urand() < 0.2;
+        cf.proj_clip = cf.P && urand() < 0.5;
+        cf.reverse = urand() < 0.3;
+        cf.masked = urand() < 0.4;
+        cf.lengths = urand() < 0.3;
+        cf.zero_out = urand() < 0.5;
+        cf.chunk = urand() < 0.4 ? 1 + (int)(urand() * 4) : 0;
+        run_config(&cf);
+    }
+}
+
+static void test_errors(void) {
+    float W[8] = {0}, U[4] = {0};
+    fl_lstm *L = (fl_lstm *)1;
+    fl_lstm_desc d = {2, 1, 0, FL_ACT_TANH, FL_ACT_SIGMOID, 0, 0, 0, 0};
+    CHECK(fl_lstm_create(&d, NULL, U, NULL, NULL, NULL, &L) == FL_ERR_ARG && L == NULL,
+          "NULL kernel");
+    CHECK(fl_lstm_create(NULL, W, U, NULL, NULL, NULL, &L) == FL_ERR_ARG, "NULL desc");
+    d.units = 0;
+    CHECK(fl_lstm_create(&d, W, U, NULL, NULL, NULL, &L) == FL_ERR_SHAPE, "zero units");
+    d.units = FL_MAX_DIM + 1;
+    CHECK(fl_lstm_create(&d, W, U, NULL, NULL, NULL, &L) == FL_ERR_OVERFLOW, "huge units");
+    d.units = 1;
+    d.activation = (fl_activation)99;
+    CHECK(fl_lstm_create(&d, W, U, NULL, NULL, NULL, &L) == FL_ERR_UNSUPPORTED, "bad activation");
+    d.activation = FL_ACT_TANH;
+    d.use_cell_clip = 1;
+    d.cell_clip = -1.0f;
+    CHECK(fl_lstm_create(&d, W, U, NULL, NULL, NULL, &L) == FL_ERR_ARG, "negative clip");
+    d.use_cell_clip = 0;
+    d.use_proj_clip = 1;
+    d.proj_clip = 1.0f;
+    CHECK(fl_lstm_create(&d, W, U, NULL, NULL, NULL, &L) == FL_ERR_ARG, "proj_clip without projection");
+    d.use_proj_clip = 0;
+    W[3] = NAN;
+    CHECK(fl_lstm_create(&d, W, U, NULL, NULL, NULL, &L) == FL_ERR_NONFINITE, "NaN weight");
+    W[3] = 0.5f;
+    CHECK(fl_lstm_create(&d, W, U, NULL, NULL, NULL, &L) == FL_OK, "create ok");
+
+    float x[6] = {1, 2, 3, 4, NAN, 6}, h[1] = {0}, c[1] = {0}, y[3];
+    fl_blas blas = {fl_naive_sgemm, fl_naive_sgemv};
+    size_t wb = 0;
+    CHECK(fl_lstm_workspace_size(L, 1, 3, 0, &wb) == FL_OK && wb > 0, "ws");
+    CHECK(fl_lstm_workspace_size(L, 0, 3, 0, &wb) == FL_ERR_SHAPE, "ws batch 0");
+    CHECK(fl_lstm_workspace_size(L, FL_MAX_DIM, FL_MAX_DIM, 0, &wb) == FL_ERR_OVERFLOW,
+          "ws overflow");
+    fl_lstm_workspace_size(L, 1, 3, 0, &wb);
+    void *work = malloc(wb);
+    fl_lstm_run run = {1, 3, x, NULL, NULL, 0, FL_MASK_CARRY, 1, h, c, NULL, y, NULL, 0};
+    CHECK(fl_lstm_forward(L, &blas, &run, work, wb) == FL_ERR_NONFINITE, "NaN input");
+    unsigned char mask[3] = {1, 1, 0}; /* the NaN row (t=2) is masked: accepted */
+    run.mask = mask;
+    CHECK(fl_lstm_forward(L, &blas, &run, work, wb) == FL_OK, "masked NaN input");
+    CHECK(fl_lstm_forward(L, &blas, &run, work, wb - 1) == FL_ERR_ARG, "small workspace");
+    int32_t len[1] = {4};
+    run.lengths = len;
+    CHECK(fl_lstm_forward(L, &blas, &run, work, wb) == FL_ERR_SHAPE, "length > steps");
+    run.lengths = NULL;
+    run.mask_output = (fl_mask_output)7;
+    CHECK(fl_lstm_forward(L, &blas, &run, work, wb) == FL_ERR_ARG, "bad mask_output");
+    run.mask_output = FL_MASK_CARRY;
+    fl_blas noblas = {NULL, NULL};
+    CHECK(fl_lstm_forward(L, &noblas, &run, work, wb) == FL_ERR_ARG, "NULL blas");
+    run.h = NULL;
+    CHECK(fl_lstm_forward(L, &blas, &run, work, wb) == FL_ERR_ARG, "NULL h");
+    CHECK(fl_activation_apply((fl_activation)-1, y, 1) == FL_ERR_UNSUPPORTED, "apply bad act");
+    for (int s = 0; s <= FL_ERR_OVERFLOW; s++)
+        CHECK(strlen(fl_status_message((fl_status)s)) > 1, "message %d", s);
+    free(work);
+    fl_lstm_free(L);
+    fl_lstm_free(NULL);
+}
+
+/* Chunked processing and state hand-over: running T steps at once equals
+ * running them in two calls that pass h, c (and seen) along. */
+static void test_split_equals_whole(void) {
+    const int I = 3, H = 5, B = 2, T = 9, T1 = 4;
+    float W[3 * 20], U[5 * 20], bias[20], x[9 * 2 * 3];
+    unsigned char mask[9 * 2];
+    for (int k = 0; k < 60; k++) W[k] = nrand(0.4f);
+    for (int k = 0; k < 100; k++) U[k] = nrand(0.4f);
+    for (int k = 0; k < 20; k++) bias[k] = nrand(0.4f);
+    for (int k = 0; k < 54; k++) x[k] = nrand(1.0f);
+    for (int k = 0; k < 18; k++) mask[k] = urand() < 0.6;
+    fl_lstm_desc d = {I, H, 0, FL_ACT_TANH, FL_ACT_SIGMOID, 0, 0, 0, 0};
+    fl_lstm *L;
+    fl_lstm_create(&d, W, U, bias, NULL, NULL, &L);
+    fl_blas blas = {fl_naive_sgemm, fl_naive_sgemv};
+    size_t wb;
+    fl_lstm_workspace_size(L, B, T, 0, &wb);
+    void *work = malloc(wb);
+    float h1[10] = {0}, c1[10] = {0}, y1[9 * 2 * 5], h2[10] = {0}, c2[10] = {0}, y2[9 * 2 * 5];
+    unsigned char seen[2] = {0, 0};
+    fl_lstm_run whole = {B, T, x, mask, NULL, 0, FL_MASK_CARRY, 0, h1, c1, NULL, y1, NULL, 0};
+    fl_lstm_forward(L, &blas, &whole, work, wb);
+    fl_lstm_run a = {B, T1, x, mask, NULL, 0, FL_MASK_CARRY, 0, h2, c2, seen, y2, NULL, 0};
+    fl_lstm_forward(L, &blas, &a, work, wb);
+    fl_lstm_run b = {B, T - T1, x + T1 * B * I, mask + T1 * B, NULL, 0, FL_MASK_CARRY, 0,
+                     h2, c2, seen, y2 + T1 * B * H, NULL, 0};
+    fl_lstm_forward(L, &blas, &b, work, wb);
+    double err = 0;
+    for (int k = 0; k < T * B * H; k++) err = fmax(err, fabs(y1[k] - y2[k]));
+    for (int k = 0; k < B * H; k++) err = fmax(err, fabs(h1[k] - h2[k]) + fabs(c1[k] - c2[k]));
+    CHECK(err == 0.0, "split run differs from whole run by %g", err);
+    free(work);
+    fl_lstm_free(L);
+}
+
+int main(void) {
+    test_configs();
+    test_errors();
+    test_split_equals_whole();
+    printf("%d passed, %d failed\n", n_passed, n_failed);
+    return n_failed ? 1 : 0;
+}
