@@ -103,28 +103,34 @@ typedef struct fl_lstm_desc {
 typedef struct fl_lstm fl_lstm; /* opaque, immutable after create */
 
 /* One forward pass over `steps` time steps of `batch` rows.
- * All arrays are C-contiguous float32 unless said otherwise. */
+ * All arrays are C-contiguous float32 unless said otherwise. With
+ * batch_major = 0, x, mask and y are indexed [t][b]; with batch_major = 1
+ * (the Keras layout) they are indexed [b][t]. */
 typedef struct fl_lstm_run {
     int batch;
     int steps;
-    const float *x;          /* (steps, batch, I), time-major, input order */
-    const uint8_t *mask;     /* (steps, batch), nonzero = valid; or NULL */
+    int batch_major;
+    const float *x;          /* (steps, batch, I) or (batch, steps, I),
+                                time in input order */
+    const uint8_t *mask;     /* (steps, batch) or (batch, steps), nonzero =
+                                valid; or NULL */
     const int32_t *lengths;  /* (batch,): step t is valid iff t < lengths[b];
-                                or NULL. Combined with mask by AND. */
+                                or NULL. Steps past a row's length output
+                                zeros whatever mask_output says. */
     int reverse;             /* process t = steps-1 down to 0 */
-    fl_mask_output mask_output;
+    fl_mask_output mask_output; /* output at steps the mask excludes */
     int check_finite;        /* FL_ERR_NONFINITE if a valid x row has NaN/inf */
     float *h;                /* (batch, R): initial state in, final out */
     float *c;                /* (batch, H): initial state in, final out */
-    uint8_t *seen;           /* (batch,) FL_MASK_CARRY bookkeeping: nonzero
-                                once a row had a valid step (its carried
-                                output is then h, before that zeros). In/out;
-                                NULL = all rows start unseen. */
-    float *y;                /* (steps, batch, R) outputs in processing order
-                                (y[k] is input step steps-1-k when reverse),
-                                or NULL */
-    float *y_last;           /* (batch, R) output of the last processed step,
-                                or NULL */
+    uint8_t *seen;           /* (batch,) nonzero once a row had a valid step;
+                                a row's carried output is h once seen, zeros
+                                before. In/out; NULL = all rows unseen. */
+    float *y;                /* outputs, (steps, batch, R) or (batch, steps,
+                                R), in processing order (y[k] is input step
+                                steps-1-k when reverse), or NULL */
+    float *y_last;           /* (batch, R): the output of the last processed
+                                step; for a row past its length there, its
+                                output at its own last valid step. Or NULL */
     int chunk_steps;         /* time steps per input-projection GEMM;
                                 0 = all steps in one GEMM */
 } fl_lstm_run;

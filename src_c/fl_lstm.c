@@ -210,9 +210,10 @@ static void input_projection(const fl_lstm *L, const fl_blas *blas,
                 G, &n4h);
 }
 
-/* G(B, 4H) += h(B, R) @ Wh; a matrix-vector product when B == 1. */
+/* G rows (B of them, ldg floats apart) += h(B, R) @ Wh; a matrix-vector
+ * product when B == 1. */
 static void recurrent_product(const fl_lstm *L, const fl_blas *blas,
-                              const float *h, int batch, float *G) {
+                              const float *h, int batch, float *G, int ldg) {
     int n4h = 4 * L->desc.units, r = L->R, n = batch, inc = 1;
     float one = 1.0f;
     char N = 'N';
@@ -221,7 +222,7 @@ static void recurrent_product(const fl_lstm *L, const fl_blas *blas,
                     &inc);
     else
         blas->sgemm(&N, &N, &n4h, &n, &r, &one, L->wh, &n4h, (float *)h, &r,
-                    &one, G, &n4h);
+                    &one, G, &ldg);
 }
 
 /* hnew(B, P) = m(B, H) @ proj */
@@ -234,19 +235,29 @@ static void projection_product(const fl_lstm *L, const fl_blas *blas,
                 hnew, &p);
 }
 
-static inline int step_valid(const fl_lstm_run *run, int t, int b) {
-    if (run->lengths && t >= run->lengths[b]) return 0;
-    if (run->mask && !run->mask[(size_t)t * (size_t)run->batch + (size_t)b])
-        return 0;
-    return 1;
+/* Index of (t, b) in the run's [t][b] or [b][t] arrays. */
+static inline size_t tb_index(const fl_lstm_run *run, int t, int b) {
+    return run->batch_major ? (size_t)b * (size_t)run->steps + (size_t)t
+                            : (size_t)t * (size_t)run->batch + (size_t)b;
 }
 
-/* The output a row shows at a step: h when valid; at a masked step the
- * previous output (carry: h once the row was seen, zeros before) or zeros. */
-static void write_output(const fl_lstm_run *run, int R, int valid,
+enum { STEP_VALID = 0, STEP_MASKED = 1, STEP_PAST_LENGTH = 2 };
+
+static inline int step_status(const fl_lstm_run *run, int t, int b) {
+    if (run->lengths && t >= run->lengths[b]) return STEP_PAST_LENGTH;
+    if (run->mask && !run->mask[tb_index(run, t, b)]) return STEP_MASKED;
+    return STEP_VALID;
+}
+
+/* What a row outputs at a step: h when valid; zeros past its length; at a
+ * masked step the previous output (FL_MASK_CARRY: h once the row was seen,
+ * zeros before) or zeros (FL_MASK_ZERO). */
+static void write_output(const fl_lstm_run *run, int R, int status, int carry,
                          const uint8_t *seen, int b, float *dst) {
     const float *h = run->h + (size_t)b * (size_t)R;
-    if (valid || (run->mask_output == FL_MASK_CARRY && seen[b]))
+    int show_h = status == STEP_VALID ||
+                 (status == STEP_MASKED && carry && seen[b]);
+    if (show_h)
         memcpy(dst, h, (size_t)R * sizeof(float));
     else
         memset(dst, 0, (size_t)R * sizeof(float));
@@ -267,12 +278,10 @@ static fl_status check_run(const fl_lstm *L, const fl_blas *blas,
 
 static int valid_rows_finite(const fl_lstm_run *run, size_t I) {
     for (int t = 0; t < run->steps; t++)
-        for (int b = 0; b < run->batch; b++) {
-            if (!step_valid(run, t, b)) continue;
-            const float *row =
-                run->x + ((size_t)t * (size_t)run->batch + (size_t)b) * I;
-            if (!all_finite(row, I)) return 0;
-        }
+        for (int b = 0; b < run->batch; b++)
+            if (step_status(run, t, b) == STEP_VALID &&
+                !all_finite(run->x + tb_index(run, t, b) * I, I))
+                return 0;
     return 1;
 }
 
@@ -290,8 +299,9 @@ fl_status fl_lstm_forward(const fl_lstm *L, const fl_blas *blas,
     const int B = run->batch, T = run->steps, R = L->R;
     const size_t H = (size_t)L->desc.units, I = (size_t)L->desc.input_size;
     const size_t P = (size_t)L->desc.proj_size;
-    const size_t row4 = 4 * H, BR = (size_t)B * (size_t)R;
+    const size_t row4 = 4 * H;
     const int masked = run->mask != NULL || run->lengths != NULL;
+    const int carry = run->mask_output == FL_MASK_CARRY;
     if (run->check_finite && !valid_rows_finite(run, I)) return FL_ERR_NONFINITE;
 
     char *base = (char *)(((uintptr_t)work + (FL_ALIGN - 1)) &
@@ -321,30 +331,44 @@ fl_status fl_lstm_forward(const fl_lstm *L, const fl_blas *blas,
         const int cidx = run->reverse ? n_chunks - 1 - ci : ci;
         const int t0 = cidx * chunk;
         const int n = (t0 + chunk <= T) ? chunk : T - t0;
-        input_projection(L, blas, run->x + (size_t)t0 * (size_t)B * I, n * B, G);
+        /* G holds the chunk's pre-activations in the input's own layout:
+         * row (s, b) at G + (s * g_t + b * g_b) * 4H. */
+        size_t g_t, g_b;
+        if (!run->batch_major) {
+            g_t = (size_t)B, g_b = 1;
+            input_projection(L, blas, run->x + (size_t)t0 * B * I, n * B, G);
+        } else if (n == T) {
+            g_t = 1, g_b = (size_t)T;
+            input_projection(L, blas, run->x, T * B, G);
+        } else { /* a row's chunk steps are contiguous, rows are not */
+            g_t = 1, g_b = (size_t)n;
+            for (int b = 0; b < B; b++)
+                input_projection(L, blas, run->x + ((size_t)b * T + t0) * I, n,
+                                 G + (size_t)b * n * row4);
+        }
 
         for (int s = 0; s < n; s++) {
             const int t = run->reverse ? t0 + n - 1 - s : t0 + s;
             const int k = run->reverse ? T - 1 - t : t; /* output index */
-            float *Gt = G + (size_t)(t - t0) * (size_t)B * row4;
-            recurrent_product(L, blas, run->h, B, Gt);
+            float *Gt = G + (size_t)(t - t0) * g_t * row4;
+            recurrent_product(L, blas, run->h, B, Gt, (int)(g_b * row4));
 
             /* gates; without projection m is h itself (Gt no longer needs
              * the old h), with projection m goes to scratch first */
             for (int b = 0; b < B; b++) {
                 float *mb = P ? m + (size_t)b * H : run->h + (size_t)b * R;
-                if (masked && !step_valid(run, t, b)) {
+                if (masked && step_status(run, t, b) != STEP_VALID) {
                     if (P) memset(mb, 0, H * sizeof(float));
                     continue;
                 }
-                fl_gates_row(&gp, Gt + (size_t)b * row4, run->c + (size_t)b * H,
-                             mb);
+                fl_gates_row(&gp, Gt + (size_t)b * g_b * row4,
+                             run->c + (size_t)b * H, mb);
             }
             if (P) {
                 projection_product(L, blas, m, B, hnew);
                 for (int b = 0; b < B; b++) {
-                    if (masked && !step_valid(run, t, b)) continue;
-                    float *src = hnew + (size_t)b * P;
+                    if (masked && step_status(run, t, b) != STEP_VALID) continue;
+                    const float *src = hnew + (size_t)b * P;
                     float *dst = run->h + (size_t)b * P;
                     for (size_t j = 0; j < P; j++) {
                         float v = src[j];
@@ -357,19 +381,24 @@ fl_status fl_lstm_forward(const fl_lstm *L, const fl_blas *blas,
                 }
             }
             for (int b = 0; b < B; b++) {
-                int valid = !masked || step_valid(run, t, b);
-                if (valid) seen[b] = 1;
+                int status = masked ? step_status(run, t, b) : STEP_VALID;
+                if (status == STEP_VALID) seen[b] = 1;
                 if (run->y)
-                    write_output(run, R, valid, seen, b,
-                                 run->y + (size_t)k * BR + (size_t)b * R);
+                    write_output(run, R, status, carry, seen, b,
+                                 run->y + tb_index(run, k, b) * (size_t)R);
             }
         }
     }
     if (run->y_last) {
         const int t_last = run->reverse ? 0 : T - 1;
-        for (int b = 0; b < B; b++)
-            write_output(run, R, !masked || step_valid(run, t_last, b), seen, b,
-                         run->y_last + (size_t)b * R);
+        for (int b = 0; b < B; b++) {
+            int status = masked ? step_status(run, t_last, b) : STEP_VALID;
+            /* a row that ended early reports its own last valid output */
+            if (status == STEP_PAST_LENGTH) status = STEP_MASKED;
+            write_output(run, R, status,
+                         carry || (run->lengths && t_last >= run->lengths[b]),
+                         seen, b, run->y_last + (size_t)b * R);
+        }
     }
     return FL_OK;
 }

@@ -75,6 +75,7 @@ typedef struct config {
     int I, H, P, B, T;
     fl_activation act, ract;
     int peep, bias, cell_clip, proj_clip, reverse, masked, lengths, zero_out;
+    int batch_major;
     int chunk;
 } config;
 
@@ -82,26 +83,33 @@ typedef struct config {
 static void reference(const config *cf, const float *W, const float *U,
                       const float *bias, const float *peep, const float *proj,
                       const float *x, const unsigned char *mask,
-                      const int *len, double *h, double *c, double *y) {
+                      const int *len, double *h, double *c, double *y,
+                      double *ylast) {
     int I = cf->I, H = cf->H, R = cf->P ? cf->P : cf->H, B = cf->B, T = cf->T;
     double *z = calloc((size_t)4 * H, sizeof(double));
     double *m = calloc((size_t)H, sizeof(double));
     int *seen = calloc((size_t)B, sizeof(int));
+#define TB(t, b) (cf->batch_major ? (size_t)(b) * T + (t) : (size_t)(t) * B + (b))
     for (int s = 0; s < T; s++) {
         int t = cf->reverse ? T - 1 - s : s;
         for (int b = 0; b < B; b++) {
             double *hb = h + (size_t)b * R, *cb = c + (size_t)b * H;
-            int valid = (!mask || mask[t * B + b]) && (!len || t < len[b]);
-            double *yo = y + ((size_t)s * B + b) * R;
+            int past = len && t >= len[b];
+            int valid = (!mask || mask[TB(t, b)]) && !past;
+            double *yo = y + TB(s, b) * R;
             if (!valid) {
                 for (int j = 0; j < R; j++)
-                    yo[j] = (!cf->zero_out && seen[b]) ? hb[j] : 0.0;
+                    yo[j] = (!past && !cf->zero_out && seen[b]) ? hb[j] : 0.0;
+                if (s == T - 1)
+                    for (int j = 0; j < R; j++)
+                        ylast[(size_t)b * R + j] =
+                            (past || !cf->zero_out) && seen[b] ? hb[j] : 0.0;
                 continue;
             }
             seen[b] = 1;
             for (int g = 0; g < 4 * H; g++) {
                 double acc = bias ? bias[g] : 0.0;
-                for (int k = 0; k < I; k++) acc += (double)x[((size_t)t * B + b) * I + k] * W[(size_t)k * 4 * H + g];
+                for (int k = 0; k < I; k++) acc += (double)x[TB(t, b) * I + k] * W[(size_t)k * 4 * H + g];
                 for (int k = 0; k < R; k++) acc += hb[k] * U[(size_t)k * 4 * H + g];
                 z[g] = acc;
             }
@@ -124,6 +132,7 @@ static void reference(const config *cf, const float *W, const float *U,
                 }
                 hb[j] = v;
                 yo[j] = v;
+                if (s == T - 1) ylast[(size_t)b * R + j] = v;
             }
         }
     }
@@ -164,6 +173,7 @@ static void run_config(const config *cf) {
     float *y = calloc((size_t)T * B * R, sizeof(float)), *ylast = calloc((size_t)B * R, sizeof(float));
     double *hr = calloc((size_t)B * R, sizeof(double)), *cr = calloc((size_t)B * H, sizeof(double));
     double *yr = calloc((size_t)T * B * R, sizeof(double));
+    double *ylr = calloc((size_t)B * R, sizeof(double));
     for (int k = 0; k < B * R; k++) hr[k] = h[k] = nrand(0.5f);
     for (int k = 0; k < B * H; k++) cr[k] = c[k] = nrand(0.5f);
 
@@ -172,10 +182,12 @@ static void run_config(const config *cf) {
     CHECK(st == FL_OK, "workspace_size");
     void *work = malloc(wb);
     fl_blas blas = {fl_naive_sgemm, fl_naive_sgemv};
-    fl_lstm_run run = {B, T, x, cf->masked ? mask : NULL,
-                       cf->lengths ? len : NULL, cf->reverse,
-                       cf->zero_out ? FL_MASK_ZERO : FL_MASK_CARRY, 1, h, c, NULL,
-                       y, ylast, cf->chunk};
+    fl_lstm_run run = {.batch = B, .steps = T, .batch_major = cf->batch_major,
+                       .x = x, .mask = cf->masked ? mask : NULL,
+                       .lengths = cf->lengths ? len : NULL, .reverse = cf->reverse,
+                       .mask_output = cf->zero_out ? FL_MASK_ZERO : FL_MASK_CARRY,
+                       .check_finite = 1, .h = h, .c = c, .y = y, .y_last = ylast,
+                       .chunk_steps = cf->chunk};
 #ifdef FL_COUNT_MALLOC
     long before = n_allocs;
 #endif
@@ -185,30 +197,29 @@ static void run_config(const config *cf) {
 #endif
     CHECK(st == FL_OK, "forward: %s", fl_status_message(st));
     reference(cf, W, U, cf->bias ? bias : NULL, cf->peep ? peep : NULL, proj, x,
-              cf->masked ? mask : NULL, cf->lengths ? len : NULL, hr, cr, yr);
+              cf->masked ? mask : NULL, cf->lengths ? len : NULL, hr, cr, yr, ylr);
     double err = 0;
     for (size_t k = 0; k < (size_t)T * B * R; k++) err = fmax(err, fabs(y[k] - yr[k]));
     for (int k = 0; k < B * R; k++) err = fmax(err, fabs(h[k] - hr[k]));
     for (int k = 0; k < B * H; k++) err = fmax(err, fabs(c[k] - cr[k]));
-    for (int k = 0; k < B * R; k++) /* y_last is the last row of y */
-        err = fmax(err, fabs(ylast[k] - y[(size_t)(T - 1) * B * R + k]));
+    for (int k = 0; k < B * R; k++) err = fmax(err, fabs(ylast[k] - ylr[k]));
     double tol = (cf->act == FL_ACT_EXPONENTIAL || cf->act == FL_ACT_RELU ||
                   cf->act == FL_ACT_LINEAR) ? 1e-4 : 2e-5;
     CHECK(err < tol,
           "I=%d H=%d P=%d B=%d T=%d act=%d ract=%d peep=%d clip=%d/%d rev=%d "
-          "mask=%d len=%d zero=%d chunk=%d: max err %.3g",
+          "mask=%d len=%d zero=%d chunk=%d bm=%d: max err %.3g",
           I, H, P, B, T, cf->act, cf->ract, cf->peep, cf->cell_clip,
           cf->proj_clip, cf->reverse, cf->masked, cf->lengths, cf->zero_out,
-          cf->chunk, err);
+          cf->chunk, cf->batch_major, err);
     free(work);
-    free(h); free(c); free(y); free(ylast); free(hr); free(cr); free(yr);
+    free(h); free(c); free(y); free(ylast); free(hr); free(cr); free(yr); free(ylr);
     fl_lstm_free(L);
 done:
     free(W); free(U); free(bias); free(peep); free(proj); free(x); free(mask); free(len);
 }
 
 static void test_configs(void) {
-    for (int rep = 0; rep < 60; rep++) {
+    for (int rep = 0; rep < 200; rep++) {
         config cf;
         memset(&cf, 0, sizeof cf);
         cf.I = 1 + (int)(urand() * 9);
@@ -227,6 +238,8 @@ static void test_configs(void) {
         cf.lengths = urand() < 0.3;
         cf.zero_out = urand() < 0.5;
         cf.chunk = urand() < 0.4 ? 1 + (int)(urand() * 4) : 0;
+        cf.batch_major = urand() < 0.5;
+        if (cf.act == FL_ACT_EXPONENTIAL && cf.T > 3) cf.T = 3; /* c grows as e^e^.. */
         run_config(&cf);
     }
 }
@@ -268,7 +281,8 @@ static void test_errors(void) {
           "ws overflow");
     fl_lstm_workspace_size(L, 1, 3, 0, &wb);
     void *work = malloc(wb);
-    fl_lstm_run run = {1, 3, x, NULL, NULL, 0, FL_MASK_CARRY, 1, h, c, NULL, y, NULL, 0};
+    fl_lstm_run run = {.batch = 1, .steps = 3, .x = x, .check_finite = 1,
+                       .h = h, .c = c, .y = y};
     CHECK(fl_lstm_forward(L, &blas, &run, work, wb) == FL_ERR_NONFINITE, "NaN input");
     unsigned char mask[3] = {1, 1, 0}; /* the NaN row (t=2) is masked: accepted */
     run.mask = mask;
@@ -313,12 +327,15 @@ static void test_split_equals_whole(void) {
     void *work = malloc(wb);
     float h1[10] = {0}, c1[10] = {0}, y1[9 * 2 * 5], h2[10] = {0}, c2[10] = {0}, y2[9 * 2 * 5];
     unsigned char seen[2] = {0, 0};
-    fl_lstm_run whole = {B, T, x, mask, NULL, 0, FL_MASK_CARRY, 0, h1, c1, NULL, y1, NULL, 0};
+    fl_lstm_run whole = {.batch = B, .steps = T, .x = x, .mask = mask,
+                         .h = h1, .c = c1, .y = y1};
     fl_lstm_forward(L, &blas, &whole, work, wb);
-    fl_lstm_run a = {B, T1, x, mask, NULL, 0, FL_MASK_CARRY, 0, h2, c2, seen, y2, NULL, 0};
+    fl_lstm_run a = {.batch = B, .steps = T1, .x = x, .mask = mask,
+                     .h = h2, .c = c2, .seen = seen, .y = y2};
     fl_lstm_forward(L, &blas, &a, work, wb);
-    fl_lstm_run b = {B, T - T1, x + T1 * B * I, mask + T1 * B, NULL, 0, FL_MASK_CARRY, 0,
-                     h2, c2, seen, y2 + T1 * B * H, NULL, 0};
+    fl_lstm_run b = {.batch = B, .steps = T - T1, .x = x + T1 * B * I,
+                     .mask = mask + T1 * B, .h = h2, .c = c2, .seen = seen,
+                     .y = y2 + T1 * B * H};
     fl_lstm_forward(L, &blas, &b, work, wb);
     double err = 0;
     for (int k = 0; k < T * B * H; k++) err = fmax(err, fabs(y1[k] - y2[k]));
