@@ -1,0 +1,91 @@
+# Mirrors src_c/fastlstm.h one to one: change both together
+# (tests/test_api.py checks the enum values against fastlstm.activations).
+from libc.stdint cimport int32_t, uint8_t
+
+
+cdef extern from "fastlstm.h" nogil:
+    int FL_MAX_DIM
+
+    ctypedef enum fl_status:
+        FL_OK
+        FL_ERR_ARG
+        FL_ERR_SHAPE
+        FL_ERR_NOMEM
+        FL_ERR_NONFINITE
+        FL_ERR_UNSUPPORTED
+        FL_ERR_OVERFLOW
+
+    ctypedef enum fl_activation:
+        FL_ACT_TANH
+        FL_ACT_SIGMOID
+        FL_ACT_HARD_SIGMOID_K2
+        FL_ACT_HARD_SIGMOID_K3
+        FL_ACT_RELU
+        FL_ACT_LINEAR
+        FL_ACT_SOFTSIGN
+        FL_ACT_ELU
+        FL_ACT_SELU
+        FL_ACT_SOFTPLUS
+        FL_ACT_EXPONENTIAL
+    int FL_ACT_COUNT
+
+    ctypedef enum fl_mask_output:
+        FL_MASK_CARRY
+        FL_MASK_ZERO
+
+    ctypedef void (*fl_sgemm_fn)(char *transa, char *transb, int *m, int *n,
+                                 int *k, float *alpha, float *a, int *lda,
+                                 float *b, int *ldb, float *beta, float *c,
+                                 int *ldc)
+    ctypedef void (*fl_sgemv_fn)(char *trans, int *m, int *n, float *alpha,
+                                 float *a, int *lda, float *x, int *incx,
+                                 float *beta, float *y, int *incy)
+
+    ctypedef struct fl_blas:
+        fl_sgemm_fn sgemm
+        fl_sgemv_fn sgemv
+
+    ctypedef struct fl_lstm_desc:
+        int input_size
+        int units
+        int proj_size
+        fl_activation activation
+        fl_activation recurrent_activation
+        int use_cell_clip
+        float cell_clip
+        int use_proj_clip
+        float proj_clip
+
+    ctypedef struct fl_lstm:
+        pass
+
+    ctypedef struct fl_lstm_run:
+        int batch
+        int steps
+        int batch_major
+        const float *x
+        const uint8_t *mask
+        const int32_t *lengths
+        int reverse
+        fl_mask_output mask_output
+        int check_finite
+        float *h
+        float *c
+        uint8_t *seen
+        float *y
+        float *y_last
+        int chunk_steps
+
+    fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,
+                             const float *recurrent_kernel, const float *bias,
+                             const float *peepholes, const float *projection,
+                             fl_lstm **out)
+    void fl_lstm_free(fl_lstm *lstm)
+    fl_status fl_lstm_get_desc(const fl_lstm *lstm, fl_lstm_desc *out)
+    fl_status fl_lstm_workspace_size(const fl_lstm *lstm, int batch, int steps,
+                                     int chunk_steps, size_t *out_bytes)
+    fl_status fl_lstm_forward(const fl_lstm *lstm, const fl_blas *blas,
+                              const fl_lstm_run *run, void *work,
+                              size_t work_bytes)
+    const char *fl_status_message(fl_status status)
+    fl_status fl_activation_apply(fl_activation act, float *v, size_t n)

@@ -1,0 +1,224 @@
+# The Cython side of the C core: owns packed layers, fills the BLAS table
+# from SciPy, maps status codes to exceptions, and releases the GIL around
+# every kernel call. Public API lives in fastlstm/lstm.py; callers here have
+# already validated and converted their arrays, the checks below are the
+# safety net that keeps any path into C from crashing.
+from libc.stdint cimport int32_t, uint8_t
+from libc.stdlib cimport free, malloc
+from scipy.linalg.cython_blas cimport sgemm, sgemv
+
+from fastlstm.errors import (
+    ConfigError,
+    FastLSTMError,
+    NonFiniteError,
+    ShapeError,
+)
+
+cdef fl_blas _BLAS
+_BLAS.sgemm = <fl_sgemm_fn>sgemm
+_BLAS.sgemv = <fl_sgemv_fn>sgemv
+
+MAX_DIM = FL_MAX_DIM
+
+# C enum values, exported so tests can check the Python mirrors.
+ACTIVATION_VALUES = {
+    "TANH": FL_ACT_TANH,
+    "SIGMOID": FL_ACT_SIGMOID,
+    "HARD_SIGMOID_K2": FL_ACT_HARD_SIGMOID_K2,
+    "HARD_SIGMOID_K3": FL_ACT_HARD_SIGMOID_K3,
+    "RELU": FL_ACT_RELU,
+    "LINEAR": FL_ACT_LINEAR,
+    "SOFTSIGN": FL_ACT_SOFTSIGN,
+    "ELU": FL_ACT_ELU,
+    "SELU": FL_ACT_SELU,
+    "SOFTPLUS": FL_ACT_SOFTPLUS,
+    "EXPONENTIAL": FL_ACT_EXPONENTIAL,
+}
+
+_STATUS_ERRORS = {
+    FL_ERR_ARG: ShapeError,
+    FL_ERR_SHAPE: ShapeError,
+    FL_ERR_NOMEM: MemoryError,
+    FL_ERR_NONFINITE: NonFiniteError,
+    FL_ERR_UNSUPPORTED: ConfigError,
+    FL_ERR_OVERFLOW: ShapeError,
+}
+
+
+cdef int _check(fl_status st, str where) except -1:
+    if st == FL_OK:
+        return 0
+    cls = _STATUS_ERRORS.get(st, FastLSTMError)
+    raise cls(f"{where}: {fl_status_message(st).decode('ascii')}")
+
+
+def status_message(int status):
+    """The C core's message for a status code."""
+    return fl_status_message(<fl_status>status).decode("ascii")
+
+
+def _test_activation(int activation, float[::1] values):
+    """Applies an activation in place with the kernel's own code (tests)."""
+    cdef size_t n = values.shape[0]
+    cdef float *ptr = &values[0] if n else NULL
+    cdef fl_status st
+    with nogil:
+        st = fl_activation_apply(<fl_activation>activation, ptr, n)
+    _check(st, "activation")
+
+
+cdef inline void _expect(bint ok, str message) except *:
+    if not ok:
+        raise ShapeError(message)
+
+
+cdef class PackedLSTM:
+    """One LSTM direction packed by the C core. Immutable, thread-safe."""
+
+    cdef fl_lstm *_lstm
+    cdef readonly int input_size
+    cdef readonly int units
+    cdef readonly int proj_size
+    cdef readonly int output_size
+
+    def __cinit__(self):
+        self._lstm = NULL
+
+    def __init__(self, const float[:, ::1] kernel,
+                 const float[:, ::1] recurrent_kernel,
+                 bias, peepholes, projection,
+                 int activation, int recurrent_activation,
+                 cell_clip=None, proj_clip=None):
+        cdef fl_lstm_desc desc
+        cdef const float[::1] b_v
+        cdef const float[:, ::1] p_v
+        cdef const float[:, ::1] proj_v
+        cdef const float *b_ptr = NULL
+        cdef const float *p_ptr = NULL
+        cdef const float *proj_ptr = NULL
+        cdef fl_lstm *out = NULL
+        cdef fl_status st
+
+        _expect(kernel.shape[1] % 4 == 0, "kernel width must be 4*units")
+        desc.input_size = kernel.shape[0]
+        desc.units = kernel.shape[1] // 4
+        desc.proj_size = 0 if projection is None else projection.shape[1]
+        desc.activation = <fl_activation>activation
+        desc.recurrent_activation = <fl_activation>recurrent_activation
+        desc.use_cell_clip = cell_clip is not None
+        desc.cell_clip = cell_clip if cell_clip is not None else 0.0
+        desc.use_proj_clip = proj_clip is not None
+        desc.proj_clip = proj_clip if proj_clip is not None else 0.0
+        cdef int R = desc.proj_size if desc.proj_size else desc.units
+        _expect(recurrent_kernel.shape[0] == R
+                and recurrent_kernel.shape[1] == 4 * desc.units,
+                "recurrent_kernel shape does not match kernel/projection")
+        if bias is not None:
+            b_v = bias
+            _expect(b_v.shape[0] == 4 * desc.units, "bias must be (4*units,)")
+            b_ptr = &b_v[0]
+        if peepholes is not None:
+            p_v = peepholes
+            _expect(p_v.shape[0] == 3 and p_v.shape[1] == desc.units,
+                    "peepholes must be (3, units)")
+            p_ptr = &p_v[0, 0]
+        if projection is not None:
+            proj_v = projection
+            _expect(proj_v.shape[0] == desc.units, "projection must be (units, P)")
+            proj_ptr = &proj_v[0, 0]
+        with nogil:
+            st = fl_lstm_create(&desc, &kernel[0, 0], &recurrent_kernel[0, 0],
+                                b_ptr, p_ptr, proj_ptr, &out)
+        _check(st, "creating the LSTM layer")
+        self._lstm = out
+        self.input_size = desc.input_size
+        self.units = desc.units
+        self.proj_size = desc.proj_size
+        self.output_size = R
+
+    def __dealloc__(self):
+        if self._lstm is not NULL:
+            fl_lstm_free(self._lstm)
+            self._lstm = NULL
+
+    def workspace_size(self, int batch, int steps, int chunk_steps=0):
+        """Bytes of workspace a forward call of this size needs."""
+        cdef size_t n = 0
+        _check(fl_lstm_workspace_size(self._lstm, batch, steps, chunk_steps, &n),
+               "workspace size")
+        return n
+
+    def forward(self, const float[:, :, ::1] x, bint batch_major,
+                float[:, ::1] h, float[:, ::1] c,
+                uint8_t[::1] seen=None,
+                float[:, :, ::1] y=None,
+                float[:, ::1] y_last=None,
+                const uint8_t[:, ::1] mask=None,
+                const int32_t[::1] lengths=None,
+                bint reverse=False, bint zero_output=False,
+                bint check_finite=True, int chunk_steps=0,
+                uint8_t[::1] work=None):
+        """Runs the layer; h, c (and seen) are updated in place.
+
+        x is (batch, steps, I) when batch_major else (steps, batch, I); mask
+        and y follow the same layout. Raises on any inconsistency.
+        """
+        if self._lstm is NULL:
+            raise ShapeError("PackedLSTM was not initialized")
+        cdef int B = x.shape[0] if batch_major else x.shape[1]
+        cdef int T = x.shape[1] if batch_major else x.shape[0]
+        cdef int R = self.output_size
+        _expect(x.shape[2] == self.input_size,
+                f"x has {x.shape[2]} features, the layer expects {self.input_size}")
+        _expect(B >= 1 and T >= 1, "x needs at least one batch row and one step")
+        _expect(h.shape[0] == B and h.shape[1] == R, f"h must be ({B}, {R})")
+        _expect(c.shape[0] == B and c.shape[1] == self.units,
+                f"c must be ({B}, {self.units})")
+        if seen is not None:
+            _expect(seen.shape[0] == B, f"seen must be ({B},)")
+        if y is not None:
+            _expect(y.shape[0] == x.shape[0] and y.shape[1] == x.shape[1]
+                    and y.shape[2] == R, "y has the wrong shape")
+        if y_last is not None:
+            _expect(y_last.shape[0] == B and y_last.shape[1] == R,
+                    f"y_last must be ({B}, {R})")
+        if mask is not None:
+            _expect(mask.shape[0] == x.shape[0] and mask.shape[1] == x.shape[1],
+                    "mask has the wrong shape")
+        if lengths is not None:
+            _expect(lengths.shape[0] == B, f"lengths must be ({B},)")
+
+        cdef fl_lstm_run run
+        run.batch = B
+        run.steps = T
+        run.batch_major = batch_major
+        run.x = &x[0, 0, 0]
+        run.mask = &mask[0, 0] if mask is not None else NULL
+        run.lengths = &lengths[0] if lengths is not None else NULL
+        run.reverse = reverse
+        run.mask_output = FL_MASK_ZERO if zero_output else FL_MASK_CARRY
+        run.check_finite = check_finite
+        run.h = &h[0, 0]
+        run.c = &c[0, 0]
+        run.seen = &seen[0] if seen is not None else NULL
+        run.y = &y[0, 0, 0] if y is not None else NULL
+        run.y_last = &y_last[0, 0] if y_last is not None else NULL
+        run.chunk_steps = chunk_steps
+
+        cdef size_t need = 0
+        _check(fl_lstm_workspace_size(self._lstm, B, T, chunk_steps, &need),
+               "workspace size")
+        cdef void *buf = NULL
+        cdef bint owned = work is None or <size_t>work.shape[0] < need
+        if owned:
+            buf = malloc(need)
+            if buf is NULL:
+                raise MemoryError(f"cannot allocate a {need}-byte workspace")
+        else:
+            buf = &work[0]
+        cdef fl_status st
+        with nogil:
+            st = fl_lstm_forward(self._lstm, &_BLAS, &run, buf, need)
+        if owned:
+            free(buf)
+        _check(st, "LSTM forward")

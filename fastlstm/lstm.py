@@ -1,0 +1,326 @@
+"""The public LSTM layer and its stateful stream."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Union
+
+import numpy as np
+
+from fastlstm import _inputs
+from fastlstm._core import PackedLSTM
+from fastlstm.activations import Activation
+from fastlstm.errors import NonFiniteError, ShapeError, StreamError
+from fastlstm.spec import LSTMSpec
+
+__all__ = ["LSTM", "LSTMStream"]
+
+ArrayLike = Any
+Output = Union[np.ndarray, list]
+
+# The input projection of all steps is one GEMM unless its buffer would
+# exceed this; then it runs in chunks of whole time steps (same numbers).
+GATE_BUFFER_BYTES = 64 << 20
+
+
+def chunk_steps_for(batch: int, steps: int, units: int) -> int:
+    per_step = batch * 4 * units * 4
+    if per_step * steps <= GATE_BUFFER_BYTES:
+        return 0
+    return max(1, GATE_BUFFER_BYTES // per_step)
+
+
+class LSTM:
+    """One LSTM layer, Keras semantics, float32.
+
+    Weights use the canonical layout (see ``fastlstm.spec``): ``kernel``
+    (input_size, 4*units), ``recurrent_kernel`` (units or proj_size,
+    4*units), ``bias`` (4*units,), gate blocks in the order i, f, g, o.
+
+    Calling ``layer(x)`` with x of shape (batch, time, features) (or
+    (time, batch, features) with ``time_major=True``) returns the outputs as
+    Keras does: the last output (batch, R), or all outputs (batch, time, R)
+    with ``return_sequences``; with ``return_state`` a list ``[output, h, c]``.
+    """
+
+    def __init__(
+        self,
+        kernel: ArrayLike,
+        recurrent_kernel: ArrayLike,
+        bias: ArrayLike | None = None,
+        *,
+        activation: str | Activation = "tanh",
+        recurrent_activation: str | Activation = "sigmoid",
+        peepholes: ArrayLike | None = None,
+        projection: ArrayLike | None = None,
+        cell_clip: float | None = None,
+        proj_clip: float | None = None,
+        go_backwards: bool = False,
+        return_sequences: bool = False,
+        return_state: bool = False,
+        zero_output_for_mask: bool = False,
+        time_major: bool = False,
+        nan_policy: str = "raise",
+    ) -> None:
+        spec = LSTMSpec.create(
+            kernel, recurrent_kernel, bias,
+            peepholes=peepholes, projection=projection,
+            activation=activation, recurrent_activation=recurrent_activation,
+            cell_clip=cell_clip, proj_clip=proj_clip, go_backwards=go_backwards,
+            return_sequences=return_sequences, return_state=return_state,
+            zero_output_for_mask=zero_output_for_mask,
+        )
+        self._setup(spec, time_major, nan_policy)
+
+    @classmethod
+    def from_spec(
+        cls, spec: LSTMSpec, *, time_major: bool = False, nan_policy: str = "raise"
+    ) -> LSTM:
+        """Builds a layer from a validated ``LSTMSpec`` (what loaders make)."""
+        if not isinstance(spec, LSTMSpec):
+            raise TypeError(f"spec must be an LSTMSpec, got {type(spec).__name__}")
+        layer = cls.__new__(cls)
+        layer._setup(spec, time_major, nan_policy)
+        return layer
+
+    def _setup(self, spec: LSTMSpec, time_major: bool, nan_policy: str) -> None:
+        self._spec = spec
+        self._time_major = bool(time_major)
+        self._nan_policy = _inputs.check_nan_policy(nan_policy)
+        self._packed = PackedLSTM(
+            spec.kernel, spec.recurrent_kernel, spec.bias, spec.peepholes,
+            spec.projection, int(spec.activation), int(spec.recurrent_activation),
+            spec.cell_clip, spec.proj_clip,
+        )
+
+    # -- description ---------------------------------------------------------
+    spec = property(lambda self: self._spec, doc="The layer's LSTMSpec.")
+    input_size = property(lambda self: self._spec.input_size)
+    units = property(lambda self: self._spec.units)
+    proj_size = property(lambda self: self._spec.proj_size)
+    output_size = property(lambda self: self._spec.output_size,
+                           doc="Width of h and of each output step.")
+    go_backwards = property(lambda self: self._spec.go_backwards)
+    return_sequences = property(lambda self: self._spec.return_sequences)
+    return_state = property(lambda self: self._spec.return_state)
+    zero_output_for_mask = property(lambda self: self._spec.zero_output_for_mask)
+    time_major = property(lambda self: self._time_major)
+    nan_policy = property(lambda self: self._nan_policy)
+
+    def __repr__(self) -> str:
+        s = self._spec
+        extras = [f"proj_size={s.proj_size}"] if s.proj_size else []
+        if s.peepholes is not None:
+            extras.append("peepholes")
+        if s.go_backwards:
+            extras.append("go_backwards")
+        return (f"LSTM(input_size={s.input_size}, units={s.units}"
+                + "".join(", " + e for e in extras)
+                + f", activation={s.activation.name.lower()}, "
+                f"recurrent_activation={s.recurrent_activation.name.lower()})")
+
+    # -- stateless inference -------------------------------------------------
+    def __call__(
+        self,
+        x: ArrayLike,
+        initial_state: tuple[ArrayLike, ArrayLike] | None = None,
+        mask: ArrayLike | None = None,
+        lengths: ArrayLike | None = None,
+    ) -> Output:
+        xs, B, T = _inputs.sequence_input(x, self.input_size, self._time_major)
+        p = _prepare(xs, B, T, self._time_major, mask, lengths)
+        out, (h, c) = self._forward(p, initial_state, self._spec.return_sequences)
+        return [out, h, c] if self._spec.return_state else out
+
+    def _forward(self, p: _Prepared, initial_state: Any, sequences: bool,
+                 name: str = "initial_state") -> tuple[np.ndarray, list]:
+        """(output sequence or last output, [h, c]) for prepared inputs."""
+        h, c = self._initial_state(initial_state, p.batch, name)
+        seq, last = self._run(p, h, c, sequences)
+        return (seq if sequences else last), [h, c]
+
+    def _initial_state(self, initial_state: Any, batch: int,
+                       name: str = "initial_state") -> tuple[np.ndarray, np.ndarray]:
+        R, H = self.output_size, self.units
+        if initial_state is None:
+            return (np.zeros((batch, R), np.float32), np.zeros((batch, H), np.float32))
+        h0, c0 = _inputs.pair_input(initial_state, name)
+        return (_inputs.state_input(h0, batch, R, f"{name}[0] (h)", self._nan_policy),
+                _inputs.state_input(c0, batch, H, f"{name}[1] (c)", self._nan_policy))
+
+    def _run(self, p: _Prepared, h: np.ndarray, c: np.ndarray, sequences: bool,
+             seen: np.ndarray | None = None, work: np.ndarray | None = None,
+             y_last: np.ndarray | None = None) -> tuple[Any, Any]:
+        """Runs the kernel; updates h, c (and seen) in place. Returns the
+        output sequence (layout of x, processing order) or None, and the
+        last output or None."""
+        R = self.output_size
+        y = None
+        if sequences:
+            y = np.empty(p.x.shape[:2] + (R,), np.float32)
+        elif y_last is None:
+            y_last = np.empty((p.batch, R), np.float32)
+        try:
+            self._packed.forward(
+                p.x, not self._time_major, h, c, seen=seen, y=y, y_last=y_last,
+                mask=p.mask, lengths=p.lengths, reverse=self._spec.go_backwards,
+                zero_output=self._spec.zero_output_for_mask,
+                check_finite=self._nan_policy == "raise",
+                chunk_steps=chunk_steps_for(p.batch, p.steps, self.units),
+                work=work,
+            )
+        except NonFiniteError:
+            _inputs.raise_nonfinite(p.x, p.valid(), self._time_major)
+        return y, y_last
+
+    def _run_stream(self, p: _Prepared, h: np.ndarray, c: np.ndarray,
+                    seen: np.ndarray, work: np.ndarray, out: np.ndarray) -> None:
+        """One batch-major step into a preallocated output (streams only)."""
+        try:
+            self._packed.forward(
+                p.x, True, h, c, seen=seen, y_last=out, mask=p.mask,
+                zero_output=self._spec.zero_output_for_mask,
+                check_finite=self._nan_policy == "raise", work=work,
+            )
+        except NonFiniteError:
+            _inputs.raise_nonfinite(p.x, p.valid(), False)
+
+    # -- stateful inference --------------------------------------------------
+    def stream(self, batch_size: int) -> LSTMStream:
+        """A stateful stream over this layer for ``batch_size`` rows."""
+        return LSTMStream(self, batch_size)
+
+
+class _Prepared:
+    """Validated call inputs in the layout the kernel reads."""
+
+    __slots__ = ("x", "batch", "steps", "mask", "lengths", "time_major")
+
+    def __init__(self, x: np.ndarray, batch: int, steps: int,
+                 mask: np.ndarray | None, lengths: np.ndarray | None,
+                 time_major: bool) -> None:
+        self.x, self.batch, self.steps = x, batch, steps
+        self.mask, self.lengths, self.time_major = mask, lengths, time_major
+
+    def valid(self) -> np.ndarray | None:
+        """Boolean (same layout as x's first two axes) of the steps that run."""
+        if self.mask is None and self.lengths is None:
+            return None
+        shape = self.x.shape[:2]
+        valid = np.ones(shape, bool) if self.mask is None else self.mask.astype(bool)
+        if self.lengths is not None:
+            t = np.arange(self.steps)
+            inside = t[None, :] < self.lengths[:, None]  # (batch, time)
+            valid &= inside.T if self.time_major else inside
+        return valid
+
+
+def _prepare(x: np.ndarray, B: int, T: int, time_major: bool,
+             mask: Any, lengths: Any) -> _Prepared:
+    m = None
+    if mask is not None:
+        m = _inputs.mask_input(mask, (T, B) if time_major else (B, T), time_major)
+    ln = None if lengths is None else _inputs.lengths_input(lengths, B, T)
+    return _Prepared(x, B, T, m, ln, time_major)
+
+
+class LSTMStream:
+    """Stateful inference over one LSTM layer: feed a sequence in pieces.
+
+    ``step(x_t)`` takes one step (batch, features) and returns (batch, R);
+    ``feed(x)`` takes a chunk (batch, time, features) (time-major if the
+    layer is) and returns every step's output. Feeding a sequence in chunks
+    of any sizes gives the outputs of one stateless call. A stream holds
+    mutable state: use one per thread (concurrent use raises StreamError).
+    """
+
+    def __init__(self, layer: LSTM, batch_size: int) -> None:
+        if layer.go_backwards:
+            raise StreamError(
+                "a go_backwards layer cannot stream: it needs the whole "
+                "sequence before its first step"
+            )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or not 1 <= batch_size <= (1 << 24):
+            raise ShapeError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        self._layer = layer
+        self._batch = int(batch_size)
+        self._h = np.zeros((self._batch, layer.output_size), np.float32)
+        self._c = np.zeros((self._batch, layer.units), np.float32)
+        self._seen = np.zeros(self._batch, np.uint8)
+        self._step_work = np.empty(layer._packed.workspace_size(self._batch, 1), np.uint8)
+        self._lock = threading.Lock()
+
+    layer = property(lambda self: self._layer)
+    batch_size = property(lambda self: self._batch)
+
+    def reset(self) -> None:
+        """Zeroes h and c (and forgets which rows have seen a valid step)."""
+        with self._guard():
+            self._h.fill(0.0)
+            self._c.fill(0.0)
+            self._seen.fill(0)
+
+    @property
+    def state(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of (h, c): (batch, R) and (batch, units)."""
+        return self._h.copy(), self._c.copy()
+
+    @state.setter
+    def state(self, value: tuple[ArrayLike, ArrayLike]) -> None:
+        h0, c0 = _inputs.pair_input(value, "state")
+        policy = self._layer.nan_policy
+        h = _inputs.state_input(h0, self._batch, self._layer.output_size, "state[0] (h)",
+                                policy)
+        c = _inputs.state_input(c0, self._batch, self._layer.units, "state[1] (c)", policy)
+        with self._guard():
+            self._h[...] = h
+            self._c[...] = c
+            self._seen.fill(1)  # a set state counts as a previous output
+
+    def step(self, x: ArrayLike, mask: ArrayLike | None = None) -> np.ndarray:
+        """Runs one time step; x (batch, features), mask (batch,) optional."""
+        layer = self._layer
+        xs = _inputs.step_input(x, layer.input_size, self._batch)
+        m = None
+        if mask is not None:
+            m = _inputs.mask_input(mask, (self._batch,), False).reshape(self._batch, 1)
+        p = _Prepared(xs.reshape(self._batch, 1, -1), self._batch, 1, m, None, False)
+        out = np.empty((self._batch, layer.output_size), np.float32)
+        with self._guard():
+            layer._run_stream(p, self._h, self._c, self._seen, self._step_work, out)
+        return out
+
+    def feed(self, x: ArrayLike, mask: ArrayLike | None = None) -> np.ndarray:
+        """Runs a chunk of steps and returns the output of every step."""
+        layer = self._layer
+        xs, B, T = _inputs.sequence_input(x, layer.input_size, layer.time_major)
+        if B != self._batch:
+            raise ShapeError(f"x has batch size {B} but the stream was made for "
+                             f"{self._batch}")
+        p = _prepare(xs, B, T, layer.time_major, mask, None)
+        with self._guard():
+            y, _ = layer._run(p, self._h, self._c, True, seen=self._seen)
+        return y
+
+    def _guard(self) -> _Guard:
+        return _Guard(self._lock)
+
+
+class _Guard:
+    """Refuses (instead of corrupting) concurrent use of one stream."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(blocking=False):
+            raise StreamError(
+                "this stream is being used by another thread; streams hold "
+                "mutable state, create one stream per thread"
+            )
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()

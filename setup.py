@@ -1,0 +1,50 @@
+"""Builds fastlstm._core from fastlstm/_core.pyx and the C core in src_c/.
+
+Environment switches:
+  FASTLSTM_DEBUG=1     Cython bounds/wraparound checks on, -O0 -g
+  FASTLSTM_SANITIZE=1  build with -fsanitize=address,undefined
+  FASTLSTM_NATIVE=1    add -march=native (never the default)
+"""
+
+import os
+from pathlib import Path
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("FASTLSTM_DEBUG") == "1"
+SANITIZE = os.environ.get("FASTLSTM_SANITIZE") == "1"
+NATIVE = os.environ.get("FASTLSTM_NATIVE") == "1"
+
+# -fno-trapping-math lets GCC vectorize the branch-free selects in
+# src_c/fl_math.h; unlike -ffast-math it keeps IEEE NaN/inf semantics.
+compile_args = ["-std=c11", "-fno-trapping-math", "-Wall", "-Wno-unused-function"]
+compile_args += ["-O0", "-g"] if DEBUG else ["-O3"]
+link_args = []
+if SANITIZE:
+    compile_args += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
+    link_args += ["-fsanitize=address,undefined"]
+if NATIVE:
+    compile_args.append("-march=native")
+
+c_sources = sorted(str(p) for p in Path("src_c").glob("fl_*.c"))
+
+extension = Extension(
+    "fastlstm._core",
+    sources=["fastlstm/_core.pyx", *c_sources],
+    include_dirs=["src_c"],
+    libraries=["m"],
+    extra_compile_args=compile_args,
+    extra_link_args=link_args,
+)
+
+directives = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+    "embedsignature": True,
+}
+
+setup(ext_modules=cythonize([extension], compiler_directives=directives))
