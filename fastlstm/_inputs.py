@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from fastlstm.errors import ConfigError, DTypeError, NonFiniteError, ShapeError
-from fastlstm.spec import MAX_DIM, as_float32_array
+from fastlstm.spec import MAX_DIM, real_array
 
 NAN_POLICIES = ("raise", "propagate")
 
@@ -24,8 +24,9 @@ def check_nan_policy(nan_policy: str) -> str:
 def sequence_input(
     x: Any, input_size: int, time_major: bool, name: str = "x"
 ) -> tuple[np.ndarray, int, int]:
-    """x as float32 C-contiguous (3-D, layout unchanged); returns (x, B, T)."""
-    arr = as_float32_array(x, name)
+    """x as float32 C-contiguous (3-D, layout unchanged); returns (x, B, T).
+    The shape is checked before x is converted or copied."""
+    arr = real_array(x, name)
     layout = "(time, batch, features)" if time_major else "(batch, time, features)"
     if arr.ndim != 3:
         raise ShapeError(f"{name} must be 3-D {layout}, got shape {arr.shape}")
@@ -42,18 +43,18 @@ def sequence_input(
         raise ShapeError(f"{name} has 0 time steps: shape {arr.shape}")
     if B > MAX_DIM or T > MAX_DIM:
         raise ShapeError(f"{name} shape {arr.shape} exceeds {MAX_DIM} per dimension")
-    return np.ascontiguousarray(arr), B, T
+    return np.ascontiguousarray(arr, dtype=np.float32), B, T
 
 
 def step_input(x: Any, input_size: int, batch: int, name: str = "x") -> np.ndarray:
     """One time step (batch, features) as float32 C-contiguous."""
-    arr = as_float32_array(x, name)
+    arr = real_array(x, name)
     if arr.ndim != 2 or arr.shape != (batch, input_size):
         raise ShapeError(
             f"{name} must have shape (batch, features) = ({batch}, {input_size}), "
             f"got {arr.shape}"
         )
-    return np.ascontiguousarray(arr)
+    return np.ascontiguousarray(arr, dtype=np.float32)
 
 
 def mask_input(mask: Any, shape: tuple[int, int], time_major: bool) -> np.ndarray:
@@ -87,21 +88,28 @@ def state_input(
     value: Any, batch: int, width: int, name: str, nan_policy: str
 ) -> np.ndarray:
     """A fresh float32 (batch, width) copy of a state array."""
-    arr = as_float32_array(value, name)
+    arr = real_array(value, name)
     if arr.shape != (batch, width):
         raise ShapeError(f"{name} must have shape (batch, {width}) = ({batch}, {width}), "
                          f"got {arr.shape}")
+    arr = np.array(arr, dtype=np.float32, order="C", copy=True)
     if nan_policy == "raise" and not np.isfinite(arr).all():
         raise NonFiniteError(f"{name} contains NaN or inf")
-    return np.array(arr, dtype=np.float32, order="C", copy=True)
+    return arr
 
 
 def pair_input(initial_state: Any, name: str = "initial_state") -> tuple[Any, Any]:
     """(h, c) from a tuple/list of two arrays."""
-    if isinstance(initial_state, np.ndarray) or not hasattr(initial_state, "__len__") \
-            or len(initial_state) != 2:
+    if not is_sequence(initial_state, 2):
         raise ShapeError(f"{name} must be a pair (h, c) of arrays")
     return initial_state[0], initial_state[1]
+
+
+def is_sequence(value: Any, length: int) -> bool:
+    """True for a list/tuple-like (not an ndarray) of ``length`` items."""
+    return (not isinstance(value, (np.ndarray, str, bytes))
+            and hasattr(value, "__len__") and hasattr(value, "__getitem__")
+            and len(value) == length)
 
 
 def raise_nonfinite(x: np.ndarray, valid: np.ndarray | None, time_major: bool,

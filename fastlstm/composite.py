@@ -83,7 +83,7 @@ class Bidirectional:
                  name: str = "initial_state") -> tuple[Any, list]:
         fw_state = bw_state = None
         if initial_state is not None:
-            if isinstance(initial_state, np.ndarray) or len(initial_state) != 4:
+            if not _inputs.is_sequence(initial_state, 4):
                 raise ShapeError(f"{name} of a Bidirectional layer must be "
                                  "[h_fw, c_fw, h_bw, c_bw]")
             fw_state, bw_state = initial_state[:2], initial_state[2:]
@@ -129,6 +129,8 @@ class Stack:
         layers = list(layers)
         if not layers:
             raise ConfigError("a Stack needs at least one layer")
+        if not isinstance(return_state, (bool, np.bool_)):
+            raise ConfigError(f"return_state must be a bool, got {return_state!r}")
         problems = []
         for k, layer in enumerate(layers):
             if not isinstance(layer, (LSTM, Bidirectional)):
@@ -166,9 +168,10 @@ class Stack:
         """initial_state: one state list per layer (see the class doc)."""
         xs, B, T = _inputs.sequence_input(x, self.input_size, self.time_major)
         p = _prepare(xs, B, T, self.time_major, mask, lengths)
-        if initial_state is not None and len(initial_state) != len(self.layers):
-            raise ShapeError(f"initial_state must hold one state per layer "
-                             f"({len(self.layers)}), got {len(initial_state)}")
+        n = len(self.layers)
+        if initial_state is not None and not _inputs.is_sequence(initial_state, n):
+            raise ShapeError(f"initial_state must be a list holding one state per "
+                             f"layer ({n}), got {_describe(initial_state)}")
         states = []
         out = None
         for k, layer in enumerate(self.layers):
@@ -219,8 +222,16 @@ class StackStream:
 
     @state.setter
     def state(self, value: Sequence[tuple[Any, Any]]) -> None:
-        if len(value) != len(self._streams):
-            raise ShapeError(f"state must hold one (h, c) pair per layer "
-                             f"({len(self._streams)}), got {len(value)}")
+        n = len(self._streams)
+        if not _inputs.is_sequence(value, n):
+            raise ShapeError(f"state must be a list holding one (h, c) pair per "
+                             f"layer ({n}), got {_describe(value)}")
         for s, v in zip(self._streams, value):
             s.state = v
+
+
+def _describe(value: Any) -> str:
+    """'3 items' for a list or tuple, else the type name (error messages)."""
+    if isinstance(value, (list, tuple)):
+        return f"{len(value)} items"
+    return f"a {type(value).__name__}"

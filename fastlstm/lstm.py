@@ -10,7 +10,7 @@ import numpy as np
 from fastlstm import _inputs
 from fastlstm._core import PackedLSTM
 from fastlstm.activations import Activation
-from fastlstm.errors import NonFiniteError, ShapeError, StreamError
+from fastlstm.errors import ConfigError, NonFiniteError, ShapeError, StreamError
 from fastlstm.spec import LSTMSpec
 
 __all__ = ["LSTM", "LSTMStream"]
@@ -84,6 +84,8 @@ class LSTM:
         return layer
 
     def _setup(self, spec: LSTMSpec, time_major: bool, nan_policy: str) -> None:
+        if not isinstance(time_major, (bool, np.bool_)):
+            raise ConfigError(f"time_major must be a bool, got {time_major!r}")
         self._spec = spec
         self._time_major = bool(time_major)
         self._nan_policy = _inputs.check_nan_policy(nan_policy)

@@ -22,7 +22,7 @@ import numpy as np
 from fastlstm.activations import Activation, parse_activation
 from fastlstm.errors import ConfigError, DTypeError, NonFiniteError, ShapeError
 
-__all__ = ["LSTMSpec", "as_float32_array"]
+__all__ = ["LSTMSpec", "as_float32_array", "real_array"]
 
 I, F, G, O = range(4)  # canonical gate blocks
 
@@ -30,8 +30,9 @@ I, F, G, O = range(4)  # canonical gate blocks
 MAX_DIM = 1 << 24
 
 
-def as_float32_array(value: Any, name: str) -> np.ndarray:
-    """Converts real numeric array-likes to float32; refuses bool, complex,
+def real_array(value: Any, name: str) -> np.ndarray:
+    """``value`` as an array of a real numeric dtype, not yet converted (so
+    its shape can be checked before a copy is made); refuses bool, complex,
     strings and objects with a DTypeError naming ``name``."""
     if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
         value = value.detach().cpu().numpy()
@@ -44,7 +45,13 @@ def as_float32_array(value: Any, name: str) -> np.ndarray:
             f"{name} has dtype {arr.dtype}; a real floating or integer array "
             "is required"
         )
-    return arr.astype(np.float32, copy=False)
+    return arr
+
+
+def as_float32_array(value: Any, name: str) -> np.ndarray:
+    """Converts real numeric array-likes to float32; refuses bool, complex,
+    strings and objects with a DTypeError naming ``name``."""
+    return real_array(value, name).astype(np.float32, copy=False)
 
 
 def _frozen(arr: np.ndarray) -> np.ndarray:
@@ -57,6 +64,8 @@ def _check_clip(value: float | None, name: str, problems: list[str]) -> None:
     if value is None:
         return
     try:
+        if isinstance(value, (bool, np.bool_)):
+            raise TypeError
         v = float(value)
     except (TypeError, ValueError):
         problems.append(f"{name} must be a positive number or None, got {value!r}")
@@ -119,16 +128,18 @@ class LSTMSpec:
         zero_output_for_mask: bool = False,
     ) -> LSTMSpec:
         """Validates and normalizes; raises one ShapeError listing every shape
-        problem, NonFiniteError for NaN/inf weights, ConfigError for options."""
+        problem, NonFiniteError for NaN/inf weights, ConfigError for options.
+        Shapes are checked before any conversion, so a huge broadcast view
+        fails without being copied."""
         act = parse_activation(activation, "activation")
         ract = parse_activation(recurrent_activation, "recurrent_activation")
-        arrays = {"kernel": as_float32_array(kernel, "kernel"),
-                  "recurrent_kernel": as_float32_array(recurrent_kernel,
-                                                       "recurrent_kernel")}
+        arrays = {"kernel": real_array(kernel, "kernel"),
+                  "recurrent_kernel": real_array(recurrent_kernel,
+                                                 "recurrent_kernel")}
         for name, value in (("bias", bias), ("peepholes", peepholes),
                             ("projection", projection)):
             if value is not None:
-                arrays[name] = as_float32_array(value, name)
+                arrays[name] = real_array(value, name)
 
         problems: list[str] = []
         k = arrays["kernel"]
@@ -146,6 +157,9 @@ class LSTMSpec:
                 f"projection must have shape (units, proj_size), got {proj.shape}"
             )
             proj = None
+        if proj is not None and proj.shape[1] > MAX_DIM:
+            problems.append(f"projection shape {proj.shape} exceeds the size "
+                            f"limit of {MAX_DIM} per dimension")
         if units is not None:
             if units > MAX_DIM or k.shape[0] > MAX_DIM:
                 problems.append(f"kernel shape {k.shape} exceeds the size limit "
@@ -157,6 +171,8 @@ class LSTMSpec:
                 "peepholes": (3, units),
                 "projection": (units, width),
             }
+            if proj is None:  # absent, or malformed and already reported
+                del expected["projection"]
             for name, shape in expected.items():
                 arr = arrays.get(name)
                 if arr is not None and arr.shape != shape:
@@ -165,13 +181,18 @@ class LSTMSpec:
                         f"{name} must have shape {shape}{what} for "
                         f"kernel {k.shape}, got {arr.shape}"
                     )
-        _check_clip(cell_clip, "cell_clip", problems)
-        _check_clip(proj_clip, "proj_clip", problems)
-        if proj_clip is not None and proj is None:
-            problems.append("proj_clip is set but there is no projection")
         if problems:
             raise ShapeError("invalid LSTM weights:\n  - " + "\n  - ".join(problems))
+        options: list[str] = []
+        _check_clip(cell_clip, "cell_clip", options)
+        _check_clip(proj_clip, "proj_clip", options)
+        if proj_clip is not None and proj is None:
+            options.append("proj_clip is set but there is no projection")
+        if options:
+            raise ConfigError("invalid LSTM options:\n  - " + "\n  - ".join(options))
 
+        arrays = {name: arr.astype(np.float32, copy=False)
+                  for name, arr in arrays.items()}
         for name, arr in arrays.items():
             bad = ~np.isfinite(arr)
             if bad.any():

@@ -1,0 +1,40 @@
+"""Shared test helpers: seeded weights and the tolerance every comparison uses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+TOL_F32 = 1e-5  # float32 engine vs float64 oracle / framework outputs
+
+
+def random_weights(rng: np.random.Generator, I: int, H: int, P: int = 0,
+                   peepholes: bool = False, bias: bool = True,
+                   scale: float = 0.5) -> dict:
+    """Well-conditioned canonical weights: N(0, scale/sqrt(fan_in)), forget
+    bias +1 (as Keras' unit_forget_bias initializes it)."""
+    R = P or H
+    s = scale / np.sqrt(I + R)
+    w = {
+        "kernel": rng.normal(0, s, (I, 4 * H)).astype(np.float32),
+        "recurrent_kernel": rng.normal(0, s, (R, 4 * H)).astype(np.float32),
+    }
+    if bias:
+        b = rng.normal(0, 0.1, 4 * H).astype(np.float32)
+        b[H:2 * H] += 1.0
+        w["bias"] = b
+    if peepholes:
+        w["peepholes"] = rng.normal(0, 0.1, (3, H)).astype(np.float32)
+    if P:
+        w["projection"] = rng.normal(0, 1 / np.sqrt(H), (H, P)).astype(np.float32)
+    return w
+
+
+def oracle_args(w: dict) -> dict:
+    """Keyword arguments of fastlstm._reference.lstm for a weight dict."""
+    return {k: w[k] for k in ("peepholes", "projection") if k in w}
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)

@@ -1,0 +1,59 @@
+"""Pins the public API: exported names, signatures, and that the Python
+mirrors of the C enums hold the C values."""
+
+from __future__ import annotations
+
+import inspect
+
+import fastlstm
+from fastlstm import _core
+from fastlstm.activations import Activation
+
+
+def test_all_is_pinned():
+    assert sorted(fastlstm.__all__) == sorted([
+        "LSTM", "LSTMStream", "Bidirectional", "Stack", "StackStream", "LSTMSpec",
+        "Activation", "FastLSTMError", "ModelFormatError", "UnsupportedLayerError",
+        "ShapeError", "NonFiniteError", "ConfigError", "DTypeError", "StreamError",
+        "__version__",
+    ])
+    for name in fastlstm.__all__:
+        assert hasattr(fastlstm, name), name
+
+
+def test_activation_enum_mirrors_c():
+    assert {a.name: int(a) for a in Activation} == _core.ACTIVATION_VALUES
+
+
+def test_lstm_signature():
+    sig = inspect.signature(fastlstm.LSTM)
+    assert list(sig.parameters)[:3] == ["kernel", "recurrent_kernel", "bias"]
+    kw = {n for n, p in sig.parameters.items() if p.kind is p.KEYWORD_ONLY}
+    assert kw == {"activation", "recurrent_activation", "peepholes", "projection",
+                  "cell_clip", "proj_clip", "go_backwards", "return_sequences",
+                  "return_state", "zero_output_for_mask", "time_major", "nan_policy"}
+    call = inspect.signature(fastlstm.LSTM.__call__)
+    assert list(call.parameters) == ["self", "x", "initial_state", "mask", "lengths"]
+
+
+def test_stream_methods():
+    for cls in (fastlstm.LSTMStream, fastlstm.StackStream):
+        for name in ("step", "feed", "reset", "state", "batch_size"):
+            assert hasattr(cls, name), (cls, name)
+
+
+def test_errors_subclass_builtins():
+    assert issubclass(fastlstm.ShapeError, ValueError)
+    assert issubclass(fastlstm.NonFiniteError, ValueError)
+    assert issubclass(fastlstm.ModelFormatError, ValueError)
+    assert issubclass(fastlstm.UnsupportedLayerError, NotImplementedError)
+    assert issubclass(fastlstm.DTypeError, TypeError)
+    assert issubclass(fastlstm.StreamError, RuntimeError)
+    for name in ("ShapeError", "NonFiniteError", "ConfigError", "DTypeError",
+                 "StreamError", "ModelFormatError", "UnsupportedLayerError"):
+        assert issubclass(getattr(fastlstm, name), fastlstm.FastLSTMError)
+
+
+def test_status_messages_exist():
+    for status in range(7):
+        assert len(_core.status_message(status)) > 1
