@@ -61,7 +61,9 @@ def mask_input(mask: Any, shape: tuple[int, int], time_major: bool) -> np.ndarra
     """A (batch, time) mask (or (time, batch) when time_major) as uint8."""
     arr = np.asarray(mask)
     if arr.dtype.kind not in "biu":
-        raise DTypeError(f"mask must be boolean (or 0/1 integers), got dtype {arr.dtype}")
+        raise DTypeError(
+            f"mask must be boolean (or 0/1 integers), got dtype {arr.dtype}"
+        )
     layout = "(time, batch)" if time_major else "(batch, time)"
     if arr.shape != shape:
         raise ShapeError(f"mask must have shape {layout} = {shape}, got {arr.shape}")
@@ -73,7 +75,9 @@ def lengths_input(lengths: Any, batch: int, steps: int) -> np.ndarray:
     if arr.dtype.kind not in "iu":
         raise DTypeError(f"lengths must be integers, got dtype {arr.dtype}")
     if arr.shape != (batch,):
-        raise ShapeError(f"lengths must have shape (batch,) = ({batch},), got {arr.shape}")
+        raise ShapeError(
+            f"lengths must have shape (batch,) = ({batch},), got {arr.shape}"
+        )
     bad = np.flatnonzero((arr < 0) | (arr > steps))
     if bad.size:
         i = int(bad[0])
@@ -90,8 +94,10 @@ def state_input(
     """A fresh float32 (batch, width) copy of a state array."""
     arr = real_array(value, name)
     if arr.shape != (batch, width):
-        raise ShapeError(f"{name} must have shape (batch, {width}) = ({batch}, {width}), "
-                         f"got {arr.shape}")
+        raise ShapeError(
+            f"{name} must have shape (batch, {width}) = ({batch}, {width}), "
+            f"got {arr.shape}"
+        )
     arr = np.array(arr, dtype=np.float32, order="C", copy=True)
     if nan_policy == "raise" and not np.isfinite(arr).all():
         raise NonFiniteError(f"{name} contains NaN or inf")
@@ -107,13 +113,17 @@ def pair_input(initial_state: Any, name: str = "initial_state") -> tuple[Any, An
 
 def is_sequence(value: Any, length: int) -> bool:
     """True for a list/tuple-like (not an ndarray) of ``length`` items."""
-    return (not isinstance(value, (np.ndarray, str, bytes))
-            and hasattr(value, "__len__") and hasattr(value, "__getitem__")
-            and len(value) == length)
+    return (
+        not isinstance(value, (np.ndarray, str, bytes))
+        and hasattr(value, "__len__")
+        and hasattr(value, "__getitem__")
+        and len(value) == length
+    )
 
 
-def raise_nonfinite(x: np.ndarray, valid: np.ndarray | None, time_major: bool,
-                    name: str = "x") -> None:
+def raise_nonfinite(
+    x: np.ndarray, valid: np.ndarray | None, time_major: bool, name: str = "x"
+) -> None:
     """Raises NonFiniteError naming the first bad (batch, time) position."""
     bad = ~np.isfinite(x).all(axis=-1)
     if valid is not None:

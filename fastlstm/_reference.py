@@ -28,8 +28,10 @@ def activation(name: str, x: np.ndarray) -> np.ndarray:
             "linear": lambda v: v,
             "softsign": lambda v: v / (1.0 + np.abs(v)),
             "elu": lambda v: np.where(v > 0, v, np.expm1(np.minimum(v, 0.0))),
-            "selu": lambda v: _SELU_SCALE
-            * np.where(v > 0, v, _SELU_ALPHA * np.expm1(np.minimum(v, 0.0))),
+            "selu": lambda v: (
+                _SELU_SCALE
+                * np.where(v > 0, v, _SELU_ALPHA * np.expm1(np.minimum(v, 0.0)))
+            ),
             "softplus": lambda v: np.logaddexp(0.0, v),
             "exponential": lambda v: np.exp(v),
         }

@@ -29,25 +29,34 @@ class Bidirectional:
     ``return_sequences`` on both).
     """
 
-    def __init__(self, forward: LSTM, backward: LSTM,
-                 merge_mode: str | None = "concat") -> None:
+    def __init__(
+        self, forward: LSTM, backward: LSTM, merge_mode: str | None = "concat"
+    ) -> None:
         if not isinstance(forward, LSTM) or not isinstance(backward, LSTM):
             raise ConfigError("Bidirectional takes two fastlstm.LSTM layers")
         if merge_mode not in MERGE_MODES:
-            raise ConfigError(f"merge_mode must be one of {MERGE_MODES}, got "
-                              f"{merge_mode!r}")
+            raise ConfigError(
+                f"merge_mode must be one of {MERGE_MODES}, got {merge_mode!r}"
+            )
         problems = []
         if backward.go_backwards == forward.go_backwards:
-            problems.append("backward.go_backwards must differ from "
-                            "forward.go_backwards")
+            problems.append(
+                "backward.go_backwards must differ from forward.go_backwards"
+            )
         for attr in ("input_size", "return_sequences", "return_state", "time_major"):
             if getattr(forward, attr) != getattr(backward, attr):
-                problems.append(f"{attr} differs: forward {getattr(forward, attr)}, "
-                                f"backward {getattr(backward, attr)}")
-        if merge_mode in ("sum", "mul", "ave") and \
-                forward.output_size != backward.output_size:
-            problems.append(f"merge_mode={merge_mode!r} needs equal output sizes, got "
-                            f"{forward.output_size} and {backward.output_size}")
+                problems.append(
+                    f"{attr} differs: forward {getattr(forward, attr)}, "
+                    f"backward {getattr(backward, attr)}"
+                )
+        if (
+            merge_mode in ("sum", "mul", "ave")
+            and forward.output_size != backward.output_size
+        ):
+            problems.append(
+                f"merge_mode={merge_mode!r} needs equal output sizes, got "
+                f"{forward.output_size} and {backward.output_size}"
+            )
         if problems:
             raise ConfigError("invalid Bidirectional: " + "; ".join(problems))
         self.forward_layer = forward
@@ -65,11 +74,18 @@ class Bidirectional:
         return f + b if self.merge_mode == "concat" else f
 
     def __repr__(self) -> str:
-        return (f"Bidirectional({self.forward_layer!r}, {self.backward_layer!r}, "
-                f"merge_mode={self.merge_mode!r})")
+        return (
+            f"Bidirectional({self.forward_layer!r}, {self.backward_layer!r}, "
+            f"merge_mode={self.merge_mode!r})"
+        )
 
-    def __call__(self, x: Any, initial_state: Sequence[Any] | None = None,
-                 mask: Any = None, lengths: Any = None) -> Output:
+    def __call__(
+        self,
+        x: Any,
+        initial_state: Sequence[Any] | None = None,
+        mask: Any = None,
+        lengths: Any = None,
+    ) -> Output:
         """initial_state: [h_fw, c_fw, h_bw, c_bw] or None."""
         xs, B, T = _inputs.sequence_input(x, self.input_size, self.time_major)
         p = _prepare(xs, B, T, self.time_major, mask, lengths)
@@ -79,13 +95,19 @@ class Bidirectional:
             return outputs + states
         return outputs if self.merge_mode is None else out
 
-    def _forward(self, p: _Prepared, initial_state: Any, sequences: bool,
-                 name: str = "initial_state") -> tuple[Any, list]:
+    def _forward(
+        self,
+        p: _Prepared,
+        initial_state: Any,
+        sequences: bool,
+        name: str = "initial_state",
+    ) -> tuple[Any, list]:
         fw_state = bw_state = None
         if initial_state is not None:
             if not _inputs.is_sequence(initial_state, 4):
-                raise ShapeError(f"{name} of a Bidirectional layer must be "
-                                 "[h_fw, c_fw, h_bw, c_bw]")
+                raise ShapeError(
+                    f"{name} of a Bidirectional layer must be [h_fw, c_fw, h_bw, c_bw]"
+                )
             fw_state, bw_state = initial_state[:2], initial_state[2:]
         y_f, st_f = self.forward_layer._forward(p, fw_state, sequences, name)
         y_b, st_b = self.backward_layer._forward(p, bw_state, sequences, name)
@@ -134,22 +156,31 @@ class Stack:
         problems = []
         for k, layer in enumerate(layers):
             if not isinstance(layer, (LSTM, Bidirectional)):
-                raise ConfigError(f"layer {k} is a {type(layer).__name__}; a Stack "
-                                  "holds fastlstm.LSTM and Bidirectional layers")
+                raise ConfigError(
+                    f"layer {k} is a {type(layer).__name__}; a Stack "
+                    "holds fastlstm.LSTM and Bidirectional layers"
+                )
             if layer.return_state:
-                problems.append(f"layer {k} has return_state=True; use "
-                                "Stack(..., return_state=True) instead")
+                problems.append(
+                    f"layer {k} has return_state=True; use "
+                    "Stack(..., return_state=True) instead"
+                )
             if layer.time_major != layers[0].time_major:
                 problems.append(f"layer {k} time_major differs from layer 0")
             if isinstance(layer, Bidirectional) and layer.merge_mode is None:
-                problems.append(f"layer {k} is a Bidirectional with merge_mode=None, "
-                                "whose two outputs cannot feed a next layer")
+                problems.append(
+                    f"layer {k} is a Bidirectional with merge_mode=None, "
+                    "whose two outputs cannot feed a next layer"
+                )
             if k < len(layers) - 1 and not layer.return_sequences:
-                problems.append(f"layer {k} must have return_sequences=True to feed "
-                                f"layer {k + 1}")
+                problems.append(
+                    f"layer {k} must have return_sequences=True to feed layer {k + 1}"
+                )
             if k and layer.input_size != layers[k - 1].output_size:
-                problems.append(f"layer {k} takes {layer.input_size} features but "
-                                f"layer {k - 1} outputs {layers[k - 1].output_size}")
+                problems.append(
+                    f"layer {k} takes {layer.input_size} features but "
+                    f"layer {k - 1} outputs {layers[k - 1].output_size}"
+                )
         if problems:
             raise ConfigError("invalid Stack:\n  - " + "\n  - ".join(problems))
         self.layers = layers
@@ -163,22 +194,30 @@ class Stack:
     def __repr__(self) -> str:
         return "Stack([" + ", ".join(repr(x) for x in self.layers) + "])"
 
-    def __call__(self, x: Any, initial_state: Sequence[Any] | None = None,
-                 mask: Any = None, lengths: Any = None) -> Output:
+    def __call__(
+        self,
+        x: Any,
+        initial_state: Sequence[Any] | None = None,
+        mask: Any = None,
+        lengths: Any = None,
+    ) -> Output:
         """initial_state: one state list per layer (see the class doc)."""
         xs, B, T = _inputs.sequence_input(x, self.input_size, self.time_major)
         p = _prepare(xs, B, T, self.time_major, mask, lengths)
         n = len(self.layers)
         if initial_state is not None and not _inputs.is_sequence(initial_state, n):
-            raise ShapeError(f"initial_state must be a list holding one state per "
-                             f"layer ({n}), got {_describe(initial_state)}")
+            raise ShapeError(
+                f"initial_state must be a list holding one state per "
+                f"layer ({n}), got {_describe(initial_state)}"
+            )
         states = []
         out = None
         for k, layer in enumerate(self.layers):
             last = k == len(self.layers) - 1
             init = None if initial_state is None else initial_state[k]
-            out, st = layer._forward(p, init, layer.return_sequences if last else True,
-                                     f"initial_state[{k}]")
+            out, st = layer._forward(
+                p, init, layer.return_sequences if last else True, f"initial_state[{k}]"
+            )
             states.append(st)
             if not last:
                 p = _Prepared(out, p.batch, p.steps, p.mask, p.lengths, p.time_major)
@@ -188,8 +227,10 @@ class Stack:
         """A stateful stream through every layer (LSTM layers only)."""
         for k, layer in enumerate(self.layers):
             if isinstance(layer, Bidirectional):
-                raise StreamError(f"layer {k} is Bidirectional, which cannot stream: "
-                                  "its backward half needs the whole sequence")
+                raise StreamError(
+                    f"layer {k} is Bidirectional, which cannot stream: "
+                    "its backward half needs the whole sequence"
+                )
         return StackStream([layer.stream(batch_size) for layer in self.layers])
 
 
@@ -224,14 +265,16 @@ class StackStream:
     def state(self, value: Sequence[tuple[Any, Any]]) -> None:
         n = len(self._streams)
         if not _inputs.is_sequence(value, n):
-            raise ShapeError(f"state must be a list holding one (h, c) pair per "
-                             f"layer ({n}), got {_describe(value)}")
+            raise ShapeError(
+                f"state must be a list holding one (h, c) pair per "
+                f"layer ({n}), got {_describe(value)}"
+            )
         for s, v in zip(self._streams, value):
             s.state = v
 
 
 def _describe(value: Any) -> str:
-    """'3 items' for a list or tuple, else the type name (error messages)."""
+    """'list of length 3' for a list or tuple, else the type name (messages)."""
     if isinstance(value, (list, tuple)):
-        return f"{len(value)} items"
-    return f"a {type(value).__name__}"
+        return f"{type(value).__name__} of length {len(value)}"
+    return type(value).__name__

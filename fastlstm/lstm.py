@@ -63,11 +63,18 @@ class LSTM:
         nan_policy: str = "raise",
     ) -> None:
         spec = LSTMSpec.create(
-            kernel, recurrent_kernel, bias,
-            peepholes=peepholes, projection=projection,
-            activation=activation, recurrent_activation=recurrent_activation,
-            cell_clip=cell_clip, proj_clip=proj_clip, go_backwards=go_backwards,
-            return_sequences=return_sequences, return_state=return_state,
+            kernel,
+            recurrent_kernel,
+            bias,
+            peepholes=peepholes,
+            projection=projection,
+            activation=activation,
+            recurrent_activation=recurrent_activation,
+            cell_clip=cell_clip,
+            proj_clip=proj_clip,
+            go_backwards=go_backwards,
+            return_sequences=return_sequences,
+            return_state=return_state,
             zero_output_for_mask=zero_output_for_mask,
         )
         self._setup(spec, time_major, nan_policy)
@@ -90,9 +97,15 @@ class LSTM:
         self._time_major = bool(time_major)
         self._nan_policy = _inputs.check_nan_policy(nan_policy)
         self._packed = PackedLSTM(
-            spec.kernel, spec.recurrent_kernel, spec.bias, spec.peepholes,
-            spec.projection, int(spec.activation), int(spec.recurrent_activation),
-            spec.cell_clip, spec.proj_clip,
+            spec.kernel,
+            spec.recurrent_kernel,
+            spec.bias,
+            spec.peepholes,
+            spec.projection,
+            int(spec.activation),
+            int(spec.recurrent_activation),
+            spec.cell_clip,
+            spec.proj_clip,
         )
 
     # -- description ---------------------------------------------------------
@@ -100,8 +113,9 @@ class LSTM:
     input_size = property(lambda self: self._spec.input_size)
     units = property(lambda self: self._spec.units)
     proj_size = property(lambda self: self._spec.proj_size)
-    output_size = property(lambda self: self._spec.output_size,
-                           doc="Width of h and of each output step.")
+    output_size = property(
+        lambda self: self._spec.output_size, doc="Width of h and of each output step."
+    )
     go_backwards = property(lambda self: self._spec.go_backwards)
     return_sequences = property(lambda self: self._spec.return_sequences)
     return_state = property(lambda self: self._spec.return_state)
@@ -116,10 +130,12 @@ class LSTM:
             extras.append("peepholes")
         if s.go_backwards:
             extras.append("go_backwards")
-        return (f"LSTM(input_size={s.input_size}, units={s.units}"
-                + "".join(", " + e for e in extras)
-                + f", activation={s.activation.name.lower()}, "
-                f"recurrent_activation={s.recurrent_activation.name.lower()})")
+        return (
+            f"LSTM(input_size={s.input_size}, units={s.units}"
+            + "".join(", " + e for e in extras)
+            + f", activation={s.activation.name.lower()}, "
+            f"recurrent_activation={s.recurrent_activation.name.lower()})"
+        )
 
     # -- stateless inference -------------------------------------------------
     def __call__(
@@ -134,25 +150,40 @@ class LSTM:
         out, (h, c) = self._forward(p, initial_state, self._spec.return_sequences)
         return [out, h, c] if self._spec.return_state else out
 
-    def _forward(self, p: _Prepared, initial_state: Any, sequences: bool,
-                 name: str = "initial_state") -> tuple[np.ndarray, list]:
+    def _forward(
+        self,
+        p: _Prepared,
+        initial_state: Any,
+        sequences: bool,
+        name: str = "initial_state",
+    ) -> tuple[np.ndarray, list]:
         """(output sequence or last output, [h, c]) for prepared inputs."""
         h, c = self._initial_state(initial_state, p.batch, name)
         seq, last = self._run(p, h, c, sequences)
         return (seq if sequences else last), [h, c]
 
-    def _initial_state(self, initial_state: Any, batch: int,
-                       name: str = "initial_state") -> tuple[np.ndarray, np.ndarray]:
+    def _initial_state(
+        self, initial_state: Any, batch: int, name: str = "initial_state"
+    ) -> tuple[np.ndarray, np.ndarray]:
         R, H = self.output_size, self.units
         if initial_state is None:
             return (np.zeros((batch, R), np.float32), np.zeros((batch, H), np.float32))
         h0, c0 = _inputs.pair_input(initial_state, name)
-        return (_inputs.state_input(h0, batch, R, f"{name}[0] (h)", self._nan_policy),
-                _inputs.state_input(c0, batch, H, f"{name}[1] (c)", self._nan_policy))
+        return (
+            _inputs.state_input(h0, batch, R, f"{name}[0] (h)", self._nan_policy),
+            _inputs.state_input(c0, batch, H, f"{name}[1] (c)", self._nan_policy),
+        )
 
-    def _run(self, p: _Prepared, h: np.ndarray, c: np.ndarray, sequences: bool,
-             seen: np.ndarray | None = None, work: np.ndarray | None = None,
-             y_last: np.ndarray | None = None) -> tuple[Any, Any]:
+    def _run(
+        self,
+        p: _Prepared,
+        h: np.ndarray,
+        c: np.ndarray,
+        sequences: bool,
+        seen: np.ndarray | None = None,
+        work: np.ndarray | None = None,
+        y_last: np.ndarray | None = None,
+    ) -> tuple[Any, Any]:
         """Runs the kernel; updates h, c (and seen) in place. Returns the
         output sequence (layout of x, processing order) or None, and the
         last output or None."""
@@ -164,8 +195,16 @@ class LSTM:
             y_last = np.empty((p.batch, R), np.float32)
         try:
             self._packed.forward(
-                p.x, not self._time_major, h, c, seen=seen, y=y, y_last=y_last,
-                mask=p.mask, lengths=p.lengths, reverse=self._spec.go_backwards,
+                p.x,
+                not self._time_major,
+                h,
+                c,
+                seen=seen,
+                y=y,
+                y_last=y_last,
+                mask=p.mask,
+                lengths=p.lengths,
+                reverse=self._spec.go_backwards,
                 zero_output=self._spec.zero_output_for_mask,
                 check_finite=self._nan_policy == "raise",
                 chunk_steps=chunk_steps_for(p.batch, p.steps, self.units),
@@ -175,14 +214,28 @@ class LSTM:
             _inputs.raise_nonfinite(p.x, p.valid(), self._time_major)
         return y, y_last
 
-    def _run_stream(self, p: _Prepared, h: np.ndarray, c: np.ndarray,
-                    seen: np.ndarray, work: np.ndarray, out: np.ndarray) -> None:
+    def _run_stream(
+        self,
+        p: _Prepared,
+        h: np.ndarray,
+        c: np.ndarray,
+        seen: np.ndarray,
+        work: np.ndarray,
+        out: np.ndarray,
+    ) -> None:
         """One batch-major step into a preallocated output (streams only)."""
         try:
             self._packed.forward(
-                p.x, True, h, c, seen=seen, y_last=out, mask=p.mask,
+                p.x,
+                True,
+                h,
+                c,
+                seen=seen,
+                y_last=out,
+                mask=p.mask,
                 zero_output=self._spec.zero_output_for_mask,
-                check_finite=self._nan_policy == "raise", work=work,
+                check_finite=self._nan_policy == "raise",
+                work=work,
             )
         except NonFiniteError:
             _inputs.raise_nonfinite(p.x, p.valid(), False)
@@ -198,9 +251,15 @@ class _Prepared:
 
     __slots__ = ("x", "batch", "steps", "mask", "lengths", "time_major")
 
-    def __init__(self, x: np.ndarray, batch: int, steps: int,
-                 mask: np.ndarray | None, lengths: np.ndarray | None,
-                 time_major: bool) -> None:
+    def __init__(
+        self,
+        x: np.ndarray,
+        batch: int,
+        steps: int,
+        mask: np.ndarray | None,
+        lengths: np.ndarray | None,
+        time_major: bool,
+    ) -> None:
         self.x, self.batch, self.steps = x, batch, steps
         self.mask, self.lengths, self.time_major = mask, lengths, time_major
 
@@ -217,8 +276,9 @@ class _Prepared:
         return valid
 
 
-def _prepare(x: np.ndarray, B: int, T: int, time_major: bool,
-             mask: Any, lengths: Any) -> _Prepared:
+def _prepare(
+    x: np.ndarray, B: int, T: int, time_major: bool, mask: Any, lengths: Any
+) -> _Prepared:
     m = None
     if mask is not None:
         m = _inputs.mask_input(mask, (T, B) if time_major else (B, T), time_major)
@@ -242,15 +302,20 @@ class LSTMStream:
                 "a go_backwards layer cannot stream: it needs the whole "
                 "sequence before its first step"
             )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-                or not 1 <= batch_size <= (1 << 24):
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, (int, np.integer))
+            or not 1 <= batch_size <= (1 << 24)
+        ):
             raise ShapeError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self._layer = layer
         self._batch = int(batch_size)
         self._h = np.zeros((self._batch, layer.output_size), np.float32)
         self._c = np.zeros((self._batch, layer.units), np.float32)
         self._seen = np.zeros(self._batch, np.uint8)
-        self._step_work = np.empty(layer._packed.workspace_size(self._batch, 1), np.uint8)
+        self._step_work = np.empty(
+            layer._packed.workspace_size(self._batch, 1), np.uint8
+        )
         self._lock = threading.Lock()
 
     layer = property(lambda self: self._layer)
@@ -272,9 +337,12 @@ class LSTMStream:
     def state(self, value: tuple[ArrayLike, ArrayLike]) -> None:
         h0, c0 = _inputs.pair_input(value, "state")
         policy = self._layer.nan_policy
-        h = _inputs.state_input(h0, self._batch, self._layer.output_size, "state[0] (h)",
-                                policy)
-        c = _inputs.state_input(c0, self._batch, self._layer.units, "state[1] (c)", policy)
+        h = _inputs.state_input(
+            h0, self._batch, self._layer.output_size, "state[0] (h)", policy
+        )
+        c = _inputs.state_input(
+            c0, self._batch, self._layer.units, "state[1] (c)", policy
+        )
         with self._guard():
             self._h[...] = h
             self._c[...] = c
@@ -298,8 +366,9 @@ class LSTMStream:
         layer = self._layer
         xs, B, T = _inputs.sequence_input(x, layer.input_size, layer.time_major)
         if B != self._batch:
-            raise ShapeError(f"x has batch size {B} but the stream was made for "
-                             f"{self._batch}")
+            raise ShapeError(
+                f"x has batch size {B} but the stream was made for {self._batch}"
+            )
         p = _prepare(xs, B, T, layer.time_major, mask, None)
         with self._guard():
             y, _ = layer._run(p, self._h, self._c, True, seen=self._seen)

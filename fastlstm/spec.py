@@ -133,11 +133,15 @@ class LSTMSpec:
         fails without being copied."""
         act = parse_activation(activation, "activation")
         ract = parse_activation(recurrent_activation, "recurrent_activation")
-        arrays = {"kernel": real_array(kernel, "kernel"),
-                  "recurrent_kernel": real_array(recurrent_kernel,
-                                                 "recurrent_kernel")}
-        for name, value in (("bias", bias), ("peepholes", peepholes),
-                            ("projection", projection)):
+        arrays = {
+            "kernel": real_array(kernel, "kernel"),
+            "recurrent_kernel": real_array(recurrent_kernel, "recurrent_kernel"),
+        }
+        for name, value in (
+            ("bias", bias),
+            ("peepholes", peepholes),
+            ("projection", projection),
+        ):
             if value is not None:
                 arrays[name] = real_array(value, name)
 
@@ -158,12 +162,16 @@ class LSTMSpec:
             )
             proj = None
         if proj is not None and proj.shape[1] > MAX_DIM:
-            problems.append(f"projection shape {proj.shape} exceeds the size "
-                            f"limit of {MAX_DIM} per dimension")
+            problems.append(
+                f"projection shape {proj.shape} exceeds the size "
+                f"limit of {MAX_DIM} per dimension"
+            )
         if units is not None:
             if units > MAX_DIM or k.shape[0] > MAX_DIM:
-                problems.append(f"kernel shape {k.shape} exceeds the size limit "
-                                f"of {MAX_DIM} per dimension")
+                problems.append(
+                    f"kernel shape {k.shape} exceeds the size limit "
+                    f"of {MAX_DIM} per dimension"
+                )
             width = proj.shape[1] if proj is not None else units
             expected = {
                 "recurrent_kernel": (width, 4 * units),
@@ -176,7 +184,11 @@ class LSTMSpec:
             for name, shape in expected.items():
                 arr = arrays.get(name)
                 if arr is not None and arr.shape != shape:
-                    what = " (rows = proj_size)" if name == "recurrent_kernel" and proj is not None else ""
+                    what = (
+                        " (rows = proj_size)"
+                        if name == "recurrent_kernel" and proj is not None
+                        else ""
+                    )
                     problems.append(
                         f"{name} must have shape {shape}{what} for "
                         f"kernel {k.shape}, got {arr.shape}"
@@ -191,8 +203,9 @@ class LSTMSpec:
         if options:
             raise ConfigError("invalid LSTM options:\n  - " + "\n  - ".join(options))
 
-        arrays = {name: arr.astype(np.float32, copy=False)
-                  for name, arr in arrays.items()}
+        arrays = {
+            name: arr.astype(np.float32, copy=False) for name, arr in arrays.items()
+        }
         for name, arr in arrays.items():
             bad = ~np.isfinite(arr)
             if bad.any():
@@ -201,10 +214,12 @@ class LSTMSpec:
                     f"{name} holds {int(bad.sum())} NaN/inf value(s), first at "
                     f"index {where}"
                 )
-        for name, flag in (("go_backwards", go_backwards),
-                           ("return_sequences", return_sequences),
-                           ("return_state", return_state),
-                           ("zero_output_for_mask", zero_output_for_mask)):
+        for name, flag in (
+            ("go_backwards", go_backwards),
+            ("return_sequences", return_sequences),
+            ("return_state", return_state),
+            ("zero_output_for_mask", zero_output_for_mask),
+        ):
             if not isinstance(flag, (bool, np.bool_)):
                 raise ConfigError(f"{name} must be a bool, got {flag!r}")
 
@@ -213,7 +228,9 @@ class LSTMSpec:
             recurrent_kernel=_frozen(arrays["recurrent_kernel"]),
             bias=_frozen(arrays["bias"]) if "bias" in arrays else None,
             peepholes=_frozen(arrays["peepholes"]) if "peepholes" in arrays else None,
-            projection=_frozen(arrays["projection"]) if "projection" in arrays else None,
+            projection=_frozen(arrays["projection"])
+            if "projection" in arrays
+            else None,
             activation=act,
             recurrent_activation=ract,
             cell_clip=None if cell_clip is None else float(cell_clip),

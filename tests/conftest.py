@@ -8,9 +8,15 @@ import pytest
 TOL_F32 = 1e-5  # float32 engine vs float64 oracle / framework outputs
 
 
-def random_weights(rng: np.random.Generator, I: int, H: int, P: int = 0,
-                   peepholes: bool = False, bias: bool = True,
-                   scale: float = 0.5) -> dict:
+def random_weights(
+    rng: np.random.Generator,
+    I: int,
+    H: int,
+    P: int = 0,
+    peepholes: bool = False,
+    bias: bool = True,
+    scale: float = 0.5,
+) -> dict:
     """Well-conditioned canonical weights: N(0, scale/sqrt(fan_in)), forget
     bias +1 (as Keras' unit_forget_bias initializes it)."""
     R = P or H
@@ -21,7 +27,7 @@ def random_weights(rng: np.random.Generator, I: int, H: int, P: int = 0,
     }
     if bias:
         b = rng.normal(0, 0.1, 4 * H).astype(np.float32)
-        b[H:2 * H] += 1.0
+        b[H : 2 * H] += 1.0
         w["bias"] = b
     if peepholes:
         w["peepholes"] = rng.normal(0, 0.1, (3, H)).astype(np.float32)

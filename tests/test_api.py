@@ -11,12 +11,26 @@ from fastlstm.activations import Activation
 
 
 def test_all_is_pinned():
-    assert sorted(fastlstm.__all__) == sorted([
-        "LSTM", "LSTMStream", "Bidirectional", "Stack", "StackStream", "LSTMSpec",
-        "Activation", "FastLSTMError", "ModelFormatError", "UnsupportedLayerError",
-        "ShapeError", "NonFiniteError", "ConfigError", "DTypeError", "StreamError",
-        "__version__",
-    ])
+    assert sorted(fastlstm.__all__) == sorted(
+        [
+            "LSTM",
+            "LSTMStream",
+            "Bidirectional",
+            "Stack",
+            "StackStream",
+            "LSTMSpec",
+            "Activation",
+            "FastLSTMError",
+            "ModelFormatError",
+            "UnsupportedLayerError",
+            "ShapeError",
+            "NonFiniteError",
+            "ConfigError",
+            "DTypeError",
+            "StreamError",
+            "__version__",
+        ]
+    )
     for name in fastlstm.__all__:
         assert hasattr(fastlstm, name), name
 
@@ -29,9 +43,20 @@ def test_lstm_signature():
     sig = inspect.signature(fastlstm.LSTM)
     assert list(sig.parameters)[:3] == ["kernel", "recurrent_kernel", "bias"]
     kw = {n for n, p in sig.parameters.items() if p.kind is p.KEYWORD_ONLY}
-    assert kw == {"activation", "recurrent_activation", "peepholes", "projection",
-                  "cell_clip", "proj_clip", "go_backwards", "return_sequences",
-                  "return_state", "zero_output_for_mask", "time_major", "nan_policy"}
+    assert kw == {
+        "activation",
+        "recurrent_activation",
+        "peepholes",
+        "projection",
+        "cell_clip",
+        "proj_clip",
+        "go_backwards",
+        "return_sequences",
+        "return_state",
+        "zero_output_for_mask",
+        "time_major",
+        "nan_policy",
+    }
     call = inspect.signature(fastlstm.LSTM.__call__)
     assert list(call.parameters) == ["self", "x", "initial_state", "mask", "lengths"]
 
@@ -49,8 +74,15 @@ def test_errors_subclass_builtins():
     assert issubclass(fastlstm.UnsupportedLayerError, NotImplementedError)
     assert issubclass(fastlstm.DTypeError, TypeError)
     assert issubclass(fastlstm.StreamError, RuntimeError)
-    for name in ("ShapeError", "NonFiniteError", "ConfigError", "DTypeError",
-                 "StreamError", "ModelFormatError", "UnsupportedLayerError"):
+    for name in (
+        "ShapeError",
+        "NonFiniteError",
+        "ConfigError",
+        "DTypeError",
+        "StreamError",
+        "ModelFormatError",
+        "UnsupportedLayerError",
+    ):
         assert issubclass(getattr(fastlstm, name), fastlstm.FastLSTMError)
 
 

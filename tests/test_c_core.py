@@ -23,16 +23,36 @@ pytestmark = pytest.mark.skipif(shutil.which(CC) is None, reason="no C compiler"
 
 def build(out: Path, *extra: str) -> Path:
     sources = sorted(map(str, SRC.glob("fl_*.c"))) + [
-        str(SRC / "tests" / "test_core.c"), str(SRC / "tests" / "naive_blas.c")]
-    cmd = [CC, "-std=c11", "-g", "-Wall", "-Wextra", "-Werror", "-fno-trapping-math",
-           f"-I{SRC}", *extra, *sources, "-o", str(out), "-lm"]
+        str(SRC / "tests" / "test_core.c"),
+        str(SRC / "tests" / "naive_blas.c"),
+    ]
+    cmd = [
+        CC,
+        "-std=c11",
+        "-g",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-fno-trapping-math",
+        f"-I{SRC}",
+        *extra,
+        *sources,
+        "-o",
+        str(out),
+        "-lm",
+    ]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return out
 
 
 def run_and_check(cmd: list[str], env: dict | None = None) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     m = re.search(r"(\d+) passed, (\d+) failed", out)
@@ -47,21 +67,37 @@ def test_c_core_optimized(tmp_path):
 
 def test_c_core_under_asan_ubsan(tmp_path):
     try:
-        exe = build(tmp_path / "test_core_san", "-O1", "-fno-omit-frame-pointer",
-                    "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-                    "-DFL_COUNT_MALLOC", WRAP)
+        exe = build(
+            tmp_path / "test_core_san",
+            "-O1",
+            "-fno-omit-frame-pointer",
+            "-fsanitize=address,undefined",
+            "-fno-sanitize-recover=all",
+            "-DFL_COUNT_MALLOC",
+            WRAP,
+        )
     except subprocess.CalledProcessError as exc:
         if "sanitize" in exc.stderr or "asan" in exc.stderr:
             pytest.skip("compiler has no sanitizer runtime")
         raise
-    out = run_and_check([str(exe)], {"ASAN_OPTIONS": "detect_leaks=1",
-                                      "UBSAN_OPTIONS": "print_stacktrace=1"})
+    out = run_and_check(
+        [str(exe)],
+        {"ASAN_OPTIONS": "detect_leaks=1", "UBSAN_OPTIONS": "print_stacktrace=1"},
+    )
     assert "runtime error" not in out and "AddressSanitizer" not in out
 
 
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind not installed")
 def test_c_core_under_valgrind(tmp_path):
     exe = build(tmp_path / "test_core_vg", "-O1")
-    out = run_and_check(["valgrind", "--error-exitcode=99", "--leak-check=full",
-                         "--errors-for-leak-kinds=definite", "-q", str(exe)])
+    out = run_and_check(
+        [
+            "valgrind",
+            "--error-exitcode=99",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite",
+            "-q",
+            str(exe),
+        ]
+    )
     assert "Invalid" not in out and "definitely lost" not in out

@@ -11,8 +11,9 @@ from fastlstm import _reference as ref
 
 
 def oracle(w, x, **kw):
-    return ref.lstm(x, w["kernel"], w["recurrent_kernel"], w.get("bias"),
-                    **oracle_args(w), **kw)
+    return ref.lstm(
+        x, w["kernel"], w["recurrent_kernel"], w.get("bias"), **oracle_args(w), **kw
+    )
 
 
 @pytest.mark.parametrize("merge_mode", ["concat", "sum", "mul", "ave", None])
@@ -24,17 +25,32 @@ def test_bidirectional_matches_oracle(rng, merge_mode, return_sequences, masked)
     x = rng.normal(size=(B, T, I)).astype(np.float32)
     mask = rng.random((B, T)) < 0.7 if masked else None
     zero = return_sequences  # tf.keras / Keras 3 rule for Bidirectional
-    fw = fastlstm.LSTM(**wf, return_sequences=return_sequences, return_state=True,
-                       zero_output_for_mask=zero)
-    bw = fastlstm.LSTM(**wb, return_sequences=return_sequences, return_state=True,
-                       zero_output_for_mask=zero, go_backwards=True)
+    fw = fastlstm.LSTM(
+        **wf,
+        return_sequences=return_sequences,
+        return_state=True,
+        zero_output_for_mask=zero,
+    )
+    bw = fastlstm.LSTM(
+        **wb,
+        return_sequences=return_sequences,
+        return_state=True,
+        zero_output_for_mask=zero,
+        go_backwards=True,
+    )
     out = fastlstm.Bidirectional(fw, bw, merge_mode=merge_mode)(x, mask=mask)
     yf, lf, hf, cf = oracle(wf, x, mask=mask, zero_output_for_mask=zero)
-    yb, lb, hb, cb = oracle(wb, x, mask=mask, zero_output_for_mask=zero,
-                            go_backwards=True)
+    yb, lb, hb, cb = oracle(
+        wb, x, mask=mask, zero_output_for_mask=zero, go_backwards=True
+    )
     a, b = (yf, yb[:, ::-1]) if return_sequences else (lf, lb)
-    expected = {"concat": [np.concatenate([a, b], -1)], "sum": [a + b],
-                "mul": [a * b], "ave": [(a + b) / 2], None: [a, b]}[merge_mode]
+    expected = {
+        "concat": [np.concatenate([a, b], -1)],
+        "sum": [a + b],
+        "mul": [a * b],
+        "ave": [(a + b) / 2],
+        None: [a, b],
+    }[merge_mode]
     expected += [hf, cf, hb, cb]
     assert len(out) == len(expected)
     for got, want in zip(out, expected):
@@ -75,8 +91,9 @@ def test_bidirectional_initial_state(rng):
     bw = fastlstm.LSTM(**wb, return_sequences=True, go_backwards=True)
     y = fastlstm.Bidirectional(fw, bw)(x, initial_state=s)
     np.testing.assert_allclose(y[..., :4], fw(x, initial_state=s[:2]), atol=1e-7)
-    np.testing.assert_allclose(y[..., 4:], bw(x, initial_state=s[2:])[:, ::-1],
-                               atol=1e-7)
+    np.testing.assert_allclose(
+        y[..., 4:], bw(x, initial_state=s[2:])[:, ::-1], atol=1e-7
+    )
 
 
 @pytest.mark.parametrize("masked", [False, True])
@@ -87,11 +104,14 @@ def test_stack_of_three_matches_oracle(rng, masked):
     w3 = random_weights(rng, 5, 7, peepholes=True)
     x = rng.normal(size=(B, T, 6)).astype(np.float32)
     mask = rng.random((B, T)) < 0.7 if masked else None
-    stack = fastlstm.Stack([
-        fastlstm.LSTM(**w1, return_sequences=True),
-        fastlstm.LSTM(**w2, return_sequences=True),
-        fastlstm.LSTM(**w3),
-    ], return_state=True)
+    stack = fastlstm.Stack(
+        [
+            fastlstm.LSTM(**w1, return_sequences=True),
+            fastlstm.LSTM(**w2, return_sequences=True),
+            fastlstm.LSTM(**w3),
+        ],
+        return_state=True,
+    )
     out, states = stack(x, mask=mask)
     y1, _, h1, c1 = oracle(w1, x, mask=mask)
     y2, _, h2, c2 = oracle(w2, y1, mask=mask)
@@ -104,15 +124,26 @@ def test_stack_of_three_matches_oracle(rng, masked):
 def test_stack_with_bidirectional_layers(rng):
     """A 2-layer bidirectional stack, the shape PyTorch's nn.LSTM(num_layers=2,
     bidirectional=True) has."""
-    ws = [random_weights(rng, 4, 6), random_weights(rng, 4, 6),
-          random_weights(rng, 12, 5), random_weights(rng, 12, 5)]
+    ws = [
+        random_weights(rng, 4, 6),
+        random_weights(rng, 4, 6),
+        random_weights(rng, 12, 5),
+        random_weights(rng, 12, 5),
+    ]
     x = rng.normal(size=(2, 15, 4)).astype(np.float32)
     lengths = np.array([15, 9])
     layers = [
         fastlstm.Bidirectional(
-            fastlstm.LSTM(**ws[2 * k], return_sequences=True, zero_output_for_mask=True),
-            fastlstm.LSTM(**ws[2 * k + 1], return_sequences=True, go_backwards=True,
-                          zero_output_for_mask=True))
+            fastlstm.LSTM(
+                **ws[2 * k], return_sequences=True, zero_output_for_mask=True
+            ),
+            fastlstm.LSTM(
+                **ws[2 * k + 1],
+                return_sequences=True,
+                go_backwards=True,
+                zero_output_for_mask=True,
+            ),
+        )
         for k in range(2)
     ]
     y = fastlstm.Stack(layers)(x, lengths=lengths)

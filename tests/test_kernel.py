@@ -17,11 +17,28 @@ GATE_ACTIVATIONS = ["sigmoid", "hard_sigmoid_k2", "hard_sigmoid_k3"]
 BOUNDED = {"tanh", "sigmoid", "hard_sigmoid_k2", "hard_sigmoid_k3", "softsign"}
 
 
-def check_layer(rng, *, I, H, B, T, P=0, peepholes=False, bias=True,
-                activation="tanh", recurrent_activation="sigmoid",
-                cell_clip=None, proj_clip=None, go_backwards=False,
-                masked=False, with_lengths=False, zero_output=False,
-                initial=False, time_major=False, scale=0.5):
+def check_layer(
+    rng,
+    *,
+    I,
+    H,
+    B,
+    T,
+    P=0,
+    peepholes=False,
+    bias=True,
+    activation="tanh",
+    recurrent_activation="sigmoid",
+    cell_clip=None,
+    proj_clip=None,
+    go_backwards=False,
+    masked=False,
+    with_lengths=False,
+    zero_output=False,
+    initial=False,
+    time_major=False,
+    scale=0.5,
+):
     w = random_weights(rng, I, H, P, peepholes, bias, scale)
     R = P or H
     x = rng.normal(0, 1, (B, T, I)).astype(np.float32)
@@ -29,28 +46,50 @@ def check_layer(rng, *, I, H, B, T, P=0, peepholes=False, bias=True,
     lengths = rng.integers(0, T + 1, B) if with_lengths else None
     init = None
     if initial:
-        init = (rng.normal(0, 0.5, (B, R)).astype(np.float32),
-                rng.normal(0, 0.5, (B, H)).astype(np.float32))
+        init = (
+            rng.normal(0, 0.5, (B, R)).astype(np.float32),
+            rng.normal(0, 0.5, (B, H)).astype(np.float32),
+        )
     layer = fastlstm.LSTM(
-        **w, activation=activation, recurrent_activation=recurrent_activation,
-        cell_clip=cell_clip, proj_clip=proj_clip, go_backwards=go_backwards,
-        return_sequences=True, return_state=True, zero_output_for_mask=zero_output,
-        time_major=time_major)
+        **w,
+        activation=activation,
+        recurrent_activation=recurrent_activation,
+        cell_clip=cell_clip,
+        proj_clip=proj_clip,
+        go_backwards=go_backwards,
+        return_sequences=True,
+        return_state=True,
+        zero_output_for_mask=zero_output,
+        time_major=time_major,
+    )
     xin = np.ascontiguousarray(x.transpose(1, 0, 2)) if time_major else x
     m_in = None if mask is None else (mask.T if time_major else mask)
     y, h, c = layer(xin, initial_state=init, mask=m_in, lengths=lengths)
     if time_major:
         y = y.transpose(1, 0, 2)
     ry, rlast, rh, rc = ref.lstm(
-        x, w["kernel"], w["recurrent_kernel"], w.get("bias"), **oracle_args(w),
-        activation_name=activation, recurrent_activation_name=recurrent_activation,
-        cell_clip=cell_clip, proj_clip=proj_clip, go_backwards=go_backwards,
-        initial_state=init, mask=mask, lengths=lengths,
-        zero_output_for_mask=zero_output)
+        x,
+        w["kernel"],
+        w["recurrent_kernel"],
+        w.get("bias"),
+        **oracle_args(w),
+        activation_name=activation,
+        recurrent_activation_name=recurrent_activation,
+        cell_clip=cell_clip,
+        proj_clip=proj_clip,
+        go_backwards=go_backwards,
+        initial_state=init,
+        mask=mask,
+        lengths=lengths,
+        zero_output_for_mask=zero_output,
+    )
     # the non-sequence output of the same layer
     last_layer = fastlstm.LSTM.from_spec(
-        fastlstm.LSTMSpec(**{**layer.spec.__dict__, "return_sequences": False,
-                             "return_state": False}), time_major=time_major)
+        fastlstm.LSTMSpec(
+            **{**layer.spec.__dict__, "return_sequences": False, "return_state": False}
+        ),
+        time_major=time_major,
+    )
     last = last_layer(xin, initial_state=init, mask=m_in, lengths=lengths)
     assert y.dtype == np.float32 and y.shape == (B, T, R)
     assert h.shape == (B, R) and c.shape == (B, H) and last.shape == (B, R)
@@ -108,23 +147,41 @@ def test_every_activation_pair(rng, activation, recurrent_activation):
     # unbounded gate activations let c grow geometrically: keep runs short
     bounded_gates = recurrent_activation in BOUNDED
     tame = bounded_gates and activation != "exponential"
-    check_layer(rng, I=4, H=6, B=3, T=17 if tame else 2, scale=0.5 if tame else 0.2,
-                activation=activation, recurrent_activation=recurrent_activation,
-                masked=True)
+    check_layer(
+        rng,
+        I=4,
+        H=6,
+        B=3,
+        T=17 if tame else 2,
+        scale=0.5 if tame else 0.2,
+        activation=activation,
+        recurrent_activation=recurrent_activation,
+        masked=True,
+    )
 
 
 @pytest.mark.parametrize("batch", [1, 5])
 def test_long_sequence_meets_1e5(batch):
     """T=1000, units 256: float32 within 1e-5 of float64 at every step."""
-    err = check_layer(np.random.default_rng(7), I=64, H=256, B=batch, T=1000,
-                      scale=1.0)
+    err = check_layer(np.random.default_rng(7), I=64, H=256, B=batch, T=1000, scale=1.0)
     assert err < TOL_F32
 
 
 def test_long_sequence_with_every_option():
-    err = check_layer(np.random.default_rng(8), I=32, H=128, P=48, B=4, T=1000,
-                      peepholes=True, cell_clip=3.0, proj_clip=0.8,
-                      go_backwards=True, masked=True, initial=True)
+    err = check_layer(
+        np.random.default_rng(8),
+        I=32,
+        H=128,
+        P=48,
+        B=4,
+        T=1000,
+        peepholes=True,
+        cell_clip=3.0,
+        proj_clip=0.8,
+        go_backwards=True,
+        masked=True,
+        initial=True,
+    )
     assert err < TOL_F32
 
 
@@ -153,8 +210,9 @@ def test_masked_step_carries_state_and_output(rng):
     x = rng.normal(size=(1, 5, 2)).astype(np.float32)
     mask = np.array([[False, True, False, True, False]])
     carry = fastlstm.LSTM(**w, return_sequences=True)(x, mask=mask)[0]
-    zero = fastlstm.LSTM(**w, return_sequences=True,
-                         zero_output_for_mask=True)(x, mask=mask)[0]
+    zero = fastlstm.LSTM(**w, return_sequences=True, zero_output_for_mask=True)(
+        x, mask=mask
+    )[0]
     assert np.all(carry[0] == 0) and np.all(zero[0] == 0)
     np.testing.assert_array_equal(carry[2], carry[1])
     np.testing.assert_array_equal(carry[4], carry[3])
@@ -174,16 +232,17 @@ def test_lengths_match_running_each_row_alone(rng):
     x = rng.normal(size=(3, 7, 3)).astype(np.float32)
     lengths = np.array([7, 4, 1])
     for backwards in (False, True):
-        layer = fastlstm.LSTM(**w, go_backwards=backwards, return_sequences=True,
-                              return_state=True)
+        layer = fastlstm.LSTM(
+            **w, go_backwards=backwards, return_sequences=True, return_state=True
+        )
         y, h, c = layer(x, lengths=lengths)
         for b, n in enumerate(lengths):
-            yb, hb, cb = layer(x[b:b + 1, :n])
+            yb, hb, cb = layer(x[b : b + 1, :n])
             np.testing.assert_allclose(h[b], hb[0], atol=1e-6)
             np.testing.assert_allclose(c[b], cb[0], atol=1e-6)
             if backwards:  # processing order: padding comes first, as zeros
-                assert np.all(y[b, :7 - n] == 0)
-                np.testing.assert_allclose(y[b, 7 - n:], yb[0], atol=1e-6)
+                assert np.all(y[b, : 7 - n] == 0)
+                np.testing.assert_allclose(y[b, 7 - n :], yb[0], atol=1e-6)
             else:
                 assert np.all(y[b, n:] == 0)
                 np.testing.assert_allclose(y[b, :n], yb[0], atol=1e-6)

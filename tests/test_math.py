@@ -22,12 +22,30 @@ def kernel(act: Activation, x: np.ndarray) -> np.ndarray:
 
 def grid() -> np.ndarray:
     dense = np.linspace(-120, 120, 2_000_001, dtype=np.float64)
-    near0 = np.concatenate([np.geomspace(1e-30, 1, 20001), -np.geomspace(1e-30, 1, 20001)])
-    edges = np.array([0.0, -0.0, 0.625, -0.625, 88.72283935546875, -103.97208404541016,
-                      88.7228, -87.33654, 9.0, -9.0, 15.9, 16.0, 17.0])
+    near0 = np.concatenate(
+        [np.geomspace(1e-30, 1, 20001), -np.geomspace(1e-30, 1, 20001)]
+    )
+    edges = np.array(
+        [
+            0.0,
+            -0.0,
+            0.625,
+            -0.625,
+            88.72283935546875,
+            -103.97208404541016,
+            88.7228,
+            -87.33654,
+            9.0,
+            -9.0,
+            15.9,
+            16.0,
+            17.0,
+        ]
+    )
     x = np.concatenate([dense, near0, edges]).astype(np.float32)
-    return np.concatenate([x, np.nextafter(x, np.float32(np.inf)),
-                           np.nextafter(x, np.float32(-np.inf))])
+    return np.concatenate(
+        [x, np.nextafter(x, np.float32(np.inf)), np.nextafter(x, np.float32(-np.inf))]
+    )
 
 
 def errors(got: np.ndarray, want: np.ndarray, floor: float) -> tuple[float, float]:
@@ -80,8 +98,10 @@ def test_nan_propagates_and_infinities_saturate(act):
 
 
 def test_exp_overflow_and_underflow_edges():
-    got = kernel(Activation.EXPONENTIAL,
-                 np.array([88.7228, 88.73, 200.0, -104.0, -200.0], np.float32))
+    got = kernel(
+        Activation.EXPONENTIAL,
+        np.array([88.7228, 88.73, 200.0, -104.0, -200.0], np.float32),
+    )
     assert np.isfinite(got[0]) and got[0] > 3.4e38
     assert np.isinf(got[1]) and np.isinf(got[2])
     assert got[3] == 0.0 and got[4] == 0.0

@@ -28,8 +28,10 @@ def test_feed_in_chunks_equals_whole(rng, size, masked, zero):
     mask_arg = {} if mask is None else {"mask": mask}
     whole = layer(x, **mask_arg)
     stream = layer.stream(3)
-    parts = [stream.feed(x[:, a:b], mask=None if mask is None else mask[:, a:b])
-             for a, b in chunks(50, size)]
+    parts = [
+        stream.feed(x[:, a:b], mask=None if mask is None else mask[:, a:b])
+        for a, b in chunks(50, size)
+    ]
     got = np.concatenate(parts, axis=1)
     assert got.shape == whole.shape
     assert np.abs(got - whole).max() < 1e-6
@@ -85,8 +87,9 @@ def test_initial_state_equals_stream_state(rng):
     c0 = rng.normal(size=(2, 9)).astype(np.float32)
     stream = layer.stream(2)
     stream.state = (h0, c0)
-    np.testing.assert_allclose(stream.feed(x), layer(x, initial_state=(h0, c0)),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        stream.feed(x), layer(x, initial_state=(h0, c0)), atol=1e-6
+    )
 
 
 def test_time_major_stream(rng):

@@ -17,14 +17,17 @@ import fastlstm
 def test_eight_threads_bit_identical(rng):
     w = random_weights(rng, 16, 32, P=0, peepholes=True)
     layer = fastlstm.LSTM(**w, return_sequences=True, return_state=True)
-    inputs = [rng.normal(size=(int(rng.integers(1, 6)), 40, 16)).astype(np.float32)
-              for _ in range(64)]
+    inputs = [
+        rng.normal(size=(int(rng.integers(1, 6)), 40, 16)).astype(np.float32)
+        for _ in range(64)
+    ]
     masks = [rng.random(x.shape[:2]) < 0.8 for x in inputs]
     serial = [layer(x, mask=m) for x, m in zip(inputs, masks)]
     with ThreadPoolExecutor(8) as pool:
         for _ in range(3):
-            parallel = list(pool.map(lambda a: layer(a[0], mask=a[1]),
-                                     zip(inputs, masks)))
+            parallel = list(
+                pool.map(lambda a: layer(a[0], mask=a[1]), zip(inputs, masks))
+            )
             for s, p in zip(serial, parallel):
                 for a, b in zip(s, p):
                     np.testing.assert_array_equal(a, b)
@@ -38,7 +41,7 @@ def test_streams_per_thread_are_independent(rng):
 
     def run(x):
         s = layer.stream(2)
-        return np.concatenate([s.feed(x[:, a:a + 4]) for a in range(0, 30, 4)], 1)
+        return np.concatenate([s.feed(x[:, a : a + 4]) for a in range(0, 30, 4)], 1)
 
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(run, xs))
