@@ -167,6 +167,20 @@ def test_long_sequence_meets_1e5(batch):
     assert err < TOL_F32
 
 
+def test_long_sequence_wide_layer_normal_weights():
+    """units 300, features 200, N(0, 0.1) weights (the brief's conditioning)."""
+    err = check_layer(
+        np.random.default_rng(9),
+        I=200,
+        H=300,
+        B=8,
+        T=1000,
+        scale=0.1 * np.sqrt(500),
+        masked=True,
+    )
+    assert err < TOL_F32
+
+
 def test_long_sequence_with_every_option():
     err = check_layer(
         np.random.default_rng(8),
