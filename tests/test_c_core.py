@@ -41,17 +41,21 @@ def build(out: Path, *extra: str) -> Path:
         str(out),
         "-lm",
     ]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     return out
 
 
 def run_and_check(cmd: list[str], env: dict | None = None) -> str:
+    # an LD_PRELOADed sanitizer runtime (the ASan run of the Python suite)
+    # must not leak into these programs
+    base = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     proc = subprocess.run(
         cmd,
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, **(env or {})},
+        env={**base, **(env or {})},
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]

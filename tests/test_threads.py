@@ -8,7 +8,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import pytest
 from conftest import random_weights
 
 import fastlstm
@@ -75,14 +74,19 @@ def test_shared_stream_misuse_is_detected(rng):
 
 
 def test_gil_is_released_during_the_kernel(rng):
-    w = random_weights(rng, 128, 512)
+    """A Python thread keeps running while the kernel works. With the GIL
+    held for a whole call of about a second it could run only in the
+    interpreter's 5 ms switch slices (under 1% of the call); the bound below
+    asks for 20% of its free-running rate, a wide margin for a loaded
+    machine."""
+    w = random_weights(rng, 64, 512)
     layer = fastlstm.LSTM(**w)
-    x = rng.normal(size=(1, 2000, 128)).astype(np.float32)
+    x = rng.normal(size=(1, 500, 64)).astype(np.float32)
     t0 = time.perf_counter()
     layer(x)
-    single = time.perf_counter() - t0
-    if single < 0.05:
-        pytest.skip("kernel call too short to observe")
+    per_step = (time.perf_counter() - t0) / 500
+    steps = int(min(max(0.8 / per_step, 500), 200_000))
+    x = rng.normal(size=(1, steps, 64)).astype(np.float32)
     ticks = 0
     done = threading.Event()
 
@@ -94,16 +98,13 @@ def test_gil_is_released_during_the_kernel(rng):
     counter = threading.Thread(target=count)
     counter.start()
     time.sleep(0.05)
-    a = ticks
-    time.sleep(single)  # the counter alone, for as long as one call takes
-    free = ticks - a
-    b = ticks
-    t1 = time.perf_counter()
+    a, t1 = ticks, time.perf_counter()
+    time.sleep(0.3)
+    free_rate = (ticks - a) / (time.perf_counter() - t1)
+    b, t2 = ticks, time.perf_counter()
     layer(x)
-    elapsed = time.perf_counter() - t1
+    elapsed = time.perf_counter() - t2
     during = ticks - b
     done.set()
     counter.join()
-    # Holding the GIL for the whole call would let the counter run only in
-    # the interpreter's 5 ms switch slices; released, it runs all along.
-    assert during > 0.5 * free * (elapsed / single), (during, free)
+    assert during > 0.2 * free_rate * elapsed, (during, free_rate, elapsed)

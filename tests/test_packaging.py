@@ -1,0 +1,43 @@
+"""Packaging behaviour that users hit: a readable error when the extension
+is missing, and the demo command."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import fastlstm
+
+PKG = Path(fastlstm.__file__).parent
+
+
+def test_unbuilt_extension_gives_a_readable_error(tmp_path):
+    src = tmp_path / "fastlstm"
+    shutil.copytree(
+        PKG, src, ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__")
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", "import fastlstm"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: fastlstm's compiled extension")
+    assert "pip install" in last
+
+
+def test_demo_runs_and_checks_itself():
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastlstm", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().endswith("OK")
+    err = float(proc.stdout.split("float64 reference| = ")[1].split()[0])
+    assert err < 1e-5
