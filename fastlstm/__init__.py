@@ -26,12 +26,20 @@ from fastlstm.errors import (
     StreamError,
     UnsupportedLayerError,
 )
+from fastlstm.loaders import from_keras, load, load_spec
 from fastlstm.lstm import LSTM, LSTMStream
-from fastlstm.spec import LSTMSpec
+from fastlstm.model import Model, ModelStream
+from fastlstm.spec import LSTMSpec, ModelSpec
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "load",
+    "load_spec",
+    "from_keras",
+    "Model",
+    "ModelStream",
+    "ModelSpec",
     "LSTM",
     "LSTMStream",
     "Bidirectional",

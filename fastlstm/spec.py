@@ -240,3 +240,63 @@ class LSTMSpec:
             return_state=bool(return_state),
             zero_output_for_mask=bool(zero_output_for_mask),
         )
+
+
+# --- whole models ---------------------------------------------------------
+#
+# A ModelSpec is a graph in Keras' functional form: layers (with their
+# framework-neutral configuration and weights) and the calls ("nodes") that
+# connect them. Loaders build it; fastlstm.model.Model runs it.
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorRef:
+    """Output ``tensor`` of call number ``node`` of layer ``layer``."""
+
+    layer: str
+    node: int = 0
+    tensor: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    """One layer: its Keras class name, its config (as Keras stores it, with
+    the loader's version-specific keys normalized) and its weights in Keras'
+    ``get_weights()`` order."""
+
+    name: str
+    class_name: str
+    config: dict
+    weights: tuple = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeSpec:
+    """One call of a layer: positional inputs, plus optional mask and
+    initial-state tensors passed as keyword arguments."""
+
+    layer: str
+    index: int
+    inputs: tuple
+    mask: TensorRef | None = None
+    initial_state: tuple = ()
+    constant: Any = None  # second operand of op nodes such as NotEqual
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    layers: tuple  # LayerSpec, in the model's layer order
+    nodes: tuple  # NodeSpec, in an order where inputs come first
+    inputs: tuple  # TensorRef of each model input
+    outputs: tuple  # TensorRef of each model output
+    input_shapes: tuple  # declared shape of each input, batch included (None = any)
+    keras_version: str = ""
+    source_format: str = ""
+    source: str = ""
+
+    def layer(self, name: str) -> LayerSpec:
+        for spec in self.layers:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)

@@ -13,6 +13,12 @@ from fastlstm.activations import Activation
 def test_all_is_pinned():
     assert sorted(fastlstm.__all__) == sorted(
         [
+            "load",
+            "load_spec",
+            "from_keras",
+            "Model",
+            "ModelStream",
+            "ModelSpec",
             "LSTM",
             "LSTMStream",
             "Bidirectional",

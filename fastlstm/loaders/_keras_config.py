@@ -1,0 +1,250 @@
+"""Keras model configs (Keras 1, 2, tf.keras, Keras 3) -> ModelSpec graph.
+
+Handles both envelopes (``{"class_name", "config"}`` with or without Keras
+3's ``module``), Sequential configs as a list (Keras <= 2.2.2) or a dict, and
+functional ``inbound_nodes`` in the Keras 1/2 list form
+(``[[["layer", node, tensor, kwargs], ...], ...]``) and the Keras 3 form
+(``[{"args": [...], "kwargs": {...}}]``). Weights are attached later by the
+file loaders.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastlstm.errors import ModelFormatError
+from fastlstm.spec import LayerSpec, ModelSpec, NodeSpec, TensorRef
+
+INPUT_CLASSES = ("InputLayer",)
+
+
+def load_config(config: Any, what: str) -> dict:
+    """A model config from a dict, a JSON string/bytes, or a JSON file path."""
+    if isinstance(config, bytes):
+        config = config.decode("utf-8")
+    if isinstance(config, str):
+        text = config
+        if not text.lstrip().startswith("{"):
+            try:
+                with open(text, encoding="utf-8") as fh:
+                    text = fh.read()
+            except OSError as exc:
+                raise ModelFormatError(f"{what}: cannot read config file: {exc}") from exc
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModelFormatError(f"{what}: model config is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ModelFormatError(f"{what}: model config must be a JSON object")
+    return config
+
+
+def parse_model_config(config: dict, *, keras_version: str, source: str,
+                       source_format: str) -> ModelSpec:
+    try:
+        class_name = config["class_name"]
+        inner = config["config"]
+    except (KeyError, TypeError) as exc:
+        raise ModelFormatError(
+            f"{source}: model config has no class_name/config envelope"
+        ) from exc
+    try:
+        if class_name == "Sequential":
+            spec = _sequential(inner)
+        elif class_name in ("Model", "Functional"):
+            spec = _functional(inner)
+        else:
+            raise ModelFormatError(
+                f"{source}: top-level class {class_name!r} is not a Keras model "
+                "(expected Sequential, Functional or Model)"
+            )
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        if isinstance(exc, ModelFormatError):
+            raise
+        raise ModelFormatError(f"{source}: malformed model config ({exc!r})") from exc
+    return ModelSpec(
+        name=spec["name"], layers=tuple(spec["layers"]), nodes=tuple(spec["nodes"]),
+        inputs=tuple(spec["inputs"]), outputs=tuple(spec["outputs"]),
+        input_shapes=tuple(spec["input_shapes"]), keras_version=keras_version,
+        source_format=source_format, source=source,
+    )
+
+
+def _layer_spec(entry: dict) -> LayerSpec:
+    cfg = dict(entry.get("config") or {})
+    name = cfg.get("name") or entry.get("name")
+    if not isinstance(name, str):
+        raise ModelFormatError(f"layer entry without a name: {entry!r:.200}")
+    return LayerSpec(name=name, class_name=str(entry["class_name"]), config=cfg)
+
+
+def input_shape_of(cfg: dict) -> tuple | None:
+    """Declared batch shape of an InputLayer or a first Sequential layer."""
+    for key in ("batch_shape", "batch_input_shape"):
+        if cfg.get(key) is not None:
+            return tuple(cfg[key])
+    if cfg.get("input_shape") is not None:
+        return (None, *cfg["input_shape"])
+    if cfg.get("input_dim") is not None:  # Keras 1 recurrent/dense layers
+        length = cfg.get("input_length")
+        return (None, length, cfg["input_dim"]) if "input_length" in cfg else \
+            (None, cfg["input_dim"])
+    return None
+
+
+def _sequential(inner: Any) -> dict:
+    if isinstance(inner, list):  # Keras 1 and Keras 2.0 - 2.2.2
+        entries, name, build_shape = inner, "sequential", None
+    else:
+        entries = inner["layers"]
+        name = inner.get("name", "sequential")
+        build_shape = inner.get("build_input_shape")
+    layers = [_layer_spec(e) for e in entries]
+    if not layers:
+        raise ModelFormatError("the Sequential model has no layers")
+    if layers[0].class_name in INPUT_CLASSES:
+        inp = layers[0]
+        shape = input_shape_of(inp.config)
+        body = layers[1:]
+    else:
+        shape = input_shape_of(layers[0].config) or \
+            (tuple(build_shape) if build_shape else None)
+        inp = LayerSpec(name=_unique("input", layers), class_name="InputLayer",
+                        config={"batch_shape": list(shape) if shape else None})
+        body = layers
+    nodes = [NodeSpec(layer=inp.name, index=0, inputs=())]
+    prev = TensorRef(inp.name)
+    for layer in body:
+        nodes.append(NodeSpec(layer=layer.name, index=0, inputs=(prev,)))
+        prev = TensorRef(layer.name)
+    return {"name": name, "layers": [inp, *body], "nodes": nodes,
+            "inputs": [TensorRef(inp.name)], "outputs": [prev],
+            "input_shapes": [shape]}
+
+
+def _unique(base: str, layers: list[LayerSpec]) -> str:
+    names = {x.name for x in layers}
+    name, k = base, 0
+    while name in names:
+        k += 1
+        name = f"{base}_{k}"
+    return name
+
+
+def _refs(value: Any) -> list[TensorRef]:
+    """TensorRefs from Keras 1/2 ``[name, node, tensor(, kwargs)]`` entries,
+    ``[[...], [...]]`` lists, or Keras 3 ``__keras_tensor__`` dicts."""
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        if value.get("class_name") == "__keras_tensor__":
+            hist = value["config"]["keras_history"]
+            return [TensorRef(str(hist[0]), int(hist[1]), int(hist[2]))]
+        return []
+    if isinstance(value, (list, tuple)):
+        if len(value) >= 3 and isinstance(value[0], str) and \
+                isinstance(value[1], int) and isinstance(value[2], int):
+            return [TensorRef(value[0], value[1], value[2])]
+        out: list[TensorRef] = []
+        for item in value:
+            out.extend(_refs(item))
+        return out
+    return []
+
+
+def _constant(value: Any) -> Any:
+    """A non-tensor positional argument (e.g. the 0 of NotEqual(ids, 0))."""
+    if isinstance(value, (int, float)):
+        return value
+    return None
+
+
+def _parse_node(layer: str, index: int, node: Any) -> NodeSpec:
+    mask = None
+    initial: list[TensorRef] = []
+    constant = None
+    if isinstance(node, dict):  # Keras 3
+        args = node.get("args", [])
+        kwargs = node.get("kwargs", {}) or {}
+        inputs = _refs(args[0]) if args else []
+        for extra in args[1:]:
+            refs = _refs(extra)
+            if refs:
+                initial.extend(refs)  # RNN(x, [h, c]) positional states
+            elif constant is None:
+                constant = _constant(extra)
+    else:  # Keras 1/2: a list of [name, node, tensor(, kwargs)] entries
+        kwargs = {}
+        inputs = []
+        for entry in node:
+            inputs.extend(_refs(entry[:3]))
+            if len(entry) > 3 and isinstance(entry[3], dict):
+                kwargs.update(entry[3])
+    mrefs = _refs(kwargs.get("mask"))
+    if mrefs:
+        mask = mrefs[0]
+    initial.extend(_refs(kwargs.get("initial_state")))
+    return NodeSpec(layer=layer, index=index, inputs=tuple(inputs), mask=mask,
+                    initial_state=tuple(initial), constant=constant)
+
+
+def _io_refs(value: Any) -> list[TensorRef]:
+    if isinstance(value, dict):  # Keras 3 dict-structured inputs
+        value = list(value.values())
+    return _refs(value)
+
+
+def _functional(inner: dict) -> dict:
+    layers = []
+    nodes_by_layer: dict[str, list[NodeSpec]] = {}
+    for entry in inner["layers"]:
+        spec = _layer_spec(entry)
+        layers.append(spec)
+        nodes_by_layer[spec.name] = [
+            _parse_node(spec.name, k, node)
+            for k, node in enumerate(entry.get("inbound_nodes") or [])
+        ]
+    inputs = _io_refs(inner["input_layers"])
+    outputs = _io_refs(inner["output_layers"])
+    by_name = {x.name: x for x in layers}
+    for ref in inputs:
+        if ref.layer not in by_name:
+            raise ModelFormatError(f"model input {ref.layer!r} is not a layer")
+        nodes_by_layer[ref.layer] = [NodeSpec(layer=ref.layer, index=0, inputs=())]
+    nodes = _topological(nodes_by_layer, outputs)
+    shapes = [input_shape_of(by_name[r.layer].config) for r in inputs]
+    return {"name": inner.get("name", "model"), "layers": layers, "nodes": nodes,
+            "inputs": inputs, "outputs": outputs, "input_shapes": shapes}
+
+
+def _topological(nodes_by_layer: dict[str, list[NodeSpec]],
+                 outputs: list[TensorRef]) -> list[NodeSpec]:
+    """The nodes the outputs depend on, each after its inputs."""
+    order: list[NodeSpec] = []
+    state: dict[tuple[str, int], int] = {}  # 1 = visiting, 2 = done
+
+    def visit(layer: str, index: int) -> None:
+        key = (layer, index)
+        if state.get(key) == 2:
+            return
+        if state.get(key) == 1:
+            raise ModelFormatError(f"the model graph has a cycle at layer {layer!r}")
+        nodes = nodes_by_layer.get(layer)
+        if nodes is None:
+            raise ModelFormatError(f"the model graph refers to unknown layer {layer!r}")
+        if index >= len(nodes):
+            raise ModelFormatError(f"layer {layer!r} has no call number {index}")
+        state[key] = 1
+        node = nodes[index]
+        deps = list(node.inputs) + list(node.initial_state)
+        if node.mask is not None:
+            deps.append(node.mask)
+        for ref in deps:
+            visit(ref.layer, ref.node)
+        state[key] = 2
+        order.append(node)
+
+    for ref in outputs:
+        visit(ref.layer, ref.node)
+    return order
