@@ -99,6 +99,9 @@ cdef class PackedLSTM:
         cdef fl_lstm *out = NULL
         cdef fl_status st
 
+        if self._lstm is not NULL:  # __init__ called again: drop the old layer
+            fl_lstm_free(self._lstm)
+            self._lstm = NULL
         _expect(kernel.shape[1] % 4 == 0, "kernel width must be 4*units")
         desc.input_size = kernel.shape[0]
         desc.units = kernel.shape[1] // 4

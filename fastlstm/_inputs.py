@@ -64,7 +64,10 @@ def mask_input(mask: Any, shape: tuple[int, int], time_major: bool) -> np.ndarra
         raise DTypeError(
             f"mask must be boolean (or 0/1 integers), got dtype {arr.dtype}"
         )
-    layout = "(time, batch)" if time_major else "(batch, time)"
+    if len(shape) == 1:
+        layout = "(batch,)"
+    else:
+        layout = "(time, batch)" if time_major else "(batch, time)"
     if arr.shape != shape:
         raise ShapeError(f"mask must have shape {layout} = {shape}, got {arr.shape}")
     return np.ascontiguousarray(arr != 0, dtype=np.uint8)

@@ -220,7 +220,15 @@ class Stack:
             )
             states.append(st)
             if not last:
-                p = _Prepared(out, p.batch, p.steps, p.mask, p.lengths, p.time_major)
+                p = _Prepared(
+                    out,
+                    p.batch,
+                    p.steps,
+                    p.mask,
+                    p.lengths,
+                    p.time_major,
+                    f"the output of stack layer {k} (overflowed inside the stack)",
+                )
         return [out, states] if self.return_state else out
 
     def stream(self, batch_size: int) -> StackStream:

@@ -52,7 +52,11 @@ class KerasFlavor:
 
     @property
     def hard_sigmoid(self) -> Activation:
-        return Activation.HARD_SIGMOID_K3 if self.major >= 3 else Activation.HARD_SIGMOID_K2
+        return (
+            Activation.HARD_SIGMOID_K3
+            if self.major >= 3
+            else Activation.HARD_SIGMOID_K2
+        )
 
     @classmethod
     def from_version(cls, version: str | None, source: str = "") -> KerasFlavor:
@@ -65,8 +69,12 @@ class KerasFlavor:
             )
         major, minor = int(m.group(1)), int(m.group(2) or 0)
         tf_keras = major == 3 or "tf" in v or (major == 2 and minor >= 4)
-        return cls(version=v, major=major, bidirectional_zeroes_masked=tf_keras,
-                   masking_uses_where=major >= 3)
+        return cls(
+            version=v,
+            major=major,
+            bidirectional_zeroes_masked=tf_keras,
+            masking_uses_where=major >= 3,
+        )
 
 
 # --- activations of non-recurrent layers --------------------------------------
@@ -91,8 +99,10 @@ _ELEMENTWISE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "softplus": lambda x: np.logaddexp(0.0, x),
     "softsign": lambda x: x / (1.0 + np.abs(x)),
     "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
-    "selu": lambda x: 1.0507009873554805
-    * np.where(x > 0, x, 1.6732632423543772 * np.expm1(np.minimum(x, 0.0))),
+    "selu": lambda x: (
+        1.0507009873554805
+        * np.where(x > 0, x, 1.6732632423543772 * np.expm1(np.minimum(x, 0.0)))
+    ),
     "exponential": np.exp,
     "swish": lambda x: x * _sigmoid(x),
     "silu": lambda x: x * _sigmoid(x),
@@ -237,8 +247,9 @@ class Dense(Layer):
             )
         self.kernel = np.ascontiguousarray(weights[0], np.float32)
         self.bias = np.ascontiguousarray(weights[1], np.float32) if use_bias else None
-        if self.kernel.ndim != 2 or (self.bias is not None and
-                                     self.bias.shape != (self.kernel.shape[1],)):
+        if self.kernel.ndim != 2 or (
+            self.bias is not None and self.bias.shape != (self.kernel.shape[1],)
+        ):
             raise ModelFormatError(
                 f"layer {self.name!r}: kernel {self.kernel.shape} and bias "
                 f"{None if self.bias is None else self.bias.shape} do not fit"
@@ -250,8 +261,9 @@ class Dense(Layer):
                 f"{self.kernel.shape}"
             )
         _check_finite(self.name, [self.kernel] + ([self.bias] if use_bias else []))
-        self.activation = dense_activation(cfg.get("activation"), flavor,
-                                           f"layer {self.name!r}")
+        self.activation = dense_activation(
+            cfg.get("activation"), flavor, f"layer {self.name!r}"
+        )
         self.weights = [self.kernel] + ([self.bias] if use_bias else [])
 
     def call(self, inputs, masks, node, ctx):
@@ -275,8 +287,9 @@ class ActivationLayer(Layer):
             axis = cfg.get("axis", -1)
             self.fn = lambda x: _softmax(x.astype(np.float64), axis).astype(np.float32)
         else:
-            self.fn = dense_activation(cfg.get("activation"), flavor,
-                                       f"layer {self.name!r}")
+            self.fn = dense_activation(
+                cfg.get("activation"), flavor, f"layer {self.name!r}"
+            )
 
     def call(self, inputs, masks, node, ctx):
         return [self.fn(np.asarray(inputs[0], np.float32))], [_first_mask(masks)]
@@ -334,7 +347,9 @@ class Reshaping(Layer):
         try:
             return [np.ascontiguousarray(self.fn(x))], [None]
         except ValueError as exc:
-            raise ShapeError(f"layer {self.name!r} ({self.class_name}): {exc}") from None
+            raise ShapeError(
+                f"layer {self.name!r} ({self.class_name}): {exc}"
+            ) from None
 
 
 class Merge(Layer):
@@ -393,10 +408,14 @@ def lstm_weights(cfg: dict, weights: list, class_name: str, where: str) -> dict:
     """Canonical kernel / recurrent_kernel / bias from a Keras layer's arrays."""
     units = int(cfg.get("units", cfg.get("output_dim", 0)) or 0)
     ws = [np.asarray(w, np.float32) for w in weights]
-    if len(ws) == 12:  # Keras 1: [W_i, U_i, b_i, W_c, U_c, b_c, W_f, U_f, b_f, W_o, ...]
-        return {"kernel": np.concatenate([ws[0], ws[6], ws[3], ws[9]], axis=1),
-                "recurrent_kernel": np.concatenate([ws[1], ws[7], ws[4], ws[10]], axis=1),
-                "bias": np.concatenate([ws[2], ws[8], ws[5], ws[11]])}
+    if (
+        len(ws) == 12
+    ):  # Keras 1: [W_i, U_i, b_i, W_c, U_c, b_c, W_f, U_f, b_f, W_o, ...]
+        return {
+            "kernel": np.concatenate([ws[0], ws[6], ws[3], ws[9]], axis=1),
+            "recurrent_kernel": np.concatenate([ws[1], ws[7], ws[4], ws[10]], axis=1),
+            "bias": np.concatenate([ws[2], ws[8], ws[5], ws[11]]),
+        }
     if len(ws) not in (2, 3):
         raise ModelFormatError(
             f"{where}: an LSTM needs 2 or 3 weight arrays (kernel, recurrent_kernel, "
@@ -412,7 +431,7 @@ def lstm_weights(cfg: dict, weights: list, class_name: str, where: str) -> dict:
         kernel = np.concatenate([k.reshape(H, I).T for k in np.split(kernel, 4, 1)], 1)
         rec = np.concatenate([k.T for k in np.split(rec, 4, 1)], 1)
         if bias is not None:
-            bias = bias[:4 * H] + bias[4 * H:]
+            bias = bias[: 4 * H] + bias[4 * H :]
     out = {"kernel": kernel, "recurrent_kernel": rec}
     if bias is not None:
         out["bias"] = bias
@@ -422,8 +441,14 @@ def lstm_weights(cfg: dict, weights: list, class_name: str, where: str) -> dict:
 class Recurrent(Layer):
     """LSTM, CuDNNLSTM and RNN over LSTM/peephole cells (stacked or not)."""
 
-    def __init__(self, spec: LayerSpec, flavor: KerasFlavor, weights: list,
-                 cfg: dict | None = None, zero_output: bool | None = None) -> None:
+    def __init__(
+        self,
+        spec: LayerSpec,
+        flavor: KerasFlavor,
+        weights: list,
+        cfg: dict | None = None,
+        zero_output: bool | None = None,
+    ) -> None:
         super().__init__(spec)
         cfg = dict(spec.config if cfg is None else cfg)
         where = f"layer {self.name!r} ({spec.class_name})"
@@ -433,25 +458,39 @@ class Recurrent(Layer):
         self.go_backwards = bool(cfg.get("go_backwards", False))
         self.stateful = bool(cfg.get("stateful", False))
         self.time_major = bool(cfg.get("time_major", False))
-        zero = bool(cfg.get("zero_output_for_mask", False)) if zero_output is None \
+        zero = (
+            bool(cfg.get("zero_output_for_mask", False))
+            if zero_output is None
             else zero_output
+        )
         self.cores: list[LSTM] = []
         offset = 0
         for k, (cell_class, ccfg) in enumerate(cells):
             n = _cell_weight_count(cell_class, ccfg, len(weights) - offset, len(cells))
-            cw = weights[offset:offset + n]
+            cw = weights[offset : offset + n]
             offset += n
-            self.cores.append(_core_layer(ccfg, cell_class, cw, flavor,
-                                          f"{where} cell {k}" if len(cells) > 1 else where,
-                                          zero, self.time_major))
+            self.cores.append(
+                _core_layer(
+                    ccfg,
+                    cell_class,
+                    cw,
+                    flavor,
+                    f"{where} cell {k}" if len(cells) > 1 else where,
+                    zero,
+                    self.time_major,
+                )
+            )
             self.weights.extend(np.asarray(w) for w in cw)
         if offset != len(weights):
-            raise ModelFormatError(f"{where}: {len(weights)} weight arrays, expected "
-                                   f"{offset}")
+            raise ModelFormatError(
+                f"{where}: {len(weights)} weight arrays, expected {offset}"
+            )
         for a, b in zip(self.cores, self.cores[1:]):
             if b.input_size != a.output_size:
-                raise ModelFormatError(f"{where}: stacked cells do not fit "
-                                       f"({a.output_size} -> {b.input_size})")
+                raise ModelFormatError(
+                    f"{where}: stacked cells do not fit "
+                    f"({a.output_size} -> {b.input_size})"
+                )
         self.supports_streaming = not self.go_backwards
 
     @property
@@ -472,10 +511,13 @@ class Recurrent(Layer):
             return [y, *states], [out_mask] + [None] * len(states)
         return [y], [out_mask]
 
-    def run(self, x: np.ndarray, mask: Mask, init: list, carry: Carry | None
-            ) -> tuple[np.ndarray, list]:
+    def run(
+        self, x: np.ndarray, mask: Mask, init: list, carry: Carry | None
+    ) -> tuple[np.ndarray, list]:
         tm = self.time_major
-        xs, B, T = _inputs.sequence_input(x, self.input_size, tm, f"input of {self.name!r}")
+        xs, B, T = _inputs.sequence_input(
+            x, self.input_size, tm, f"input of {self.name!r}"
+        )
         if mask is not None:
             mask = np.asarray(mask, bool)
         if self.go_backwards and len(self.cores) > 1:
@@ -484,8 +526,10 @@ class Recurrent(Layer):
             xs = np.ascontiguousarray(np.flip(xs, axis))
             mask = None if mask is None else np.flip(mask, axis)
         if init and len(init) != 2 * len(self.cores):
-            raise ShapeError(f"layer {self.name!r} takes {2 * len(self.cores)} initial "
-                             f"state arrays, got {len(init)}")
+            raise ShapeError(
+                f"layer {self.name!r} takes {2 * len(self.cores)} initial "
+                f"state arrays, got {len(init)}"
+            )
         if carry is not None and carry.states and carry.states[0][0].shape[0] != B:
             raise ShapeError(
                 f"stateful layer {self.name!r} holds state for batch size "
@@ -498,15 +542,18 @@ class Recurrent(Layer):
             p = _prepare(np.ascontiguousarray(y, np.float32), B, T, tm, mask, None)
             seen = None
             if init:
-                h, c = core._initial_state(init[2 * k:2 * k + 2], B,
-                                           f"initial state of {self.name!r}")
+                h, c = core._initial_state(
+                    init[2 * k : 2 * k + 2], B, f"initial state of {self.name!r}"
+                )
             elif carry is not None and len(carry.states) > k:
                 h, c, seen = (a.copy() for a in carry.states[k])
             else:
                 h, c = core._initial_state(None, B)
             if seen is None and carry is not None:
                 seen = np.zeros(B, np.uint8)
-            seq, lst = core._run(p, h, c, (not last) or self.return_sequences, seen=seen)
+            seq, lst = core._run(
+                p, h, c, (not last) or self.return_sequences, seen=seen
+            )
             y = seq if seq is not None else lst
             states += [h, c]
             if carry is not None:
@@ -548,14 +595,22 @@ def _cell_weight_count(cell_class: str, cfg: dict, available: int, n_cells: int)
     return count + (3 if cell_class == "PeepholeLSTMCell" else 0)
 
 
-def _core_layer(cfg: dict, class_name: str, weights: list, flavor: KerasFlavor,
-                where: str, zero_output: bool, time_major: bool) -> LSTM:
+def _core_layer(
+    cfg: dict,
+    class_name: str,
+    weights: list,
+    flavor: KerasFlavor,
+    where: str,
+    zero_output: bool,
+    time_major: bool,
+) -> LSTM:
     peepholes = None
     weights = list(weights)
     if class_name == "PeepholeLSTMCell":
         if len(weights) < 3:
-            raise ModelFormatError(f"{where}: PeepholeLSTMCell needs its 3 peephole "
-                                   "weight arrays")
+            raise ModelFormatError(
+                f"{where}: PeepholeLSTMCell needs its 3 peephole weight arrays"
+            )
         peepholes = np.stack([np.asarray(w, np.float32) for w in weights[-3:]])
         weights = weights[:-3]
     canonical = lstm_weights(cfg, weights, class_name, where)
@@ -563,20 +618,29 @@ def _core_layer(cfg: dict, class_name: str, weights: list, flavor: KerasFlavor,
         act, ract = Activation.TANH, Activation.SIGMOID
     else:
         act_name = cfg.get("activation", "tanh")
-        ract_name = cfg.get("recurrent_activation", cfg.get("inner_activation", "sigmoid"))
+        ract_name = cfg.get(
+            "recurrent_activation", cfg.get("inner_activation", "sigmoid")
+        )
         act = recurrent_activation(act_name, flavor, f"{where} activation")
         ract = recurrent_activation(ract_name, flavor, f"{where} recurrent_activation")
     units = cfg.get("units", cfg.get("output_dim"))
-    if units is not None and canonical["kernel"].ndim == 2 and \
-            canonical["kernel"].shape[1] != 4 * int(units):
+    if (
+        units is not None
+        and canonical["kernel"].ndim == 2
+        and canonical["kernel"].shape[1] != 4 * int(units)
+    ):
         raise ModelFormatError(
             f"{where}: config says {units} units but the kernel has shape "
             f"{canonical['kernel'].shape}"
         )
     try:
-        spec = LSTMSpec.create(**canonical, peepholes=peepholes, activation=act,
-                               recurrent_activation=ract,
-                               zero_output_for_mask=zero_output)
+        spec = LSTMSpec.create(
+            **canonical,
+            peepholes=peepholes,
+            activation=act,
+            recurrent_activation=ract,
+            zero_output_for_mask=zero_output,
+        )
     except FastLSTMError as exc:
         raise ModelFormatError(f"{where}: {exc}") from None
     return LSTM.from_spec(spec, time_major=time_major)
@@ -597,7 +661,10 @@ class BidirectionalLayer(Layer):
         if isinstance(back, dict):
             bcls, bcfg = back.get("class_name"), dict(back.get("config", {}))
         else:
-            bcls, bcfg = fcls, {**fcfg, "go_backwards": not fcfg.get("go_backwards", False)}
+            bcls, bcfg = (
+                fcls,
+                {**fcfg, "go_backwards": not fcfg.get("go_backwards", False)},
+            )
         for c in (fcls, bcls):
             if c not in RECURRENT_CLASSES:
                 raise UnsupportedLayerError(
@@ -624,7 +691,7 @@ class BidirectionalLayer(Layer):
         x = inputs[0]
         mask = _first_mask(masks)
         init = list(inputs[1:])
-        fi, bi = (init[:len(init) // 2], init[len(init) // 2:]) if init else ([], [])
+        fi, bi = (init[: len(init) // 2], init[len(init) // 2 :]) if init else ([], [])
         yf, sf = self.forward.run(x, mask, fi, ctx.carries.get(self.forward.name))
         yb, sb = self.backward.run(x, mask, bi, ctx.carries.get(self.backward.name))
         if self.return_sequences:
@@ -658,15 +725,31 @@ class TimeDistributedDense(Dense):
                 f"layer {spec.name!r}: TimeDistributed({inner.get('class_name')}) is not "
                 "supported; TimeDistributed(Dense) is"
             )
-        super().__init__(LayerSpec(spec.name, spec.class_name, inner.get("config", {})),
-                         flavor, weights)
+        super().__init__(
+            LayerSpec(spec.name, spec.class_name, inner.get("config", {})),
+            flavor,
+            weights,
+        )
 
 
 RECURRENT_CLASSES = ("LSTM", "CuDNNLSTM", "RNN")
-IDENTITY_CLASSES = ("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout",
-                    "AlphaDropout", "ActivityRegularization")
-MERGE_CLASSES = ("Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum",
-                 "Minimum")
+IDENTITY_CLASSES = (
+    "Dropout",
+    "SpatialDropout1D",
+    "GaussianNoise",
+    "GaussianDropout",
+    "AlphaDropout",
+    "ActivityRegularization",
+)
+MERGE_CLASSES = (
+    "Concatenate",
+    "Add",
+    "Subtract",
+    "Multiply",
+    "Average",
+    "Maximum",
+    "Minimum",
+)
 
 _BUILDERS: dict[str, Callable[[LayerSpec, KerasFlavor, list], Layer]] = {
     "InputLayer": lambda s, f, w: InputLayer(s),
@@ -693,18 +776,25 @@ SUPPORTED_CLASSES = tuple(sorted(set(_BUILDERS) - {"NotEqual"}))
 def build_layer(spec: LayerSpec, flavor: KerasFlavor) -> Layer:
     builder = _BUILDERS.get(spec.class_name)
     if builder is None:
-        why = " (Lambda layers hold Python code, which fastlstm never runs)" \
-            if spec.class_name == "Lambda" else ""
+        why = (
+            " (Lambda layers hold Python code, which fastlstm never runs)"
+            if spec.class_name == "Lambda"
+            else ""
+        )
         raise UnsupportedLayerError(
             f"layer {spec.name!r} of class {spec.class_name!r} is not supported{why}; "
             f"supported classes: {', '.join(SUPPORTED_CLASSES)}"
         )
     if spec.class_name not in WEIGHTED_CLASSES and spec.weights:
-        raise ModelFormatError(f"layer {spec.name!r} ({spec.class_name}) has weights "
-                               "in the file but takes none")
+        raise ModelFormatError(
+            f"layer {spec.name!r} ({spec.class_name}) has weights "
+            "in the file but takes none"
+        )
     if spec.class_name in WEIGHTED_CLASSES and not spec.weights:
-        raise ModelFormatError(f"layer {spec.name!r} ({spec.class_name}): no weights "
-                               "found for it in the file")
+        raise ModelFormatError(
+            f"layer {spec.name!r} ({spec.class_name}): no weights "
+            "found for it in the file"
+        )
     try:
         return builder(spec, flavor, list(spec.weights))
     except (KeyError, TypeError, ValueError) as exc:
@@ -716,5 +806,11 @@ def build_layer(spec: LayerSpec, flavor: KerasFlavor) -> Layer:
         ) from None
 
 
-WEIGHTED_CLASSES = ("Embedding", "Dense", "TimeDistributed", "TimeDistributedDense",
-                    "Bidirectional", *RECURRENT_CLASSES)
+WEIGHTED_CLASSES = (
+    "Embedding",
+    "Dense",
+    "TimeDistributed",
+    "TimeDistributedDense",
+    "Bidirectional",
+    *RECURRENT_CLASSES,
+)

@@ -11,7 +11,7 @@ from fastlstm import _inputs
 from fastlstm._core import PackedLSTM
 from fastlstm.activations import Activation
 from fastlstm.errors import ConfigError, NonFiniteError, ShapeError, StreamError
-from fastlstm.spec import LSTMSpec
+from fastlstm.spec import LSTMSpec, check_elements
 
 __all__ = ["LSTM", "LSTMStream"]
 
@@ -190,6 +190,7 @@ class LSTM:
         R = self.output_size
         y = None
         if sequences:
+            check_elements(p.x.shape[:2] + (R,), "the output sequence")
             y = np.empty(p.x.shape[:2] + (R,), np.float32)
         elif y_last is None:
             y_last = np.empty((p.batch, R), np.float32)
@@ -211,7 +212,7 @@ class LSTM:
                 work=work,
             )
         except NonFiniteError:
-            _inputs.raise_nonfinite(p.x, p.valid(), self._time_major)
+            _inputs.raise_nonfinite(p.x, p.valid(), self._time_major, p.name)
         return y, y_last
 
     def _run_stream(
@@ -238,7 +239,7 @@ class LSTM:
                 work=work,
             )
         except NonFiniteError:
-            _inputs.raise_nonfinite(p.x, p.valid(), False)
+            _inputs.raise_nonfinite(p.x, p.valid(), False, p.name)
 
     # -- stateful inference --------------------------------------------------
     def stream(self, batch_size: int) -> LSTMStream:
@@ -249,7 +250,7 @@ class LSTM:
 class _Prepared:
     """Validated call inputs in the layout the kernel reads."""
 
-    __slots__ = ("x", "batch", "steps", "mask", "lengths", "time_major")
+    __slots__ = ("x", "batch", "steps", "mask", "lengths", "time_major", "name")
 
     def __init__(
         self,
@@ -259,9 +260,11 @@ class _Prepared:
         mask: np.ndarray | None,
         lengths: np.ndarray | None,
         time_major: bool,
+        name: str = "x",
     ) -> None:
         self.x, self.batch, self.steps = x, batch, steps
         self.mask, self.lengths, self.time_major = mask, lengths, time_major
+        self.name = name  # what x is, for error messages
 
     def valid(self) -> np.ndarray | None:
         """Boolean (same layout as x's first two axes) of the steps that run."""
@@ -346,7 +349,9 @@ class LSTMStream:
         with self._guard():
             self._h[...] = h
             self._c[...] = c
-            self._seen.fill(1)  # a set state counts as a previous output
+            # as with initial_state=: masked steps before the first valid one
+            # output zeros, not the state set here
+            self._seen.fill(0)
 
     def step(self, x: ArrayLike, mask: ArrayLike | None = None) -> np.ndarray:
         """Runs one time step; x (batch, features), mask (batch,) optional."""

@@ -43,8 +43,11 @@ class Model:
             self._layers[ls.name] = build_layer(ls, self.flavor)
         used = {n.layer for n in spec.nodes}
         self._carries = {name: Carry([]) for name in self._stateful_names(used)}
-        self._time_major = any(getattr(self._layers[n], "time_major", False)
-                               for n in used if isinstance(self._layers[n], Recurrent))
+        self._time_major = any(
+            getattr(self._layers[n], "time_major", False)
+            for n in used
+            if isinstance(self._layers[n], Recurrent)
+        )
         self._shapes: tuple[list, list] | None = None
 
     def _stateful_names(self, used: set) -> list[str]:
@@ -84,8 +87,10 @@ class Model:
         return sum(layer.param_count() for layer in self._layers.values())
 
     def __repr__(self) -> str:
-        return (f"<fastlstm.Model {self.name!r}: {len(self._layers)} layers, "
-                f"{self.count_params()} parameters, from {self.spec.source_format}>")
+        return (
+            f"<fastlstm.Model {self.name!r}: {len(self._layers)} layers, "
+            f"{self.count_params()} parameters, from {self.spec.source_format}>"
+        )
 
     # -- inference ---------------------------------------------------------------
     def predict(self, x: Inputs, batch_size: int | None = None) -> Any:
@@ -94,18 +99,27 @@ class Model:
         arrays = self._input_arrays(x)
         n = arrays[0].shape[1 if self._time_major else 0]
         if batch_size is not None:
-            if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-                    or batch_size < 1:
-                raise ShapeError(f"batch_size must be a positive integer, got "
-                                 f"{batch_size!r}")
+            if (
+                isinstance(batch_size, bool)
+                or not isinstance(batch_size, (int, np.integer))
+                or batch_size < 1
+            ):
+                raise ShapeError(
+                    f"batch_size must be a positive integer, got {batch_size!r}"
+                )
         if batch_size is None or batch_size >= n or self._time_major:
             outs = self._run(arrays, RunContext(self._carries))
         else:
-            parts = [self._run([a[s:s + batch_size] for a in arrays],
-                               RunContext(self._carries))
-                     for s in range(0, n, batch_size)]
-            outs = [np.concatenate([p[i] for p in parts], axis=0)
-                    for i in range(len(parts[0]))]
+            parts = [
+                self._run(
+                    [a[s : s + batch_size] for a in arrays], RunContext(self._carries)
+                )
+                for s in range(0, n, batch_size)
+            ]
+            outs = [
+                np.concatenate([p[i] for p in parts], axis=0)
+                for i in range(len(parts[0]))
+            ]
         return outs[0] if len(outs) == 1 else outs
 
     __call__ = predict
@@ -125,27 +139,35 @@ class Model:
             missing = [n for n in names if n not in x]
             extra = [k for k in x if k not in names]
             if missing or extra:
-                raise ShapeError(f"inputs by name: missing {missing}, unknown {extra}; "
-                                 f"the model's inputs are {names}")
+                raise ShapeError(
+                    f"inputs by name: missing {missing}, unknown {extra}; "
+                    f"the model's inputs are {names}"
+                )
             items = [x[n] for n in names]
         elif isinstance(x, (list, tuple)) and len(names) > 1:
             items = list(x)
         else:
             items = [x]
         if len(items) != len(names):
-            raise ShapeError(f"the model takes {len(names)} inputs {names}, got "
-                             f"{len(items)}")
+            raise ShapeError(
+                f"the model takes {len(names)} inputs {names}, got {len(items)}"
+            )
         arrays = []
         for name, item, shape in zip(names, items, self.spec.input_shapes):
             arr = np.asarray(item)
             if arr.dtype.kind not in "fiub":
-                raise ShapeError(f"input {name!r} has dtype {arr.dtype}; numbers expected")
+                raise ShapeError(
+                    f"input {name!r} has dtype {arr.dtype}; numbers expected"
+                )
             if shape is not None:
                 if arr.ndim != len(shape) or any(
-                        d is not None and k > 0 and d != s
-                        for k, (d, s) in enumerate(zip(shape, arr.shape))):
-                    raise ShapeError(f"input {name!r} has shape {arr.shape} but the model "
-                                     f"expects {tuple(shape)} (None = any size)")
+                    d is not None and k > 0 and d != s
+                    for k, (d, s) in enumerate(zip(shape, arr.shape))
+                ):
+                    raise ShapeError(
+                        f"input {name!r} has shape {arr.shape} but the model "
+                        f"expects {tuple(shape)} (None = any size)"
+                    )
             if arr.size == 0:
                 raise ShapeError(f"input {name!r} is empty: shape {arr.shape}")
             arrays.append(arr)
@@ -154,8 +176,9 @@ class Model:
             raise ShapeError(f"inputs have different batch sizes: {sorted(batches)}")
         return arrays
 
-    def _run(self, arrays: list[np.ndarray], ctx: RunContext,
-             record: dict | None = None) -> list[np.ndarray]:
+    def _run(
+        self, arrays: list[np.ndarray], ctx: RunContext, record: dict | None = None
+    ) -> list[np.ndarray]:
         """Evaluates the graph; ``record`` (if given) collects each node's
         output shapes."""
         values: dict[tuple, tuple] = {}
@@ -174,14 +197,17 @@ class Model:
                 mask = values[(node.mask.layer, node.mask.node, node.mask.tensor)][0]
                 ms = [np.asarray(mask, bool)] + ms[1:]
             if node.initial_state:
-                xs += [values[(r.layer, r.node, r.tensor)][0] for r in node.initial_state]
+                xs += [
+                    values[(r.layer, r.node, r.tensor)][0] for r in node.initial_state
+                ]
             try:
                 outs, masks = layer.call(xs, ms, node, ctx)
             except FastLSTMError as exc:
                 if f"{node.layer!r}" in str(exc):
                     raise
-                raise type(exc)(f"layer {node.layer!r} ({layer.class_name}): {exc}") \
-                    from None
+                raise type(exc)(
+                    f"layer {node.layer!r} ({layer.class_name}): {exc}"
+                ) from None
             for i, (o, m) in enumerate(zip(outs, masks)):
                 values[(node.layer, node.index, i)] = (o, m)
             if record is not None:
@@ -218,8 +244,10 @@ class Model:
                 return None
             return (None,) + tuple(x if x == y else None for x, y in zip(a[1:], b[1:]))
 
-        per_node = {k: [merge(a, b) for a, b in zip(v, runs[1][0][k])]
-                    for k, v in runs[0][0].items()}
+        per_node = {
+            k: [merge(a, b) for a, b in zip(v, runs[1][0][k])]
+            for k, v in runs[0][0].items()
+        }
         outs = [merge(a, b) for a, b in zip(runs[0][1], runs[1][1])]
         self._shapes = (per_node, outs)
         return self._shapes
@@ -239,10 +267,18 @@ class Model:
             else:
                 text = "[" + ", ".join(_fmt_shape(s) for s in shapes) + "]"
             label = node.layer + ("" if node.index == 0 else f"[{node.index}]")
-            rows.append((f"{label} ({layer.class_name})", text,
-                         str(layer.param_count()) if node.index == 0 else "0"))
-        width = [max(28, *(len(r[0]) + 1 for r in rows)),
-                 max(26, *(len(r[1]) + 1 for r in rows)), 12]
+            rows.append(
+                (
+                    f"{label} ({layer.class_name})",
+                    text,
+                    str(layer.param_count()) if node.index == 0 else "0",
+                )
+            )
+        width = [
+            max(28, *(len(r[0]) + 1 for r in rows)),
+            max(26, *(len(r[1]) + 1 for r in rows)),
+            12,
+        ]
         out = io.StringIO()
         line = "_" * sum(width)
         out.write(f'Model: "{self.name}"\n{line}\n')
@@ -252,8 +288,10 @@ class Model:
             out.write(f"{a:<{width[0]}}{b:<{width[1]}}{c}\n")
             out.write(("=" if i == len(rows) - 1 else "_") * sum(width) + "\n")
         total = self.count_params()
-        out.write(f"Total params: {total:,}\nTrainable params: {total:,}\n"
-                  "Non-trainable params: 0\n")
+        out.write(
+            f"Total params: {total:,}\nTrainable params: {total:,}\n"
+            "Non-trainable params: 0\n"
+        )
         text = out.getvalue()
         (print_fn or print)(text.rstrip("\n"))
         return text
@@ -262,8 +300,12 @@ class Model:
 def _fmt_shape(shape) -> str:
     if shape is None:
         return "?"
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + \
-        ("," if len(shape) == 1 else "") + ")"
+    return (
+        "("
+        + ", ".join("None" if d is None else str(d) for d in shape)
+        + ("," if len(shape) == 1 else "")
+        + ")"
+    )
 
 
 class ModelStream:
@@ -276,9 +318,14 @@ class ModelStream:
     """
 
     def __init__(self, model: Model, batch_size: int) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-                or batch_size < 1:
-            raise ShapeError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, (int, np.integer))
+            or batch_size < 1
+        ):
+            raise ShapeError(
+                f"batch_size must be a positive integer, got {batch_size!r}"
+            )
         for node in model.spec.nodes:
             layer = model._layers[node.layer]
             if not layer.supports_streaming:
@@ -290,7 +337,9 @@ class ModelStream:
             raise StreamError("time-major models cannot stream")
         self._model = model
         self._batch = int(batch_size)
-        names = [n for n, layer in model._layers.items() if isinstance(layer, Recurrent)]
+        names = [
+            n for n, layer in model._layers.items() if isinstance(layer, Recurrent)
+        ]
         self._ctx = RunContext({n: Carry([]) for n in names}, streaming=True)
 
     batch_size = property(lambda self: self._batch)
@@ -303,13 +352,16 @@ class ModelStream:
         """Runs a chunk (batch, time, ...) per input; returns the outputs."""
         arrays = self._model._input_arrays(x)
         if arrays[0].shape[0] != self._batch:
-            raise ShapeError(f"batch size {arrays[0].shape[0]} but the stream was made "
-                             f"for {self._batch}")
+            raise ShapeError(
+                f"batch size {arrays[0].shape[0]} but the stream was made "
+                f"for {self._batch}"
+            )
         outs = self._model._run(arrays, self._ctx)
         return outs[0] if len(outs) == 1 else outs
 
     def step(self, x: Inputs) -> Any:
         """Runs one time step: each input (batch, ...) without the time axis."""
+
         def add_time(a):
             return np.asarray(a)[:, None]
 
@@ -323,4 +375,3 @@ class ModelStream:
         seq = outs if isinstance(outs, list) else [outs]
         seq = [o[:, 0] if o.ndim >= 3 and o.shape[1] == 1 else o for o in seq]
         return seq[0] if len(seq) == 1 else seq
-

@@ -28,6 +28,20 @@ I, F, G, O = range(4)  # canonical gate blocks
 
 # Largest accepted size of one dimension (FL_MAX_DIM in fastlstm.h).
 MAX_DIM = 1 << 24
+# Largest array (elements) fastlstm accepts or allocates: 16 GiB of float32.
+MAX_ELEMENTS = 1 << 32
+
+
+def check_elements(shape: tuple, name: str) -> None:
+    """ShapeError if an array of this shape would be absurdly large."""
+    n = 1
+    for d in shape:
+        n *= int(d)
+    if n > MAX_ELEMENTS:
+        raise ShapeError(
+            f"{name} of shape {tuple(shape)} has {n} elements ({n * 4 / 2**30:.0f} GiB "
+            f"as float32), above the limit of {MAX_ELEMENTS}"
+        )
 
 
 def real_array(value: Any, name: str) -> np.ndarray:
@@ -45,6 +59,7 @@ def real_array(value: Any, name: str) -> np.ndarray:
             f"{name} has dtype {arr.dtype}; a real floating or integer array "
             "is required"
         )
+    check_elements(arr.shape, name)
     return arr
 
 
@@ -72,6 +87,8 @@ def _check_clip(value: float | None, name: str, problems: list[str]) -> None:
         return
     if not (np.isfinite(v) and v > 0):
         problems.append(f"{name} must be a positive finite number, got {v}")
+    elif not (np.isfinite(np.float32(v)) and np.float32(v) > 0):
+        problems.append(f"{name}={v} is not representable as a positive float32")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -168,8 +168,11 @@ static fl_status plan_workspace(const fl_lstm *lstm, int batch, int steps,
     if (batch < 1 || steps < 1) return FL_ERR_SHAPE;
     if (batch > FL_MAX_DIM || steps > FL_MAX_DIM) return FL_ERR_OVERFLOW;
     int chunk = (chunk_steps <= 0 || chunk_steps > steps) ? steps : chunk_steps;
-    /* sgemm's n = chunk * batch is an int */
-    if ((size_t)chunk * (size_t)batch > (size_t)INT32_MAX) return FL_ERR_OVERFLOW;
+    /* BLAS sizes are ints: sgemm's n = chunk * batch, and the leading
+     * dimension chunk * 4H of a batch-major gate buffer */
+    if ((size_t)chunk * (size_t)batch > (size_t)INT32_MAX ||
+        (size_t)chunk * 4 * (size_t)lstm->desc.units > (size_t)INT32_MAX)
+        return FL_ERR_OVERFLOW;
 
     const size_t B = (size_t)batch, H = (size_t)lstm->desc.units;
     const size_t P = (size_t)lstm->desc.proj_size;

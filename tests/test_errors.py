@@ -1027,3 +1027,23 @@ def test_stack_reports_nan_in_x_and_bad_features():
         r"layer expects 3",
     ):
         stack(seq(I=4))
+
+
+def test_absurd_total_size_is_refused_before_allocating():
+    """Each dimension is legal, their product is not: a ShapeError naming the
+    array and its size, not NumPy's MemoryError."""
+    layer = make_layer(I=3, H=4)
+    x = np.broadcast_to(np.float32(0), (1 << 16, 1 << 16, 3))
+    with pytest.raises(fastlstm.ShapeError, match=r"x of shape .* elements"):
+        layer(x)
+    big = np.broadcast_to(np.float32(0), (1 << 20, 1 << 20))
+    with pytest.raises(fastlstm.ShapeError, match=r"kernel of shape"):
+        fastlstm.LSTM(big, np.zeros((4, 16)))
+
+
+@pytest.mark.parametrize("clip", [1e300, 1e-50])
+def test_clip_not_representable_in_float32(clip):
+    with pytest.raises(
+        fastlstm.ConfigError, match="not representable as a positive float32"
+    ):
+        make_layer(cell_clip=clip)

@@ -125,3 +125,27 @@ def test_stream_is_independent_of_other_streams(rng):
     b.feed(rng.normal(size=(1, 10, 6)))
     a2 = layer.stream(1)
     np.testing.assert_array_equal(a2.feed(x), ya)
+
+
+def test_state_setter_with_leading_masked_steps_matches_initial_state(rng):
+    """Keras: before a row's first valid step the output is zeros, even with
+    a non-zero initial state; a state set on a stream behaves the same."""
+    w = random_weights(rng, 6, 9)
+    layer = fastlstm.LSTM(**w, return_sequences=True)
+    x = rng.normal(size=(2, 6, 6)).astype(np.float32)
+    mask = np.array([[0, 0, 1, 1, 0, 1], [1, 0, 1, 0, 1, 1]], bool)
+    h0 = np.ones((2, 9), np.float32)
+    c0 = np.full((2, 9), 0.5, np.float32)
+    want = layer(x, initial_state=(h0, c0), mask=mask)
+    assert np.all(want[0, :2] == 0)
+    stream = layer.stream(2)
+    stream.feed(x, mask=mask)  # leave some state behind first
+    stream.state = (h0, c0)
+    got = np.concatenate(
+        [
+            stream.feed(x[:, :3], mask=mask[:, :3]),
+            stream.feed(x[:, 3:], mask=mask[:, 3:]),
+        ],
+        1,
+    )
+    assert np.abs(got - want).max() < 1e-6

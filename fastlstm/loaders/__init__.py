@@ -23,8 +23,11 @@ __all__ = ["load", "load_spec", "from_keras", "sniff"]
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
-FORMATS = ("Keras .h5 (full model, or weights with config=)", "Keras 3 .keras archive",
-           "Keras 3 .weights.h5 (with config=)")
+FORMATS = (
+    "Keras .h5 (full model, or weights with config=)",
+    "Keras 3 .keras archive",
+    "Keras 3 .weights.h5 (with config=)",
+)
 
 
 def sniff(path: str) -> str:
@@ -54,8 +57,9 @@ def sniff(path: str) -> str:
     )
 
 
-def load_spec(path: str | os.PathLike, *, config: Any = None,
-              keras_version: str | None = None) -> ModelSpec:
+def load_spec(
+    path: str | os.PathLike, *, config: Any = None, keras_version: str | None = None
+) -> ModelSpec:
     """Reads a model file into the canonical ModelSpec.
 
     config: the architecture for weights-only files (``model.to_json()``
@@ -77,11 +81,16 @@ def load_spec(path: str | os.PathLike, *, config: Any = None,
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
-        raise ModelFormatError(f"{path}: corrupt or truncated HDF5 file: {exc}") from exc
+        raise ModelFormatError(
+            f"{path}: corrupt or truncated HDF5 file: {exc}"
+        ) from exc
     with f:
         try:
-            if "model_config" in f.attrs or "model_weights" in f or \
-                    "layer_names" in f.attrs:
+            if (
+                "model_config" in f.attrs
+                or "model_weights" in f
+                or "layer_names" in f.attrs
+            ):
                 spec = load_keras_h5(path, f, config)
             elif "layers" in f or "_layer_checkpoint_dependencies" in f:
                 spec = load_weights_h5(path, f, config, keras_version)
@@ -93,8 +102,9 @@ def load_spec(path: str | os.PathLike, *, config: Any = None,
         except (KeyError, OSError, ValueError, TypeError, RuntimeError) as exc:
             if isinstance(exc, FastLSTMError):
                 raise
-            raise ModelFormatError(f"{path}: unreadable Keras HDF5 content: "
-                                   f"{exc!r}") from exc
+            raise ModelFormatError(
+                f"{path}: unreadable Keras HDF5 content: {exc!r}"
+            ) from exc
     if keras_version is not None:
         import dataclasses
 
@@ -102,8 +112,9 @@ def load_spec(path: str | os.PathLike, *, config: Any = None,
     return spec
 
 
-def load(path: str | os.PathLike, *, config: Any = None,
-         keras_version: str | None = None) -> Model:
+def load(
+    path: str | os.PathLike, *, config: Any = None, keras_version: str | None = None
+) -> Model:
     """Loads a model file and returns a ready-to-run fastlstm.Model.
 
     See load_spec for the options.
@@ -132,8 +143,12 @@ def from_keras(model: Any) -> Model:
     if package in ("tensorflow", "tf_keras") and not str(version).startswith("2"):
         version = "2." + str(version).split(".", 1)[-1]
     source = f"<live {type(model).__name__} {getattr(model, 'name', '')!r}>"
-    skeleton = parse_model_config(json.loads(model.to_json()), keras_version=str(version),
-                                  source=source, source_format="live Keras model")
+    skeleton = parse_model_config(
+        json.loads(model.to_json()),
+        keras_version=str(version),
+        source=source,
+        source_format="live Keras model",
+    )
     saved = {}
     for layer in model.layers:
         w = layer.get_weights()

@@ -68,10 +68,14 @@ def read_array(group: h5py.Group, path: str, where: str) -> np.ndarray:
     shape = ds.shape or ()
     size = int(np.prod(shape, dtype=np.float64)) if shape else 1
     if size > MAX_ELEMENTS:
-        raise ModelFormatError(f"{where}: {path!r} declares shape {shape}, larger than "
-                               f"the {MAX_ELEMENTS}-element limit")
+        raise ModelFormatError(
+            f"{where}: {path!r} declares shape {shape}, larger than "
+            f"the {MAX_ELEMENTS}-element limit"
+        )
     if ds.dtype.kind not in "fiu" and ds.attrs.get("dtype") != "bfloat16":
-        raise ModelFormatError(f"{where}: {path!r} has dtype {ds.dtype}; numbers expected")
+        raise ModelFormatError(
+            f"{where}: {path!r} has dtype {ds.dtype}; numbers expected"
+        )
     try:
         data = ds[()]
     except (OSError, ValueError, TypeError) as exc:

@@ -30,18 +30,23 @@ def load_config(config: Any, what: str) -> dict:
                 with open(text, encoding="utf-8") as fh:
                     text = fh.read()
             except OSError as exc:
-                raise ModelFormatError(f"{what}: cannot read config file: {exc}") from exc
+                raise ModelFormatError(
+                    f"{what}: cannot read config file: {exc}"
+                ) from exc
         try:
             config = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ModelFormatError(f"{what}: model config is not valid JSON: {exc}") from exc
+            raise ModelFormatError(
+                f"{what}: model config is not valid JSON: {exc}"
+            ) from exc
     if not isinstance(config, dict):
         raise ModelFormatError(f"{what}: model config must be a JSON object")
     return config
 
 
-def parse_model_config(config: dict, *, keras_version: str, source: str,
-                       source_format: str) -> ModelSpec:
+def parse_model_config(
+    config: dict, *, keras_version: str, source: str, source_format: str
+) -> ModelSpec:
     try:
         class_name = config["class_name"]
         inner = config["config"]
@@ -64,10 +69,15 @@ def parse_model_config(config: dict, *, keras_version: str, source: str,
             raise
         raise ModelFormatError(f"{source}: malformed model config ({exc!r})") from exc
     return ModelSpec(
-        name=spec["name"], layers=tuple(spec["layers"]), nodes=tuple(spec["nodes"]),
-        inputs=tuple(spec["inputs"]), outputs=tuple(spec["outputs"]),
-        input_shapes=tuple(spec["input_shapes"]), keras_version=keras_version,
-        source_format=source_format, source=source,
+        name=spec["name"],
+        layers=tuple(spec["layers"]),
+        nodes=tuple(spec["nodes"]),
+        inputs=tuple(spec["inputs"]),
+        outputs=tuple(spec["outputs"]),
+        input_shapes=tuple(spec["input_shapes"]),
+        keras_version=keras_version,
+        source_format=source_format,
+        source=source,
     )
 
 
@@ -88,8 +98,11 @@ def input_shape_of(cfg: dict) -> tuple | None:
         return (None, *cfg["input_shape"])
     if cfg.get("input_dim") is not None:  # Keras 1 recurrent/dense layers
         length = cfg.get("input_length")
-        return (None, length, cfg["input_dim"]) if "input_length" in cfg else \
-            (None, cfg["input_dim"])
+        return (
+            (None, length, cfg["input_dim"])
+            if "input_length" in cfg
+            else (None, cfg["input_dim"])
+        )
     return None
 
 
@@ -108,19 +121,28 @@ def _sequential(inner: Any) -> dict:
         shape = input_shape_of(inp.config)
         body = layers[1:]
     else:
-        shape = input_shape_of(layers[0].config) or \
-            (tuple(build_shape) if build_shape else None)
-        inp = LayerSpec(name=_unique("input", layers), class_name="InputLayer",
-                        config={"batch_shape": list(shape) if shape else None})
+        shape = input_shape_of(layers[0].config) or (
+            tuple(build_shape) if build_shape else None
+        )
+        inp = LayerSpec(
+            name=_unique("input", layers),
+            class_name="InputLayer",
+            config={"batch_shape": list(shape) if shape else None},
+        )
         body = layers
     nodes = [NodeSpec(layer=inp.name, index=0, inputs=())]
     prev = TensorRef(inp.name)
     for layer in body:
         nodes.append(NodeSpec(layer=layer.name, index=0, inputs=(prev,)))
         prev = TensorRef(layer.name)
-    return {"name": name, "layers": [inp, *body], "nodes": nodes,
-            "inputs": [TensorRef(inp.name)], "outputs": [prev],
-            "input_shapes": [shape]}
+    return {
+        "name": name,
+        "layers": [inp, *body],
+        "nodes": nodes,
+        "inputs": [TensorRef(inp.name)],
+        "outputs": [prev],
+        "input_shapes": [shape],
+    }
 
 
 def _unique(base: str, layers: list[LayerSpec]) -> str:
@@ -143,8 +165,12 @@ def _refs(value: Any) -> list[TensorRef]:
             return [TensorRef(str(hist[0]), int(hist[1]), int(hist[2]))]
         return []
     if isinstance(value, (list, tuple)):
-        if len(value) >= 3 and isinstance(value[0], str) and \
-                isinstance(value[1], int) and isinstance(value[2], int):
+        if (
+            len(value) >= 3
+            and isinstance(value[0], str)
+            and isinstance(value[1], int)
+            and isinstance(value[2], int)
+        ):
             return [TensorRef(value[0], value[1], value[2])]
         out: list[TensorRef] = []
         for item in value:
@@ -185,8 +211,14 @@ def _parse_node(layer: str, index: int, node: Any) -> NodeSpec:
     if mrefs:
         mask = mrefs[0]
     initial.extend(_refs(kwargs.get("initial_state")))
-    return NodeSpec(layer=layer, index=index, inputs=tuple(inputs), mask=mask,
-                    initial_state=tuple(initial), constant=constant)
+    return NodeSpec(
+        layer=layer,
+        index=index,
+        inputs=tuple(inputs),
+        mask=mask,
+        initial_state=tuple(initial),
+        constant=constant,
+    )
 
 
 def _io_refs(value: Any) -> list[TensorRef]:
@@ -214,12 +246,19 @@ def _functional(inner: dict) -> dict:
         nodes_by_layer[ref.layer] = [NodeSpec(layer=ref.layer, index=0, inputs=())]
     nodes = _topological(nodes_by_layer, outputs)
     shapes = [input_shape_of(by_name[r.layer].config) for r in inputs]
-    return {"name": inner.get("name", "model"), "layers": layers, "nodes": nodes,
-            "inputs": inputs, "outputs": outputs, "input_shapes": shapes}
+    return {
+        "name": inner.get("name", "model"),
+        "layers": layers,
+        "nodes": nodes,
+        "inputs": inputs,
+        "outputs": outputs,
+        "input_shapes": shapes,
+    }
 
 
-def _topological(nodes_by_layer: dict[str, list[NodeSpec]],
-                 outputs: list[TensorRef]) -> list[NodeSpec]:
+def _topological(
+    nodes_by_layer: dict[str, list[NodeSpec]], outputs: list[TensorRef]
+) -> list[NodeSpec]:
     """The nodes the outputs depend on, each after its inputs."""
     order: list[NodeSpec] = []
     state: dict[tuple[str, int], int] = {}  # 1 = visiting, 2 = done

@@ -28,7 +28,8 @@ def attach_weights(spec: ModelSpec, saved: dict[str, list], source: str) -> Mode
         )
     layers = tuple(
         dataclasses.replace(ls, weights=tuple(chosen[ls.name]))
-        if ls.name in chosen else ls
+        if ls.name in chosen
+        else ls
         for ls in spec.layers
     )
     return dataclasses.replace(spec, layers=layers)

@@ -40,10 +40,12 @@ def load_keras_h5(path: str, f: h5py.File, config: Any = None) -> ModelSpec:
                 "fastlstm.load(path, config=model.to_json() text, a JSON file or a dict)"
             )
         fmt = "Keras .h5 (weights only)"
-    version = _h5.text(weights_group.attrs.get("keras_version",
-                                               attrs.get("keras_version", "1")))
-    skeleton = parse_model_config(load_config(config, path), keras_version=version,
-                                  source=path, source_format=fmt)
+    version = _h5.text(
+        weights_group.attrs.get("keras_version", attrs.get("keras_version", "1"))
+    )
+    skeleton = parse_model_config(
+        load_config(config, path), keras_version=version, source=path, source_format=fmt
+    )
     saved = read_layer_weights(weights_group, path)
     return attach_weights(skeleton, saved, path)
 

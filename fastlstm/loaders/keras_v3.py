@@ -41,29 +41,39 @@ def snake_case(name: str) -> str:
 def _member(zf: zipfile.ZipFile, name: str, path: str) -> bytes:
     info = zf.getinfo(name)
     if info.file_size > MAX_MEMBER_BYTES or (
-            info.compress_size and info.file_size > MAX_RATIO * info.compress_size
-            and info.file_size > (1 << 20)):
-        raise ModelFormatError(f"{path}: archive member {name!r} would inflate to "
-                               f"{info.file_size} bytes; refused")
+        info.compress_size
+        and info.file_size > MAX_RATIO * info.compress_size
+        and info.file_size > (1 << 20)
+    ):
+        raise ModelFormatError(
+            f"{path}: archive member {name!r} would inflate to "
+            f"{info.file_size} bytes; refused"
+        )
     try:
         return zf.read(name)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise ModelFormatError(f"{path}: cannot read {name!r} from the archive: "
-                               f"{exc}") from exc
+        raise ModelFormatError(
+            f"{path}: cannot read {name!r} from the archive: {exc}"
+        ) from exc
 
 
-def load_keras_zip(path: str, zf: zipfile.ZipFile, config: Any = None,
-                   keras_version: str | None = None) -> ModelSpec:
+def load_keras_zip(
+    path: str, zf: zipfile.ZipFile, config: Any = None, keras_version: str | None = None
+) -> ModelSpec:
     names = set(zf.namelist())
     if "config.json" not in names:
-        raise ModelFormatError(f"{path}: a zip archive without config.json is not a "
-                               "Keras .keras file")
+        raise ModelFormatError(
+            f"{path}: a zip archive without config.json is not a Keras .keras file"
+        )
     if "model.weights.h5" not in names:
         other = sorted(n for n in names if "weights" in n)
         raise ModelFormatError(
             f"{path}: no model.weights.h5 in the archive"
-            + (f" (found {other}; sharded or .npz weights are not supported)" if other
-               else "")
+            + (
+                f" (found {other}; sharded or .npz weights are not supported)"
+                if other
+                else ""
+            )
         )
     meta = {}
     if "metadata.json" in names:
@@ -72,20 +82,23 @@ def load_keras_zip(path: str, zf: zipfile.ZipFile, config: Any = None,
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ModelFormatError(f"{path}: metadata.json is not JSON: {exc}") from exc
     version = keras_version or str(meta.get("keras_version", "3"))
-    cfg = load_config(config if config is not None else
-                      _member(zf, "config.json", path), path)
+    cfg = load_config(
+        config if config is not None else _member(zf, "config.json", path), path
+    )
     data = _member(zf, "model.weights.h5", path)
     try:
         f = h5py.File(io.BytesIO(data), "r")
     except OSError as exc:
-        raise ModelFormatError(f"{path}: model.weights.h5 is not valid HDF5: {exc}") \
-            from exc
+        raise ModelFormatError(
+            f"{path}: model.weights.h5 is not valid HDF5: {exc}"
+        ) from exc
     with f:
         return _load(path, f, cfg, version, "Keras .keras archive")
 
 
-def load_weights_h5(path: str, f: h5py.File, config: Any,
-                    keras_version: str | None = None) -> ModelSpec:
+def load_weights_h5(
+    path: str, f: h5py.File, config: Any, keras_version: str | None = None
+) -> ModelSpec:
     if config is None:
         raise ModelFormatError(
             f"{path}: a Keras 3 weights file (.weights.h5); pass the architecture too: "
@@ -97,15 +110,17 @@ def load_weights_h5(path: str, f: h5py.File, config: Any,
 
 
 def _load(path: str, f: h5py.File, cfg: dict, version: str, fmt: str) -> ModelSpec:
-    skeleton = parse_model_config(cfg, keras_version=version, source=path,
-                                  source_format=fmt)
+    skeleton = parse_model_config(
+        cfg, keras_version=version, source=path, source_format=fmt
+    )
     sequential = cfg.get("class_name") == "Sequential"
     saved = read_path_weights(f, skeleton, sequential, path)
     return attach_weights(skeleton, saved, path)
 
 
-def read_path_weights(f: h5py.Group, spec: ModelSpec, sequential: bool,
-                      path: str) -> dict[str, list]:
+def read_path_weights(
+    f: h5py.Group, spec: ModelSpec, sequential: bool, path: str
+) -> dict[str, list]:
     for top in ("layers", "_layer_checkpoint_dependencies"):
         if top in f:
             container = _h5.get(f, top, path)
@@ -115,7 +130,9 @@ def read_path_weights(f: h5py.Group, spec: ModelSpec, sequential: bool,
     out: dict[str, list] = {}
     counters: dict[str, int] = {}
     for ls in spec.layers:
-        if ls.class_name in OP_CLASSES or (sequential and ls.class_name == "InputLayer"):
+        if ls.class_name in OP_CLASSES or (
+            sequential and ls.class_name == "InputLayer"
+        ):
             continue
         base = snake_case(ls.class_name)
         k = counters.get(base, 0)
@@ -126,8 +143,9 @@ def read_path_weights(f: h5py.Group, spec: ModelSpec, sequential: bool,
         if key not in container and ls.name in container:
             key = ls.name  # tf.keras 2.13-era archives name groups by layer
         where = f"{path}: layer {ls.name!r} ({ls.class_name}) at {top}/{key}"
-        out[ls.name] = _collect(_h5.get(container, key, where), ls.class_name,
-                                ls.config, where)
+        out[ls.name] = _collect(
+            _h5.get(container, key, where), ls.class_name, ls.config, where
+        )
     return out
 
 
@@ -147,10 +165,18 @@ def _collect(g: h5py.Group, class_name: str, cfg: dict, where: str) -> list:
     if class_name == "Bidirectional":
         inner = cfg.get("layer") or {}
         back = cfg.get("backward_layer") or inner
-        fw = _collect(_h5.get(g, "forward_layer", where), inner.get("class_name"),
-                      inner.get("config", {}), where)
-        bw = _collect(_h5.get(g, "backward_layer", where), back.get("class_name"),
-                      back.get("config", {}), where)
+        fw = _collect(
+            _h5.get(g, "forward_layer", where),
+            inner.get("class_name"),
+            inner.get("config", {}),
+            where,
+        )
+        bw = _collect(
+            _h5.get(g, "backward_layer", where),
+            back.get("class_name"),
+            back.get("config", {}),
+            where,
+        )
         return fw + bw
     if class_name == "RNN":
         cell = cfg.get("cell") or {}
@@ -164,8 +190,9 @@ def _collect(g: h5py.Group, class_name: str, cfg: dict, where: str) -> list:
             base = snake_case(c["class_name"])
             k = counters.get(base, 0)
             counters[base] = k + 1
-            out += _vars(_h5.get(cells_group, base if k == 0 else f"{base}_{k}", where),
-                         where)
+            out += _vars(
+                _h5.get(cells_group, base if k == 0 else f"{base}_{k}", where), where
+            )
         return out
     raise UnsupportedLayerError(f"{where}: no weight layout known for {class_name}")
 
