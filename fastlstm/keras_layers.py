@@ -478,6 +478,9 @@ class Recurrent(Layer):
                     f"{where} cell {k}" if len(cells) > 1 else where,
                     zero,
                     self.time_major,
+                    # a single cell runs backwards itself; stacked cells get a
+                    # reversed input instead (see run)
+                    go_backwards=self.go_backwards and len(cells) == 1,
                 )
             )
             self.weights.extend(np.asarray(w) for w in cw)
@@ -603,6 +606,7 @@ def _core_layer(
     where: str,
     zero_output: bool,
     time_major: bool,
+    go_backwards: bool = False,
 ) -> LSTM:
     peepholes = None
     weights = list(weights)
@@ -640,6 +644,7 @@ def _core_layer(
             activation=act,
             recurrent_activation=ract,
             zero_output_for_mask=zero_output,
+            go_backwards=go_backwards,
         )
     except FastLSTMError as exc:
         raise ModelFormatError(f"{where}: {exc}") from None
