@@ -11,6 +11,7 @@ file loaders.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from fastlstm.errors import ModelFormatError
@@ -21,6 +22,8 @@ INPUT_CLASSES = ("InputLayer",)
 
 def load_config(config: Any, what: str) -> dict:
     """A model config from a dict, a JSON string/bytes, or a JSON file path."""
+    if isinstance(config, os.PathLike):
+        config = os.fspath(config)
     if isinstance(config, bytes):
         config = config.decode("utf-8")
     if isinstance(config, str):
