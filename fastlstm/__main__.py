@@ -1,8 +1,8 @@
-"""Command line: ``fastlstm demo`` (or ``python -m fastlstm demo``).
+"""Command line.
 
-Runs the bundled example model (a two-layer LSTM stack) on a masked batch,
-checks the result against the float64 reference, streams the same input
-step by step, and reports the speed.
+fastlstm demo          load the bundled Keras model, run it, compare it with
+                       the output Keras gave, time it
+fastlstm inspect FILE  format, Keras version, layers, shapes, parameters
 """
 
 from __future__ import annotations
@@ -15,28 +15,9 @@ from importlib import resources
 import numpy as np
 
 import fastlstm
-from fastlstm import _reference
 
-EXAMPLE = "example_stack.npz"
-
-
-def load_example() -> tuple[fastlstm.Stack, dict]:
-    with resources.files("fastlstm.examples").joinpath(EXAMPLE).open("rb") as f:
-        weights = dict(np.load(f))
-    layers = [
-        fastlstm.LSTM(
-            weights["layer0/kernel"],
-            weights["layer0/recurrent_kernel"],
-            weights["layer0/bias"],
-            return_sequences=True,
-        ),
-        fastlstm.LSTM(
-            weights["layer1/kernel"],
-            weights["layer1/recurrent_kernel"],
-            weights["layer1/bias"],
-        ),
-    ]
-    return fastlstm.Stack(layers), weights
+EXAMPLE_MODEL = "example_model.h5"
+EXAMPLE_IO = "example_io.npz"
 
 
 def median_seconds(fn, repeat: int) -> float:
@@ -50,52 +31,59 @@ def median_seconds(fn, repeat: int) -> float:
 
 
 def demo() -> int:
-    model, w = load_example()
-    rng = np.random.default_rng(0)
-    B, T = 8, 200
-    x = rng.normal(size=(B, T, model.input_size)).astype(np.float32)
-    lengths = rng.integers(T // 2, T + 1, B)
-    mask = np.arange(T)[None, :] < lengths[:, None]  # right-padded batch
-
-    print(f"fastlstm {fastlstm.__version__}: {model}")
-    y = model(x, mask=mask)
+    files = resources.files("fastlstm.examples")
+    with resources.as_file(files.joinpath(EXAMPLE_MODEL)) as path:
+        model = fastlstm.load(path)
+    with files.joinpath(EXAMPLE_IO).open("rb") as fh:
+        io = dict(np.load(fh))
+    x, want, lengths = io["x"], io["y"], io["lengths"]
     print(
-        f"input {x.shape} (padded, mask from lengths {lengths.tolist()}) "
-        f"-> output {y.shape}"
+        f"fastlstm {fastlstm.__version__}: loaded the bundled {EXAMPLE_MODEL} "
+        f"({model.spec.source_format}, written by Keras {model.spec.keras_version})"
     )
-
-    seq, *_ = _reference.lstm(
-        x, w["layer0/kernel"], w["layer0/recurrent_kernel"], w["layer0/bias"], mask=mask
-    )
-    _, want, _, _ = _reference.lstm(
-        seq,
-        w["layer1/kernel"],
-        w["layer1/recurrent_kernel"],
-        w["layer1/bias"],
-        mask=mask,
-    )
+    model.summary()
+    y = model.predict(x)
     err = float(np.abs(y - want).max())
-    print(f"max |fastlstm - float64 reference| = {err:.2e}")
-
-    stream = model.stream(B)
-    last = None
-    for t in range(T):
-        last = stream.step(x[:, t], mask=mask[:, t])
-    serr = float(np.abs(last - y).max())
-    print(f"streaming step by step gives the same output: max diff {serr:.2e}")
-
-    sec = median_seconds(lambda: model(x, mask=mask), 20)
-    one = model.stream(1)
-    x1 = x[:1, 0]
-    step = median_seconds(lambda: [one.step(x1) for _ in range(100)], 10) / 100
     print(
-        f"speed: batch {B} x {T} steps in {sec * 1e3:.2f} ms "
-        f"({sec / T * 1e6:.1f} us per step); one streaming step (batch 1) "
-        f"{step * 1e6:.1f} us"
+        f"\ninput: {x.shape[0]} sequences of {x.shape[1]} steps x {x.shape[2]} "
+        f"features, zero-padded after {lengths.tolist()} steps (Masking)"
+    )
+    print("fastlstm:", np.array2string(y[:, 0], precision=6))
+    print("Keras:   ", np.array2string(want[:, 0], precision=6))
+    print(f"max |fastlstm - Keras| = {err:.2e}")
+
+    stream = model.stream(x.shape[0])
+    for t in range(x.shape[1]):
+        out = stream.step(x[:, t])
+    serr = float(np.abs(out - y).max())
+    print(f"streamed step by step: same output (max diff {serr:.2e})")
+
+    batch = median_seconds(lambda: model.predict(x), 30)
+    one = median_seconds(lambda: model.predict(x[:1]), 30)
+    print(
+        f"time per prediction: batch of {x.shape[0]}: {batch * 1e3:.2f} ms; "
+        f"one sequence: {one * 1e3:.2f} ms"
     )
     ok = err < 1e-5 and serr < 1e-5
-    print("OK" if ok else "MISMATCH")
+    print("OK: fastlstm reproduces Keras" if ok else "MISMATCH")
     return 0 if ok else 1
+
+
+def inspect(path: str) -> int:
+    try:
+        model = fastlstm.load(path)
+    except fastlstm.FastLSTMError as exc:
+        print(f"fastlstm: {exc}", file=sys.stderr)
+        return 1
+    spec = model.spec
+    print(f"file:          {path}")
+    print(f"format:        {spec.source_format}")
+    print(f"Keras version: {spec.keras_version}")
+    names = ", ".join(f"{n} {s}" for n, s in zip(model.input_names, model.inputs))
+    print(f"inputs:        {names}")
+    print(f"outputs:       {model.outputs}")
+    model.summary()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,11 +93,13 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="run the bundled example model and check it")
+    sub.add_parser("demo", help="run the bundled Keras model and check it")
+    ins = sub.add_parser("inspect", help="describe a model file")
+    ins.add_argument("file")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo()
-    return 2  # pragma: no cover - argparse rejects other commands
+    return inspect(args.file)
 
 
 if __name__ == "__main__":

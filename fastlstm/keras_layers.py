@@ -384,15 +384,37 @@ class Merge(Layer):
         return [y.astype(np.float32, copy=False)], [mask]
 
 
-class NotEqual(Layer):
-    """Keras 3 materializes Embedding masks as an op node ``ids != 0``."""
+class Op(Layer):
+    """Keras 3 records the mask computations of its functional graphs as
+    NumPy-like op nodes (Masking: ``any(x != v, axis=-1)``; Embedding:
+    ``ids != 0``) whose result is passed as a layer's ``mask`` argument."""
 
     def __init__(self, spec: LayerSpec) -> None:
         super().__init__(spec)
+        self.axis = spec.config.get("axis")
+        self.keepdims = bool(spec.config.get("keepdims", False))
 
     def call(self, inputs, masks, node, ctx):
-        other = node.constant if node.constant is not None else 0
-        return [np.asarray(inputs[0]) != other], [None]
+        a = np.asarray(inputs[0])
+        other = inputs[1] if len(inputs) > 1 else node.constant
+        kind = self.class_name
+        if kind in ("NotEqual", "Equal") and other is None:
+            raise ModelFormatError(f"op {self.name!r} ({kind}) has no second operand")
+        if kind == "NotEqual":
+            y = a != other
+        elif kind == "Equal":
+            y = a == other
+        elif kind == "Any":
+            y = np.any(a, axis=self.axis, keepdims=self.keepdims)
+        elif kind == "All":
+            y = np.all(a, axis=self.axis, keepdims=self.keepdims)
+        elif kind == "LogicalAnd":
+            y = np.logical_and(a, other)
+        elif kind == "LogicalOr":
+            y = np.logical_or(a, other)
+        else:  # LogicalNot
+            y = np.logical_not(a)
+        return [y], [None]
 
 
 # --- recurrent layers -----------------------------------------------------------
@@ -738,6 +760,15 @@ class TimeDistributedDense(Dense):
 
 
 RECURRENT_CLASSES = ("LSTM", "CuDNNLSTM", "RNN")
+OP_CLASSES = (
+    "NotEqual",
+    "Equal",
+    "Any",
+    "All",
+    "LogicalAnd",
+    "LogicalOr",
+    "LogicalNot",
+)
 IDENTITY_CLASSES = (
     "Dropout",
     "SpatialDropout1D",
@@ -769,13 +800,13 @@ _BUILDERS: dict[str, Callable[[LayerSpec, KerasFlavor, list], Layer]] = {
     "Reshape": lambda s, f, w: Reshaping(s),
     "RepeatVector": lambda s, f, w: Reshaping(s),
     "Bidirectional": lambda s, f, w: BidirectionalLayer(s, f, w),
-    "NotEqual": lambda s, f, w: NotEqual(s),
+    **{c: (lambda s, f, w: Op(s)) for c in OP_CLASSES},
     **{c: (lambda s, f, w: Recurrent(s, f, w)) for c in RECURRENT_CLASSES},
     **{c: (lambda s, f, w: Identity(s)) for c in IDENTITY_CLASSES},
     **{c: (lambda s, f, w: Merge(s)) for c in MERGE_CLASSES},
 }
 
-SUPPORTED_CLASSES = tuple(sorted(set(_BUILDERS) - {"NotEqual"}))
+SUPPORTED_CLASSES = tuple(sorted(set(_BUILDERS) - set(OP_CLASSES)))
 
 
 def build_layer(spec: LayerSpec, flavor: KerasFlavor) -> Layer:

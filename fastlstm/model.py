@@ -120,7 +120,19 @@ class Model:
                 np.concatenate([p[i] for p in parts], axis=0)
                 for i in range(len(parts[0]))
             ]
-        return outs[0] if len(outs) == 1 else outs
+        return self._structured(outs)
+
+    def _structured(self, outs: list) -> Any:
+        """Outputs nested as Keras returns them; a single output unwrapped."""
+        structure = self.spec.output_structure
+
+        def nest(st):
+            return outs[st] if isinstance(st, int) else [nest(s) for s in st]
+
+        result = outs if structure is None else nest(structure)
+        if isinstance(result, list) and len(result) == 1:
+            return result[0]
+        return result
 
     __call__ = predict
 
@@ -192,7 +204,7 @@ class Model:
                 continue
             got = [values[(r.layer, r.node, r.tensor)] for r in node.inputs]
             xs = [v[0] for v in got]
-            ms = [v[1] for v in got]
+            ms = [v[1] for v in got] if self.spec.implicit_masks else [None] * len(got)
             if node.mask is not None:
                 mask = values[(node.mask.layer, node.mask.node, node.mask.tensor)][0]
                 ms = [np.asarray(mask, bool)] + ms[1:]
@@ -348,7 +360,7 @@ class ModelStream:
         for carry in self._ctx.carries.values():
             carry.states.clear()
 
-    def feed(self, x: Inputs) -> Any:
+    def _run_flat(self, x: Inputs) -> list:
         """Runs a chunk (batch, time, ...) per input; returns the outputs."""
         arrays = self._model._input_arrays(x)
         if arrays[0].shape[0] != self._batch:
@@ -356,8 +368,11 @@ class ModelStream:
                 f"batch size {arrays[0].shape[0]} but the stream was made "
                 f"for {self._batch}"
             )
-        outs = self._model._run(arrays, self._ctx)
-        return outs[0] if len(outs) == 1 else outs
+        return self._model._run(arrays, self._ctx)
+
+    def feed(self, x: Inputs) -> Any:
+        """Runs a chunk (batch, time, ...) per input; returns the outputs."""
+        return self._model._structured(self._run_flat(x))
 
     def step(self, x: Inputs) -> Any:
         """Runs one time step: each input (batch, ...) without the time axis."""
@@ -371,7 +386,6 @@ class ModelStream:
             xs = [add_time(v) for v in x]
         else:
             xs = add_time(x)
-        outs = self.feed(xs)
-        seq = outs if isinstance(outs, list) else [outs]
-        seq = [o[:, 0] if o.ndim >= 3 and o.shape[1] == 1 else o for o in seq]
-        return seq[0] if len(seq) == 1 else seq
+        flat = self._run_flat(xs)
+        flat = [o[:, 0] if o.ndim >= 3 and o.shape[1] == 1 else o for o in flat]
+        return self._model._structured(flat)

@@ -311,6 +311,13 @@ class ModelSpec:
     keras_version: str = ""
     source_format: str = ""
     source: str = ""
+    # Keras 1/2 (and Sequential models) pass a layer's input mask on
+    # implicitly; Keras 3 functional configs record every mask a layer
+    # received as an explicit ``mask`` argument, and pass nothing else.
+    implicit_masks: bool = True
+    # Nesting of the outputs as Keras returns them, as indices into
+    # ``outputs``: e.g. [0, [1, 2], [3, 4]] for [seq, [h0, c0], [h1, c1]].
+    output_structure: Any = None
 
     def layer(self, name: str) -> LayerSpec:
         for spec in self.layers:

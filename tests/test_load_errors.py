@@ -59,8 +59,9 @@ def test_missing_dataset(tmp_path):
         g = f["model_weights"]
         name = [n for n in g if "lstm" in n][0]
         victim = []
-        g[name].visititems(lambda n, o: victim.append(n) if isinstance(o, h5py.Dataset)
-                           else None)
+        g[name].visititems(
+            lambda n, o: victim.append(n) if isinstance(o, h5py.Dataset) else None
+        )
         del g[name][victim[0]]
     with pytest.raises(fastlstm.ModelFormatError, match=r"layer 'lstm.*is missing"):
         fastlstm.load(p)
@@ -71,12 +72,15 @@ def test_wrong_weight_shape(tmp_path):
     with h5py.File(p, "a") as f:
         found = []
         f["model_weights"].visititems(
-            lambda n, o: found.append(n) if n.endswith("recurrent_kernel:0") else None)
+            lambda n, o: found.append(n) if n.endswith("recurrent_kernel:0") else None
+        )
         path = "model_weights/" + found[0]
         data = f[path][()]
         del f[path]
         f[path] = np.zeros((data.shape[0] + 1, data.shape[1]), np.float32)
-    with pytest.raises(fastlstm.ModelFormatError, match=r"recurrent_kernel must have shape"):
+    with pytest.raises(
+        fastlstm.ModelFormatError, match=r"recurrent_kernel must have shape"
+    ):
         fastlstm.load(p)
 
 
@@ -85,7 +89,8 @@ def test_nan_weights(tmp_path):
     with h5py.File(p, "a") as f:
         found = []
         f["model_weights"].visititems(
-            lambda n, o: found.append(n) if n.endswith("kernel:0") else None)
+            lambda n, o: found.append(n) if n.endswith("kernel:0") else None
+        )
         ds = f["model_weights/" + found[0]]
         data = ds[()]
         data.flat[0] = np.nan
@@ -128,7 +133,8 @@ def test_external_link_is_not_followed(tmp_path):
     with h5py.File(p, "a") as f:
         found = []
         f["model_weights"].visititems(
-            lambda n, o: found.append(n) if n.endswith("bias:0") else None)
+            lambda n, o: found.append(n) if n.endswith("bias:0") else None
+        )
         path = "model_weights/" + found[0]
         del f[path]
         f[path] = h5py.ExternalLink(str(other), "secret")
@@ -156,8 +162,10 @@ def test_truncated_zip(tmp_path):
 
 def test_zip_bomb_member_is_refused(tmp_path):
     p = tmp_path / "bomb.keras"
-    with zipfile.ZipFile(KZIP) as src, zipfile.ZipFile(
-            p, "w", compression=zipfile.ZIP_DEFLATED) as dst:
+    with (
+        zipfile.ZipFile(KZIP) as src,
+        zipfile.ZipFile(p, "w", compression=zipfile.ZIP_DEFLATED) as dst,
+    ):
         for name in src.namelist():
             if name != "model.weights.h5":
                 dst.writestr(name, src.read(name))
@@ -167,10 +175,19 @@ def test_zip_bomb_member_is_refused(tmp_path):
 
 
 def _h5_with_layer(tmp_path, layer: dict) -> Path:
-    cfg = {"class_name": "Sequential", "config": {"name": "s", "layers": [
-        {"class_name": "InputLayer", "config": {"name": "inp",
-                                                "batch_input_shape": [None, 4, 2]}},
-        layer]}}
+    cfg = {
+        "class_name": "Sequential",
+        "config": {
+            "name": "s",
+            "layers": [
+                {
+                    "class_name": "InputLayer",
+                    "config": {"name": "inp", "batch_input_shape": [None, 4, 2]},
+                },
+                layer,
+            ],
+        },
+    }
     p = tmp_path / "m.h5"
     with h5py.File(p, "w") as f:
         f.attrs["keras_version"] = "2.21.0"
@@ -182,16 +199,28 @@ def _h5_with_layer(tmp_path, layer: dict) -> Path:
 
 
 def test_lambda_is_refused(tmp_path):
-    p = _h5_with_layer(tmp_path, {"class_name": "Lambda", "config": {
-        "name": "evil", "function": ["import os; os.system('echo pwned')", None, None]}})
-    with pytest.raises(fastlstm.UnsupportedLayerError,
-                       match=r"'evil' of class 'Lambda'.*never runs.*supported classes:.*LSTM"):
+    p = _h5_with_layer(
+        tmp_path,
+        {
+            "class_name": "Lambda",
+            "config": {
+                "name": "evil",
+                "function": ["import os; os.system('echo pwned')", None, None],
+            },
+        },
+    )
+    with pytest.raises(
+        fastlstm.UnsupportedLayerError,
+        match=r"'evil' of class 'Lambda'.*never runs.*supported classes:.*LSTM",
+    ):
         fastlstm.load(p)
 
 
 def test_unknown_layer_names_class_and_supported_list(tmp_path):
     p = _h5_with_layer(tmp_path, {"class_name": "Conv1D", "config": {"name": "conv"}})
-    with pytest.raises(fastlstm.UnsupportedLayerError,
-                       match=r"layer 'conv' of class 'Conv1D' is not supported; "
-                             r"supported classes: .*Bidirectional.*Dense"):
+    with pytest.raises(
+        fastlstm.UnsupportedLayerError,
+        match=r"layer 'conv' of class 'Conv1D' is not supported; "
+        r"supported classes: .*Bidirectional.*Dense",
+    ):
         fastlstm.load(p)

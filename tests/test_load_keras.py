@@ -32,7 +32,9 @@ def load_case(name: str) -> fastlstm.Model:
     files = meta["files"]
     if "model" in files:
         return fastlstm.load(folder / files["model"])
-    return fastlstm.load(folder / files["weights"], config=folder / files["architecture"])
+    return fastlstm.load(
+        folder / files["weights"], config=folder / files["architecture"]
+    )
 
 
 def inputs_of(meta: dict, ref: dict, prefix: str = "x") -> list:
@@ -52,6 +54,7 @@ def compare(got, want: list, name: str) -> float:
     assert len(got) == len(want), f"{name}: {len(got)} outputs, Keras gave {len(want)}"
     worst = 0.0
     for k, (g, w) in enumerate(zip(got, want)):
+        g = np.asarray(g)  # nested outputs ([h0, c0]) stack like Keras' lists
         assert g.shape == w.shape, f"{name} output {k}: {g.shape} vs Keras {w.shape}"
         worst = max(worst, float(np.abs(g - w).max()))
     assert worst <= TOL_F32, f"{name}: max |fastlstm - Keras| = {worst:.3g}"

@@ -28,9 +28,11 @@ def keras1_weights(rng):
     """Per-gate Keras 1 arrays and the canonical (i, f, c, o) equivalents."""
     gates = {}
     for g in "icfo":
-        gates[g] = (rng.normal(0, 0.4, (I, H)).astype(np.float32),
-                    rng.normal(0, 0.4, (H, H)).astype(np.float32),
-                    rng.normal(0, 0.2, H).astype(np.float32))
+        gates[g] = (
+            rng.normal(0, 0.4, (I, H)).astype(np.float32),
+            rng.normal(0, 0.4, (H, H)).astype(np.float32),
+            rng.normal(0, 0.2, H).astype(np.float32),
+        )
     arrays = []
     for g in "icfo":  # Keras 1 file order: i, c, f, o; each W, U, b
         arrays += list(gates[g])
@@ -41,19 +43,47 @@ def keras1_weights(rng):
 
 
 def keras1_config(return_sequences=False):
-    return {"class_name": "Sequential", "config": [
-        {"class_name": "Masking", "config": {
-            "name": "masking_1", "mask_value": 0.0, "trainable": True,
-            "batch_input_shape": [None, T, I], "input_dtype": "float32"}},
-        {"class_name": "LSTM", "config": {
-            "name": "lstm_1", "output_dim": H, "activation": "tanh",
-            "inner_activation": "hard_sigmoid", "return_sequences": return_sequences,
-            "go_backwards": False, "stateful": False, "consume_less": "cpu",
-            "input_dim": I, "input_length": T, "trainable": True}},
-        {"class_name": "Dense", "config": {
-            "name": "dense_1", "output_dim": OUT, "activation": "sigmoid",
-            "bias": True, "trainable": True}},
-    ]}
+    return {
+        "class_name": "Sequential",
+        "config": [
+            {
+                "class_name": "Masking",
+                "config": {
+                    "name": "masking_1",
+                    "mask_value": 0.0,
+                    "trainable": True,
+                    "batch_input_shape": [None, T, I],
+                    "input_dtype": "float32",
+                },
+            },
+            {
+                "class_name": "LSTM",
+                "config": {
+                    "name": "lstm_1",
+                    "output_dim": H,
+                    "activation": "tanh",
+                    "inner_activation": "hard_sigmoid",
+                    "return_sequences": return_sequences,
+                    "go_backwards": False,
+                    "stateful": False,
+                    "consume_less": "cpu",
+                    "input_dim": I,
+                    "input_length": T,
+                    "trainable": True,
+                },
+            },
+            {
+                "class_name": "Dense",
+                "config": {
+                    "name": "dense_1",
+                    "output_dim": OUT,
+                    "activation": "sigmoid",
+                    "bias": True,
+                    "trainable": True,
+                },
+            },
+        ],
+    }
 
 
 def write_layers(group, layers, *, split_names=False, nested=False):
@@ -70,8 +100,9 @@ def write_layers(group, layers, *, split_names=False, nested=False):
             full = f"{name}/{wname}" if nested else wname
             g.create_dataset(full, data=arr)
             wnames.append(full.encode())
-        g.attrs["weight_names"] = np.array(wnames, dtype="S") if wnames else \
-            np.zeros(0, np.float64)
+        g.attrs["weight_names"] = (
+            np.array(wnames, dtype="S") if wnames else np.zeros(0, np.float64)
+        )
 
 
 def make_file(path, rng, *, full=True, split_names=False, nested=False):
@@ -88,16 +119,21 @@ def make_file(path, rng, *, full=True, split_names=False, nested=False):
         if full:
             f.attrs["keras_version"] = b"1.2.2"
             f.attrs["model_config"] = json.dumps(keras1_config()).encode()
-            write_layers(f.create_group("model_weights"), layers,
-                         split_names=split_names, nested=nested)
+            write_layers(
+                f.create_group("model_weights"),
+                layers,
+                split_names=split_names,
+                nested=nested,
+            )
         else:
             write_layers(f, layers, split_names=split_names, nested=nested)
     return canonical, (dense_w, dense_b)
 
 
 def expected(x, mask, canonical, dense):
-    _, last, _, _ = ref.lstm(x, *canonical, recurrent_activation_name="hard_sigmoid_k2",
-                             mask=mask)
+    _, last, _, _ = ref.lstm(
+        x, *canonical, recurrent_activation_name="hard_sigmoid_k2", mask=mask
+    )
     z = last @ dense[0] + dense[1]
     return 1.0 / (1.0 + np.exp(-z))
 
@@ -144,4 +180,6 @@ def test_keras1_weights_file_with_config(tmp_path):
         fastlstm.load(path)
     model = fastlstm.load(path, config=json.dumps(keras1_config()))
     x, mask = inputs(rng)
-    assert np.abs(model.predict(x) - expected(x, mask, canonical, dense)).max() < TOL_F32
+    assert (
+        np.abs(model.predict(x) - expected(x, mask, canonical, dense)).max() < TOL_F32
+    )

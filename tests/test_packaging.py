@@ -38,6 +38,31 @@ def test_demo_runs_and_checks_itself():
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.strip().endswith("OK")
-    err = float(proc.stdout.split("float64 reference| = ")[1].split()[0])
+    assert proc.stdout.strip().endswith("OK: fastlstm reproduces Keras")
+    err = float(proc.stdout.split("max |fastlstm - Keras| = ")[1].split()[0])
     assert err < 1e-5
+
+
+def test_inspect_command(tmp_path):
+    from importlib import resources
+
+    path = resources.files("fastlstm.examples").joinpath("example_model.h5")
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastlstm", "inspect", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "Keras .h5 (full model)" in out and "Keras version: 2.21.0" in out
+    assert "lstm (LSTM)" in out and "20736" in out and "Total params: 33,185" in out
+    bad = tmp_path / "x.h5"
+    bad.write_bytes(b"nonsense")
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastlstm", "inspect", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1 and "not a model file" in proc.stderr

@@ -196,13 +196,12 @@ def _parse_node(layer: str, index: int, node: Any) -> NodeSpec:
     if isinstance(node, dict):  # Keras 3
         args = node.get("args", [])
         kwargs = node.get("kwargs", {}) or {}
-        inputs = _refs(args[0]) if args else []
-        for extra in args[1:]:
-            refs = _refs(extra)
-            if refs:
-                initial.extend(refs)  # RNN(x, [h, c]) positional states
-            elif constant is None:
-                constant = _constant(extra)
+        inputs = []
+        for arg in args:  # RNN(x, [h, c]) states follow x as extra inputs
+            refs = _refs(arg)
+            inputs.extend(refs)
+            if not refs and constant is None:
+                constant = _constant(arg)
     else:  # Keras 1/2: a list of [name, node, tensor(, kwargs)] entries
         kwargs = {}
         inputs = []
@@ -242,6 +241,12 @@ def _functional(inner: dict) -> dict:
         ]
     inputs = _io_refs(inner["input_layers"])
     outputs = _io_refs(inner["output_layers"])
+    structure = _structure(inner["output_layers"], iter(range(len(outputs))))
+    keras3_nodes = any(
+        isinstance(n, dict)
+        for e in inner["layers"]
+        for n in (e.get("inbound_nodes") or [])
+    )
     by_name = {x.name: x for x in layers}
     for ref in inputs:
         if ref.layer not in by_name:
@@ -256,7 +261,24 @@ def _functional(inner: dict) -> dict:
         "inputs": inputs,
         "outputs": outputs,
         "input_shapes": shapes,
+        "implicit_masks": not keras3_nodes,
+        "output_structure": structure,
     }
+
+
+def _structure(value: Any, counter: Any) -> Any:
+    """The nesting of output_layers, with each tensor replaced by its index."""
+    if isinstance(value, dict) and value.get("class_name") == "__keras_tensor__":
+        return next(counter)
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) >= 3
+        and isinstance(value[0], str)
+    ):
+        return next(counter)
+    if isinstance(value, dict):
+        return [_structure(v, counter) for v in value.values()]
+    return [_structure(v, counter) for v in value]
 
 
 def _topological(

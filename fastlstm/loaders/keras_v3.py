@@ -20,7 +20,7 @@ from typing import Any
 import h5py
 
 from fastlstm.errors import ModelFormatError, UnsupportedLayerError
-from fastlstm.keras_layers import WEIGHTED_CLASSES
+from fastlstm.keras_layers import OP_CLASSES, WEIGHTED_CLASSES
 from fastlstm.loaders import _h5
 from fastlstm.loaders._keras_config import load_config, parse_model_config
 from fastlstm.loaders._weights import attach_weights
@@ -28,7 +28,6 @@ from fastlstm.spec import LayerSpec, ModelSpec
 
 MAX_MEMBER_BYTES = 1 << 31  # refuse archive members that inflate beyond 2 GiB
 MAX_RATIO = 200  # ... or more than 200 times their compressed size
-OP_CLASSES = ("NotEqual",)  # Keras 3 op nodes: not layers, no weights
 
 
 def snake_case(name: str) -> str:
