@@ -300,8 +300,8 @@ class Embedding(Layer):
         super().__init__(spec)
         if len(weights) != 1 or np.ndim(weights[0]) != 2:
             raise ModelFormatError(
-                f"layer {self.name!r} (Embedding): expected one (input_dim, output_dim) "
-                f"array, found {[np.shape(w) for w in weights]}"
+                f"layer {self.name!r} (Embedding): expected one "
+                f"(input_dim, output_dim) array, found {[np.shape(w) for w in weights]}"
             )
         self.table = np.ascontiguousarray(weights[0], np.float32)
         _check_finite(self.name, [self.table])
@@ -749,8 +749,8 @@ class TimeDistributedDense(Dense):
         inner = spec.config.get("layer") or {}
         if inner.get("class_name") != "Dense":
             raise UnsupportedLayerError(
-                f"layer {spec.name!r}: TimeDistributed({inner.get('class_name')}) is not "
-                "supported; TimeDistributed(Dense) is"
+                f"layer {spec.name!r}: TimeDistributed({inner.get('class_name')}) "
+                "is not supported; TimeDistributed(Dense) is"
             )
         super().__init__(
             LayerSpec(spec.name, spec.class_name, inner.get("config", {})),

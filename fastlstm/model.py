@@ -342,8 +342,8 @@ class ModelStream:
             layer = model._layers[node.layer]
             if not layer.supports_streaming:
                 raise StreamError(
-                    f"layer {layer.name!r} ({layer.class_name}) cannot stream: it needs "
-                    "the whole sequence before its first output"
+                    f"layer {layer.name!r} ({layer.class_name}) cannot stream: it "
+                    "needs the whole sequence before its first output"
                 )
         if model._time_major:
             raise StreamError("time-major models cannot stream")

@@ -96,8 +96,9 @@ def load_spec(
                 spec = load_weights_h5(path, f, config, keras_version)
             else:
                 raise ModelFormatError(
-                    f"{path}: an HDF5 file, but neither a Keras model (no model_config) "
-                    "nor a Keras weights file (no layer_names, no layers group)"
+                    f"{path}: an HDF5 file, but neither a Keras model (no "
+                    "model_config) nor a Keras weights file (no layer_names, no "
+                    "layers group)"
                 )
         except (KeyError, OSError, ValueError, TypeError, RuntimeError) as exc:
             if isinstance(exc, FastLSTMError):

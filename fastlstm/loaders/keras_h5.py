@@ -37,7 +37,8 @@ def load_keras_h5(path: str, f: h5py.File, config: Any = None) -> ModelSpec:
         if config is None:
             raise ModelFormatError(
                 f"{path}: a weights-only Keras file; pass the architecture too: "
-                "fastlstm.load(path, config=model.to_json() text, a JSON file or a dict)"
+                "fastlstm.load(path, config=model.to_json() text, a JSON file "
+                "or a dict)"
             )
         fmt = "Keras .h5 (weights only)"
     version = _h5.text(
