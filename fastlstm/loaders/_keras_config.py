@@ -81,6 +81,8 @@ def parse_model_config(
         keras_version=keras_version,
         source_format=source_format,
         source=source,
+        implicit_masks=spec.get("implicit_masks", True),
+        output_structure=spec.get("output_structure"),
     )
 
 
