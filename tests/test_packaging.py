@@ -18,8 +18,16 @@ def test_unbuilt_extension_gives_a_readable_error(tmp_path):
     shutil.copytree(
         PKG, src, ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__")
     )
+    # an editable install adds a finder that would locate the checkout's built
+    # extension; drop it so the copy behaves like an unbuilt checkout
+    code = (
+        "import sys; sys.meta_path = [f for f in sys.meta_path if 'editable' not in "
+        "getattr(f, '__module__', '') + repr(f)]; sys.path_hooks[:] = [h for h in "
+        "sys.path_hooks if 'editable' not in repr(h)]; "
+        "sys.path_importer_cache.clear(); import fastlstm"
+    )
     proc = subprocess.run(
-        [sys.executable, "-c", "import fastlstm"],
+        [sys.executable, "-c", code],
         cwd=tmp_path,
         capture_output=True,
         text=True,
