@@ -183,3 +183,24 @@ def test_keras1_weights_file_with_config(tmp_path):
     assert (
         np.abs(model.predict(x) - expected(x, mask, canonical, dense)).max() < TOL_F32
     )
+
+
+@pytest.mark.parametrize("axis", [1, -1])
+def test_softmax_layer_on_any_axis(tmp_path, axis):
+    cfg = {"class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"class_name": "InputLayer", "config": {"name": "inp",
+                                                "batch_input_shape": [None, 4, 3]}},
+        {"class_name": "Softmax", "config": {"name": "sm", "axis": axis}}]}}
+    path = tmp_path / "softmax.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["keras_version"] = "2.21.0"
+        f.attrs["model_config"] = json.dumps(cfg)
+        g = f.create_group("model_weights")
+        g.attrs["layer_names"] = np.array([b"sm"])
+        g.create_group("sm").attrs["weight_names"] = np.zeros(0)
+    x = np.random.default_rng(0).normal(size=(2, 4, 3)).astype(np.float32)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    want = e / e.sum(axis=axis, keepdims=True)
+    got = fastlstm.load(path).predict(x)
+    assert np.abs(got - want).max() < 1e-6
+    assert np.allclose(got.sum(axis=axis), 1.0, atol=1e-6)
