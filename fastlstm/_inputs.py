@@ -21,6 +21,17 @@ def check_nan_policy(nan_policy: str) -> str:
     return nan_policy
 
 
+def batch_size_input(value: Any) -> int:
+    """A batch size: an integer in [1, MAX_DIM] (bools refused)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or not 1 <= value <= MAX_DIM
+    ):
+        raise ShapeError(f"batch_size must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
 def sequence_input(
     x: Any, input_size: int, time_major: bool, name: str = "x"
 ) -> tuple[np.ndarray, int, int]:

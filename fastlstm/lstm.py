@@ -305,14 +305,8 @@ class LSTMStream:
                 "a go_backwards layer cannot stream: it needs the whole "
                 "sequence before its first step"
             )
-        if (
-            isinstance(batch_size, bool)
-            or not isinstance(batch_size, (int, np.integer))
-            or not 1 <= batch_size <= (1 << 24)
-        ):
-            raise ShapeError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self._layer = layer
-        self._batch = int(batch_size)
+        self._batch = _inputs.batch_size_input(batch_size)
         self._h = np.zeros((self._batch, layer.output_size), np.float32)
         self._c = np.zeros((self._batch, layer.units), np.float32)
         self._seen = np.zeros(self._batch, np.uint8)

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from fastlstm import _inputs
 from fastlstm.errors import FastLSTMError, ShapeError, StreamError
 from fastlstm.keras_layers import (
     BidirectionalLayer,
@@ -99,14 +100,7 @@ class Model:
         arrays = self._input_arrays(x)
         n = arrays[0].shape[1 if self._time_major else 0]
         if batch_size is not None:
-            if (
-                isinstance(batch_size, bool)
-                or not isinstance(batch_size, (int, np.integer))
-                or batch_size < 1
-            ):
-                raise ShapeError(
-                    f"batch_size must be a positive integer, got {batch_size!r}"
-                )
+            batch_size = _inputs.batch_size_input(batch_size)
         if batch_size is None or batch_size >= n or self._time_major:
             outs = self._run(arrays, RunContext(self._carries))
         else:
@@ -330,14 +324,6 @@ class ModelStream:
     """
 
     def __init__(self, model: Model, batch_size: int) -> None:
-        if (
-            isinstance(batch_size, bool)
-            or not isinstance(batch_size, (int, np.integer))
-            or batch_size < 1
-        ):
-            raise ShapeError(
-                f"batch_size must be a positive integer, got {batch_size!r}"
-            )
         for node in model.spec.nodes:
             layer = model._layers[node.layer]
             if not layer.supports_streaming:
@@ -348,7 +334,7 @@ class ModelStream:
         if model._time_major:
             raise StreamError("time-major models cannot stream")
         self._model = model
-        self._batch = int(batch_size)
+        self._batch = _inputs.batch_size_input(batch_size)
         names = [
             n for n, layer in model._layers.items() if isinstance(layer, Recurrent)
         ]

@@ -33,7 +33,7 @@ def test_batch_size_splitting_gives_the_same_result(example):
     model, io = example
     whole = model.predict(io["x"])
     np.testing.assert_array_equal(model.predict(io["x"], batch_size=3), whole)
-    with pytest.raises(fastlstm.ShapeError, match="batch_size must be a positive"):
+    with pytest.raises(fastlstm.ShapeError, match="batch_size must be an integer >= 1"):
         model.predict(io["x"], batch_size=0)
 
 
