@@ -7,12 +7,18 @@ from libc.stdint cimport int32_t, uint8_t
 from libc.stdlib cimport free, malloc
 from scipy.linalg.cython_blas cimport sgemm, sgemv
 
+cimport numpy as cnp
+import numpy as np
+
 from fastlstm.errors import (
     ConfigError,
     FastLSTMError,
     NonFiniteError,
     ShapeError,
+    StreamError,
 )
+
+cnp.import_array()
 
 cdef fl_blas _BLAS
 _BLAS.sgemm = <fl_sgemm_fn>sgemm
@@ -225,3 +231,115 @@ cdef class PackedLSTM:
         if owned:
             free(buf)
         _check(st, "LSTM forward")
+
+
+cdef class StreamCore:
+    """The per-step path of a stream, kept in C: fastlstm.lstm.LSTMStream
+    subclasses it, so ``stream.step(x)`` calls this method directly.
+
+    Holds the stream's state arrays (h, c, seen), a workspace for one step,
+    and a busy flag that turns concurrent use of one stream into a
+    StreamError instead of corrupted state.
+    """
+
+    cdef PackedLSTM _packed_core
+    cdef readonly int batch
+    cdef readonly object _h
+    cdef readonly object _c
+    cdef readonly object _seen
+    cdef object _work
+    cdef float *_hp
+    cdef float *_cp
+    cdef uint8_t *_seenp
+    cdef void *_workp
+    cdef size_t _work_bytes
+    cdef bint _zero_output
+    cdef bint _check_finite
+    cdef public bint busy
+
+    def _init_core(self, PackedLSTM packed, int batch, bint zero_output,
+                   bint check_finite):
+        self._packed_core = packed
+        self.batch = batch
+        self._h = np.zeros((batch, packed.output_size), np.float32)
+        self._c = np.zeros((batch, packed.units), np.float32)
+        self._seen = np.zeros(batch, np.uint8)
+        self._work_bytes = packed.workspace_size(batch, 1)
+        self._work = np.empty(self._work_bytes, np.uint8)
+        self._hp = <float *>cnp.PyArray_DATA(self._h)
+        self._cp = <float *>cnp.PyArray_DATA(self._c)
+        self._seenp = <uint8_t *>cnp.PyArray_DATA(self._seen)
+        self._workp = cnp.PyArray_DATA(self._work)
+        self._zero_output = zero_output
+        self._check_finite = check_finite
+        self.busy = False
+
+    def step(self, x, mask=None, out=None):
+        """Runs one time step: x (batch, features) -> output (batch, R).
+
+        ``mask`` (batch,) marks the rows whose step is valid; ``out`` is an
+        optional preallocated float32 (batch, R) array to write into.
+        """
+        cdef cnp.ndarray xa
+        cdef cnp.ndarray ma
+        cdef cnp.ndarray oa
+        cdef PackedLSTM p = self._packed_core
+        if self.busy:
+            raise StreamError(
+                "this stream is being used by another thread; streams hold "
+                "mutable state, create one stream per thread"
+            )
+        if not (cnp.PyArray_CheckExact(x)
+                and cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_FLOAT32
+                and cnp.PyArray_NDIM(<cnp.ndarray>x) == 2
+                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x)
+                and cnp.PyArray_DIM(<cnp.ndarray>x, 0) == self.batch
+                and cnp.PyArray_DIM(<cnp.ndarray>x, 1) == p.input_size):
+            x = self._step_input(x)  # converts or raises a named error
+        xa = <cnp.ndarray>x
+        cdef const uint8_t *mp = NULL
+        if mask is not None:
+            ma = self._step_mask(mask)
+            mp = <const uint8_t *>cnp.PyArray_DATA(ma)
+        if out is None:
+            oa = cnp.PyArray_EMPTY(2, [self.batch, p.output_size],
+                                   cnp.NPY_FLOAT32, 0)
+        else:
+            if not (cnp.PyArray_CheckExact(out)
+                    and cnp.PyArray_TYPE(<cnp.ndarray>out) == cnp.NPY_FLOAT32
+                    and cnp.PyArray_NDIM(<cnp.ndarray>out) == 2
+                    and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>out)
+                    and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)
+                    and cnp.PyArray_DIM(<cnp.ndarray>out, 0) == self.batch
+                    and cnp.PyArray_DIM(<cnp.ndarray>out, 1) == p.output_size):
+                raise ShapeError(
+                    f"out must be a writeable C-contiguous float32 array of "
+                    f"shape ({self.batch}, {p.output_size})"
+                )
+            oa = <cnp.ndarray>out
+        cdef fl_lstm_run run
+        run.batch = self.batch
+        run.steps = 1
+        run.batch_major = 1
+        run.x = <const float *>cnp.PyArray_DATA(xa)
+        run.mask = mp
+        run.lengths = NULL
+        run.reverse = 0
+        run.mask_output = FL_MASK_ZERO if self._zero_output else FL_MASK_CARRY
+        run.check_finite = self._check_finite
+        run.h = self._hp
+        run.c = self._cp
+        run.seen = self._seenp
+        run.y = NULL
+        run.y_last = <float *>cnp.PyArray_DATA(oa)
+        run.chunk_steps = 0
+        cdef fl_status st
+        self.busy = True
+        with nogil:
+            st = fl_lstm_forward(p._lstm, &_BLAS, &run, self._workp,
+                                 self._work_bytes)
+        self.busy = False
+        if st == FL_ERR_NONFINITE:
+            self._raise_nonfinite(xa, mask)
+        _check(st, "LSTM step")
+        return oa

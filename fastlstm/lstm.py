@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any, Union
 
 import numpy as np
 
 from fastlstm import _inputs
-from fastlstm._core import PackedLSTM
+from fastlstm._core import PackedLSTM, StreamCore
 from fastlstm.activations import Activation
 from fastlstm.errors import ConfigError, NonFiniteError, ShapeError, StreamError
 from fastlstm.spec import LSTMSpec, check_elements
@@ -215,32 +214,6 @@ class LSTM:
             _inputs.raise_nonfinite(p.x, p.valid(), self._time_major, p.name)
         return y, y_last
 
-    def _run_stream(
-        self,
-        p: _Prepared,
-        h: np.ndarray,
-        c: np.ndarray,
-        seen: np.ndarray,
-        work: np.ndarray,
-        out: np.ndarray,
-    ) -> None:
-        """One batch-major step into a preallocated output (streams only)."""
-        try:
-            self._packed.forward(
-                p.x,
-                True,
-                h,
-                c,
-                seen=seen,
-                y_last=out,
-                mask=p.mask,
-                zero_output=self._spec.zero_output_for_mask,
-                check_finite=self._nan_policy == "raise",
-                work=work,
-            )
-        except NonFiniteError:
-            _inputs.raise_nonfinite(p.x, p.valid(), False, p.name)
-
     # -- stateful inference --------------------------------------------------
     def stream(self, batch_size: int) -> LSTMStream:
         """A stateful stream over this layer for ``batch_size`` rows."""
@@ -289,14 +262,16 @@ def _prepare(
     return _Prepared(x, B, T, m, ln, time_major)
 
 
-class LSTMStream:
+class LSTMStream(StreamCore):
     """Stateful inference over one LSTM layer: feed a sequence in pieces.
 
-    ``step(x_t)`` takes one step (batch, features) and returns (batch, R);
+    ``step(x_t, mask=None, out=None)`` takes one step (batch, features) and
+    returns (batch, R) (written into ``out`` if given: no allocation);
     ``feed(x)`` takes a chunk (batch, time, features) (time-major if the
     layer is) and returns every step's output. Feeding a sequence in chunks
     of any sizes gives the outputs of one stateless call. A stream holds
     mutable state: use one per thread (concurrent use raises StreamError).
+    ``step`` is implemented in fastlstm._core.StreamCore.
     """
 
     def __init__(self, layer: LSTM, batch_size: int) -> None:
@@ -307,20 +282,19 @@ class LSTMStream:
             )
         self._layer = layer
         self._batch = _inputs.batch_size_input(batch_size)
-        self._h = np.zeros((self._batch, layer.output_size), np.float32)
-        self._c = np.zeros((self._batch, layer.units), np.float32)
-        self._seen = np.zeros(self._batch, np.uint8)
-        self._step_work = np.empty(
-            layer._packed.workspace_size(self._batch, 1), np.uint8
+        self._init_core(
+            layer._packed,
+            self._batch,
+            layer.zero_output_for_mask,
+            layer.nan_policy == "raise",
         )
-        self._lock = threading.Lock()
 
     layer = property(lambda self: self._layer)
     batch_size = property(lambda self: self._batch)
 
     def reset(self) -> None:
         """Zeroes h and c (and forgets which rows have seen a valid step)."""
-        with self._guard():
+        with _Busy(self):
             self._h.fill(0.0)
             self._c.fill(0.0)
             self._seen.fill(0)
@@ -340,25 +314,12 @@ class LSTMStream:
         c = _inputs.state_input(
             c0, self._batch, self._layer.units, "state[1] (c)", policy
         )
-        with self._guard():
+        with _Busy(self):
             self._h[...] = h
             self._c[...] = c
             # as with initial_state=: masked steps before the first valid one
             # output zeros, not the state set here
             self._seen.fill(0)
-
-    def step(self, x: ArrayLike, mask: ArrayLike | None = None) -> np.ndarray:
-        """Runs one time step; x (batch, features), mask (batch,) optional."""
-        layer = self._layer
-        xs = _inputs.step_input(x, layer.input_size, self._batch)
-        m = None
-        if mask is not None:
-            m = _inputs.mask_input(mask, (self._batch,), False).reshape(self._batch, 1)
-        p = _Prepared(xs.reshape(self._batch, 1, -1), self._batch, 1, m, None, False)
-        out = np.empty((self._batch, layer.output_size), np.float32)
-        with self._guard():
-            layer._run_stream(p, self._h, self._c, self._seen, self._step_work, out)
-        return out
 
     def feed(self, x: ArrayLike, mask: ArrayLike | None = None) -> np.ndarray:
         """Runs a chunk of steps and returns the output of every step."""
@@ -369,28 +330,39 @@ class LSTMStream:
                 f"x has batch size {B} but the stream was made for {self._batch}"
             )
         p = _prepare(xs, B, T, layer.time_major, mask, None)
-        with self._guard():
+        with _Busy(self):
             y, _ = layer._run(p, self._h, self._c, True, seen=self._seen)
         return y
 
-    def _guard(self) -> _Guard:
-        return _Guard(self._lock)
+    # -- slow paths of StreamCore.step (conversions and error messages) ------
+    def _step_input(self, x: ArrayLike) -> np.ndarray:
+        return _inputs.step_input(x, self._layer.input_size, self._batch)
+
+    def _step_mask(self, mask: ArrayLike) -> np.ndarray:
+        return _inputs.mask_input(mask, (self._batch,), False)
+
+    def _raise_nonfinite(self, x: np.ndarray, mask: ArrayLike | None) -> None:
+        valid = None
+        if mask is not None:
+            valid = self._step_mask(mask).astype(bool).reshape(self._batch, 1)
+        _inputs.raise_nonfinite(x.reshape(self._batch, 1, -1), valid, False)
 
 
-class _Guard:
+class _Busy:
     """Refuses (instead of corrupting) concurrent use of one stream."""
 
-    __slots__ = ("_lock",)
+    __slots__ = ("_stream",)
 
-    def __init__(self, lock: threading.Lock) -> None:
-        self._lock = lock
+    def __init__(self, stream: StreamCore) -> None:
+        self._stream = stream
 
     def __enter__(self) -> None:
-        if not self._lock.acquire(blocking=False):
+        if self._stream.busy:
             raise StreamError(
                 "this stream is being used by another thread; streams hold "
                 "mutable state, create one stream per thread"
             )
+        self._stream.busy = True
 
     def __exit__(self, *exc: object) -> None:
-        self._lock.release()
+        self._stream.busy = False

@@ -61,6 +61,7 @@ static inline float fl_act_scalar(fl_activation act, float x) {
     }                                                                          \
     return
 
+FL_CLONES
 void fl_act_apply(fl_activation act, float *FL_RESTRICT v, size_t n) {
     switch (act) {
     case FL_ACT_TANH:
@@ -90,6 +91,7 @@ fl_status fl_activation_apply(fl_activation act, float *v, size_t n) {
 
 /* The common case (sigmoid gates, tanh cell, no peepholes, no clip) in one
  * pass: every element is read and written once. */
+FL_CLONES
 static void gates_sigmoid_tanh(int units, const float *FL_RESTRICT bias,
                                float *FL_RESTRICT z, float *FL_RESTRICT c,
                                float *FL_RESTRICT out) {
@@ -115,6 +117,7 @@ static void gates_sigmoid_tanh(int units, const float *FL_RESTRICT bias,
 
 /* Every other combination: a few short passes over the row, each a simple
  * loop. The row (4H floats) stays in L1 between passes. */
+FL_CLONES
 static void gates_general(const fl_gate_params *p, float *FL_RESTRICT z,
                           float *FL_RESTRICT c, float *FL_RESTRICT out) {
     const size_t H = (size_t)p->units;

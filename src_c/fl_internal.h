@@ -15,6 +15,16 @@
 #define FL_RESTRICT
 #endif
 
+/* Hot loops are compiled once per instruction set (AVX-512, AVX2+FMA,
+ * baseline) and the best is picked at load time; no -march flag needed. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
+    !defined(FL_NO_CLONES) && !defined(__SANITIZE_ADDRESS__)
+#define FL_CLONES \
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define FL_CLONES
+#endif
+
 /* Alignment of every packed array and workspace region, in bytes. */
 #define FL_ALIGN 64
 

@@ -7,11 +7,15 @@
  * Y, n) with the operands swapped.
  */
 #include <math.h>
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
 #include "fl_gates.h"
 #include "fl_internal.h"
+#include "fl_kernels.h"
 
 struct fl_lstm {
     fl_lstm_desc desc;
@@ -203,10 +207,19 @@ fl_status fl_lstm_workspace_size(const fl_lstm *lstm, int batch, int steps,
     return st;
 }
 
+/* Below this many rows a product runs on fl_matvec, row by row: a BLAS
+ * call's fixed cost would dominate. */
+#define FL_SMALL_ROWS 4
+
 /* G(rows, 4H) = X(rows, I) @ Wx */
 static void input_projection(const fl_lstm *L, const fl_blas *blas,
                              const float *x, int rows, float *G) {
     int n4h = 4 * L->desc.units, k = L->desc.input_size, n = rows;
+    if (rows <= FL_SMALL_ROWS) {
+        for (int r = 0; r < rows; r++)
+            fl_matvec(L->wx, k, n4h, x + (size_t)r * k, G + (size_t)r * n4h, 0);
+        return;
+    }
     float one = 1.0f, zero = 0.0f;
     char N = 'N';
     blas->sgemm(&N, &N, &n4h, &n, &k, &one, L->wx, &n4h, (float *)x, &k, &zero,
@@ -217,13 +230,12 @@ static void input_projection(const fl_lstm *L, const fl_blas *blas,
  * product when B == 1. */
 static void recurrent_product(const fl_lstm *L, const fl_blas *blas,
                               const float *h, int batch, float *G, int ldg) {
-    int n4h = 4 * L->desc.units, r = L->R, n = batch, inc = 1;
+    int n4h = 4 * L->desc.units, r = L->R, n = batch;
     float one = 1.0f;
     char N = 'N';
-    if (batch == 1)
-        blas->sgemv(&N, &n4h, &r, &one, L->wh, &n4h, (float *)h, &inc, &one, G,
-                    &inc);
-    else
+    if (batch == 1) {
+        fl_matvec(L->wh, r, n4h, h, G, 1);
+    } else
         blas->sgemm(&N, &N, &n4h, &n, &r, &one, L->wh, &n4h, (float *)h, &r,
                     &one, G, &ldg);
 }
@@ -288,9 +300,29 @@ static int valid_rows_finite(const fl_lstm_run *run, size_t I) {
     return 1;
 }
 
+static fl_status forward(const fl_lstm *L, const fl_blas *blas,
+                         const fl_lstm_run *run, void *work, size_t work_bytes);
+
+/* Denormals are flushed to zero inside the kernel (FTZ/DAZ set on entry and
+ * the caller's setting restored on exit): a state that decays towards zero
+ * would otherwise slow every operation on it by ~100x. */
 fl_status fl_lstm_forward(const fl_lstm *L, const fl_blas *blas,
                           const fl_lstm_run *run, void *work,
                           size_t work_bytes) {
+#if defined(__SSE2__)
+    const unsigned int saved = _mm_getcsr();
+    _mm_setcsr(saved | 0x8040u); /* FTZ (bit 15) | DAZ (bit 6) */
+    fl_status st = forward(L, blas, run, work, work_bytes);
+    _mm_setcsr(saved);
+    return st;
+#else
+    return forward(L, blas, run, work, work_bytes);
+#endif
+}
+
+static fl_status forward(const fl_lstm *L, const fl_blas *blas,
+                         const fl_lstm_run *run, void *work,
+                         size_t work_bytes) {
     fl_status st = check_run(L, blas, run);
     if (st != FL_OK) return st;
     ws_layout w;

@@ -34,6 +34,7 @@ def build(out: Path, *extra: str) -> Path:
         "-Wextra",
         "-Werror",
         "-fno-trapping-math",
+        "-ffp-contract=fast",
         f"-I{SRC}",
         *extra,
         *sources,

@@ -32,7 +32,9 @@ def test_example_matches_keras(example):
 def test_batch_size_splitting_gives_the_same_result(example):
     model, io = example
     whole = model.predict(io["x"])
-    np.testing.assert_array_equal(model.predict(io["x"], batch_size=3), whole)
+    # pieces of 3 and 2 rows may take other kernels (same math, other
+    # summation order): equal to float rounding
+    np.testing.assert_allclose(model.predict(io["x"], batch_size=3), whole, atol=1e-6)
     with pytest.raises(fastlstm.ShapeError, match="batch_size must be an integer >= 1"):
         model.predict(io["x"], batch_size=0)
 
