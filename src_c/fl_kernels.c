@@ -36,3 +36,88 @@ void fl_matvec(const float *FL_RESTRICT W, int rows, int n,
         for (int j = j0; j < n; j++) z[j] += s * w[j];
     }
 }
+
+/*
+ * Z(rows, n) (+)= A(rows, K) @ W(K, n), all row-major with leading dimensions
+ * lda, n, ldz. Register tiles of TR rows x TC columns stay in vector
+ * registers across the whole K loop; each W row segment is loaded once per
+ * tile and reused for TR rows. Edges (rows % TR, n % TC) take plain loops.
+ * Tile sizes per instruction set: AVX-512 8 x 32 (16 zmm accumulators),
+ * AVX2 4 x 16 (8 ymm), baseline 4 x 8.
+ */
+#define FL_GEMM_BODY(TR, TC)                                                   \
+    int j0 = 0;                                                                \
+    for (; j0 + TC <= n; j0 += TC) {                                           \
+        int r0 = 0;                                                            \
+        for (; r0 + TR <= rows; r0 += TR) {                                    \
+            float acc[TR][TC];                                                 \
+            for (int r = 0; r < TR; r++)                                       \
+                for (int j = 0; j < TC; j++)                                   \
+                    acc[r][j] = accumulate ? Z[(size_t)(r0 + r) * ldz + j0 + j] \
+                                           : 0.0f;                             \
+            for (int k = 0; k < K; k++) {                                      \
+                const float *FL_RESTRICT w = W + (size_t)k * n + j0;           \
+                for (int r = 0; r < TR; r++) {                                 \
+                    const float s = A[(size_t)(r0 + r) * lda + k];             \
+                    for (int j = 0; j < TC; j++) acc[r][j] += s * w[j];        \
+                }                                                              \
+            }                                                                  \
+            for (int r = 0; r < TR; r++)                                       \
+                for (int j = 0; j < TC; j++)                                   \
+                    Z[(size_t)(r0 + r) * ldz + j0 + j] = acc[r][j];            \
+        }                                                                      \
+        for (; r0 < rows; r0++) { /* leftover rows of this column block */    \
+            float acc[TC];                                                     \
+            for (int j = 0; j < TC; j++)                                       \
+                acc[j] = accumulate ? Z[(size_t)r0 * ldz + j0 + j] : 0.0f;     \
+            for (int k = 0; k < K; k++) {                                      \
+                const float s = A[(size_t)r0 * lda + k];                       \
+                const float *FL_RESTRICT w = W + (size_t)k * n + j0;           \
+                for (int j = 0; j < TC; j++) acc[j] += s * w[j];               \
+            }                                                                  \
+            for (int j = 0; j < TC; j++) Z[(size_t)r0 * ldz + j0 + j] = acc[j]; \
+        }                                                                      \
+    }                                                                          \
+    for (int r = 0; r < rows && j0 < n; r++) { /* leftover columns */         \
+        float *FL_RESTRICT z = Z + (size_t)r * ldz;                            \
+        if (!accumulate)                                                       \
+            for (int j = j0; j < n; j++) z[j] = 0.0f;                          \
+        for (int k = 0; k < K; k++) {                                          \
+            const float s = A[(size_t)r * lda + k];                            \
+            const float *FL_RESTRICT w = W + (size_t)k * n;                    \
+            for (int j = j0; j < n; j++) z[j] += s * w[j];                     \
+        }                                                                      \
+    }
+
+#define FL_GEMM_ARGS                                                           \
+    const float *FL_RESTRICT A, int rows, int K, int lda,                      \
+        const float *FL_RESTRICT W, int n, float *FL_RESTRICT Z, int ldz,      \
+        int accumulate
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
+    !defined(FL_NO_CLONES) && !defined(__SANITIZE_ADDRESS__)
+__attribute__((target("arch=x86-64-v4"))) static void gemm_v4(FL_GEMM_ARGS) {
+    FL_GEMM_BODY(8, 32)
+}
+__attribute__((target("arch=x86-64-v3"))) static void gemm_v3(FL_GEMM_ARGS) {
+    FL_GEMM_BODY(4, 16)
+}
+#define FL_HAVE_ISA_GEMM 1
+#endif
+
+static void gemm_base(FL_GEMM_ARGS) { FL_GEMM_BODY(4, 8) }
+
+void fl_gemm(FL_GEMM_ARGS) {
+#ifdef FL_HAVE_ISA_GEMM
+    /* __builtin_cpu_supports reads what libgcc detected at load time */
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) {
+        gemm_v4(A, rows, K, lda, W, n, Z, ldz, accumulate);
+        return;
+    }
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        gemm_v3(A, rows, K, lda, W, n, Z, ldz, accumulate);
+        return;
+    }
+#endif
+    gemm_base(A, rows, K, lda, W, n, Z, ldz, accumulate);
+}

@@ -13,4 +13,11 @@ void fl_matvec(const float *FL_RESTRICT W, int rows, int n,
                const float *FL_RESTRICT v, float *FL_RESTRICT z,
                int accumulate);
 
+/* Z(rows, n) (+)= A(rows, K) @ W(K, n); row-major with leading dimensions
+ * lda (A), n (W) and ldz (Z). For the per-step recurrent product of a batch,
+ * where a BLAS call's packing costs more than it saves. */
+void fl_gemm(const float *FL_RESTRICT A, int rows, int K, int lda,
+             const float *FL_RESTRICT W, int n, float *FL_RESTRICT Z, int ldz,
+             int accumulate);
+
 #endif /* FL_KERNELS_H */

@@ -277,4 +277,7 @@ def test_chunked_input_projection_matches_single_gemm(rng, monkeypatch):
         assert lstm_mod.chunk_steps_for(3, 50, 8) == 7
         chunked = layer(x)
         monkeypatch.undo()
-        np.testing.assert_array_equal(whole, chunked)
+        # the last chunk may be small enough for the one-row kernel: same math,
+        # other summation order
+        np.testing.assert_allclose(whole, chunked, atol=1e-6)
+        assert np.abs(whole).max() > 1e-2

@@ -225,7 +225,7 @@ static void test_configs(void) {
         cf.I = 1 + (int)(urand() * 9);
         cf.H = 1 + (int)(urand() * 12);
         cf.P = urand() < 0.3 ? 1 + (int)(urand() * 5) : 0;
-        cf.B = urand() < 0.3 ? 1 : 1 + (int)(urand() * 5);
+        cf.B = urand() < 0.3 ? 1 : 1 + (int)(urand() * (urand() < 0.3 ? 20 : 5));
         cf.T = 1 + (int)(urand() * 12);
         cf.act = urand() < 0.5 ? FL_ACT_TANH : (fl_activation)(int)(urand() * FL_ACT_COUNT);
         cf.ract = urand() < 0.5 ? FL_ACT_SIGMOID : (fl_activation)(int)(urand() * 4);
