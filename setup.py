@@ -27,9 +27,10 @@ compile_args = [
     "-ffp-contract=fast",
     "-Wall",
     "-Wno-unused-function",
+    "-pthread",
 ]
 compile_args += ["-O0", "-g"] if DEBUG else ["-O3"]
-link_args = []
+link_args = ["-pthread"]
 if SANITIZE:
     compile_args += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
     link_args += ["-fsanitize=address,undefined"]

@@ -75,6 +75,7 @@ cdef extern from "fastlstm.h" nogil:
         float *y
         float *y_last
         int chunk_steps
+        int threads
 
     fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,
                              const float *recurrent_kernel, const float *bias,

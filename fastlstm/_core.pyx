@@ -166,7 +166,7 @@ cdef class PackedLSTM:
                 const int32_t[::1] lengths=None,
                 bint reverse=False, bint zero_output=False,
                 bint check_finite=True, int chunk_steps=0,
-                uint8_t[::1] work=None):
+                uint8_t[::1] work=None, int threads=1):
         """Runs the layer; h, c (and seen) are updated in place.
 
         x is (batch, steps, I) when batch_major else (steps, batch, I); mask
@@ -213,6 +213,7 @@ cdef class PackedLSTM:
         run.y = &y[0, 0, 0] if y is not None else NULL
         run.y_last = &y_last[0, 0] if y_last is not None else NULL
         run.chunk_steps = chunk_steps
+        run.threads = threads
 
         cdef size_t need = 0
         _check(fl_lstm_workspace_size(self._lstm, B, T, chunk_steps, &need),
@@ -333,6 +334,7 @@ cdef class StreamCore:
         run.y = NULL
         run.y_last = <float *>cnp.PyArray_DATA(oa)
         run.chunk_steps = 0
+        run.threads = 1
         cdef fl_status st
         self.busy = True
         with nogil:

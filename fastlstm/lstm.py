@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Union
 
 import numpy as np
@@ -16,6 +17,8 @@ __all__ = ["LSTM", "LSTMStream"]
 
 ArrayLike = Any
 Output = Union[np.ndarray, list]
+
+MAX_THREADS = 8  # FL_MAX_THREADS in src_c/fl_parallel.h
 
 # The input projection of all steps is one GEMM unless its buffer would
 # exceed this; then it runs in chunks of whole time steps (same numbers).
@@ -60,6 +63,7 @@ class LSTM:
         zero_output_for_mask: bool = False,
         time_major: bool = False,
         nan_policy: str = "raise",
+        threads: int | None = None,
     ) -> None:
         spec = LSTMSpec.create(
             kernel,
@@ -76,20 +80,37 @@ class LSTM:
             return_state=return_state,
             zero_output_for_mask=zero_output_for_mask,
         )
-        self._setup(spec, time_major, nan_policy)
+        self._setup(spec, time_major, nan_policy, threads)
 
     @classmethod
     def from_spec(
-        cls, spec: LSTMSpec, *, time_major: bool = False, nan_policy: str = "raise"
+        cls,
+        spec: LSTMSpec,
+        *,
+        time_major: bool = False,
+        nan_policy: str = "raise",
+        threads: int | None = None,
     ) -> LSTM:
         """Builds a layer from a validated ``LSTMSpec`` (what loaders make)."""
         if not isinstance(spec, LSTMSpec):
             raise TypeError(f"spec must be an LSTMSpec, got {type(spec).__name__}")
         layer = cls.__new__(cls)
-        layer._setup(spec, time_major, nan_policy)
+        layer._setup(spec, time_major, nan_policy, threads)
         return layer
 
-    def _setup(self, spec: LSTMSpec, time_major: bool, nan_policy: str) -> None:
+    def _setup(
+        self, spec: LSTMSpec, time_major: bool, nan_policy: str, threads: int | None
+    ) -> None:
+        if threads is not None and (
+            isinstance(threads, bool)
+            or not isinstance(threads, (int, np.integer))
+            or not 1 <= threads <= MAX_THREADS
+        ):
+            raise ConfigError(
+                f"threads must be None (automatic) or an integer in "
+                f"[1, {MAX_THREADS}], got {threads!r}"
+            )
+        self._threads = threads
         if not isinstance(time_major, (bool, np.bool_)):
             raise ConfigError(f"time_major must be a bool, got {time_major!r}")
         self._spec = spec
@@ -209,10 +230,22 @@ class LSTM:
                 check_finite=self._nan_policy == "raise",
                 chunk_steps=chunk_steps_for(p.batch, p.steps, self.units),
                 work=work,
+                threads=self._threads_for(p.batch, p.steps),
             )
         except NonFiniteError:
             _inputs.raise_nonfinite(p.x, p.valid(), self._time_major, p.name)
         return y, y_last
+
+    def _threads_for(self, batch: int, steps: int) -> int:
+        """Threads for one call. Only batch 1 without projection splits (each
+        core keeps its share of the recurrent weights in its own cache); the
+        automatic choice uses 2 where that pays (units >= 256, >= 16 steps)
+        and 1 elsewhere, so small layers never get slower."""
+        if self._threads is not None:
+            return self._threads
+        if batch == 1 and not self.proj_size and self.units >= 256 and steps >= 16:
+            return min(2, os.cpu_count() or 1)
+        return 1
 
     # -- stateful inference --------------------------------------------------
     def stream(self, batch_size: int) -> LSTMStream:

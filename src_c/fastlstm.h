@@ -133,6 +133,10 @@ typedef struct fl_lstm_run {
                                 output at its own last valid step. Or NULL */
     int chunk_steps;         /* time steps per input-projection GEMM;
                                 0 = all steps in one GEMM */
+    int threads;             /* threads for batch 1 without projection
+                                (each keeps its share of the recurrent
+                                weights in its own cache); 0 or 1 = the
+                                calling thread only. At most 8. */
 } fl_lstm_run;
 
 fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,

@@ -46,4 +46,18 @@ static inline int fl_round_up(size_t n, size_t *out) {
     return 1;
 }
 
+/* Index of (t, b) in the run's [t][b] or [b][t] arrays. */
+static inline size_t fl_tb_index(const fl_lstm_run *run, int t, int b) {
+    return run->batch_major ? (size_t)b * (size_t)run->steps + (size_t)t
+                            : (size_t)t * (size_t)run->batch + (size_t)b;
+}
+
+enum { FL_STEP_VALID = 0, FL_STEP_MASKED = 1, FL_STEP_PAST_LENGTH = 2 };
+
+static inline int fl_step_status(const fl_lstm_run *run, int t, int b) {
+    if (run->lengths && t >= run->lengths[b]) return FL_STEP_PAST_LENGTH;
+    if (run->mask && !run->mask[fl_tb_index(run, t, b)]) return FL_STEP_MASKED;
+    return FL_STEP_VALID;
+}
+
 #endif /* FL_INTERNAL_H */

@@ -13,7 +13,7 @@
 
 
 FL_CLONES
-void fl_matvec(const float *FL_RESTRICT W, int rows, int n,
+void fl_matvec(const float *FL_RESTRICT W, int rows, int n, int ld,
                const float *FL_RESTRICT v, float *FL_RESTRICT z,
                int accumulate) {
     int j0 = 0;
@@ -22,7 +22,7 @@ void fl_matvec(const float *FL_RESTRICT W, int rows, int n,
         for (int j = 0; j < FL_MV_BLOCK; j++) acc[j] = accumulate ? z[j0 + j] : 0.0f;
         for (int k = 0; k < rows; k++) {
             const float s = v[k];
-            const float *FL_RESTRICT w = W + (size_t)k * (size_t)n + j0;
+            const float *FL_RESTRICT w = W + (size_t)k * (size_t)ld + j0;
             for (int j = 0; j < FL_MV_BLOCK; j++) acc[j] += s * w[j];
         }
         for (int j = 0; j < FL_MV_BLOCK; j++) z[j0 + j] = acc[j];
@@ -32,7 +32,7 @@ void fl_matvec(const float *FL_RESTRICT W, int rows, int n,
         for (int j = j0; j < n; j++) z[j] = 0.0f;
     for (int k = 0; k < rows; k++) { /* the last n % 64 columns */
         const float s = v[k];
-        const float *FL_RESTRICT w = W + (size_t)k * (size_t)n;
+        const float *FL_RESTRICT w = W + (size_t)k * (size_t)ld;
         for (int j = j0; j < n; j++) z[j] += s * w[j];
     }
 }

@@ -7,9 +7,10 @@
 
 #include "fl_internal.h"
 
-/* z[0:n] (+)= v[0:rows] @ W, W row-major (rows, n). With accumulate = 0, z
+/* z[0:n] (+)= v[0:rows] @ W, W row-major (rows, n) with rows ld floats
+ * apart (ld >= n; a column slice of a wider matrix). With accumulate = 0, z
  * is overwritten. Runtime-dispatched to AVX-512 / AVX2+FMA code. */
-void fl_matvec(const float *FL_RESTRICT W, int rows, int n,
+void fl_matvec(const float *FL_RESTRICT W, int rows, int n, int ld,
                const float *FL_RESTRICT v, float *FL_RESTRICT z,
                int accumulate);
 

@@ -16,6 +16,7 @@
 #include "fl_gates.h"
 #include "fl_internal.h"
 #include "fl_kernels.h"
+#include "fl_parallel.h"
 
 struct fl_lstm {
     fl_lstm_desc desc;
@@ -165,6 +166,7 @@ typedef struct ws_layout {
     size_t seen;  /* (B) bytes, when the caller passes no `seen` */
     size_t rec;   /* (B, 4H) recurrent product of one step, contiguous
                      (batch-major batches, whose gate rows lie far apart) */
+    size_t par;   /* fl_parallel_chunk's buffers (batch 1, no projection) */
     size_t total;
 } ws_layout;
 
@@ -194,6 +196,9 @@ static fl_status plan_workspace(const fl_lstm *lstm, int batch, int steps,
     if (!layout_add(&off, (B + sizeof(float) - 1) / sizeof(float), &w->seen))
         return FL_ERR_OVERFLOW;
     if (B > 1 && !layout_add(&off, B * 4 * H, &w->rec)) return FL_ERR_OVERFLOW;
+    if (B == 1 && !P &&
+        !layout_add(&off, fl_parallel_workspace_floats((int)H), &w->par))
+        return FL_ERR_OVERFLOW;
     if (off > SIZE_MAX - FL_ALIGN) return FL_ERR_OVERFLOW;
     w->total = off + FL_ALIGN; /* slack so any base address can be aligned */
     *chunk_out = chunk;
@@ -224,7 +229,7 @@ static void input_projection(const fl_lstm *L, const fl_blas *blas,
     int n4h = 4 * L->desc.units, k = L->desc.input_size, n = rows;
     if (rows <= FL_SMALL_ROWS) {
         for (int r = 0; r < rows; r++)
-            fl_matvec(L->wx, k, n4h, x + (size_t)r * k, G + (size_t)r * n4h, 0);
+            fl_matvec(L->wx, k, n4h, n4h, x + (size_t)r * k, G + (size_t)r * n4h, 0);
         return;
     }
     float one = 1.0f, zero = 0.0f;
@@ -241,7 +246,7 @@ static void recurrent_product(const fl_lstm *L, const fl_blas *blas,
     float one = 1.0f;
     char N = 'N';
     if (batch == 1)
-        fl_matvec(L->wh, r, n4h, h, G, 1);
+        fl_matvec(L->wh, r, n4h, n4h, h, G, 1);
     else if (batch <= FL_OWN_GEMM_MAX_BATCH)
         fl_gemm(h, batch, r, r, L->wh, n4h, G, ldg, 1);
     else
@@ -259,28 +264,14 @@ static void projection_product(const fl_lstm *L, const fl_blas *blas,
                 hnew, &p);
 }
 
-/* Index of (t, b) in the run's [t][b] or [b][t] arrays. */
-static inline size_t tb_index(const fl_lstm_run *run, int t, int b) {
-    return run->batch_major ? (size_t)b * (size_t)run->steps + (size_t)t
-                            : (size_t)t * (size_t)run->batch + (size_t)b;
-}
-
-enum { STEP_VALID = 0, STEP_MASKED = 1, STEP_PAST_LENGTH = 2 };
-
-static inline int step_status(const fl_lstm_run *run, int t, int b) {
-    if (run->lengths && t >= run->lengths[b]) return STEP_PAST_LENGTH;
-    if (run->mask && !run->mask[tb_index(run, t, b)]) return STEP_MASKED;
-    return STEP_VALID;
-}
-
 /* What a row outputs at a step: h when valid; zeros past its length; at a
  * masked step the previous output (FL_MASK_CARRY: h once the row was seen,
  * zeros before) or zeros (FL_MASK_ZERO). */
 static void write_output(const fl_lstm_run *run, int R, int status, int carry,
                          const uint8_t *seen, int b, float *dst) {
     const float *h = run->h + (size_t)b * (size_t)R;
-    int show_h = status == STEP_VALID ||
-                 (status == STEP_MASKED && carry && seen[b]);
+    int show_h = status == FL_STEP_VALID ||
+                 (status == FL_STEP_MASKED && carry && seen[b]);
     if (show_h)
         memcpy(dst, h, (size_t)R * sizeof(float));
     else
@@ -303,8 +294,8 @@ static fl_status check_run(const fl_lstm *L, const fl_blas *blas,
 static int valid_rows_finite(const fl_lstm_run *run, size_t I) {
     for (int t = 0; t < run->steps; t++)
         for (int b = 0; b < run->batch; b++)
-            if (step_status(run, t, b) == STEP_VALID &&
-                !all_finite(run->x + tb_index(run, t, b) * I, I))
+            if (fl_step_status(run, t, b) == FL_STEP_VALID &&
+                !all_finite(run->x + fl_tb_index(run, t, b) * I, I))
                 return 0;
     return 1;
 }
@@ -392,6 +383,11 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
                                  G + (size_t)b * n * row4);
         }
 
+        if (run->threads > 1 && B == 1 && !P && H >= 128 &&
+            fl_parallel_chunk(L, &gp, L->wh, L->bias, L->peep, run, G, t0, n,
+                              run->threads, (float *)(base + w.par), seen))
+            continue;
+
         for (int s = 0; s < n; s++) {
             const int t = run->reverse ? t0 + n - 1 - s : t0 + s;
             const int k = run->reverse ? T - 1 - t : t; /* output index */
@@ -410,7 +406,7 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
              * the old h), with projection m goes to scratch first */
             for (int b = 0; b < B; b++) {
                 float *mb = P ? m + (size_t)b * H : run->h + (size_t)b * R;
-                if (masked && step_status(run, t, b) != STEP_VALID) {
+                if (masked && fl_step_status(run, t, b) != FL_STEP_VALID) {
                     if (P) memset(mb, 0, H * sizeof(float));
                     continue;
                 }
@@ -425,7 +421,7 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
             if (P) {
                 projection_product(L, blas, m, B, hnew);
                 for (int b = 0; b < B; b++) {
-                    if (masked && step_status(run, t, b) != STEP_VALID) continue;
+                    if (masked && fl_step_status(run, t, b) != FL_STEP_VALID) continue;
                     const float *src = hnew + (size_t)b * P;
                     float *dst = run->h + (size_t)b * P;
                     for (size_t j = 0; j < P; j++) {
@@ -439,20 +435,20 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
                 }
             }
             for (int b = 0; b < B; b++) {
-                int status = masked ? step_status(run, t, b) : STEP_VALID;
-                if (status == STEP_VALID) seen[b] = 1;
+                int status = masked ? fl_step_status(run, t, b) : FL_STEP_VALID;
+                if (status == FL_STEP_VALID) seen[b] = 1;
                 if (run->y)
                     write_output(run, R, status, carry, seen, b,
-                                 run->y + tb_index(run, k, b) * (size_t)R);
+                                 run->y + fl_tb_index(run, k, b) * (size_t)R);
             }
         }
     }
     if (run->y_last) {
         const int t_last = run->reverse ? 0 : T - 1;
         for (int b = 0; b < B; b++) {
-            int status = masked ? step_status(run, t_last, b) : STEP_VALID;
+            int status = masked ? fl_step_status(run, t_last, b) : FL_STEP_VALID;
             /* a row that ended early reports its own last valid output */
-            if (status == STEP_PAST_LENGTH) status = STEP_MASKED;
+            if (status == FL_STEP_PAST_LENGTH) status = FL_STEP_MASKED;
             write_output(run, R, status,
                          carry || (run->lengths && t_last >= run->lengths[b]),
                          seen, b, run->y_last + (size_t)b * R);

@@ -35,6 +35,7 @@ def build(out: Path, *extra: str) -> Path:
         "-Werror",
         "-fno-trapping-math",
         "-ffp-contract=fast",
+        "-pthread",
         f"-I{SRC}",
         *extra,
         *sources,
@@ -106,3 +107,18 @@ def test_c_core_under_valgrind(tmp_path):
         ]
     )
     assert "Invalid" not in out and "definitely lost" not in out
+
+
+def test_c_core_under_thread_sanitizer(tmp_path):
+    """The threaded batch-1 path (fl_parallel.c) has no data races. TSan
+    cannot run ifunc-dispatched code, hence FL_NO_CLONES."""
+    try:
+        exe = build(
+            tmp_path / "test_core_tsan", "-O1", "-fsanitize=thread", "-DFL_NO_CLONES"
+        )
+    except subprocess.CalledProcessError as exc:
+        if "sanitize" in exc.stderr or "tsan" in exc.stderr:
+            pytest.skip("compiler has no thread sanitizer runtime")
+        raise
+    out = run_and_check([str(exe)])
+    assert "ThreadSanitizer" not in out

@@ -345,7 +345,51 @@ static void test_split_equals_whole(void) {
     fl_lstm_free(L);
 }
 
+/* Several threads on one batch row give bit-identical results to one. */
+static void test_threads_equal_serial(void) {
+    const int I = 7, H = 300, T = 23;
+    float *W = malloc(sizeof(float) * I * 4 * H), *U = malloc(sizeof(float) * H * 4 * H);
+    float *bias = malloc(sizeof(float) * 4 * H), *peep = malloc(sizeof(float) * 3 * H);
+    float *x = malloc(sizeof(float) * T * I);
+    for (int k = 0; k < I * 4 * H; k++) W[k] = nrand(0.3f);
+    for (int k = 0; k < H * 4 * H; k++) U[k] = nrand(0.05f);
+    for (int k = 0; k < 4 * H; k++) bias[k] = nrand(0.3f);
+    for (int k = 0; k < 3 * H; k++) peep[k] = nrand(0.3f);
+    for (int k = 0; k < T * I; k++) x[k] = nrand(1.0f);
+    unsigned char mask[23];
+    for (int k = 0; k < T; k++) mask[k] = urand() < 0.7;
+    fl_blas blas = {fl_naive_sgemm, fl_naive_sgemv};
+    for (int variant = 0; variant < 8; variant++) {
+        int use_peep = variant & 1, reverse = (variant >> 1) & 1, masked = variant >> 2;
+        fl_lstm_desc d = {I, H, 0, FL_ACT_TANH, FL_ACT_SIGMOID, 0, 0, 0, 0};
+        fl_lstm *L;
+        fl_lstm_create(&d, W, U, bias, use_peep ? peep : NULL, NULL, &L);
+        size_t wb;
+        fl_lstm_workspace_size(L, 1, T, 5, &wb);
+        void *work = malloc(wb);
+        float h[2][300], c[2][300], y[2][23 * 300], yl[2][300];
+        for (int threads = 1; threads <= 2; threads++) {
+            int i = threads - 1;
+            memset(h[i], 0, sizeof h[i]);
+            memset(c[i], 0, sizeof c[i]);
+            fl_lstm_run run = {.batch = 1, .steps = T, .x = x,
+                               .mask = masked ? mask : NULL, .reverse = reverse,
+                               .h = h[i], .c = c[i], .y = y[i], .y_last = yl[i],
+                               .chunk_steps = 5, .threads = threads * 2 - 1};
+            fl_status st = fl_lstm_forward(L, &blas, &run, work, wb);
+            CHECK(st == FL_OK, "threaded forward: %s", fl_status_message(st));
+        }
+        CHECK(memcmp(y[0], y[1], sizeof y[0]) == 0 && memcmp(h[0], h[1], sizeof h[0]) == 0 &&
+                  memcmp(c[0], c[1], sizeof c[0]) == 0 && memcmp(yl[0], yl[1], sizeof yl[0]) == 0,
+              "3 threads differ from 1 (peep=%d reverse=%d masked=%d)", use_peep, reverse, masked);
+        free(work);
+        fl_lstm_free(L);
+    }
+    free(W); free(U); free(bias); free(peep); free(x);
+}
+
 int main(void) {
+    test_threads_equal_serial();
     test_configs();
     test_errors();
     test_split_equals_whole();

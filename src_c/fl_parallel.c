@@ -1,0 +1,199 @@
+/*
+ * fl_parallel.c - one batch row on several threads.
+ *
+ * At batch 1 a step is a matrix-vector product that streams all of U
+ * (16*H*H bytes) from cache; at H = 512 that is 4 MB, more than one core's
+ * L2. Splitting the H units into one contiguous range per thread splits the
+ * columns of U (each thread reads the i, f, o, g columns of its own units),
+ * so each core keeps its part of U in its own L2 and the two halves are
+ * read in parallel. Each thread then runs the gates of its units, writes its
+ * part of the new h into a second buffer (the other threads may still be
+ * reading the old h), and waits at a barrier before the next step.
+ *
+ * Threads are started for one chunk of steps and joined before returning:
+ * nothing runs or spins between calls. The barrier spins (with pause, then
+ * yields) only while a call is in progress.
+ */
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <string.h>
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
+
+#include "fl_gates.h"
+#include "fl_kernels.h"
+#include "fl_parallel.h"
+
+typedef struct barrier {
+    atomic_uint arrived;
+    atomic_uint generation;
+} barrier;
+
+typedef struct shared {
+    const fl_lstm_run *run;
+    const float *wh;         /* (H, 4H) packed [i f o g] */
+    const float *G;          /* the chunk's input projections, row s = step */
+    float *h[2];             /* double-buffered h (H) */
+    int units, t0, n, carry, nparts;
+    atomic_int go; /* 0 wait, 1 run, -1 abort (a thread could not start) */
+    barrier bar;
+} shared;
+
+typedef struct part {
+    shared *sh;
+    fl_gate_params gp; /* units = this part's width, bias/peep sliced */
+    float *z;          /* (4w) pre-activations of this part's units */
+    int u0, w;
+    int cur;           /* which h buffer holds the current h */
+    uint8_t seen;
+    unsigned gen;
+} part;
+
+static void barrier_wait(barrier *b, unsigned *gen, int n) {
+    unsigned g = *gen;
+    if ((int)atomic_fetch_add(&b->arrived, 1) == n - 1) {
+        atomic_store(&b->arrived, 0);
+        atomic_store(&b->generation, g + 1);
+    } else {
+        int spins = 0;
+        while (atomic_load(&b->generation) == g) {
+#if defined(__SSE2__)
+            _mm_pause();
+#endif
+            if (++spins > 4000) { /* oversubscribed machine: let others run */
+                sched_yield();
+                spins = 0;
+            }
+        }
+    }
+    *gen = g + 1;
+}
+
+static void run_part(part *p) {
+    shared *sh = p->sh;
+    const fl_lstm_run *run = sh->run;
+    const size_t H = (size_t)sh->units, row4 = 4 * H, w = (size_t)p->w;
+    const int T = run->steps;
+    for (int s = 0; s < sh->n; s++) {
+        const int t = run->reverse ? sh->t0 + sh->n - 1 - s : sh->t0 + s;
+        const int k = run->reverse ? T - 1 - t : t;
+        const float *hp = sh->h[p->cur];
+        float *hn = sh->h[p->cur ^ 1];
+        const int status = fl_step_status(run, t, 0);
+        const float *Gt = sh->G + (size_t)(t - sh->t0) * row4;
+        if (status == FL_STEP_VALID) {
+            for (size_t g = 0; g < 4; g++) { /* this part's columns of gate g */
+                const size_t col = g * H + (size_t)p->u0;
+                memcpy(p->z + g * w, Gt + col, w * sizeof(float));
+                fl_matvec(sh->wh + col, (int)H, (int)w, (int)row4, hp,
+                          p->z + g * w, 1);
+            }
+            fl_gates_row(&p->gp, p->z, run->c + p->u0, hn + p->u0);
+            p->seen = 1;
+        } else {
+            memcpy(hn + p->u0, hp + p->u0, w * sizeof(float));
+        }
+        if (run->y) {
+            float *dst = run->y + fl_tb_index(run, k, 0) * H + (size_t)p->u0;
+            int show = status == FL_STEP_VALID ||
+                       (status == FL_STEP_MASKED && sh->carry && p->seen);
+            if (show)
+                memcpy(dst, hn + p->u0, w * sizeof(float));
+            else
+                memset(dst, 0, w * sizeof(float));
+        }
+        barrier_wait(&sh->bar, &p->gen, sh->nparts);
+        p->cur ^= 1;
+    }
+}
+
+static void *thread_main(void *arg) {
+    part *p = (part *)arg;
+#if defined(__SSE2__)
+    _mm_setcsr(_mm_getcsr() | 0x8040u); /* FTZ | DAZ, as in the caller */
+#endif
+    int go;
+    while ((go = atomic_load(&p->sh->go)) == 0) sched_yield();
+    if (go > 0) run_part(p);
+    return NULL;
+}
+
+size_t fl_parallel_workspace_floats(int units) {
+    /* h double buffer + per part z (4w), bias (4w), peepholes (3w), each
+     * rounded up to 16 floats */
+    return 2 * (size_t)units + 11 * (size_t)units + 3 * 16 * FL_MAX_THREADS + 16;
+}
+
+int fl_parallel_chunk(const fl_lstm *L, const fl_gate_params *gp,
+                      const float *wh, const float *bias, const float *peep,
+                      const fl_lstm_run *run, const float *G, int t0, int n,
+                      int threads, float *ws, uint8_t *seen) {
+    const int H = gp->units;
+    if (threads > FL_MAX_THREADS) threads = FL_MAX_THREADS;
+    (void)L;
+    shared sh;
+    memset(&sh, 0, sizeof sh);
+    sh.run = run;
+    sh.wh = wh;
+    sh.G = G;
+    sh.units = H;
+    sh.t0 = t0;
+    sh.n = n;
+    sh.carry = run->mask_output == FL_MASK_CARRY;
+    sh.nparts = threads;
+    sh.h[0] = ws;
+    sh.h[1] = ws + H;
+    memcpy(sh.h[0], run->h, (size_t)H * sizeof(float));
+    atomic_init(&sh.bar.arrived, 0);
+    atomic_init(&sh.bar.generation, 0);
+
+    part parts[FL_MAX_THREADS];
+    float *next = ws + 2 * (size_t)H;
+    for (int k = 0; k < threads; k++) {
+        part *p = &parts[k];
+        const int u0 = (int)((long long)H * k / threads);
+        const int u1 = (int)((long long)H * (k + 1) / threads);
+        const size_t w = (size_t)(u1 - u0);
+        p->sh = &sh;
+        p->u0 = u0;
+        p->w = (int)w;
+        p->cur = 0;
+        p->gen = 0;
+        p->seen = *seen;
+        p->z = next;
+        float *pb = next + ((4 * w + 15) & ~(size_t)15);
+        float *pp = pb + ((4 * w + 15) & ~(size_t)15);
+        next = pp + ((3 * w + 15) & ~(size_t)15);
+        for (size_t g = 0; g < 4; g++)
+            memcpy(pb + g * w, bias + g * (size_t)H + u0, w * sizeof(float));
+        p->gp = *gp;
+        p->gp.units = (int)w;
+        p->gp.bias = pb;
+        p->gp.peep = NULL;
+        if (peep) {
+            for (size_t g = 0; g < 3; g++)
+                memcpy(pp + g * w, peep + g * (size_t)H + u0, w * sizeof(float));
+            p->gp.peep = pp;
+        }
+    }
+    pthread_t tids[FL_MAX_THREADS];
+    int started = 1;
+    atomic_init(&sh.go, 0);
+    for (int k = 1; k < threads; k++) {
+        if (pthread_create(&tids[k], NULL, thread_main, &parts[k]) != 0) break;
+        started++;
+    }
+    if (started < threads) { /* could not start them all: release, go serial */
+        atomic_store(&sh.go, -1);
+        for (int k = 1; k < started; k++) pthread_join(tids[k], NULL);
+        return 0;
+    }
+    atomic_store(&sh.go, 1);
+    run_part(&parts[0]);
+    for (int k = 1; k < threads; k++) pthread_join(tids[k], NULL);
+    memcpy(run->h, sh.h[parts[0].cur], (size_t)H * sizeof(float));
+    *seen = parts[0].seen;
+    return 1;
+}
