@@ -62,6 +62,7 @@ def test_lstm_signature():
         "zero_output_for_mask",
         "time_major",
         "nan_policy",
+        "threads",
     }
     call = inspect.signature(fastlstm.LSTM.__call__)
     assert list(call.parameters) == ["self", "x", "initial_state", "mask", "lengths"]
