@@ -31,7 +31,7 @@ class FastLSTM:
         return self.fastlstm.__version__
 
     def step(self, w, batch):
-        layer = self.fastlstm.LSTM(*_split(w))
+        layer = self.fastlstm.LSTM(*_split(w), threads=self.threads)
         stream = layer.stream(batch)
         out = np.empty((batch, layer.output_size), np.float32)
         step = stream.step
@@ -42,8 +42,9 @@ class FastLSTM:
         return fn, lambda: stream.state[0]
 
     def seq(self, w):
-        layer = self.fastlstm.LSTM(*_split(w), return_sequences=True)
-        return layer
+        return self.fastlstm.LSTM(
+            *_split(w), return_sequences=True, threads=self.threads
+        )
 
 
 class NumPy:

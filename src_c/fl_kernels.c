@@ -56,7 +56,7 @@ void fl_matvec(const float *FL_RESTRICT W, int rows, int n, int ld,
                     acc[r][j] = accumulate ? Z[(size_t)(r0 + r) * ldz + j0 + j] \
                                            : 0.0f;                             \
             for (int k = 0; k < K; k++) {                                      \
-                const float *FL_RESTRICT w = W + (size_t)k * n + j0;           \
+                const float *FL_RESTRICT w = W + (size_t)k * ldw + j0;         \
                 for (int r = 0; r < TR; r++) {                                 \
                     const float s = A[(size_t)(r0 + r) * lda + k];             \
                     for (int j = 0; j < TC; j++) acc[r][j] += s * w[j];        \
@@ -72,7 +72,7 @@ void fl_matvec(const float *FL_RESTRICT W, int rows, int n, int ld,
                 acc[j] = accumulate ? Z[(size_t)r0 * ldz + j0 + j] : 0.0f;     \
             for (int k = 0; k < K; k++) {                                      \
                 const float s = A[(size_t)r0 * lda + k];                       \
-                const float *FL_RESTRICT w = W + (size_t)k * n + j0;           \
+                const float *FL_RESTRICT w = W + (size_t)k * ldw + j0;         \
                 for (int j = 0; j < TC; j++) acc[j] += s * w[j];               \
             }                                                                  \
             for (int j = 0; j < TC; j++) Z[(size_t)r0 * ldz + j0 + j] = acc[j]; \
@@ -84,15 +84,15 @@ void fl_matvec(const float *FL_RESTRICT W, int rows, int n, int ld,
             for (int j = j0; j < n; j++) z[j] = 0.0f;                          \
         for (int k = 0; k < K; k++) {                                          \
             const float s = A[(size_t)r * lda + k];                            \
-            const float *FL_RESTRICT w = W + (size_t)k * n;                    \
+            const float *FL_RESTRICT w = W + (size_t)k * ldw;                  \
             for (int j = j0; j < n; j++) z[j] += s * w[j];                     \
         }                                                                      \
     }
 
 #define FL_GEMM_ARGS                                                           \
     const float *FL_RESTRICT A, int rows, int K, int lda,                      \
-        const float *FL_RESTRICT W, int n, float *FL_RESTRICT Z, int ldz,      \
-        int accumulate
+        const float *FL_RESTRICT W, int n, int ldw, float *FL_RESTRICT Z,      \
+        int ldz, int accumulate
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
     !defined(FL_NO_CLONES) && !defined(__SANITIZE_ADDRESS__)
@@ -111,13 +111,13 @@ void fl_gemm(FL_GEMM_ARGS) {
 #ifdef FL_HAVE_ISA_GEMM
     /* __builtin_cpu_supports reads what libgcc detected at load time */
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) {
-        gemm_v4(A, rows, K, lda, W, n, Z, ldz, accumulate);
+        gemm_v4(A, rows, K, lda, W, n, ldw, Z, ldz, accumulate);
         return;
     }
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        gemm_v3(A, rows, K, lda, W, n, Z, ldz, accumulate);
+        gemm_v3(A, rows, K, lda, W, n, ldw, Z, ldz, accumulate);
         return;
     }
 #endif
-    gemm_base(A, rows, K, lda, W, n, Z, ldz, accumulate);
+    gemm_base(A, rows, K, lda, W, n, ldw, Z, ldz, accumulate);
 }

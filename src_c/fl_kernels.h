@@ -15,10 +15,10 @@ void fl_matvec(const float *FL_RESTRICT W, int rows, int n, int ld,
                int accumulate);
 
 /* Z(rows, n) (+)= A(rows, K) @ W(K, n); row-major with leading dimensions
- * lda (A), n (W) and ldz (Z). For the per-step recurrent product of a batch,
+ * lda (A), ldw (W) and ldz (Z). For the per-step recurrent product of a batch,
  * where a BLAS call's packing costs more than it saves. */
 void fl_gemm(const float *FL_RESTRICT A, int rows, int K, int lda,
-             const float *FL_RESTRICT W, int n, float *FL_RESTRICT Z, int ldz,
-             int accumulate);
+             const float *FL_RESTRICT W, int n, int ldw, float *FL_RESTRICT Z,
+             int ldz, int accumulate);
 
 #endif /* FL_KERNELS_H */

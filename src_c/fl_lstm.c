@@ -22,7 +22,8 @@ struct fl_lstm {
     fl_lstm_desc desc;
     int R;       /* width of h: P with a projection, else H */
     float *wx;   /* (I, 4H) packed gate order [i f o g] */
-    float *wh;   /* (R, 4H) packed */
+    float *wh;   /* (R, 4H) packed, rows ldh floats apart */
+    int ldh;     /* 4H, padded off powers of two (see pad_stride) */
     float *bias; /* (4H) packed, zeros when the source had none */
     float *peep; /* (3H) [i f o], or NULL */
     float *proj; /* (H, P), or NULL */
@@ -43,12 +44,22 @@ static int all_finite(const float *v, size_t n) {
     return 1;
 }
 
-/* dst (rows, 4H) packed from src (rows, 4H) canonical. */
-static void pack_gate_columns(float *dst, const float *src, size_t rows,
-                              size_t H) {
+/* Row stride for a packed (rows, n) matrix: n rounded up to 16 floats,
+ * plus 16 more when that is a multiple of 1024 floats (4 KB). Kernels read
+ * a block of columns down all rows; with a power-of-two stride every row of
+ * the block falls into the same cache sets and the blocks evict each other. */
+static size_t pad_stride(size_t n) {
+    size_t ld = (n + 15) & ~(size_t)15;
+    return (ld % 1024 == 0) ? ld + 16 : ld;
+}
+
+/* dst (rows, 4H) packed (rows ld floats apart) from src (rows, 4H)
+ * canonical. */
+static void pack_gate_columns(float *dst, size_t ld, const float *src,
+                              size_t rows, size_t H) {
     for (size_t r = 0; r < rows; r++) {
         const float *s = src + r * 4 * H;
-        float *d = dst + r * 4 * H;
+        float *d = dst + r * ld;
         for (int k = 0; k < 4; k++)
             memcpy(d + (size_t)k * H, s + (size_t)kCanonicalOf[k] * H,
                    H * sizeof(float));
@@ -97,11 +108,12 @@ fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,
     const size_t I = (size_t)desc->input_size, H = (size_t)desc->units;
     const size_t P = (size_t)desc->proj_size, R = P ? P : H;
     size_t n_wx, n_wh, n_proj = 0;
-    if (!fl_mul_size(I, 4 * H, &n_wx) || !fl_mul_size(R, 4 * H, &n_wh) ||
+    const size_t ldh = pad_stride(4 * H);
+    if (!fl_mul_size(I, 4 * H, &n_wx) || !fl_mul_size(R, ldh, &n_wh) ||
         !fl_mul_size(H, P, &n_proj))
         return FL_ERR_OVERFLOW;
 
-    if (!all_finite(kernel, n_wx) || !all_finite(recurrent_kernel, n_wh) ||
+    if (!all_finite(kernel, n_wx) || !all_finite(recurrent_kernel, R * 4 * H) ||
         (bias && !all_finite(bias, 4 * H)) ||
         (peepholes && !all_finite(peepholes, 3 * H)) ||
         (projection && !all_finite(projection, n_proj)))
@@ -128,10 +140,12 @@ fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,
     m->wx = (float *)(block + at_wx);
     m->wh = (float *)(block + at_wh);
     m->bias = (float *)(block + at_bias);
-    pack_gate_columns(m->wx, kernel, I, H);
-    pack_gate_columns(m->wh, recurrent_kernel, R, H);
+    m->ldh = (int)ldh;
+    pack_gate_columns(m->wx, 4 * H, kernel, I, H);
+    memset(m->wh, 0, n_wh * sizeof(float)); /* the padding too */
+    pack_gate_columns(m->wh, ldh, recurrent_kernel, R, H);
     if (bias)
-        pack_gate_columns(m->bias, bias, 1, H);
+        pack_gate_columns(m->bias, 4 * H, bias, 1, H);
     else
         memset(m->bias, 0, 4 * H * sizeof(float));
     if (peepholes) { /* canonical rows w_i, w_f, w_o already match [i f o] */
@@ -242,15 +256,15 @@ static void input_projection(const fl_lstm *L, const fl_blas *blas,
  * product when B == 1. */
 static void recurrent_product(const fl_lstm *L, const fl_blas *blas,
                               const float *h, int batch, float *G, int ldg) {
-    int n4h = 4 * L->desc.units, r = L->R, n = batch;
+    int n4h = 4 * L->desc.units, r = L->R, n = batch, ldh = L->ldh;
     float one = 1.0f;
     char N = 'N';
     if (batch == 1)
-        fl_matvec(L->wh, r, n4h, n4h, h, G, 1);
+        fl_matvec(L->wh, r, n4h, ldh, h, G, 1);
     else if (batch <= FL_OWN_GEMM_MAX_BATCH)
-        fl_gemm(h, batch, r, r, L->wh, n4h, G, ldg, 1);
+        fl_gemm(h, batch, r, r, L->wh, n4h, ldh, G, ldg, 1);
     else
-        blas->sgemm(&N, &N, &n4h, &n, &r, &one, L->wh, &n4h, (float *)h, &r,
+        blas->sgemm(&N, &N, &n4h, &n, &r, &one, L->wh, &ldh, (float *)h, &r,
                     &one, G, &ldg);
 }
 
@@ -384,7 +398,7 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
         }
 
         if (run->threads > 1 && B == 1 && !P && H >= 128 &&
-            fl_parallel_chunk(L, &gp, L->wh, L->bias, L->peep, run, G, t0, n,
+            fl_parallel_chunk(L, &gp, L->wh, L->ldh, L->bias, L->peep, run, G, t0, n,
                               run->threads, (float *)(base + w.par), seen))
             continue;
 
@@ -398,7 +412,8 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
              * input part is added row by row below */
             const int scratch = B > 1 && g_b > 1;
             if (scratch)
-                fl_gemm(run->h, B, R, R, L->wh, (int)row4, rec, (int)row4, 0);
+                fl_gemm(run->h, B, R, R, L->wh, (int)row4, L->ldh, rec, (int)row4,
+                        0);
             else
                 recurrent_product(L, blas, run->h, B, Gt, (int)(g_b * row4));
 

@@ -33,7 +33,8 @@ typedef struct barrier {
 
 typedef struct shared {
     const fl_lstm_run *run;
-    const float *wh;         /* (H, 4H) packed [i f o g] */
+    const float *wh;         /* (H, 4H) packed [i f o g], rows ldh apart */
+    int ldh;
     const float *G;          /* the chunk's input projections, row s = step */
     float *h[2];             /* double-buffered h (H) */
     int units, t0, n, carry, nparts;
@@ -87,7 +88,7 @@ static void run_part(part *p) {
             for (size_t g = 0; g < 4; g++) { /* this part's columns of gate g */
                 const size_t col = g * H + (size_t)p->u0;
                 memcpy(p->z + g * w, Gt + col, w * sizeof(float));
-                fl_matvec(sh->wh + col, (int)H, (int)w, (int)row4, hp,
+                fl_matvec(sh->wh + col, (int)H, (int)w, sh->ldh, hp,
                           p->z + g * w, 1);
             }
             fl_gates_row(&p->gp, p->z, run->c + p->u0, hn + p->u0);
@@ -127,7 +128,8 @@ size_t fl_parallel_workspace_floats(int units) {
 }
 
 int fl_parallel_chunk(const fl_lstm *L, const fl_gate_params *gp,
-                      const float *wh, const float *bias, const float *peep,
+                      const float *wh, int ldh, const float *bias,
+                      const float *peep,
                       const fl_lstm_run *run, const float *G, int t0, int n,
                       int threads, float *ws, uint8_t *seen) {
     const int H = gp->units;
@@ -137,6 +139,7 @@ int fl_parallel_chunk(const fl_lstm *L, const fl_gate_params *gp,
     memset(&sh, 0, sizeof sh);
     sh.run = run;
     sh.wh = wh;
+    sh.ldh = ldh;
     sh.G = G;
     sh.units = H;
     sh.t0 = t0;

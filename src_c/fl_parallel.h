@@ -17,7 +17,8 @@ size_t fl_parallel_workspace_floats(int units);
  * Updates run->h, run->c, run->y and *seen. Returns 1, or 0 (nothing done)
  * if the threads could not be started. */
 int fl_parallel_chunk(const fl_lstm *L, const fl_gate_params *gp,
-                      const float *wh, const float *bias, const float *peep,
+                      const float *wh, int ldh, const float *bias,
+                      const float *peep,
                       const fl_lstm_run *run, const float *G, int t0, int n,
                       int threads, float *ws, uint8_t *seen);
 
