@@ -150,6 +150,32 @@ def run_seq_case(engines, B, T, I, H, threads, quick, label, keras_result=None):
     return row
 
 
+def memory_note(B: int, T: int, I: int, H: int) -> str:
+    """Peak memory of one stateless call (tracemalloc: NumPy arrays and the
+    kernel's workspace) plus the packed weights, against the call's own
+    weights + inputs + outputs."""
+    import tracemalloc
+
+    import fastlstm
+
+    w = weights(I, H)
+    layer = fastlstm.LSTM(*w.values(), return_sequences=True, threads=1)
+    x = np.random.default_rng(4).normal(size=(B, T, I)).astype(np.float32)
+    layer(x)
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    y = layer(x)
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    packed = 4 * 4 * H * (I + H)
+    data = packed + x.nbytes + y.nbytes
+    return (
+        f"memory, B={B} T={T} I={I} H={H}: peak {(peak + packed) / 1e6:.1f} MB "
+        f"for {data / 1e6:.1f} MB of weights + inputs + outputs "
+        f"({(peak + packed) / data:.2f}x)"
+    )
+
+
 # -- Keras, in its own process -------------------------------------------------
 
 
@@ -414,6 +440,9 @@ def main() -> int:
                 "e seq B=1 T=1000 H=512 2 threads",
             )
         )
+
+    for B, T, I, H in [(1, 1000, 512, 512)] + batch_cases:
+        notes.append(memory_note(B, T, I, H))
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@
 # already validated and converted their arrays, the checks below are the
 # safety net that keeps any path into C from crashing.
 from libc.stdint cimport int32_t, uint8_t
-from libc.stdlib cimport free, malloc
+from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc
 from scipy.linalg.cython_blas cimport sgemm, sgemv
 
 cimport numpy as cnp
@@ -220,8 +220,8 @@ cdef class PackedLSTM:
                "workspace size")
         cdef void *buf = NULL
         cdef bint owned = work is None or <size_t>work.shape[0] < need
-        if owned:
-            buf = malloc(need)
+        if owned:  # PyMem_RawMalloc: visible to tracemalloc, callable nogil
+            buf = PyMem_RawMalloc(need)
             if buf is NULL:
                 raise MemoryError(f"cannot allocate a {need}-byte workspace")
         else:
@@ -230,7 +230,7 @@ cdef class PackedLSTM:
         with nogil:
             st = fl_lstm_forward(self._lstm, &_BLAS, &run, buf, need)
         if owned:
-            free(buf)
+            PyMem_RawFree(buf)
         _check(st, "LSTM forward")
 
 

@@ -20,16 +20,23 @@ Output = Union[np.ndarray, list]
 
 MAX_THREADS = 8  # FL_MAX_THREADS in src_c/fl_parallel.h
 
-# The input projection of all steps is one GEMM unless its buffer would
-# exceed this; then it runs in chunks of whole time steps (same numbers).
-GATE_BUFFER_BYTES = 64 << 20
+# The input projection of all steps is one GEMM when its gate buffer (4H
+# floats per batch row and step) fits GATE_BUFFER_SHARE of the call's own
+# weights + inputs + outputs (at least GATE_BUFFER_MIN, at most
+# GATE_BUFFER_MAX); otherwise it runs in chunks of whole time steps. That
+# keeps a call's peak memory near 1.4x its data. Same numbers either way.
+GATE_BUFFER_SHARE = 0.4
+GATE_BUFFER_MIN = 4 << 20
+GATE_BUFFER_MAX = 64 << 20
 
 
-def chunk_steps_for(batch: int, steps: int, units: int) -> int:
+def chunk_steps_for(batch: int, steps: int, units: int, data_bytes: int = 0) -> int:
+    """Time steps per input-projection GEMM (0 = all of them at once)."""
+    budget = min(GATE_BUFFER_MAX, max(GATE_BUFFER_MIN, GATE_BUFFER_SHARE * data_bytes))
     per_step = batch * 4 * units * 4
-    if per_step * steps <= GATE_BUFFER_BYTES:
+    if per_step * steps <= budget:
         return 0
-    return max(1, GATE_BUFFER_BYTES // per_step)
+    return max(1, int(budget // per_step))
 
 
 class LSTM:
@@ -228,13 +235,22 @@ class LSTM:
                 reverse=self._spec.go_backwards,
                 zero_output=self._spec.zero_output_for_mask,
                 check_finite=self._nan_policy == "raise",
-                chunk_steps=chunk_steps_for(p.batch, p.steps, self.units),
+                chunk_steps=chunk_steps_for(
+                    p.batch, p.steps, self.units, self._data_bytes(p, sequences)
+                ),
                 work=work,
                 threads=self._threads_for(p.batch, p.steps),
             )
         except NonFiniteError:
             _inputs.raise_nonfinite(p.x, p.valid(), self._time_major, p.name)
         return y, y_last
+
+    def _data_bytes(self, p: _Prepared, sequences: bool) -> int:
+        """Bytes of this call's weights, inputs and outputs."""
+        R, H = self.output_size, self.units
+        weights = 4 * 4 * H * (self.input_size + R)
+        outputs = 4 * p.batch * R * (p.steps if sequences else 1)
+        return weights + p.x.nbytes + outputs
 
     def _threads_for(self, batch: int, steps: int) -> int:
         """Threads for one call. Only batch 1 without projection splits (each

@@ -273,7 +273,8 @@ def test_chunked_input_projection_matches_single_gemm(rng, monkeypatch):
     for backwards in (False, True):
         layer = fastlstm.LSTM(**w, return_sequences=True, go_backwards=backwards)
         whole = layer(x)
-        monkeypatch.setattr(lstm_mod, "GATE_BUFFER_BYTES", 3 * 32 * 4 * 7)
+        monkeypatch.setattr(lstm_mod, "GATE_BUFFER_MIN", 3 * 32 * 4 * 7)
+        monkeypatch.setattr(lstm_mod, "GATE_BUFFER_MAX", 3 * 32 * 4 * 7)
         assert lstm_mod.chunk_steps_for(3, 50, 8) == 7
         chunked = layer(x)
         monkeypatch.undo()
