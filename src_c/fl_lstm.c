@@ -21,7 +21,8 @@
 struct fl_lstm {
     fl_lstm_desc desc;
     int R;       /* width of h: P with a projection, else H */
-    float *wx;   /* (I, 4H) packed gate order [i f o g] */
+    float *wx;   /* (I, 4H) packed gate order [i f o g], rows ldx apart */
+    int ldx;
     float *wh;   /* (R, 4H) packed, rows ldh floats apart */
     int ldh;     /* 4H, padded off powers of two (see pad_stride) */
     float *bias; /* (4H) packed, zeros when the source had none */
@@ -44,13 +45,13 @@ static int all_finite(const float *v, size_t n) {
     return 1;
 }
 
-/* Row stride for a packed (rows, n) matrix: n rounded up to 16 floats,
- * plus 16 more when that is a multiple of 1024 floats (4 KB). Kernels read
- * a block of columns down all rows; with a power-of-two stride every row of
- * the block falls into the same cache sets and the blocks evict each other. */
+/* Row stride for a packed (rows, n) matrix: n rounded up to whole 64-byte
+ * lines, then to an odd number of lines. Kernels read a block of columns
+ * down all rows; with an even (worse, power-of-two) stride the rows of a
+ * block crowd into a few cache sets and evict each other. */
 static size_t pad_stride(size_t n) {
     size_t ld = (n + 15) & ~(size_t)15;
-    return (ld % 1024 == 0) ? ld + 16 : ld;
+    return ((ld / 16) % 2 == 0) ? ld + 16 : ld;
 }
 
 /* dst (rows, 4H) packed (rows ld floats apart) from src (rows, 4H)
@@ -108,12 +109,12 @@ fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,
     const size_t I = (size_t)desc->input_size, H = (size_t)desc->units;
     const size_t P = (size_t)desc->proj_size, R = P ? P : H;
     size_t n_wx, n_wh, n_proj = 0;
-    const size_t ldh = pad_stride(4 * H);
-    if (!fl_mul_size(I, 4 * H, &n_wx) || !fl_mul_size(R, ldh, &n_wh) ||
+    const size_t ldh = pad_stride(4 * H), ldx = pad_stride(4 * H);
+    if (!fl_mul_size(I, ldx, &n_wx) || !fl_mul_size(R, ldh, &n_wh) ||
         !fl_mul_size(H, P, &n_proj))
         return FL_ERR_OVERFLOW;
 
-    if (!all_finite(kernel, n_wx) || !all_finite(recurrent_kernel, R * 4 * H) ||
+    if (!all_finite(kernel, I * 4 * H) || !all_finite(recurrent_kernel, R * 4 * H) ||
         (bias && !all_finite(bias, 4 * H)) ||
         (peepholes && !all_finite(peepholes, 3 * H)) ||
         (projection && !all_finite(projection, n_proj)))
@@ -141,7 +142,9 @@ fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,
     m->wh = (float *)(block + at_wh);
     m->bias = (float *)(block + at_bias);
     m->ldh = (int)ldh;
-    pack_gate_columns(m->wx, 4 * H, kernel, I, H);
+    m->ldx = (int)ldx;
+    memset(m->wx, 0, n_wx * sizeof(float)); /* the padding too */
+    pack_gate_columns(m->wx, ldx, kernel, I, H);
     memset(m->wh, 0, n_wh * sizeof(float)); /* the padding too */
     pack_gate_columns(m->wh, ldh, recurrent_kernel, R, H);
     if (bias)
@@ -240,15 +243,16 @@ fl_status fl_lstm_workspace_size(const fl_lstm *lstm, int batch, int steps,
 /* G(rows, 4H) = X(rows, I) @ Wx */
 static void input_projection(const fl_lstm *L, const fl_blas *blas,
                              const float *x, int rows, float *G) {
-    int n4h = 4 * L->desc.units, k = L->desc.input_size, n = rows;
+    int n4h = 4 * L->desc.units, k = L->desc.input_size, n = rows, ldx = L->ldx;
     if (rows <= FL_SMALL_ROWS) {
         for (int r = 0; r < rows; r++)
-            fl_matvec(L->wx, k, n4h, n4h, x + (size_t)r * k, G + (size_t)r * n4h, 0);
+            fl_matvec(L->wx, k, n4h, ldx, x + (size_t)r * k, G + (size_t)r * n4h,
+                      0);
         return;
     }
     float one = 1.0f, zero = 0.0f;
     char N = 'N';
-    blas->sgemm(&N, &N, &n4h, &n, &k, &one, L->wx, &n4h, (float *)x, &k, &zero,
+    blas->sgemm(&N, &N, &n4h, &n, &k, &one, L->wx, &ldx, (float *)x, &k, &zero,
                 G, &n4h);
 }
 
