@@ -51,6 +51,21 @@ def weights(I: int, H: int, seed: int = 0) -> dict:
     }
 
 
+def decaying_weights(I: int, H: int) -> dict:
+    """A state that decays through the denormal range: forget gate ~0.05, no
+    candidate input, so c and h shrink ~20x per step and pass 1e-38 within
+    about 30 steps. Engines that do not flush denormals slow down."""
+    rng = np.random.default_rng(5)
+    b = np.zeros(4 * H, np.float32)
+    b[H : 2 * H] = -3.0  # forget
+    b[:H] = 2.0  # input gate open, but the candidate g = tanh(0) = 0
+    return {
+        "kernel": np.zeros((I, 4 * H), np.float32),
+        "recurrent_kernel": rng.normal(0, 1e-3, (H, 4 * H)).astype(np.float32),
+        "bias": b,
+    }
+
+
 def flops_per_step(I: int, H: int, B: int = 1) -> float:
     return 2.0 * B * 4 * H * (I + H)
 
@@ -114,9 +129,12 @@ def run_step_case(engines, H, I, threads, quick):
     return row
 
 
-def run_seq_case(engines, B, T, I, H, threads, quick, label, keras_result=None):
-    w = weights(I, H)
-    x = np.random.default_rng(3).normal(size=(B, T, I)).astype(np.float32)
+def run_seq_case(
+    engines, B, T, I, H, threads, quick, label, keras_result=None, w=None, x=None
+):
+    w = weights(I, H) if w is None else w
+    if x is None:
+        x = np.random.default_rng(3).normal(size=(B, T, I)).astype(np.float32)
     row = {
         "case": label,
         "H": H,
@@ -424,6 +442,27 @@ def main() -> int:
                     "max_abs_diff": float(np.abs(keras[1][f"model_{key}"] - y).max()),
                 }
             report["rows"].append(row)
+
+        # f: a state decaying through denormals, from a non-zero start
+        H = 128
+        xd = np.zeros((1, 1000, H), np.float32)
+        xd[:, 0] = 1.0
+        wd = decaying_weights(H, H)
+        wd["kernel"][:, 2 * H : 3 * H] = 0.5  # the first step writes a state
+        report["rows"].append(
+            run_seq_case(
+                engines,
+                1,
+                1000,
+                H,
+                H,
+                1,
+                quick,
+                "f decaying state (denormals) H=128",
+                w=wd,
+                x=xd,
+            )
+        )
 
     with threadpool_limits(2):
         engines2 = make_engines(2, [])
