@@ -38,7 +38,10 @@ from fastlstm.errors import (
 from fastlstm.loaders import from_keras, load, load_spec
 from fastlstm.lstm import LSTM, LSTMStream
 from fastlstm.model import Model, ModelStream
+from fastlstm.onnx_model import OnnxModel, from_onnx
 from fastlstm.spec import LSTMSpec, ModelSpec
+from fastlstm.tf1_model import TF1LSTM, TF1LSTMStream, from_tf1
+from fastlstm.torch_model import TorchLSTM, TorchLSTMCell, TorchLSTMStream, from_torch
 
 __version__ = "0.1.0"
 
@@ -46,6 +49,9 @@ __all__ = [
     "load",
     "load_spec",
     "from_keras",
+    "from_torch",
+    "from_tf1",
+    "from_onnx",
     "Model",
     "ModelStream",
     "ModelSpec",
@@ -55,6 +61,12 @@ __all__ = [
     "Stack",
     "StackStream",
     "LSTMSpec",
+    "TorchLSTM",
+    "TorchLSTMCell",
+    "TorchLSTMStream",
+    "TF1LSTM",
+    "TF1LSTMStream",
+    "OnnxModel",
     "Activation",
     "FastLSTMError",
     "ModelFormatError",

@@ -75,6 +75,10 @@ def inspect(path: str) -> int:
     except fastlstm.FastLSTMError as exc:
         print(f"fastlstm: {exc}", file=sys.stderr)
         return 1
+    if not isinstance(model, fastlstm.Model):  # PyTorch, TF1 or ONNX model
+        print(f"file:          {path}")
+        print(f"model:         {model!r}")
+        return 0
     spec = model.spec
     print(f"file:          {path}")
     print(f"format:        {spec.source_format}")

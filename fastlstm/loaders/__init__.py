@@ -1,7 +1,10 @@
 """load(path): detect a model file's format from its bytes and read it.
 
 Formats: Keras legacy HDF5 (full model or weights-only + config), Keras 3
-``.keras`` archives and ``.weights.h5`` (+ config). Loading never executes
+``.keras`` archives and ``.weights.h5`` (+ config) -> fastlstm.Model;
+PyTorch ``torch.save`` state_dicts (zip and legacy), ``.safetensors`` ->
+TorchLSTM / TorchLSTMCell; TF1 checkpoints (tensor bundle or ``.npz``) ->
+TF1LSTM; ONNX graphs of LSTM nodes -> OnnxModel. Loading never executes
 code from the file.
 """
 
@@ -9,11 +12,12 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import h5py
 
-from fastlstm.errors import FastLSTMError, ModelFormatError
+from fastlstm.errors import ConfigError, FastLSTMError, ModelFormatError
 from fastlstm.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -27,20 +31,101 @@ FORMATS = (
     "Keras .h5 (full model, or weights with config=)",
     "Keras 3 .keras archive",
     "Keras 3 .weights.h5 (with config=)",
+    "PyTorch state_dict (torch.save, zip or legacy format)",
+    "safetensors",
+    "TF1 checkpoint (prefix of .index + .data-*, or .npz of variables)",
+    "ONNX (.onnx graph of LSTM nodes)",
 )
+# options of load() that apply to each family of formats
+OPTIONS = {
+    "keras": ("config", "keras_version"),
+    "torch": ("prefix", "batch_first"),
+    "tf1": (
+        "scope",
+        "forget_bias",
+        "cell_clip",
+        "proj_clip",
+        "activation",
+        "time_major",
+    ),
+    "onnx": (),
+}
+_FAMILY_NAMES = {
+    "keras": "Keras files",
+    "torch": "PyTorch files",
+    "tf1": "TF1 checkpoints",
+    "onnx": "ONNX files",
+}
+
+
+def _tf1_prefix(path: str) -> str | None:
+    """The checkpoint prefix when ``path`` names a TF checkpoint: the prefix
+    itself, its .index or a .data-* shard, or a folder holding a
+    ``checkpoint`` file."""
+    if os.path.isdir(path):
+        from fastlstm.loaders.tf1_checkpoint import latest_checkpoint
+
+        return latest_checkpoint(path)
+    if not os.path.isfile(path) and os.path.isfile(path + ".index"):
+        return path
+    if path.endswith(".index") and os.path.isfile(path):
+        return path[: -len(".index")]
+    base, sep, shard = path.rpartition(".data-")
+    if sep and "-of-" in shard and os.path.isfile(base + ".index"):
+        return base
+    return None
+
+
+def _looks_like_onnx(head: bytes) -> bool:
+    """ModelProto starts with field 1 (ir_version, varint), then another
+    known field (producer_name, graph, opset_import ...)."""
+    if len(head) < 3 or head[0] != 0x08:
+        return False
+    k = 1
+    while k < len(head) and head[k] & 0x80:
+        k += 1
+    return (
+        k + 1 < len(head)
+        and k < 10
+        and head[k + 1]
+        in (
+            0x12,
+            0x1A,
+            0x22,
+            0x2A,
+            0x32,
+            0x3A,
+            0x42,
+            0x52,
+            0x62,
+            0x72,
+        )
+    )
 
 
 def sniff(path: str) -> str:
-    """'hdf5' or 'zip', from the file's first bytes (HDF5 may sit after a
-    user block of 512, 1024, ... bytes)."""
+    """The file's format from its first bytes: 'hdf5', 'zip', 'torch_legacy',
+    'safetensors', 'onnx', or 'tf1' (a checkpoint prefix or its files).
+    HDF5 may sit after a user block of 512, 1024, ... bytes."""
+    from fastlstm.loaders.safetensors_format import looks_like_safetensors
+    from fastlstm.loaders.torch_pickle import is_legacy_torch_file
+
+    if _tf1_prefix(path) is not None:
+        return "tf1"
     try:
         with open(path, "rb") as fh:
-            head = fh.read(8)
-            if head == HDF5_MAGIC:
+            head = fh.read(32)
+            size = os.fstat(fh.fileno()).st_size
+            if head[:8] == HDF5_MAGIC:
                 return "hdf5"
             if head[:4] in ZIP_MAGIC:
                 return "zip"
-            size = os.fstat(fh.fileno()).st_size
+            if is_legacy_torch_file(head):
+                return "torch_legacy"
+            if looks_like_safetensors(head, size):
+                return "safetensors"
+            if path.lower().endswith(".onnx") or _looks_like_onnx(head):
+                return "onnx"
             offset = 512
             while offset + 8 <= size and offset <= (1 << 20):
                 fh.seek(offset)
@@ -57,6 +142,39 @@ def sniff(path: str) -> str:
     )
 
 
+def _zip_kind(zf: zipfile.ZipFile, path: str) -> str:
+    """'keras', 'torch' or 'npz' for a zip archive."""
+    from fastlstm.loaders.torch_pickle import find_zip_prefix
+
+    names = zf.namelist()
+    if "config.json" in names:
+        return "keras"
+    if find_zip_prefix(zf, path) is not None:
+        return "torch"
+    if names and all(n.endswith(".npy") for n in names):
+        return "npz"
+    return "keras"  # its loader explains what is missing
+
+
+def _family(path: str) -> str:
+    kind = sniff(path)
+    if kind == "zip":
+        try:
+            with zipfile.ZipFile(path) as zf:
+                kind = _zip_kind(zf, path)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise ModelFormatError(f"{path}: corrupt zip archive: {exc}") from exc
+        if kind == "npz":
+            return "npz"
+    return {
+        "hdf5": "keras",
+        "keras": "keras",
+        "torch": "torch",
+        "torch_legacy": "torch",
+        "safetensors": "torch",
+    }.get(kind, kind)
+
+
 def load_spec(
     path: str | os.PathLike, *, config: Any = None, keras_version: str | None = None
 ) -> ModelSpec:
@@ -71,12 +189,23 @@ def load_spec(
 
     path = os.fspath(path)
     kind = sniff(path)
+    if kind not in ("zip", "hdf5"):
+        raise ModelFormatError(
+            f"{path}: a {_describe_kind(kind)}; load_spec reads Keras files, "
+            "use fastlstm.load(path) for it"
+        )
     if kind == "zip":
         try:
             zf = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             raise ModelFormatError(f"{path}: corrupt zip archive: {exc}") from exc
         with zf:
+            zkind = _zip_kind(zf, path)
+            if zkind != "keras":
+                raise ModelFormatError(
+                    f"{path}: a {_describe_kind(zkind)}; load_spec reads Keras "
+                    "files, use fastlstm.load(path) for it"
+                )
             return load_keras_zip(path, zf, config, keras_version)
     try:
         f = h5py.File(path, "r")
@@ -113,16 +242,140 @@ def load_spec(
     return spec
 
 
+def _describe_kind(kind: str) -> str:
+    return {
+        "torch": "PyTorch file",
+        "torch_legacy": "PyTorch file (legacy format)",
+        "safetensors": "safetensors file",
+        "tf1": "TF1 checkpoint",
+        "onnx": "ONNX file",
+        "npz": ".npz archive",
+    }.get(kind, kind)
+
+
+def _check_options(family: str, where: str, given: dict) -> None:
+    wrong = [k for k, v in given.items() if v is not None and k not in OPTIONS[family]]
+    if wrong:
+        allowed = OPTIONS[family]
+        raise ConfigError(
+            f"{where}: option(s) {', '.join(wrong)} do not apply to "
+            f"{_FAMILY_NAMES[family]}"
+            + (f" (their options: {', '.join(allowed)})" if allowed else "")
+        )
+
+
+def _mapping_family(obj: Mapping) -> str:
+    """'torch' or 'tf1' for a dict of arrays, from its key names."""
+    from fastlstm.loaders.torch_lstm import flatten_state_dict, looks_like_torch
+
+    try:
+        flat = flatten_state_dict(obj, "<dict>")
+    except ModelFormatError:
+        flat = {}
+    return "torch" if looks_like_torch(flat) else "tf1"
+
+
 def load(
-    path: str | os.PathLike, *, config: Any = None, keras_version: str | None = None
-) -> Model:
-    """Loads a model file and returns a ready-to-run fastlstm.Model.
+    path: str | os.PathLike | Mapping,
+    *,
+    config: Any = None,
+    keras_version: str | None = None,
+    prefix: str | None = None,
+    batch_first: bool | None = None,
+    scope: str | None = None,
+    forget_bias: float | None = None,
+    cell_clip: float | None = None,
+    proj_clip: float | None = None,
+    activation: str | None = None,
+    time_major: bool | None = None,
+) -> Any:
+    """Loads a model file and returns a ready-to-run model.
 
-    See load_spec for the options.
+    * Keras files -> ``fastlstm.Model``. config: the architecture for
+      weights-only files; keras_version: override the file's version.
+    * PyTorch ``torch.save`` state_dicts (zip or legacy, possibly inside a
+      checkpoint dict) and ``.safetensors`` -> ``TorchLSTM`` (like
+      nn.LSTM) or ``TorchLSTMCell``. prefix: which LSTM when the file holds
+      several (``'lstm.'``, ``'encoder.rnn'``); batch_first (default False).
+    * TF1 checkpoints (the prefix ``model.ckpt`` of ``model.ckpt.index`` +
+      ``.data-*``, or an ``.npz`` keyed by variable names) -> ``TF1LSTM``
+      (like dynamic_rnn). scope: which cell when there are several;
+      forget_bias (default 1.0), cell_clip, proj_clip, activation (default
+      tanh): what the checkpoint does not store; time_major.
+    * ONNX graphs of LSTM nodes -> ``OnnxModel`` (needs the onnx package).
+
+    A dict of arrays (a state_dict, or TF1 variables by name) is accepted
+    in place of a path.
     """
-    from fastlstm.model import Model
+    given = {
+        "config": config,
+        "keras_version": keras_version,
+        "prefix": prefix,
+        "batch_first": batch_first,
+        "scope": scope,
+        "forget_bias": forget_bias,
+        "cell_clip": cell_clip,
+        "proj_clip": proj_clip,
+        "activation": activation,
+        "time_major": time_major,
+    }
+    if isinstance(path, Mapping):
+        family = _mapping_family(path)
+        _check_options(family, "<dict>", given)
+        return _load_family(family, path, "<dict>", given)
+    path = os.fspath(path)
+    family = _family(path)
+    if family == "npz":
+        obj = _read_npz(path)
+        family = _mapping_family(obj)
+        _check_options(family, path, given)
+        return _load_family(family, obj, path, given)
+    _check_options(family, path, given)
+    if family == "keras":
+        from fastlstm.model import Model
 
-    return Model(load_spec(path, config=config, keras_version=keras_version))
+        return Model(load_spec(path, config=config, keras_version=keras_version))
+    return _load_family(family, None, path, given)
+
+
+def _read_npz(path: str) -> dict:
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ModelFormatError(f"{path}: unreadable .npz archive: {exc}") from exc
+
+
+def _load_family(family: str, obj: Any, where: str, given: dict) -> Any:
+    opts = {k: v for k, v in given.items() if v is not None and k in OPTIONS[family]}
+    if family == "torch":
+        from fastlstm.torch_model import from_state_dict
+
+        if obj is None:
+            obj = read_torch_object(where)
+        opts.setdefault("batch_first", False)
+        return from_state_dict(obj, where=where, **opts)
+    if family == "tf1":
+        from fastlstm.tf1_model import from_tf1
+
+        return from_tf1(where if obj is None else obj, **opts)
+    if family == "onnx":
+        from fastlstm.onnx_model import load_onnx
+
+        return load_onnx(where)
+    raise ModelFormatError(f"{where}: unknown format family {family!r}")
+
+
+def read_torch_object(path: str) -> Any:
+    """What a PyTorch or safetensors file holds, tensors as NumPy arrays."""
+    from fastlstm.loaders.safetensors_format import load_safetensors
+    from fastlstm.loaders.torch_pickle import load_torch_file
+
+    if sniff(path) == "safetensors":
+        return load_safetensors(path)
+    return load_torch_file(path)
 
 
 def from_keras(model: Any) -> Model:

@@ -1,0 +1,586 @@
+"""Reads files written by ``torch.save`` without importing torch.
+
+Two layouts (pytorch/pytorch:torch/serialization.py):
+
+* zip (torch >= 1.6): ``<prefix>/data.pkl`` (the object, pickle protocol 2),
+  ``<prefix>/data/<key>`` (raw bytes of each storage), ``<prefix>/byteorder``
+  (``little`` or ``big``; absent in old files means little).
+* legacy (``_use_new_zipfile_serialization=False`` and torch < 1.6):
+  consecutive pickles of the magic number, the protocol version, a
+  ``sys_info`` dict and the object, then the pickled list of storage keys,
+  then per key an int64 element count followed by the storage's bytes.
+
+The object is unpickled by ``RestrictedUnpickler``: ``find_class`` returns
+objects from an explicit allow-list (OrderedDict, the tensor rebuild
+functions implemented here with NumPy, storage types, plain containers) and
+raises ``ModelFormatError`` naming any other global, so nothing in the file
+can run code. Tensors come back as NumPy arrays (float16, bfloat16 and
+float64 as float32; integer and bool tensors keep their dtype).
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import collections
+import io
+import os
+import pickle
+import struct
+import zipfile
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from fastlstm.errors import ModelFormatError
+
+__all__ = [
+    "RestrictedUnpickler",
+    "LEGACY_MAGIC",
+    "is_legacy_torch_file",
+    "load_torch_file",
+    "load_torch_zip",
+]
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+LEGACY_PROTOCOL = 1001
+# LONG1 opcode + 10 little-endian bytes, as pickle protocol >= 2 writes it
+_MAGIC_BYTES = b"\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little")
+
+MAX_PICKLE_BYTES = 256 << 20  # data.pkl: metadata only, never this large
+MAX_STORAGE_BYTES = 1 << 34  # 16 GiB: one storage
+MAX_TENSOR_ELEMENTS = 1 << 32
+MAX_NDIM = 32
+MAX_RATIO = 200  # a compressed member inflating more than this is refused
+
+# storage class name -> (NumPy dtype of the stored bytes, little-endian)
+STORAGE_DTYPES = {
+    "FloatStorage": "<f4",
+    "DoubleStorage": "<f8",
+    "HalfStorage": "<f2",
+    "BFloat16Storage": "<u2",  # bit patterns, widened to float32 on read
+    "LongStorage": "<i8",
+    "IntStorage": "<i4",
+    "ShortStorage": "<i2",
+    "CharStorage": "i1",
+    "ByteStorage": "u1",
+    "BoolStorage": "?",
+    "UntypedStorage": "u1",
+}
+_FLOAT_KINDS = ("FloatStorage", "DoubleStorage", "HalfStorage", "BFloat16Storage")
+
+
+class StorageType:
+    """Stands for ``torch.FloatStorage`` & co. in the unpickled object."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(STORAGE_DTYPES[self.name])
+
+    def __repr__(self) -> str:
+        return f"<torch.{self.name}>"
+
+
+class StorageRef:
+    """A storage named in the pickle by a persistent id; its bytes are
+    attached once read (zip: on demand; legacy: after the object)."""
+
+    __slots__ = ("key", "type", "location", "numel", "data", "root", "offset")
+
+    def __init__(self, key: str, type_: StorageType, location: str, numel: int):
+        self.key, self.type, self.location, self.numel = key, type_, location, numel
+        self.data: np.ndarray | None = None  # 1-D array of self.type.dtype
+        self.root: StorageRef | None = None  # legacy storage views
+        self.offset = 0
+
+    def array(self, where: str) -> np.ndarray:
+        if self.root is not None:
+            base = self.root.array(where)
+            return base[self.offset : self.offset + self.numel]
+        if self.data is None:
+            raise ModelFormatError(f"{where}: storage {self.key!r} has no data")
+        return self.data
+
+
+class LazyTensor:
+    """A tensor whose storage bytes may not have been read yet."""
+
+    __slots__ = ("storage", "offset", "size", "stride")
+
+    def __init__(self, storage: Any, offset: Any, size: Any, stride: Any) -> None:
+        if not isinstance(storage, StorageRef):
+            raise ModelFormatError(
+                f"a tensor's storage is a {type(storage).__name__}, not a "
+                "storage reference"
+            )
+        self.storage = storage
+        self.offset = _int(offset, "storage_offset")
+        self.size = _int_tuple(size, "size")
+        self.stride = _int_tuple(stride, "stride")
+        if len(self.size) != len(self.stride):
+            raise ModelFormatError(
+                f"tensor size {self.size} and stride {self.stride} differ in rank"
+            )
+        if len(self.size) > MAX_NDIM:
+            raise ModelFormatError(f"tensor has {len(self.size)} dimensions")
+
+    def materialize(self, where: str) -> np.ndarray:
+        st = self.storage
+        base = st.array(where)
+        numel = 1
+        for n in self.size:
+            numel *= n
+        if numel > MAX_TENSOR_ELEMENTS:
+            raise ModelFormatError(
+                f"{where}: a tensor of shape {self.size} is above the "
+                f"{MAX_TENSOR_ELEMENTS}-element limit"
+            )
+        if numel == 0:
+            out = np.zeros(self.size, base.dtype)
+        else:
+            reach = sum((n - 1) * s for n, s in zip(self.size, self.stride))
+            last = self.offset + reach
+            if self.offset < 0 or last >= base.shape[0]:
+                raise ModelFormatError(
+                    f"{where}: tensor of shape {self.size}, stride {self.stride} "
+                    f"at offset {self.offset} reaches element {last} of storage "
+                    f"{st.key!r}, which holds {base.shape[0]}"
+                )
+            item = base.dtype.itemsize
+            view = np.lib.stride_tricks.as_strided(
+                base[self.offset :],
+                shape=self.size,
+                strides=tuple(s * item for s in self.stride),
+                writeable=False,
+            )
+            out = np.array(view, copy=True, order="C")
+        return _widen(out, st.type.name)
+
+
+def _widen(arr: np.ndarray, storage_name: str) -> np.ndarray:
+    if storage_name == "BFloat16Storage":
+        bits = arr.astype(np.uint16).astype(np.uint32) << 16
+        return bits.view(np.float32)
+    if storage_name in _FLOAT_KINDS:
+        with np.errstate(over="ignore"):
+            return arr.astype(np.float32)
+    return arr.astype(arr.dtype.newbyteorder("="), copy=False)
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ModelFormatError(f"tensor {what} is {value!r}, not an integer")
+    if value < 0:
+        raise ModelFormatError(f"tensor {what} is negative ({value})")
+    return value
+
+
+def _int_tuple(value: Any, what: str) -> tuple:
+    if not isinstance(value, (tuple, list)):
+        raise ModelFormatError(f"tensor {what} is {value!r}, not a tuple")
+    return tuple(_int(v, what) for v in value)
+
+
+# --- the tensor rebuild functions torch pickles by name --------------------
+
+
+def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any) -> Any:
+    return LazyTensor(storage, storage_offset, size, stride)
+
+
+def _rebuild_tensor_v2(
+    storage: Any,
+    storage_offset: Any,
+    size: Any,
+    stride: Any,
+    requires_grad: Any = False,
+    backward_hooks: Any = None,
+    metadata: Any = None,
+) -> Any:
+    return LazyTensor(storage, storage_offset, size, stride)
+
+
+def _rebuild_parameter(
+    data: Any, requires_grad: Any = False, backward_hooks: Any = None, state: Any = None
+) -> Any:
+    if not isinstance(data, LazyTensor):
+        raise ModelFormatError(
+            f"a Parameter wraps a {type(data).__name__}, not a tensor"
+        )
+    return data
+
+
+def _size(*args: Any) -> tuple:
+    """torch.Size(sequence)."""
+    if len(args) != 1 or not isinstance(args[0], (list, tuple)):
+        raise ModelFormatError("torch.Size takes one sequence")
+    return tuple(args[0])
+
+
+def _codecs_encode(text: Any, encoding: str = "utf-8") -> bytes:
+    """How protocol-2 pickles spell bytes objects."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise ModelFormatError("_codecs.encode is only allowed for latin1 bytes")
+    return text.encode("latin1")
+
+
+_TORCH_MODULES = ("torch", "torch.cuda", "torch.storage")
+ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("torch", "Size"): _size,
+    ("_codecs", "encode"): _codecs_encode,
+}
+for _module in ("builtins", "__builtin__"):
+    for _name, _obj in (
+        ("set", set),
+        ("frozenset", frozenset),
+        ("dict", dict),
+        ("list", list),
+        ("tuple", tuple),
+    ):
+        ALLOWED_GLOBALS[(_module, _name)] = _obj
+for _module in _TORCH_MODULES:
+    for _name in STORAGE_DTYPES:
+        ALLOWED_GLOBALS[(_module, _name)] = StorageType(_name)
+ALLOWED_GLOBALS[("torch.storage", "TypedStorage")] = StorageType("UntypedStorage")
+# dtype objects (torch.float32 ...) are only ever compared, never called
+for _name in (
+    "float32",
+    "float",
+    "float16",
+    "half",
+    "bfloat16",
+    "float64",
+    "double",
+    "int64",
+    "long",
+    "int32",
+    "int",
+    "int16",
+    "int8",
+    "uint8",
+    "bool",
+):
+    ALLOWED_GLOBALS[("torch", _name)] = f"torch.{_name}"
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An Unpickler that resolves only allow-listed globals.
+
+    ``find_class`` raises ModelFormatError for any other (module, name), so
+    a pickle that would call ``os.system`` stops before anything runs.
+    Persistent ids ``('storage', type, key, location, numel[, view])``
+    become ``StorageRef`` objects, shared by key.
+    """
+
+    def __init__(self, file: BinaryIO, where: str = "<pickle>") -> None:
+        super().__init__(file, encoding="utf-8")
+        self.where = where
+        self.storages: dict[str, StorageRef] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return ALLOWED_GLOBALS[(module, name)]
+        except (KeyError, TypeError):
+            pass
+        # name it as Python 3 would import it (protocol 2 writes py2 names)
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
+        raise ModelFormatError(
+            f"{self.where}: refusing to load global '{module}.{name}': only "
+            "tensors, storages and plain containers (dict, list, tuple, "
+            "OrderedDict) are read from PyTorch files, nothing is executed. "
+            "Save model.state_dict() rather than the model object."
+        )
+
+    def persistent_load(self, pid: Any) -> StorageRef:
+        if not (
+            isinstance(pid, tuple)
+            and len(pid) in (5, 6)
+            and pid[0] == "storage"
+            and isinstance(pid[1], StorageType)
+        ):
+            raise ModelFormatError(
+                f"{self.where}: unsupported persistent id {_short(pid)}"
+            )
+        type_, key, location, numel = pid[1], str(pid[2]), pid[3], pid[4]
+        if isinstance(numel, bool) or not isinstance(numel, int) or numel < 0:
+            raise ModelFormatError(
+                f"{self.where}: storage {key!r} has element count {numel!r}"
+            )
+        if numel * type_.dtype.itemsize > MAX_STORAGE_BYTES:
+            raise ModelFormatError(
+                f"{self.where}: storage {key!r} declares {numel} elements, "
+                "above the size limit"
+            )
+        view = pid[5] if len(pid) == 6 else None
+        ref = self.storages.get(key)
+        if ref is None:
+            ref = StorageRef(key, type_, str(location), numel)
+            self.storages[key] = ref
+        elif ref.type.name != type_.name:
+            raise ModelFormatError(
+                f"{self.where}: storage {key!r} is used as both "
+                f"{ref.type.name} and {type_.name}"
+            )
+        if view is None:
+            return ref
+        # legacy storage views: (view_key, offset, view_size)
+        if not (isinstance(view, tuple) and len(view) == 3):
+            raise ModelFormatError(f"{self.where}: bad storage view {_short(view)}")
+        view_key, offset, size = str(view[0]), view[1], view[2]
+        vref = self.storages.get("view:" + view_key)
+        if vref is None:
+            vref = StorageRef(view_key, type_, str(location), _int(size, "view size"))
+            vref.root = ref
+            vref.offset = _int(offset, "view offset")
+            if vref.offset + vref.numel > numel:
+                raise ModelFormatError(
+                    f"{self.where}: storage view {view_key!r} overruns storage {key!r}"
+                )
+            self.storages["view:" + view_key] = vref
+        return vref
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) < 120 else text[:117] + "..."
+
+
+def _unpickle(data: bytes | BinaryIO, where: str) -> tuple[Any, RestrictedUnpickler]:
+    fh = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+    up = RestrictedUnpickler(fh, where)
+    try:
+        return up.load(), up
+    except ModelFormatError:
+        raise
+    except RecursionError as exc:
+        raise ModelFormatError(f"{where}: the pickle nests too deeply") from exc
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        struct.error,
+        MemoryError,
+        OverflowError,
+        UnicodeDecodeError,
+    ) as exc:
+        raise ModelFormatError(f"{where}: corrupt pickle data: {exc!r}") from exc
+
+
+def materialize(obj: Any, where: str, _depth: int = 0) -> Any:
+    """Replaces every LazyTensor in nested containers by its array."""
+    if _depth > 200:
+        raise ModelFormatError(f"{where}: containers nest too deeply")
+    if isinstance(obj, LazyTensor):
+        return obj.materialize(where)
+    if isinstance(obj, collections.OrderedDict):
+        return collections.OrderedDict(
+            (k, materialize(v, where, _depth + 1)) for k, v in obj.items()
+        )
+    if isinstance(obj, dict):
+        return {k: materialize(v, where, _depth + 1) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [materialize(v, where, _depth + 1) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(materialize(v, where, _depth + 1) for v in obj)
+    return obj
+
+
+# --- zip archives ------------------------------------------------------------
+
+
+def find_zip_prefix(zf: zipfile.ZipFile, where: str) -> str | None:
+    """The top folder holding data.pkl ('archive/' or the file stem), or
+    None when the archive is not a torch.save file."""
+    found = [
+        n[: -len("data.pkl")]
+        for n in zf.namelist()
+        if n.endswith("/data.pkl") and n.count("/") == 1
+    ]
+    if not found:
+        return None
+    if len(found) > 1:
+        raise ModelFormatError(
+            f"{where}: the archive holds several data.pkl files: {sorted(found)}"
+        )
+    return found[0]
+
+
+def _zip_member(
+    zf: zipfile.ZipFile, name: str, limit: int, where: str, need: int | None = None
+) -> bytes:
+    """The member's bytes (only the first ``need`` when given), after checking
+    its declared size against ``limit`` and ``need`` and refusing members
+    that would inflate far beyond their compressed size (zip bombs)."""
+    try:
+        info = zf.getinfo(name)
+    except KeyError:
+        raise ModelFormatError(f"{where}: archive member {name!r} is missing") from None
+    if info.file_size > limit:
+        raise ModelFormatError(
+            f"{where}: archive member {name!r} declares {info.file_size} bytes, "
+            f"above the {limit}-byte limit"
+        )
+    if (
+        info.compress_type != zipfile.ZIP_STORED
+        and info.file_size > (1 << 20)
+        and info.file_size > MAX_RATIO * max(info.compress_size, 1)
+    ):
+        raise ModelFormatError(
+            f"{where}: archive member {name!r} would inflate {info.compress_size} "
+            f"bytes to {info.file_size}; refused"
+        )
+    if need is not None and info.file_size < need:
+        raise ModelFormatError(
+            f"{where}: archive member {name!r} holds {info.file_size} bytes, "
+            f"{need} needed"
+        )
+    size = info.file_size if need is None else need
+    try:
+        with zf.open(info) as fh:
+            data = fh.read(size)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise ModelFormatError(f"{where}: cannot read {name!r}: {exc}") from exc
+    if len(data) != size:
+        raise ModelFormatError(f"{where}: archive member {name!r} is truncated")
+    return data
+
+
+def load_torch_zip(zf: zipfile.ZipFile, where: str) -> Any:
+    prefix = find_zip_prefix(zf, where)
+    if prefix is None:
+        raise ModelFormatError(f"{where}: a zip archive without */data.pkl")
+    names = {info.filename: info.file_size for info in zf.infolist()}
+    if prefix + "constants.pkl" in names or any(
+        n.startswith(prefix + "code/") for n in names
+    ):
+        raise ModelFormatError(
+            f"{where}: a TorchScript archive (torch.jit.save); fastlstm reads "
+            "state_dicts: torch.save(model.state_dict(), path)"
+        )
+    order = "little"
+    if prefix + "byteorder" in names:
+        raw = _zip_member(zf, prefix + "byteorder", 16, where).strip()
+        if raw not in (b"little", b"big"):
+            raise ModelFormatError(f"{where}: byteorder is {raw!r}")
+        order = raw.decode()
+    pkl = _zip_member(zf, prefix + "data.pkl", MAX_PICKLE_BYTES, where)
+    obj, up = _unpickle(pkl, f"{where}: data.pkl")
+    for ref in up.storages.values():
+        if ref.root is not None:
+            continue
+        dtype = ref.type.dtype
+        if order == "big":
+            dtype = dtype.newbyteorder(">")
+        member = f"{prefix}data/{ref.key}"
+        nbytes = ref.numel * dtype.itemsize
+        present = names.get(member)
+        if present is not None and present < nbytes:
+            raise ModelFormatError(
+                f"{where}: storage {member!r} holds {present} bytes, the pickle "
+                f"declares {ref.numel} x {dtype.itemsize} = {nbytes}"
+            )
+        raw = _zip_member(zf, member, MAX_STORAGE_BYTES, where, need=nbytes)
+        ref.data = np.frombuffer(raw, dtype, count=ref.numel)
+    return materialize(obj, where)
+
+
+# --- legacy (non-zip) files ---------------------------------------------------
+
+
+def is_legacy_torch_file(head: bytes) -> bool:
+    """True if the bytes start with the pickled legacy magic number."""
+    return head[:1] == b"\x80" and _MAGIC_BYTES in head[:16]
+
+
+def load_torch_legacy(fh: BinaryIO, size: int, where: str) -> Any:
+    magic, _ = _unpickle(fh, where)
+    if magic != LEGACY_MAGIC:
+        raise ModelFormatError(f"{where}: not a PyTorch file (bad magic number)")
+    protocol, _ = _unpickle(fh, where)
+    if protocol != LEGACY_PROTOCOL:
+        raise ModelFormatError(
+            f"{where}: unsupported legacy PyTorch protocol {protocol!r}"
+        )
+    sys_info, _ = _unpickle(fh, where)
+    little = True
+    if isinstance(sys_info, dict):
+        little = bool(sys_info.get("little_endian", True))
+    obj, up = _unpickle(fh, where)
+    keys, _ = _unpickle(fh, where)
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise ModelFormatError(f"{where}: the storage key list is corrupt")
+    order = "<" if little else ">"
+    for key in keys:
+        ref = up.storages.get(key)
+        if ref is None:
+            raise ModelFormatError(
+                f"{where}: storage {key!r} follows the pickle but is not used in it"
+            )
+        head = fh.read(8)
+        if len(head) != 8:
+            raise ModelFormatError(f"{where}: truncated before storage {key!r}")
+        numel = int.from_bytes(head, "little" if little else "big", signed=True)
+        dtype = ref.type.dtype.newbyteorder(order)
+        if numel != ref.numel:
+            raise ModelFormatError(
+                f"{where}: storage {key!r} holds {numel} elements, the pickle "
+                f"declares {ref.numel}"
+            )
+        nbytes = numel * dtype.itemsize
+        if nbytes > size - fh.tell():
+            raise ModelFormatError(
+                f"{where}: storage {key!r} needs {nbytes} bytes, the file is truncated"
+            )
+        raw = fh.read(nbytes)
+        if len(raw) != nbytes:
+            raise ModelFormatError(f"{where}: storage {key!r} is truncated")
+        ref.data = np.frombuffer(raw, dtype)
+    missing = [k for k, r in up.storages.items() if r.root is None and r.data is None]
+    if missing:
+        raise ModelFormatError(f"{where}: storages {missing[:5]} have no data")
+    return materialize(obj, where)
+
+
+def load_torch_file(path: str | os.PathLike) -> Any:
+    """The object ``torch.save`` wrote to ``path`` (zip or legacy format),
+    tensors as NumPy arrays. Never imports torch or runs code from the file."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(32)
+            size = os.fstat(fh.fileno()).st_size
+            if head[:4] == b"PK\x03\x04" or head[:4] == b"PK\x05\x06":
+                fh.seek(0)
+                try:
+                    zf = zipfile.ZipFile(fh)
+                except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                    raise ModelFormatError(
+                        f"{path}: corrupt zip archive: {exc}"
+                    ) from exc
+                with zf:
+                    return load_torch_zip(zf, path)
+            if is_legacy_torch_file(head):
+                fh.seek(0)
+                return load_torch_legacy(fh, size, path)
+    except OSError as exc:
+        raise ModelFormatError(f"{path}: cannot read the file: {exc}") from exc
+    raise ModelFormatError(
+        f"{path}: not a PyTorch file (neither a zip archive with data.pkl nor "
+        "a legacy torch.save pickle)"
+    )

@@ -1,0 +1,143 @@
+"""Writes TensorFlow tensor bundles (``.index`` SSTable + ``.data-*``) by
+hand, so the reader can be tested on crafted files (big-endian, snappy
+blocks, prefix-compressed keys, corrupt checksums) without TensorFlow."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastlstm.loaders.tf1_checkpoint import TABLE_MAGIC, crc32c
+
+DT = {
+    np.dtype(np.float32): 1,
+    np.dtype(np.float64): 2,
+    np.dtype(np.int32): 3,
+    np.dtype(np.int64): 9,
+    np.dtype(np.float16): 19,
+}
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def field(num: int, wire: int, payload: bytes) -> bytes:
+    return varint(num << 3 | wire) + payload
+
+
+def ld(num: int, payload: bytes) -> bytes:
+    return field(num, 2, varint(len(payload)) + payload)
+
+
+def mask(crc: int) -> int:
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def entry_proto(dtype: int, shape, offset: int, size: int, crc: int | None, **extra):
+    shape_pb = b"".join(ld(2, field(1, 0, varint(d))) for d in shape)
+    out = field(1, 0, varint(dtype)) + ld(2, shape_pb)
+    if extra.get("shard"):
+        out += field(3, 0, varint(extra["shard"]))
+    out += field(4, 0, varint(offset)) + field(5, 0, varint(size))
+    if crc is not None:
+        out += field(6, 5, mask(crc).to_bytes(4, "little"))
+    if extra.get("sliced"):
+        out += ld(7, b"")
+    return out
+
+
+def block(entries: list, restart_interval: int = 4) -> bytes:
+    out, restarts, prev = bytearray(), [], b""
+    for i, (key, value) in enumerate(entries):
+        if i % restart_interval == 0:
+            restarts.append(len(out))
+            shared = 0
+        else:
+            shared = 0
+            while shared < min(len(prev), len(key)) and prev[shared] == key[shared]:
+                shared += 1
+        out += varint(shared) + varint(len(key) - shared) + varint(len(value))
+        out += key[shared:] + value
+        prev = key
+    for r in restarts or [0]:
+        out += r.to_bytes(4, "little")
+    out += len(restarts or [0]).to_bytes(4, "little")
+    return bytes(out)
+
+
+def snappy_literal(data: bytes) -> bytes:
+    """Valid snappy: the length, then literals of at most 60 bytes."""
+    out = bytearray(varint(len(data)))
+    for i in range(0, len(data), 60):
+        chunk = data[i : i + 60]
+        out.append((len(chunk) - 1) << 2)
+        out += chunk
+    return bytes(out)
+
+
+def framed(contents: bytes, compress: bool, corrupt: bool = False) -> bytes:
+    kind = 0
+    if compress:
+        contents, kind = snappy_literal(contents), 1
+    crc = crc32c(contents + bytes([kind]))
+    if corrupt:
+        crc ^= 1
+    return contents + bytes([kind]) + mask(crc).to_bytes(4, "little")
+
+
+def write_bundle(
+    prefix,
+    tensors: dict,
+    *,
+    big_endian: bool = False,
+    compress: bool = False,
+    corrupt_block: bool = False,
+    bad_crc: str | None = None,
+    sliced: str | None = None,
+    num_shards: int = 1,
+    magic: int = TABLE_MAGIC,
+) -> None:
+    """A one-shard bundle of ``tensors`` (names sorted, as TF writes them)."""
+    data = bytearray()
+    entries = []
+    header = field(1, 0, varint(num_shards)) + field(2, 0, varint(int(big_endian)))
+    entries.append((b"", header))
+    for name in sorted(tensors):
+        arr = np.array(tensors[name], order="C")
+        raw = arr.astype(arr.dtype.newbyteorder(">" if big_endian else "<")).tobytes()
+        crc = crc32c(raw) ^ (1 if name == bad_crc else 0)
+        pb = entry_proto(
+            DT[arr.dtype], arr.shape, len(data), len(raw), crc, sliced=name == sliced
+        )
+        entries.append((name.encode(), pb))
+        data += raw
+    index = bytearray()
+    idx_entries = []
+    half = max(1, len(entries) // 2)  # two data blocks: two index handles
+    for chunk in (entries[:half], entries[half:]):
+        if not chunk:
+            continue
+        contents = block(chunk)
+        stored = snappy_literal(contents) if compress else contents
+        off = len(index)
+        index += framed(contents, compress, corrupt_block)
+        idx_entries.append((chunk[-1][0], varint(off) + varint(len(stored))))
+    index_block = block(idx_entries)
+    index_off = len(index)
+    index += framed(index_block, False)
+    meta_off = len(index)
+    meta = block([])
+    index += framed(meta, False)
+    footer = varint(meta_off) + varint(len(meta)) + varint(index_off)
+    footer += varint(len(index_block))
+    footer += bytes(40 - len(footer)) + magic.to_bytes(8, "little")
+    with open(f"{prefix}.index", "wb") as fh:
+        fh.write(bytes(index) + footer)
+    with open(f"{prefix}.data-00000-of-{num_shards:05d}", "wb") as fh:
+        fh.write(bytes(data))
