@@ -169,6 +169,8 @@ void fl_lstm_free(fl_lstm *lstm) {
     free(lstm);
 }
 
+int fl_lstm_input_size(const fl_lstm *L) { return L->desc.input_size; }
+
 fl_status fl_lstm_get_desc(const fl_lstm *lstm, fl_lstm_desc *out) {
     if (!lstm || !out) return FL_ERR_ARG;
     *out = lstm->desc;
@@ -387,6 +389,12 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
         const int n = (t0 + chunk <= T) ? chunk : T - t0;
         /* G holds the chunk's pre-activations in the input's own layout:
          * row (s, b) at G + (s * g_t + b * g_b) * 4H. */
+        /* batch 1 on several threads: each computes its own columns */
+        if (run->threads > 1 && B == 1 && !P && H >= 128 &&
+            fl_parallel_chunk(L, &gp, L->wx, L->ldx, L->wh, L->ldh, L->bias,
+                              L->peep, run, G, t0, n, run->threads,
+                              (float *)(base + w.par), seen))
+            continue;
         size_t g_t, g_b;
         if (!run->batch_major) {
             g_t = (size_t)B, g_b = 1;
@@ -401,10 +409,6 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
                                  G + (size_t)b * n * row4);
         }
 
-        if (run->threads > 1 && B == 1 && !P && H >= 128 &&
-            fl_parallel_chunk(L, &gp, L->wh, L->ldh, L->bias, L->peep, run, G, t0, n,
-                              run->threads, (float *)(base + w.par), seen))
-            continue;
 
         for (int s = 0; s < n; s++) {
             const int t = run->reverse ? t0 + n - 1 - s : t0 + s;

@@ -35,9 +35,13 @@ typedef struct shared {
     const fl_lstm_run *run;
     const float *wh;         /* (H, 4H) packed [i f o g], rows ldh apart */
     int ldh;
-    const float *G;          /* the chunk's input projections, row s = step */
+    const float *wx;         /* (I, 4H) packed, rows ldx apart */
+    int ldx;
+    const float *x;          /* the chunk's inputs, row s = step t0 + s */
+    float *G;                /* the chunk's input projections, row s = step;
+                                each thread fills its own columns */
     float *h[2];             /* double-buffered h (H) */
-    int units, t0, n, carry, nparts;
+    int units, input_size, t0, n, carry, nparts;
     atomic_int go; /* 0 wait, 1 run, -1 abort (a thread could not start) */
     barrier bar;
 } shared;
@@ -51,6 +55,8 @@ typedef struct part {
     uint8_t seen;
     unsigned gen;
 } part;
+
+static int run_input_size(const shared *sh) { return sh->input_size; }
 
 static void barrier_wait(barrier *b, unsigned *gen, int n) {
     unsigned g = *gen;
@@ -77,6 +83,14 @@ static void run_part(part *p) {
     const fl_lstm_run *run = sh->run;
     const size_t H = (size_t)sh->units, row4 = 4 * H, w = (size_t)p->w;
     const int T = run->steps;
+    const int I = run_input_size(sh);
+    /* input projection of this part's gate columns for every step of the
+     * chunk (columns are disjoint between parts: no sharing) */
+    for (size_t g = 0; g < 4; g++) {
+        const size_t col = g * H + (size_t)p->u0;
+        fl_gemm(sh->x, sh->n, I, I, sh->wx + col, (int)w, sh->ldx, sh->G + col,
+                (int)row4, 0);
+    }
     for (int s = 0; s < sh->n; s++) {
         const int t = run->reverse ? sh->t0 + sh->n - 1 - s : sh->t0 + s;
         const int k = run->reverse ? T - 1 - t : t;
@@ -128,18 +142,22 @@ size_t fl_parallel_workspace_floats(int units) {
 }
 
 int fl_parallel_chunk(const fl_lstm *L, const fl_gate_params *gp,
-                      const float *wh, int ldh, const float *bias,
-                      const float *peep,
-                      const fl_lstm_run *run, const float *G, int t0, int n,
+                      const float *wx, int ldx, const float *wh, int ldh,
+                      const float *bias, const float *peep,
+                      const fl_lstm_run *run, float *G, int t0, int n,
                       int threads, float *ws, uint8_t *seen) {
     const int H = gp->units;
     if (threads > FL_MAX_THREADS) threads = FL_MAX_THREADS;
-    (void)L;
     shared sh;
     memset(&sh, 0, sizeof sh);
     sh.run = run;
     sh.wh = wh;
     sh.ldh = ldh;
+    sh.wx = wx;
+    sh.ldx = ldx;
+    sh.input_size = fl_lstm_input_size(L);
+    sh.x = run->x + (size_t)t0 * (size_t)sh.input_size; /* batch 1: both
+                                                           layouts agree */
     sh.G = G;
     sh.units = H;
     sh.t0 = t0;

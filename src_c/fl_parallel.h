@@ -12,14 +12,18 @@
 size_t fl_parallel_workspace_floats(int units);
 
 /* Runs steps t0 .. t0+n-1 (in the run's processing order) of a batch-1,
- * projection-free layer on `threads` threads. G holds the chunk's input
- * projections (row s = step t0 + s), wh / bias / peep the packed weights.
+ * projection-free layer on `threads` threads, input projection included
+ * (G: (n, 4H) scratch, row s = step t0 + s; each thread fills its own
+ * columns). wx / wh / bias / peep are the packed weights.
  * Updates run->h, run->c, run->y and *seen. Returns 1, or 0 (nothing done)
  * if the threads could not be started. */
 int fl_parallel_chunk(const fl_lstm *L, const fl_gate_params *gp,
-                      const float *wh, int ldh, const float *bias,
-                      const float *peep,
-                      const fl_lstm_run *run, const float *G, int t0, int n,
+                      const float *wx, int ldx, const float *wh, int ldh,
+                      const float *bias, const float *peep,
+                      const fl_lstm_run *run, float *G, int t0, int n,
                       int threads, float *ws, uint8_t *seen);
+
+/* The layer's input size (fl_lstm is opaque outside fl_lstm.c). */
+int fl_lstm_input_size(const fl_lstm *L);
 
 #endif /* FL_PARALLEL_H */
