@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 
 from fastlstm import _inputs
+from fastlstm.composite import StackStream
 from fastlstm.errors import ConfigError, ModelFormatError, ShapeError, StreamError
-from fastlstm.lstm import LSTM, LSTMStream
+from fastlstm.lstm import LSTM
 from fastlstm.spec import LSTMSpec
 
 __all__ = ["LSTMStateTuple", "TF1LSTM", "TF1LSTMStream", "from_tf1"]
@@ -198,32 +199,14 @@ def _build(
     return layers
 
 
-class TF1LSTMStream:
+class TF1LSTMStream(StackStream):
     """Feeds a one-direction TF1LSTM a sequence in pieces, keeping its state:
     ``feed(x)`` (batch-major, or time-major if the model is) returns every
     step's output, ``step(x_t)`` one step's; ``state`` in TF's structure."""
 
     def __init__(self, model: TF1LSTM, batch_size: int) -> None:
+        super().__init__([layer.stream(batch_size) for layer in model._fw])
         self._model = model
-        self._streams: list[LSTMStream] = [
-            layer.stream(batch_size) for layer in model._fw
-        ]
-
-    batch_size = property(lambda self: self._streams[0].batch_size)
-
-    def feed(self, x: Any) -> np.ndarray:
-        for s in self._streams:
-            x = s.feed(x)
-        return x
-
-    def step(self, x: Any) -> np.ndarray:
-        for s in self._streams:
-            x = s.step(x)
-        return x
-
-    def reset(self) -> None:
-        for s in self._streams:
-            s.reset()
 
     @property
     def state(self) -> Any:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from fastlstm import _inputs
+from fastlstm.composite import StackStream
 from fastlstm.errors import ConfigError, ShapeError, StreamError, UnsupportedLayerError
 from fastlstm.loaders.torch_lstm import (
     TorchLSTMConfig,
@@ -254,31 +255,15 @@ def _seq(spec: LSTMSpec, backward: bool) -> LSTMSpec:
     )
 
 
-class TorchLSTMStream:
+class TorchLSTMStream(StackStream):
     """Feeds a unidirectional TorchLSTM a sequence in pieces, keeping (h, c)
     between calls: ``feed(x)`` takes (L, N, I) (or (N, L, I) with
     batch_first) and returns the output of each step; ``step(x_t)`` takes
     (N, I). ``state`` is ``(h_n, c_n)`` in torch's shapes."""
 
     def __init__(self, model: TorchLSTM, batch_size: int) -> None:
+        super().__init__([fw.stream(batch_size) for fw, _ in model._layers])
         self._model = model
-        self._streams = [fw.stream(batch_size) for fw, _ in model._layers]
-
-    batch_size = property(lambda self: self._streams[0].batch_size)
-
-    def feed(self, x: Any) -> np.ndarray:
-        for s in self._streams:
-            x = s.feed(x)
-        return x
-
-    def step(self, x: Any) -> np.ndarray:
-        for s in self._streams:
-            x = s.step(x)
-        return x
-
-    def reset(self) -> None:
-        for s in self._streams:
-            s.reset()
 
     @property
     def state(self) -> tuple[np.ndarray, np.ndarray]:
