@@ -3,11 +3,13 @@ the kernel runs without the GIL."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 from conftest import random_weights
 
 import fastlstm
@@ -108,3 +110,48 @@ def test_gil_is_released_during_the_kernel(rng):
     done.set()
     counter.join()
     assert during > 0.2 * free_rate * elapsed, (during, free_rate, elapsed)
+
+
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("extra", ["none", "mask", "lengths", "peepholes"])
+def test_threaded_batch1_matches_one_thread(rng, go_backwards, extra):
+    """threads=2/3 split the units of a batch-1 run across threads: same
+    numbers as one thread (to float rounding: the input projection is
+    computed by another kernel), and 2 and 3 threads agree exactly."""
+    w = random_weights(rng, 24, 256, peepholes=extra == "peepholes")
+    x = rng.normal(size=(1, 300, 24)).astype(np.float32)
+    kw = {}
+    if extra == "mask":
+        kw["mask"] = rng.random((1, 300)) < 0.7
+    if extra == "lengths":
+        kw["lengths"] = np.array([211])
+    outs = [
+        fastlstm.LSTM(
+            **w,
+            return_sequences=True,
+            return_state=True,
+            go_backwards=go_backwards,
+            threads=t,
+        )(x, **kw)
+        for t in (1, 2, 3)
+    ]
+    for a, b in zip(outs[0], outs[1]):
+        assert np.abs(a - b).max() < 1e-6
+    for a, b in zip(outs[1], outs[2]):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("bad", [0, 9, -1, 2.0, True, "2"])
+def test_threads_option_is_validated(rng, bad):
+    w = random_weights(rng, 3, 4)
+    with pytest.raises(fastlstm.ConfigError, match=r"threads must be None .* \[1, 8\]"):
+        fastlstm.LSTM(**w, threads=bad)
+
+
+def test_automatic_thread_choice(rng):
+    big = fastlstm.LSTM(**random_weights(rng, 8, 256))
+    small = fastlstm.LSTM(**random_weights(rng, 8, 64))
+    assert big._threads_for(1, 100) == min(2, os.cpu_count() or 1)
+    assert big._threads_for(4, 100) == 1  # batches use the GEMM path
+    assert big._threads_for(1, 4) == 1  # too short to pay for a thread
+    assert small._threads_for(1, 100) == 1  # small layers never slower
