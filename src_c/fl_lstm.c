@@ -140,6 +140,13 @@ fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,
     m->block = block;
     m->wx = (float *)(block + at_wx);
     m->wh = (float *)(block + at_wh);
+    /* the fused one-step product reads [Wx; Wh] as one matrix: the regions
+     * are adjacent because each row is a whole number of 64-byte lines */
+    if (m->wh != m->wx + n_wx) {
+        free(block);
+        free(m);
+        return FL_ERR_ARG;
+    }
     m->bias = (float *)(block + at_bias);
     m->ldh = (int)ldh;
     m->ldx = (int)ldx;
@@ -186,6 +193,7 @@ typedef struct ws_layout {
     size_t rec;   /* (B, 4H) recurrent product of one step, contiguous
                      (batch-major batches, whose gate rows lie far apart) */
     size_t par;   /* fl_parallel_chunk's buffers (batch 1, no projection) */
+    size_t xh;    /* (I + R): [x_t; h] of a one-step batch-1 call */
     size_t total;
 } ws_layout;
 
@@ -217,6 +225,9 @@ static fl_status plan_workspace(const fl_lstm *lstm, int batch, int steps,
     if (B > 1 && !layout_add(&off, B * 4 * H, &w->rec)) return FL_ERR_OVERFLOW;
     if (B == 1 && !P &&
         !layout_add(&off, fl_parallel_workspace_floats((int)H), &w->par))
+        return FL_ERR_OVERFLOW;
+    if (B == 1 && !layout_add(&off, (size_t)lstm->desc.input_size + (P ? P : H),
+                              &w->xh))
         return FL_ERR_OVERFLOW;
     if (off > SIZE_MAX - FL_ALIGN) return FL_ERR_OVERFLOW;
     w->total = off + FL_ALIGN; /* slack so any base address can be aligned */
@@ -389,14 +400,25 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
         const int n = (t0 + chunk <= T) ? chunk : T - t0;
         /* G holds the chunk's pre-activations in the input's own layout:
          * row (s, b) at G + (s * g_t + b * g_b) * 4H. */
+        /* one step of one row (streaming): Wx and Wh rows are stored back to
+         * back with one stride, so z = [x; h] @ [Wx; Wh] is a single pass */
+        const int fused = B == 1 && n == 1;
+        if (fused) {
+            float *xh = (float *)(base + w.xh);
+            memcpy(xh, run->x + (size_t)t0 * I, I * sizeof(float));
+            memcpy(xh + I, run->h, (size_t)R * sizeof(float));
+            fl_matvec(L->wx, (int)I + R, (int)row4, L->ldx, xh, G, 0);
+        }
         /* batch 1 on several threads: each computes its own columns */
-        if (run->threads > 1 && B == 1 && !P && H >= 128 &&
+        if (!fused && run->threads > 1 && B == 1 && !P && H >= 128 &&
             fl_parallel_chunk(L, &gp, L->wx, L->ldx, L->wh, L->ldh, L->bias,
                               L->peep, run, G, t0, n, run->threads,
                               (float *)(base + w.par), seen))
             continue;
         size_t g_t, g_b;
-        if (!run->batch_major) {
+        if (fused) {
+            g_t = 1, g_b = 1;
+        } else if (!run->batch_major) {
             g_t = (size_t)B, g_b = 1;
             input_projection(L, blas, run->x + (size_t)t0 * B * I, n * B, G);
         } else if (B > 1 && B <= FL_OWN_GEMM_MAX_BATCH &&
@@ -433,7 +455,7 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
             if (scratch)
                 fl_gemm(run->h, B, R, R, L->wh, (int)row4, L->ldh, rec, (int)row4,
                         0);
-            else
+            else if (!fused)
                 recurrent_product(L, blas, run->h, B, Gt, (int)(g_b * row4));
 
             /* gates; without projection m is h itself (Gt no longer needs
