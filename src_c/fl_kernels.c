@@ -39,44 +39,39 @@ void fl_matvec(const float *FL_RESTRICT W, int rows, int n, int ld,
 
 /*
  * Z(rows, n) (+)= A(rows, K) @ W(K, n), all row-major with leading dimensions
- * lda, n, ldz. Register tiles of TR rows x TC columns stay in vector
+ * lda, ldw, ldz. Register tiles of TR rows x TC columns stay in vector
  * registers across the whole K loop; each W row segment is loaded once per
- * tile and reused for TR rows. Edges (rows % TR, n % TC) take plain loops.
- * Tile sizes per instruction set: AVX-512 8 x 32 (16 zmm accumulators),
- * AVX2 4 x 16 (8 ymm), baseline 4 x 8.
+ * tile and reused for TR rows. Rows left over take 4-row tiles, then single
+ * rows; columns left over (n % TC) a plain loop. Tile sizes per instruction
+ * set: AVX-512 12 x 32 (24 zmm accumulators), AVX2 4 x 16 (8 ymm), baseline
+ * 4 x 8.
  */
+#define FL_GEMM_TILE(TR, TC)                                                   \
+    for (; r0 + TR <= rows; r0 += TR) {                                        \
+        float acc[TR][TC];                                                     \
+        for (int r = 0; r < TR; r++)                                           \
+            for (int j = 0; j < TC; j++)                                       \
+                acc[r][j] =                                                    \
+                    accumulate ? Z[(size_t)(r0 + r) * ldz + j0 + j] : 0.0f;    \
+        for (int k = 0; k < K; k++) {                                          \
+            const float *FL_RESTRICT w = W + (size_t)k * ldw + j0;             \
+            for (int r = 0; r < TR; r++) {                                     \
+                const float s = A[(size_t)(r0 + r) * lda + k];                 \
+                for (int j = 0; j < TC; j++) acc[r][j] += s * w[j];            \
+            }                                                                  \
+        }                                                                      \
+        for (int r = 0; r < TR; r++)                                           \
+            for (int j = 0; j < TC; j++)                                       \
+                Z[(size_t)(r0 + r) * ldz + j0 + j] = acc[r][j];                \
+    }
+
 #define FL_GEMM_BODY(TR, TC)                                                   \
     int j0 = 0;                                                                \
     for (; j0 + TC <= n; j0 += TC) {                                           \
         int r0 = 0;                                                            \
-        for (; r0 + TR <= rows; r0 += TR) {                                    \
-            float acc[TR][TC];                                                 \
-            for (int r = 0; r < TR; r++)                                       \
-                for (int j = 0; j < TC; j++)                                   \
-                    acc[r][j] = accumulate ? Z[(size_t)(r0 + r) * ldz + j0 + j] \
-                                           : 0.0f;                             \
-            for (int k = 0; k < K; k++) {                                      \
-                const float *FL_RESTRICT w = W + (size_t)k * ldw + j0;         \
-                for (int r = 0; r < TR; r++) {                                 \
-                    const float s = A[(size_t)(r0 + r) * lda + k];             \
-                    for (int j = 0; j < TC; j++) acc[r][j] += s * w[j];        \
-                }                                                              \
-            }                                                                  \
-            for (int r = 0; r < TR; r++)                                       \
-                for (int j = 0; j < TC; j++)                                   \
-                    Z[(size_t)(r0 + r) * ldz + j0 + j] = acc[r][j];            \
-        }                                                                      \
-        for (; r0 < rows; r0++) { /* leftover rows of this column block */    \
-            float acc[TC];                                                     \
-            for (int j = 0; j < TC; j++)                                       \
-                acc[j] = accumulate ? Z[(size_t)r0 * ldz + j0 + j] : 0.0f;     \
-            for (int k = 0; k < K; k++) {                                      \
-                const float s = A[(size_t)r0 * lda + k];                       \
-                const float *FL_RESTRICT w = W + (size_t)k * ldw + j0;         \
-                for (int j = 0; j < TC; j++) acc[j] += s * w[j];               \
-            }                                                                  \
-            for (int j = 0; j < TC; j++) Z[(size_t)r0 * ldz + j0 + j] = acc[j]; \
-        }                                                                      \
+        FL_GEMM_TILE(TR, TC)                                                   \
+        FL_GEMM_TILE(4, TC)                                                    \
+        FL_GEMM_TILE(1, TC)                                                    \
     }                                                                          \
     for (int r = 0; r < rows && j0 < n; r++) { /* leftover columns */         \
         float *FL_RESTRICT z = Z + (size_t)r * ldz;                            \
@@ -97,7 +92,7 @@ void fl_matvec(const float *FL_RESTRICT W, int rows, int n, int ld,
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
     !defined(FL_NO_CLONES) && !defined(__SANITIZE_ADDRESS__)
 __attribute__((target("arch=x86-64-v4"))) static void gemm_v4(FL_GEMM_ARGS) {
-    FL_GEMM_BODY(8, 32)
+    FL_GEMM_BODY(12, 32)
 }
 __attribute__((target("arch=x86-64-v3"))) static void gemm_v3(FL_GEMM_ARGS) {
     FL_GEMM_BODY(4, 16)
