@@ -3,6 +3,7 @@ argument. Everything the C core receives has passed through here."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -126,9 +127,10 @@ def pair_input(initial_state: Any, name: str = "initial_state") -> tuple[Any, An
 
 
 def is_sequence(value: Any, length: int) -> bool:
-    """True for a list/tuple-like (not an ndarray) of ``length`` items."""
+    """True for a list/tuple-like (not an ndarray, string or mapping) of
+    ``length`` items."""
     return (
-        not isinstance(value, (np.ndarray, str, bytes))
+        not isinstance(value, (np.ndarray, str, bytes, Mapping))
         and hasattr(value, "__len__")
         and hasattr(value, "__getitem__")
         and len(value) == length

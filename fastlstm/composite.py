@@ -9,7 +9,14 @@ import numpy as np
 
 from fastlstm import _inputs
 from fastlstm.errors import ConfigError, ShapeError, StreamError
-from fastlstm.lstm import LSTM, LSTMStream, Output, _prepare, _Prepared
+from fastlstm.lstm import (
+    LSTM,
+    LSTMStream,
+    Output,
+    _prepare,
+    _Prepared,
+    refuse_pickle,
+)
 
 __all__ = ["Bidirectional", "Stack", "StackStream", "MERGE_MODES"]
 
@@ -249,6 +256,9 @@ class StackStream:
         self._streams = streams
 
     batch_size = property(lambda self: self._streams[0].batch_size)
+
+    def __reduce_ex__(self, protocol: object) -> tuple:
+        refuse_pickle(self)
 
     def step(self, x: Any, mask: Any = None) -> np.ndarray:
         for s in self._streams:

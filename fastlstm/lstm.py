@@ -135,6 +135,14 @@ class LSTM:
             spec.proj_clip,
         )
 
+    def __reduce__(self) -> tuple:
+        """Pickles the spec (NumPy weights) and options, never the packed C
+        weights: unpickling packs them again, so outputs are bit-identical."""
+        return (
+            _rebuild_lstm,
+            (self._spec, self._time_major, self._nan_policy, self._threads),
+        )
+
     # -- description ---------------------------------------------------------
     spec = property(lambda self: self._spec, doc="The layer's LSTMSpec.")
     input_size = property(lambda self: self._spec.input_size)
@@ -269,6 +277,24 @@ class LSTM:
         return LSTMStream(self, batch_size)
 
 
+def _rebuild_lstm(
+    spec: LSTMSpec, time_major: bool, nan_policy: str, threads: int | None
+) -> LSTM:
+    """Unpickles an LSTM (see LSTM.__reduce__)."""
+    return LSTM.from_spec(
+        spec, time_major=time_major, nan_policy=nan_policy, threads=threads
+    )
+
+
+def refuse_pickle(obj: object) -> None:
+    """Raises the TypeError every stream gives to pickle."""
+    raise TypeError(
+        f"{type(obj).__name__} cannot be pickled: a stream holds running state "
+        "tied to this process. Pickle the model and create a new stream from it "
+        "(copy the state across with stream.state if needed)"
+    )
+
+
 class _Prepared:
     """Validated call inputs in the layout the kernel reads."""
 
@@ -340,6 +366,9 @@ class LSTMStream(StreamCore):
 
     layer = property(lambda self: self._layer)
     batch_size = property(lambda self: self._batch)
+
+    def __reduce_ex__(self, protocol: object) -> tuple:
+        refuse_pickle(self)
 
     def reset(self) -> None:
         """Zeroes h and c (and forgets which rows have seen a valid step)."""

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from fastlstm import _inputs
-from fastlstm.errors import FastLSTMError, ShapeError, StreamError
+from fastlstm.errors import DTypeError, FastLSTMError, ShapeError, StreamError
 from fastlstm.keras_layers import (
     BidirectionalLayer,
     Carry,
@@ -20,7 +20,7 @@ from fastlstm.keras_layers import (
     RunContext,
     build_layer,
 )
-from fastlstm.spec import ModelSpec
+from fastlstm.spec import ModelSpec, check_elements
 
 __all__ = ["Model", "ModelStream"]
 
@@ -50,6 +50,12 @@ class Model:
             if isinstance(self._layers[n], Recurrent)
         )
         self._shapes: tuple[list, list] | None = None
+
+    def __reduce__(self) -> tuple:
+        """Pickles the spec (config and NumPy weights), never C pointers; the
+        unpickled model is rebuilt from it. Like a Keras file, the state of
+        stateful layers is not pickled: the copy starts from zeros."""
+        return (Model, (self.spec,))
 
     def _stateful_names(self, used: set) -> list[str]:
         names = []
@@ -139,7 +145,10 @@ class Model:
         """Step-by-step streaming through the model (recurrent state kept)."""
         return ModelStream(self, batch_size)
 
-    def _input_arrays(self, x: Inputs) -> list[np.ndarray]:
+    def _input_arrays(self, x: Inputs, streaming: bool = False) -> list[np.ndarray]:
+        """Checked input arrays. A stream feeds pieces of the sequence, so
+        there the declared time length (axis 1 of 3-D inputs) is not
+        enforced."""
         names = self.input_names
         if isinstance(x, dict):
             missing = [n for n in names if n not in x]
@@ -160,14 +169,21 @@ class Model:
             )
         arrays = []
         for name, item, shape in zip(names, items, self.spec.input_shapes):
-            arr = np.asarray(item)
+            try:
+                arr = np.asarray(item)
+            except Exception as exc:  # ragged lists and other oddities
+                raise DTypeError(
+                    f"input {name!r} cannot be read as an array: {exc}"
+                ) from exc
+            check_elements(arr.shape, f"input {name!r}")
             if arr.dtype.kind not in "fiub":
                 raise ShapeError(
                     f"input {name!r} has dtype {arr.dtype}; numbers expected"
                 )
             if shape is not None:
+                free = {0, 1} if streaming and len(shape) == 3 else {0}
                 if arr.ndim != len(shape) or any(
-                    d is not None and k > 0 and d != s
+                    d is not None and k not in free and d != s
                     for k, (d, s) in enumerate(zip(shape, arr.shape))
                 ):
                     raise ShapeError(
@@ -342,13 +358,18 @@ class ModelStream:
 
     batch_size = property(lambda self: self._batch)
 
+    def __reduce_ex__(self, protocol: object) -> tuple:
+        from fastlstm.lstm import refuse_pickle
+
+        refuse_pickle(self)
+
     def reset(self) -> None:
         for carry in self._ctx.carries.values():
             carry.states.clear()
 
     def _run_flat(self, x: Inputs) -> list:
         """Runs a chunk (batch, time, ...) per input; returns the outputs."""
-        arrays = self._model._input_arrays(x)
+        arrays = self._model._input_arrays(x, streaming=True)
         if arrays[0].shape[0] != self._batch:
             raise ShapeError(
                 f"batch size {arrays[0].shape[0]} but the stream was made "

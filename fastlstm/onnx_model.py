@@ -437,6 +437,7 @@ class OnnxModel:
 
     def __init__(self, graph: Graph, *, numpy_fallback: bool = True) -> None:
         self.graph = graph
+        self._numpy_fallback = bool(numpy_fallback)
         self.input_names = list(graph.inputs)
         self.output_names = list(graph.outputs)
         self.opset = graph.opset
@@ -481,6 +482,11 @@ class OnnxModel:
                     f"{graph.source}: graph output {name!r} is never computed"
                 )
         self._consts = consts
+
+    def __reduce__(self) -> tuple:
+        """Pickles the parsed graph (NumPy initializers), never C pointers;
+        unpickling rebuilds the model from it."""
+        return (_rebuild_onnx, (self.graph, self._numpy_fallback))
 
     @property
     def lstm_nodes(self) -> list[dict]:
@@ -556,6 +562,11 @@ class OnnxModel:
         if missing:
             raise ConfigError(f"output(s) {missing} not computed; outputs: {names}")
         return [env[n] for n in names]
+
+
+def _rebuild_onnx(graph: Graph, numpy_fallback: bool) -> OnnxModel:
+    """Unpickles an OnnxModel (see OnnxModel.__reduce__)."""
+    return OnnxModel(graph, numpy_fallback=numpy_fallback)
 
 
 def from_onnx(model: Any, *, numpy_fallback: bool = True) -> OnnxModel:

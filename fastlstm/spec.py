@@ -87,7 +87,10 @@ def _check_clip(value: float | None, name: str, problems: list[str]) -> None:
         return
     if not (np.isfinite(v) and v > 0):
         problems.append(f"{name} must be a positive finite number, got {v}")
-    elif not (np.isfinite(np.float32(v)) and np.float32(v) > 0):
+        return
+    with np.errstate(over="ignore", under="ignore"):
+        v32 = np.float32(v)
+    if not (np.isfinite(v32) and v32 > 0):
         problems.append(f"{name}={v} is not representable as a positive float32")
 
 

@@ -98,3 +98,19 @@ def test_bidirectional_model_refuses_to_stream():
 def test_from_keras_needs_a_keras_model():
     with pytest.raises(TypeError, match="takes a Keras model"):
         fastlstm.from_keras(object())
+
+
+def test_stream_of_a_model_with_a_fixed_time_length():
+    """Fixtures declare their time length; a stream feeds one step at a time
+    and must equal predict on the whole sequence."""
+    path = KERAS / "k2_masking_lstm_h5" / "model.h5"
+    if not path.exists():
+        pytest.skip("fixture missing")
+    model = fastlstm.load(path)
+    assert model.inputs[0][1] is not None  # a declared time length
+    x = dict(np.load(path.parent / "ref.npz"))["x"]
+    want = model.predict(x)
+    stream = model.stream(x.shape[0])
+    for t in range(x.shape[1]):
+        out = stream.step(x[:, t])
+    assert np.abs(out - want).max() < 1e-6

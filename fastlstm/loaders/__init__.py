@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import h5py
 
-from fastlstm.errors import ConfigError, FastLSTMError, ModelFormatError
+from fastlstm.errors import (
+    ConfigError,
+    DTypeError,
+    FastLSTMError,
+    ModelFormatError,
+    NonFiniteError,
+    ShapeError,
+)
 from fastlstm.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -159,10 +166,14 @@ def _zip_kind(zf: zipfile.ZipFile, path: str) -> str:
 def _family(path: str) -> str:
     kind = sniff(path)
     if kind == "zip":
+        from fastlstm.loaders.torch_pickle import ZIP_ERRORS
+
         try:
             with zipfile.ZipFile(path) as zf:
                 kind = _zip_kind(zf, path)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        except FastLSTMError:
+            raise
+        except ZIP_ERRORS as exc:
             raise ModelFormatError(f"{path}: corrupt zip archive: {exc}") from exc
         if kind == "npz":
             return "npz"
@@ -195,9 +206,11 @@ def load_spec(
             "use fastlstm.load(path) for it"
         )
     if kind == "zip":
+        from fastlstm.loaders.torch_pickle import ZIP_ERRORS
+
         try:
             zf = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        except ZIP_ERRORS as exc:
             raise ModelFormatError(f"{path}: corrupt zip archive: {exc}") from exc
         with zf:
             zkind = _zip_kind(zf, path)
@@ -335,7 +348,12 @@ def load(
         from fastlstm.model import Model
 
         return Model(load_spec(path, config=config, keras_version=keras_version))
-    return _load_family(family, None, path, given)
+    try:
+        return _load_family(family, None, path, given)
+    except (NonFiniteError, ShapeError, DTypeError) as exc:
+        # weights the file holds that fail validation: the file is bad (as
+        # the Keras loaders report it), whatever the array check said
+        raise ModelFormatError(f"{path}: {exc}") from exc
 
 
 def _read_npz(path: str) -> dict:

@@ -26,7 +26,7 @@ def load_keras_h5(path: str, f: h5py.File, config: Any = None) -> ModelSpec:
         if "model_weights" not in f:
             raise ModelFormatError(f"{path}: has a model_config but no model_weights")
         weights_group = _h5.get(f, "model_weights", path)
-        file_config = attrs.get("model_config")
+        file_config = _h5.attr(f, "model_config", path)
         if config is None:
             if file_config is None:
                 raise ModelFormatError(f"{path}: model_config attribute is missing")
@@ -42,7 +42,12 @@ def load_keras_h5(path: str, f: h5py.File, config: Any = None) -> ModelSpec:
             )
         fmt = "Keras .h5 (weights only)"
     version = _h5.text(
-        weights_group.attrs.get("keras_version", attrs.get("keras_version", "1"))
+        _h5.attr(
+            weights_group,
+            "keras_version",
+            path,
+            _h5.attr(f, "keras_version", path, "1"),
+        )
     )
     skeleton = parse_model_config(
         load_config(config, path), keras_version=version, source=path, source_format=fmt

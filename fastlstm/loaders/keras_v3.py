@@ -24,6 +24,7 @@ from fastlstm.keras_layers import OP_CLASSES, WEIGHTED_CLASSES
 from fastlstm.loaders import _h5
 from fastlstm.loaders._keras_config import load_config, parse_model_config
 from fastlstm.loaders._weights import attach_weights
+from fastlstm.loaders.torch_pickle import ZIP_ERRORS
 from fastlstm.spec import LayerSpec, ModelSpec
 
 MAX_MEMBER_BYTES = 1 << 31  # refuse archive members that inflate beyond 2 GiB
@@ -50,7 +51,7 @@ def _member(zf: zipfile.ZipFile, name: str, path: str) -> bytes:
         )
     try:
         return zf.read(name)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+    except ZIP_ERRORS as exc:
         raise ModelFormatError(
             f"{path}: cannot read {name!r} from the archive: {exc}"
         ) from exc

@@ -27,6 +27,7 @@ import os
 import pickle
 import struct
 import zipfile
+import zlib
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -51,6 +52,19 @@ MAX_STORAGE_BYTES = 1 << 34  # 16 GiB: one storage
 MAX_TENSOR_ELEMENTS = 1 << 32
 MAX_NDIM = 32
 MAX_RATIO = 200  # a compressed member inflating more than this is refused
+# What zipfile (and zlib under it) raise on corrupt archives: bad headers,
+# undecodable names, unknown compression methods, encryption, bad streams.
+ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    OSError,
+    EOFError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+    OverflowError,
+    zlib.error,
+)
 
 # storage class name -> (NumPy dtype of the stored bytes, little-endian)
 STORAGE_DTYPES = {
@@ -454,7 +468,7 @@ def _zip_member(
     try:
         with zf.open(info) as fh:
             data = fh.read(size)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+    except ZIP_ERRORS as exc:
         raise ModelFormatError(f"{where}: cannot read {name!r}: {exc}") from exc
     if len(data) != size:
         raise ModelFormatError(f"{where}: archive member {name!r} is truncated")
@@ -569,7 +583,7 @@ def load_torch_file(path: str | os.PathLike) -> Any:
                 fh.seek(0)
                 try:
                     zf = zipfile.ZipFile(fh)
-                except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                except ZIP_ERRORS as exc:
                     raise ModelFormatError(
                         f"{path}: corrupt zip archive: {exc}"
                     ) from exc
