@@ -431,12 +431,13 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
         } else if (!run->batch_major) {
             g_t = (size_t)B, g_b = 1;
             input_projection(L, blas, run->x + (size_t)t0 * B * I, n * B, G);
-        } else if (B > 1 && B <= FL_OWN_GEMM_MAX_BATCH &&
+        } else if (B > 1 && B <= FL_OWN_GEMM_MAX_BATCH && n < 64 &&
                    (size_t)T * I <= (size_t)INT32_MAX) {
-            /* batch-major batches: one product per step over its B rows
-             * (T*I floats apart), into a time-major gate buffer whose rows
-             * the recurrent product then updates in place. Measured faster
-             * than BLAS here: no packing, and no strided gate rows later. */
+            /* batch-major batches in short chunks: one product per step over
+             * its B rows (T*I floats apart), into a time-major gate buffer
+             * whose rows the recurrent product then updates in place. Faster
+             * than BLAS on short per-row pieces (no repacking, no strided
+             * gate rows); long chunks keep BLAS below (measured). */
             g_t = (size_t)B, g_b = 1;
             for (int s = 0; s < n; s++)
                 fl_gemm(run->x + (size_t)(t0 + s) * I, B, (int)I, T * (int)I,
