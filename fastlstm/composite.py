@@ -13,8 +13,8 @@ from fastlstm.lstm import (
     LSTM,
     LSTMStream,
     Output,
-    _prepare,
     _Prepared,
+    prepare_call,
     refuse_pickle,
 )
 
@@ -94,8 +94,7 @@ class Bidirectional:
         lengths: Any = None,
     ) -> Output:
         """initial_state: [h_fw, c_fw, h_bw, c_bw] or None."""
-        xs, B, T = _inputs.sequence_input(x, self.input_size, self.time_major)
-        p = _prepare(xs, B, T, self.time_major, mask, lengths)
+        p = prepare_call(x, self.input_size, self.time_major, mask, lengths)
         out, states = self._forward(p, initial_state, self.return_sequences)
         outputs = list(out) if self.merge_mode is None else [out]
         if self.return_state:
@@ -209,8 +208,7 @@ class Stack:
         lengths: Any = None,
     ) -> Output:
         """initial_state: one state list per layer (see the class doc)."""
-        xs, B, T = _inputs.sequence_input(x, self.input_size, self.time_major)
-        p = _prepare(xs, B, T, self.time_major, mask, lengths)
+        p = prepare_call(x, self.input_size, self.time_major, mask, lengths)
         n = len(self.layers)
         if initial_state is not None and not _inputs.is_sequence(initial_state, n):
             raise ShapeError(

@@ -180,8 +180,7 @@ class LSTM:
         mask: ArrayLike | None = None,
         lengths: ArrayLike | None = None,
     ) -> Output:
-        xs, B, T = _inputs.sequence_input(x, self.input_size, self._time_major)
-        p = _prepare(xs, B, T, self._time_major, mask, lengths)
+        p = prepare_call(x, self.input_size, self._time_major, mask, lengths)
         out, (h, c) = self._forward(p, initial_state, self._spec.return_sequences)
         return [out, h, c] if self._spec.return_state else out
 
@@ -325,6 +324,14 @@ class _Prepared:
             inside = t[None, :] < self.lengths[:, None]  # (batch, time)
             valid &= inside.T if self.time_major else inside
         return valid
+
+
+def prepare_call(
+    x: Any, input_size: int, time_major: bool, mask: Any, lengths: Any
+) -> _Prepared:
+    """Checks and converts a sequence call's x, mask and lengths."""
+    xs, B, T = _inputs.sequence_input(x, input_size, time_major)
+    return _prepare(xs, B, T, time_major, mask, lengths)
 
 
 def _prepare(
