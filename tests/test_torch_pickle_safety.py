@@ -286,3 +286,28 @@ def test_zip_bomb_member_refused(tmp_path):
         zf.writestr("archive/data/0", st.data["0"])
     with pytest.raises(fastlstm.ModelFormatError, match="would inflate .* refused"):
         load_torch_file(path)
+
+
+@pytest.mark.parametrize("opcode", [b"r", b"j"])  # LONG_BINPUT, LONG_BINGET
+def test_absurd_memo_index_is_refused_before_the_unpickler_allocates(tmp_path, opcode):
+    """A few corrupt bytes in a pickle can make CPython's unpickler grow its
+    memo table to billions of entries (found by fuzzing: 28 s, 2.7 GB). The
+    opcode stream is scanned first, so the file is refused at once."""
+    import struct
+    import time
+    import tracemalloc
+
+    magic = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+    data = b"\x80\x02\x8a\x0a" + magic + opcode + struct.pack("<I", 2**31) + b"."
+    path = tmp_path / "legacy.pt"
+    path.write_bytes(data + b"\x00" * 64)
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    with pytest.raises(
+        fastlstm.ModelFormatError, match=r"memo index 2147483648 .* absurd"
+    ):
+        fastlstm.load(path)
+    elapsed = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert elapsed < 2.0 and peak < 50 << 20

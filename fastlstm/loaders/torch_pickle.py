@@ -25,6 +25,7 @@ import collections
 import io
 import os
 import pickle
+import pickletools
 import struct
 import zipfile
 import zlib
@@ -371,8 +372,66 @@ def _short(value: Any) -> str:
     return text if len(text) < 120 else text[:117] + "..."
 
 
+# A pickle that stores into memo slot n makes CPython's unpickler grow its
+# memo table to n entries, and a FRAME opcode makes it read (allocate) the
+# declared frame size: a few corrupt bytes can ask for gigabytes. Legitimate
+# state_dicts use a few memo slots per tensor.
+MAX_MEMO_INDEX = 1_000_000
+_MEMO_OPS = {"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"}
+
+
+class _BoundedReader:
+    """read(n) never asks the file for more than what is left in it."""
+
+    def __init__(self, fh: BinaryIO, remaining: int) -> None:
+        self._fh, self._left = fh, remaining
+
+    def read(self, n: int = -1) -> bytes:
+        n = self._left if n is None or n < 0 else min(n, self._left)
+        data = self._fh.read(n)
+        self._left -= len(data)
+        return data
+
+    def readline(self) -> bytes:
+        line = self._fh.readline(max(self._left, 0))
+        self._left -= len(line)
+        return line
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+
+def _prescan(fh: BinaryIO, where: str) -> None:
+    """Walks the next pickle's opcodes without running any of them and
+    refuses absurd memo indices and frame sizes before the real unpickler
+    sees them. Leaves fh where it was."""
+    start = fh.tell()
+    fh.seek(0, io.SEEK_END)
+    end = fh.tell()
+    fh.seek(start)
+    try:
+        for op, arg, pos in pickletools.genops(_BoundedReader(fh, end - start)):
+            if op.name in _MEMO_OPS and isinstance(arg, int) and arg > MAX_MEMO_INDEX:
+                raise ModelFormatError(
+                    f"{where}: pickle memo index {arg} at byte {pos} is absurd "
+                    f"(limit {MAX_MEMO_INDEX})"
+                )
+            if op.name == "FRAME" and isinstance(arg, int) and arg > end - start:
+                raise ModelFormatError(
+                    f"{where}: pickle frame of {arg} bytes at byte {pos} is longer "
+                    "than the file"
+                )
+    except ModelFormatError:
+        raise
+    except (ValueError, EOFError, UnicodeDecodeError, struct.error) as exc:
+        raise ModelFormatError(f"{where}: corrupt pickle data: {exc!r}") from exc
+    finally:
+        fh.seek(start)
+
+
 def _unpickle(data: bytes | BinaryIO, where: str) -> tuple[Any, RestrictedUnpickler]:
     fh = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+    _prescan(fh, where)
     up = RestrictedUnpickler(fh, where)
     try:
         return up.load(), up
