@@ -172,9 +172,6 @@ class Layer:
     def param_count(self) -> int:
         return int(sum(w.size for w in self.weights))
 
-    def reset_states(self) -> None:
-        pass
-
     def __repr__(self) -> str:
         return f"<{self.class_name} {self.name!r}>"
 
@@ -191,7 +188,6 @@ class RunContext:
     """Per-call options: where recurrent layers keep state across calls."""
 
     carries: dict  # layer name -> Carry, for stateful layers and streams
-    streaming: bool = False
 
 
 def _as_array(x: Any, where: str) -> np.ndarray:
@@ -521,9 +517,6 @@ class Recurrent(Layer):
     @property
     def input_size(self) -> int:
         return self.cores[0].input_size
-
-    def reset_states(self) -> None:
-        pass  # the model owns the carries
 
     def call(self, inputs, masks, node, ctx):
         x = np.asarray(inputs[0])

@@ -354,7 +354,7 @@ class ModelStream:
         names = [
             n for n, layer in model._layers.items() if isinstance(layer, Recurrent)
         ]
-        self._ctx = RunContext({n: Carry([]) for n in names}, streaming=True)
+        self._ctx = RunContext({n: Carry([]) for n in names})
 
     batch_size = property(lambda self: self._batch)
 

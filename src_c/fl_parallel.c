@@ -56,8 +56,6 @@ typedef struct part {
     unsigned gen;
 } part;
 
-static int run_input_size(const shared *sh) { return sh->input_size; }
-
 static void barrier_wait(barrier *b, unsigned *gen, int n) {
     unsigned g = *gen;
     if ((int)atomic_fetch_add(&b->arrived, 1) == n - 1) {
@@ -83,7 +81,7 @@ static void run_part(part *p) {
     const fl_lstm_run *run = sh->run;
     const size_t H = (size_t)sh->units, row4 = 4 * H, w = (size_t)p->w;
     const int T = run->steps;
-    const int I = run_input_size(sh);
+    const int I = sh->input_size;
     /* input projection of this part's gate columns for every step of the
      * chunk (columns are disjoint between parts: no sharing) */
     for (size_t g = 0; g < 4; g++) {

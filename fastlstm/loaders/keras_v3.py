@@ -25,7 +25,7 @@ from fastlstm.loaders import _h5
 from fastlstm.loaders._keras_config import load_config, parse_model_config
 from fastlstm.loaders._weights import attach_weights
 from fastlstm.loaders.torch_pickle import ZIP_ERRORS
-from fastlstm.spec import LayerSpec, ModelSpec
+from fastlstm.spec import ModelSpec
 
 MAX_MEMBER_BYTES = 1 << 31  # refuse archive members that inflate beyond 2 GiB
 MAX_RATIO = 200  # ... or more than 200 times their compressed size
@@ -195,7 +195,3 @@ def _collect(g: h5py.Group, class_name: str, cfg: dict, where: str) -> list:
             )
         return out
     raise UnsupportedLayerError(f"{where}: no weight layout known for {class_name}")
-
-
-def layer_spec_paths(spec: LayerSpec) -> str:  # pragma: no cover - debugging aid
-    return snake_case(spec.class_name)
