@@ -187,10 +187,19 @@ def test_keras1_weights_file_with_config(tmp_path):
 
 @pytest.mark.parametrize("axis", [1, -1])
 def test_softmax_layer_on_any_axis(tmp_path, axis):
-    cfg = {"class_name": "Sequential", "config": {"name": "s", "layers": [
-        {"class_name": "InputLayer", "config": {"name": "inp",
-                                                "batch_input_shape": [None, 4, 3]}},
-        {"class_name": "Softmax", "config": {"name": "sm", "axis": axis}}]}}
+    cfg = {
+        "class_name": "Sequential",
+        "config": {
+            "name": "s",
+            "layers": [
+                {
+                    "class_name": "InputLayer",
+                    "config": {"name": "inp", "batch_input_shape": [None, 4, 3]},
+                },
+                {"class_name": "Softmax", "config": {"name": "sm", "axis": axis}},
+            ],
+        },
+    }
     path = tmp_path / "softmax.h5"
     with h5py.File(path, "w") as f:
         f.attrs["keras_version"] = "2.21.0"

@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 
 from fastlstm.errors import ModelFormatError
+from fastlstm.loaders._h5_vlen import check_vlen_attribute
 
 # Largest dataset a loader reads (elements): far above any LSTM's weights,
 # far below what would exhaust memory.
@@ -44,6 +45,13 @@ def attr(obj: Any, key: str, where: str, default: Any = None) -> Any:
         nbytes = n * max(aid.dtype.itemsize, 1)
     except (OSError, ValueError, TypeError, RuntimeError) as exc:
         raise ModelFormatError(f"{where}: unreadable attribute {key!r}: {exc}") from exc
+    if aid.dtype.fields is not None or aid.dtype.subdtype is not None:
+        raise ModelFormatError(
+            f"{where}: attribute {key!r} has the compound type {aid.dtype}; "
+            "a string, a list of strings or numbers expected"
+        )
+    if aid.dtype.kind == "O":  # variable length: descriptors checked first
+        check_vlen_attribute(obj, key, where)
     if nbytes > MAX_ATTR_BYTES:
         raise ModelFormatError(
             f"{where}: attribute {key!r} declares {nbytes} bytes (shape "

@@ -22,6 +22,7 @@ import h5py
 from fastlstm.errors import ModelFormatError, UnsupportedLayerError
 from fastlstm.keras_layers import OP_CLASSES, WEIGHTED_CLASSES
 from fastlstm.loaders import _h5
+from fastlstm.loaders._h5_vlen import image_of
 from fastlstm.loaders._keras_config import load_config, parse_model_config
 from fastlstm.loaders._weights import attach_weights
 from fastlstm.loaders.torch_pickle import ZIP_ERRORS
@@ -92,7 +93,7 @@ def load_keras_zip(
         raise ModelFormatError(
             f"{path}: model.weights.h5 is not valid HDF5: {exc}"
         ) from exc
-    with f:
+    with f, image_of(f, data):
         return _load(path, f, cfg, version, "Keras .keras archive")
 
 
