@@ -59,6 +59,9 @@ cdef extern from "fastlstm.h" nogil:
     ctypedef struct fl_lstm:
         pass
 
+    ctypedef struct fl_pool:
+        pass
+
     ctypedef struct fl_lstm_run:
         int batch
         int steps
@@ -76,6 +79,7 @@ cdef extern from "fastlstm.h" nogil:
         float *y_last
         int chunk_steps
         int threads
+        fl_pool *pool
 
     fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,
                              const float *recurrent_kernel, const float *bias,
@@ -88,5 +92,7 @@ cdef extern from "fastlstm.h" nogil:
     fl_status fl_lstm_forward(const fl_lstm *lstm, const fl_blas *blas,
                               const fl_lstm_run *run, void *work,
                               size_t work_bytes)
+    fl_status fl_pool_create(int threads, fl_pool **out)
+    void fl_pool_free(fl_pool *pool)
     const char *fl_status_message(fl_status status)
     fl_status fl_activation_apply(fl_activation act, float *v, size_t n)

@@ -41,4 +41,29 @@ class PackedLSTM:
         check_finite: bool = ...,
         chunk_steps: int = ...,
         work: np.ndarray | None = ...,
+        threads: int = ...,
+        pool: ThreadPool | None = ...,
     ) -> None: ...
+
+class ThreadPool:
+    threads: int
+    def __init__(self, threads: int) -> None: ...
+
+class StreamCore:
+    batch: int
+    threads: int
+    busy: bool
+    def _init_core(
+        self,
+        packed: PackedLSTM,
+        batch: int,
+        zero_output: bool,
+        check_finite: bool,
+        threads: int = ...,
+    ) -> None: ...
+    def step(
+        self,
+        x: np.ndarray,
+        mask: np.ndarray | None = ...,
+        out: np.ndarray | None = ...,
+    ) -> np.ndarray: ...

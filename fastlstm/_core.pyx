@@ -78,6 +78,29 @@ cdef inline void _expect(bint ok, str message) except *:
         raise ShapeError(message)
 
 
+cdef class ThreadPool:
+    """Worker threads that sleep between calls (fl_pool): lets one
+    streaming step use several cores without starting threads per step."""
+
+    cdef fl_pool *_pool
+    cdef readonly int threads
+
+    def __cinit__(self, int threads):
+        self._pool = NULL
+        _expect(2 <= threads <= 8, f"a pool has 2 to 8 threads, got {threads}")
+        _check(fl_pool_create(threads, &self._pool), "thread pool")
+        self.threads = threads
+
+    def __dealloc__(self):
+        if self._pool is not NULL:
+            fl_pool_free(self._pool)
+            self._pool = NULL
+
+
+cdef inline fl_pool *_pool_of(ThreadPool pool):
+    return pool._pool if pool is not None else NULL
+
+
 cdef class PackedLSTM:
     """One LSTM direction packed by the C core. Immutable, thread-safe."""
 
@@ -166,7 +189,7 @@ cdef class PackedLSTM:
                 const int32_t[::1] lengths=None,
                 bint reverse=False, bint zero_output=False,
                 bint check_finite=True, int chunk_steps=0,
-                uint8_t[::1] work=None, int threads=1):
+                uint8_t[::1] work=None, int threads=1, ThreadPool pool=None):
         """Runs the layer; h, c (and seen) are updated in place.
 
         x is (batch, steps, I) when batch_major else (steps, batch, I); mask
@@ -214,6 +237,7 @@ cdef class PackedLSTM:
         run.y_last = &y_last[0, 0] if y_last is not None else NULL
         run.chunk_steps = chunk_steps
         run.threads = threads
+        run.pool = _pool_of(pool)
 
         cdef size_t need = 0
         _check(fl_lstm_workspace_size(self._lstm, B, T, chunk_steps, &need),
@@ -257,9 +281,13 @@ cdef class StreamCore:
     cdef bint _zero_output
     cdef bint _check_finite
     cdef public bint busy
+    cdef readonly int threads
+    cdef readonly ThreadPool _pool
 
     def _init_core(self, PackedLSTM packed, int batch, bint zero_output,
-                   bint check_finite):
+                   bint check_finite, int threads=1):
+        self.threads = threads
+        self._pool = ThreadPool(threads) if threads > 1 else None
         self._packed_core = packed
         self.batch = batch
         self._h = np.zeros((batch, packed.output_size), np.float32)
@@ -334,7 +362,8 @@ cdef class StreamCore:
         run.y = NULL
         run.y_last = <float *>cnp.PyArray_DATA(oa)
         run.chunk_steps = 0
-        run.threads = 1
+        run.threads = self.threads
+        run.pool = _pool_of(self._pool)
         cdef fl_status st
         self.busy = True
         with nogil:

@@ -19,6 +19,9 @@ ArrayLike = Any
 Output = Union[np.ndarray, list]
 
 MAX_THREADS = 8  # FL_MAX_THREADS in src_c/fl_parallel.h
+# Streams at batch 1 step on 2 threads from this many units (measured:
+# below it a step is too short for waking a worker to pay).
+STREAM_THREADS_MIN_UNITS = 256
 
 # The input projection of all steps is one GEMM when its gate buffer (4H
 # floats per batch row and step) fits GATE_BUFFER_SHARE of the call's own
@@ -217,6 +220,7 @@ class LSTM:
         seen: np.ndarray | None = None,
         work: np.ndarray | None = None,
         y_last: np.ndarray | None = None,
+        pool: Any = None,
     ) -> tuple[Any, Any]:
         """Runs the kernel; updates h, c (and seen) in place. Returns the
         output sequence (layout of x, processing order) or None, and the
@@ -247,6 +251,7 @@ class LSTM:
                 ),
                 work=work,
                 threads=self._threads_for(p.batch, p.steps),
+                pool=pool,
             )
         except NonFiniteError:
             _inputs.raise_nonfinite(p.x, p.valid(), self._time_major, p.name)
@@ -267,6 +272,19 @@ class LSTM:
         if self._threads is not None:
             return self._threads
         if batch == 1 and not self.proj_size and self.units >= 256 and steps >= 16:
+            return min(2, os.cpu_count() or 1)
+        return 1
+
+    def _stream_threads(self, batch: int) -> int:
+        """Threads for a stream's steps, run on a pool of workers that sleep
+        between steps. Automatic: 2 from STREAM_THREADS_MIN_UNITS units at
+        batch 1 without projection (below that a step is too short for the
+        wake-up to pay), else 1."""
+        if batch != 1 or self.proj_size:
+            return 1
+        if self._threads is not None:
+            return self._threads
+        if self.units >= STREAM_THREADS_MIN_UNITS:
             return min(2, os.cpu_count() or 1)
         return 1
 
@@ -369,6 +387,7 @@ class LSTMStream(StreamCore):
             self._batch,
             layer.zero_output_for_mask,
             layer.nan_policy == "raise",
+            layer._stream_threads(self._batch),
         )
 
     layer = property(lambda self: self._layer)
@@ -416,7 +435,9 @@ class LSTMStream(StreamCore):
             )
         p = _prepare(xs, B, T, layer.time_major, mask, None)
         with _Busy(self):
-            y, _ = layer._run(p, self._h, self._c, True, seen=self._seen)
+            y, _ = layer._run(
+                p, self._h, self._c, True, seen=self._seen, pool=self._pool
+            )
         return y
 
     # -- slow paths of StreamCore.step (conversions and error messages) ------

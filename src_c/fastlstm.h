@@ -102,6 +102,14 @@ typedef struct fl_lstm_desc {
 
 typedef struct fl_lstm fl_lstm; /* opaque, immutable after create */
 
+/* Worker threads that sleep between calls (on a condition variable: no
+ * spinning), for callers that make many short calls, such as one streaming
+ * step at a time, where starting threads per call would cost more than it
+ * saves. Owned by the caller and named in fl_lstm_run.pool. One forward
+ * call uses a pool at a time; a call that finds it in use starts its own
+ * threads instead, so sharing a pool is safe, only slower. */
+typedef struct fl_pool fl_pool;
+
 /* One forward pass over `steps` time steps of `batch` rows.
  * All arrays are C-contiguous float32 unless said otherwise. With
  * batch_major = 0, x, mask and y are indexed [t][b]; with batch_major = 1
@@ -137,6 +145,10 @@ typedef struct fl_lstm_run {
                                 (each keeps its share of the recurrent
                                 weights in its own cache); 0 or 1 = the
                                 calling thread only. At most 8. */
+    fl_pool *pool;           /* run those threads on this pool's workers
+                                (if it has enough), or NULL: start threads
+                                for this call and join them before it
+                                returns */
 } fl_lstm_run;
 
 fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,
@@ -158,6 +170,13 @@ fl_status fl_lstm_workspace_size(const fl_lstm *lstm, int batch, int steps,
 fl_status fl_lstm_forward(const fl_lstm *lstm, const fl_blas *blas,
                           const fl_lstm_run *run, void *work,
                           size_t work_bytes);
+
+/* Starts threads - 1 sleeping workers (2 <= threads <= 8); the caller's
+ * own thread is the first of `threads`. FL_ERR_NOMEM if a thread cannot be
+ * started. */
+fl_status fl_pool_create(int threads, fl_pool **out);
+/* Stops and joins the workers. No call may be using the pool. */
+void fl_pool_free(fl_pool *pool);
 
 /* A static, human readable description of a status. */
 const char *fl_status_message(fl_status status);

@@ -412,7 +412,11 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
          * row (s, b) at G + (s * g_t + b * g_b) * 4H. */
         /* one step of one row (streaming): Wx and Wh rows are stored back to
          * back with one stride, so z = [x; h] @ [Wx; Wh] is a single pass */
-        const int fused = B == 1 && n == 1;
+        const int par = run->threads > 1 && B == 1 && !P && H >= 128;
+        /* a single step on a pool's sleeping workers beats the fused
+         * product for large H; without a pool, starting threads for one
+         * step would cost more than it saves */
+        const int fused = B == 1 && n == 1 && !(par && run->pool);
         if (fused) {
             float *xh = (float *)(base + w.xh);
             memcpy(xh, run->x + (size_t)t0 * I, I * sizeof(float));
@@ -420,7 +424,7 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
             fl_matvec(L->wx, (int)I + R, (int)row4, L->ldx, xh, G, 0);
         }
         /* batch 1 on several threads: each computes its own columns */
-        if (!fused && run->threads > 1 && B == 1 && !P && H >= 128 &&
+        if (!fused && par &&
             fl_parallel_chunk(L, &gp, L->wx, L->ldx, L->wh, L->ldh, L->bias,
                               L->peep, run, G, t0, n, run->threads,
                               (float *)(base + w.par), seen))

@@ -10,13 +10,16 @@
  * part of the new h into a second buffer (the other threads may still be
  * reading the old h), and waits at a barrier before the next step.
  *
- * Threads are started for one chunk of steps and joined before returning:
- * nothing runs or spins between calls. The barrier spins (with pause, then
- * yields) only while a call is in progress.
+ * Threads are either started for one chunk of steps and joined before
+ * returning, or taken from a caller-owned fl_pool whose workers sleep on a
+ * condition variable between calls. Either way nothing runs or spins
+ * between calls; the barrier spins (with pause, then yields) only while a
+ * call is in progress.
  */
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #if defined(__SSE2__)
 #include <xmmintrin.h>
@@ -56,6 +59,16 @@ typedef struct part {
     unsigned gen;
 } part;
 
+static void spin_pause(int *spins) {
+#if defined(__SSE2__)
+    _mm_pause();
+#endif
+    if (++*spins > 4000) { /* oversubscribed machine: let others run */
+        sched_yield();
+        *spins = 0;
+    }
+}
+
 static void barrier_wait(barrier *b, unsigned *gen, int n) {
     unsigned g = *gen;
     if ((int)atomic_fetch_add(&b->arrived, 1) == n - 1) {
@@ -63,15 +76,7 @@ static void barrier_wait(barrier *b, unsigned *gen, int n) {
         atomic_store(&b->generation, g + 1);
     } else {
         int spins = 0;
-        while (atomic_load(&b->generation) == g) {
-#if defined(__SSE2__)
-            _mm_pause();
-#endif
-            if (++spins > 4000) { /* oversubscribed machine: let others run */
-                sched_yield();
-                spins = 0;
-            }
-        }
+        while (atomic_load(&b->generation) == g) spin_pause(&spins);
     }
     *gen = g + 1;
 }
@@ -121,6 +126,126 @@ static void run_part(part *p) {
         p->cur ^= 1;
     }
 }
+
+/* ---- the pool ---------------------------------------------------------- */
+
+typedef void (*job_fn)(void *arg, int k);
+
+typedef struct worker {
+    struct fl_pool *pool;
+    int k; /* 1 .. threads-1; the caller is 0 */
+} worker;
+
+struct fl_pool {
+    int threads;
+    pthread_t tids[FL_MAX_THREADS];
+    worker workers[FL_MAX_THREADS];
+    pthread_mutex_t mu;
+    pthread_cond_t wake;
+    /* guarded by mu */
+    unsigned gen; /* bumped once per job */
+    int stop, job_threads;
+    job_fn fn;
+    void *arg;
+    /* lock-free */
+    atomic_int pending; /* workers still inside the current job */
+    atomic_int busy;    /* a call owns the pool */
+};
+
+static void *worker_main(void *arg) {
+    worker *w = (worker *)arg;
+    fl_pool *pool = w->pool;
+#if defined(__SSE2__)
+    _mm_setcsr(_mm_getcsr() | 0x8040u); /* FTZ | DAZ, as in every caller */
+#endif
+    unsigned seen = 0;
+    for (;;) {
+        pthread_mutex_lock(&pool->mu);
+        while (!pool->stop && pool->gen == seen)
+            pthread_cond_wait(&pool->wake, &pool->mu);
+        if (pool->stop) {
+            pthread_mutex_unlock(&pool->mu);
+            return NULL;
+        }
+        seen = pool->gen;
+        const int take = w->k < pool->job_threads;
+        const job_fn fn = pool->fn;
+        void *job_arg = pool->arg;
+        pthread_mutex_unlock(&pool->mu);
+        if (take) {
+            fn(job_arg, w->k);
+            atomic_fetch_sub(&pool->pending, 1);
+        }
+    }
+}
+
+fl_status fl_pool_create(int threads, fl_pool **out) {
+    if (!out) return FL_ERR_ARG;
+    *out = NULL;
+    if (threads < 2 || threads > FL_MAX_THREADS) return FL_ERR_ARG;
+    fl_pool *pool = (fl_pool *)calloc(1, sizeof *pool);
+    if (!pool) return FL_ERR_NOMEM;
+    if (pthread_mutex_init(&pool->mu, NULL) != 0) {
+        free(pool);
+        return FL_ERR_NOMEM;
+    }
+    if (pthread_cond_init(&pool->wake, NULL) != 0) {
+        pthread_mutex_destroy(&pool->mu);
+        free(pool);
+        return FL_ERR_NOMEM;
+    }
+    atomic_init(&pool->pending, 0);
+    atomic_init(&pool->busy, 0);
+    pool->threads = 1;
+    for (int k = 1; k < threads; k++) {
+        pool->workers[k].pool = pool;
+        pool->workers[k].k = k;
+        if (pthread_create(&pool->tids[k], NULL, worker_main,
+                           &pool->workers[k]) != 0) {
+            fl_pool_free(pool);
+            return FL_ERR_NOMEM;
+        }
+        pool->threads++;
+    }
+    *out = pool;
+    return FL_OK;
+}
+
+void fl_pool_free(fl_pool *pool) {
+    if (!pool) return;
+    pthread_mutex_lock(&pool->mu);
+    pool->stop = 1;
+    pthread_cond_broadcast(&pool->wake);
+    pthread_mutex_unlock(&pool->mu);
+    for (int k = 1; k < pool->threads; k++) pthread_join(pool->tids[k], NULL);
+    pthread_cond_destroy(&pool->wake);
+    pthread_mutex_destroy(&pool->mu);
+    free(pool);
+}
+
+/* Runs fn(arg, k) for k < threads, k = 0 on the calling thread, and
+ * returns 1 when all have finished; 0 (nothing run) if the pool is in use
+ * or has fewer threads. */
+static int pool_run(fl_pool *pool, int threads, job_fn fn, void *arg) {
+    if (threads > pool->threads || atomic_exchange(&pool->busy, 1)) return 0;
+    atomic_store(&pool->pending, threads - 1);
+    pthread_mutex_lock(&pool->mu);
+    pool->fn = fn;
+    pool->arg = arg;
+    pool->job_threads = threads;
+    pool->gen++;
+    pthread_cond_broadcast(&pool->wake);
+    pthread_mutex_unlock(&pool->mu);
+    fn(arg, 0);
+    int spins = 0;
+    while (atomic_load(&pool->pending) > 0) spin_pause(&spins);
+    atomic_store(&pool->busy, 0);
+    return 1;
+}
+
+/* ---- one chunk on several threads -------------------------------------- */
+
+static void part_job(void *arg, int k) { run_part((part *)arg + k); }
 
 static void *thread_main(void *arg) {
     part *p = (part *)arg;
@@ -197,6 +322,8 @@ int fl_parallel_chunk(const fl_lstm *L, const fl_gate_params *gp,
             p->gp.peep = pp;
         }
     }
+    if (run->pool && pool_run(run->pool, threads, part_job, parts))
+        goto done;
     pthread_t tids[FL_MAX_THREADS];
     int started = 1;
     atomic_init(&sh.go, 0);
@@ -212,6 +339,7 @@ int fl_parallel_chunk(const fl_lstm *L, const fl_gate_params *gp,
     atomic_store(&sh.go, 1);
     run_part(&parts[0]);
     for (int k = 1; k < threads; k++) pthread_join(tids[k], NULL);
+done:
     memcpy(run->h, sh.h[parts[0].cur], (size_t)H * sizeof(float));
     *seen = parts[0].seen;
     return 1;

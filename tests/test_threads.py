@@ -155,3 +155,60 @@ def test_automatic_thread_choice(rng):
     assert big._threads_for(4, 100) == 1  # batches use the GEMM path
     assert big._threads_for(1, 4) == 1  # too short to pay for a thread
     assert small._threads_for(1, 100) == 1  # small layers never slower
+
+
+@pytest.mark.parametrize("extra", ["none", "mask", "peepholes"])
+def test_threaded_stream_matches_one_thread(rng, extra):
+    """A threads=2 stream steps on a pool of sleeping workers (each keeps its
+    units' weights in its own cache): same outputs and state as a
+    one-thread stream, step by step and through feed."""
+    w = random_weights(rng, 24, 256, peepholes=extra == "peepholes")
+    x = rng.normal(size=(1, 60, 24)).astype(np.float32)
+    mask = rng.random((1, 60)) < 0.7 if extra == "mask" else np.ones((1, 60), bool)
+    one = fastlstm.LSTM(**w, threads=1).stream(1)
+    two = fastlstm.LSTM(**w, threads=2).stream(1)
+    assert (one.threads, two.threads) == (1, 2)
+    out = np.empty((1, 256), np.float32)
+    for t in range(40):
+        a = one.step(x[:, t], mask=mask[:, t])
+        two.step(x[:, t], mask=mask[:, t], out=out)
+        assert np.abs(a - out).max() < 1e-6, t
+    rest, rest_mask = x[:, 40:], mask[:, 40:]
+    a, b = one.feed(rest, mask=rest_mask), two.feed(rest, mask=rest_mask)
+    assert np.abs(a - b).max() < 1e-6
+    for sa, sb in zip(one.state, two.state):
+        assert np.abs(sa - sb).max() < 1e-6
+
+
+def _os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs /proc")
+def test_stream_pools_do_not_leak_threads(rng):
+    """Each threads=2 stream owns one sleeping worker, joined when the
+    stream is freed: creating and dropping streams leaves no threads."""
+    layer = fastlstm.LSTM(**random_weights(rng, 8, 256), threads=2)
+    x = rng.normal(size=(1, 8)).astype(np.float32)
+    before = _os_threads()
+    streams = [layer.stream(1) for _ in range(5)]
+    assert _os_threads() == before + 5
+    for s in streams:
+        s.step(x)
+    del streams, s
+    assert _os_threads() == before
+    for _ in range(50):
+        layer.stream(1).step(x)
+    assert _os_threads() == before
+
+
+def test_automatic_stream_threads(rng):
+    cores = min(2, os.cpu_count() or 1)
+    units = fastlstm.lstm.STREAM_THREADS_MIN_UNITS
+    big = fastlstm.LSTM(**random_weights(rng, 8, units))
+    small = fastlstm.LSTM(**random_weights(rng, 8, 128))
+    projected = fastlstm.LSTM(**random_weights(rng, 8, 512, P=64), threads=2)
+    assert big.stream(1).threads == cores
+    assert big.stream(3).threads == 1  # batches use the GEMM path
+    assert small.stream(1).threads == 1  # a short step does not pay a wake-up
+    assert projected.stream(1).threads == 1  # the split needs h = m

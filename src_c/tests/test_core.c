@@ -8,6 +8,7 @@
  * Prints "N passed, M failed" and exits non-zero on any failure.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -394,7 +395,110 @@ static void test_threads_agree(void) {
     free(W); free(U); free(bias); free(peep); free(x);
 }
 
+/* A pool of sleeping workers gives what threads started per call give, bit
+ * for bit, for whole runs and for single steps; two callers sharing one
+ * pool both get right answers (the second starts its own threads). */
+typedef struct pool_case {
+    const fl_lstm *L;
+    fl_pool *pool;
+    const float *x;
+    int T, H, by_step;
+    float *h, *c, *y;
+    void *work;
+    size_t wb;
+    fl_status st;
+} pool_case;
+
+static void *pool_case_run(void *arg) {
+    pool_case *pc = (pool_case *)arg;
+    fl_blas blas = {fl_naive_sgemm, fl_naive_sgemv};
+    const int I = 7;
+    memset(pc->h, 0, sizeof(float) * pc->H);
+    memset(pc->c, 0, sizeof(float) * pc->H);
+    pc->st = FL_OK;
+    for (int rep = 0; rep < 20 && pc->st == FL_OK; rep++) {
+        memset(pc->h, 0, sizeof(float) * pc->H);
+        memset(pc->c, 0, sizeof(float) * pc->H);
+        if (!pc->by_step) {
+            fl_lstm_run run = {.batch = 1, .steps = pc->T, .x = pc->x, .h = pc->h,
+                               .c = pc->c, .y = pc->y, .threads = 2, .pool = pc->pool};
+            pc->st = fl_lstm_forward(pc->L, &blas, &run, pc->work, pc->wb);
+            continue;
+        }
+        for (int t = 0; t < pc->T && pc->st == FL_OK; t++) {
+            fl_lstm_run run = {.batch = 1, .steps = 1, .x = pc->x + t * I, .h = pc->h,
+                               .c = pc->c, .y_last = pc->y + (size_t)t * pc->H,
+                               .threads = 2, .pool = pc->pool};
+            pc->st = fl_lstm_forward(pc->L, &blas, &run, pc->work, pc->wb);
+        }
+    }
+    return NULL;
+}
+
+static void test_pool(void) {
+    fl_pool *pool = (fl_pool *)1;
+    CHECK(fl_pool_create(1, &pool) == FL_ERR_ARG && pool == NULL, "pool of 1 thread accepted");
+    CHECK(fl_pool_create(9, &pool) == FL_ERR_ARG, "pool of 9 threads accepted");
+    CHECK(fl_pool_create(2, NULL) == FL_ERR_ARG, "NULL out accepted");
+    fl_pool_free(NULL);
+
+    const int I = 7, H = 256, T = 16;
+    float *W = malloc(sizeof(float) * I * 4 * H), *U = malloc(sizeof(float) * H * 4 * H);
+    float *x = malloc(sizeof(float) * T * I);
+    for (int k = 0; k < I * 4 * H; k++) W[k] = nrand(0.3f);
+    for (int k = 0; k < H * 4 * H; k++) U[k] = nrand(0.05f);
+    for (int k = 0; k < T * I; k++) x[k] = nrand(1.0f);
+    fl_lstm_desc d = {I, H, 0, FL_ACT_TANH, FL_ACT_SIGMOID, 0, 0, 0, 0};
+    fl_lstm *L;
+    fl_lstm_create(&d, W, U, NULL, NULL, NULL, &L);
+    fl_status st = fl_pool_create(3, &pool);
+    CHECK(st == FL_OK && pool, "pool create: %s", fl_status_message(st));
+
+    /* reference: threads started for the call */
+    size_t wb;
+    fl_lstm_workspace_size(L, 1, T, 0, &wb);
+    static float h0[256], c0[256], y0[16 * 256];
+    void *w0 = malloc(wb);
+    fl_blas blas = {fl_naive_sgemm, fl_naive_sgemv};
+    fl_lstm_run run = {.batch = 1, .steps = T, .x = x, .h = h0, .c = c0, .y = y0,
+                       .threads = 2};
+    st = fl_lstm_forward(L, &blas, &run, w0, wb);
+    CHECK(st == FL_OK, "threaded forward: %s", fl_status_message(st));
+
+    static float h[4][256], c[4][256], y[4][16 * 256];
+    pool_case pc[4];
+    for (int i = 0; i < 4; i++) {
+        pc[i] = (pool_case){L, pool, x, T, H, i & 1, h[i], c[i], y[i], NULL, wb, FL_OK};
+        pc[i].work = malloc(wb);
+    }
+    /* one caller at a time: sequence, then steps */
+    for (int i = 0; i < 2; i++) {
+        pool_case_run(&pc[i]);
+        CHECK(pc[i].st == FL_OK, "pool forward: %s", fl_status_message(pc[i].st));
+        CHECK(memcmp(y[i], y0, sizeof y0) == 0 && memcmp(c[i], c0, sizeof c0) == 0,
+              "pool run (by_step=%d) differs from threads started per call", i);
+    }
+    /* two callers sharing the pool at once */
+    pthread_t tid;
+    memset(y[2], 0, sizeof y[2]);
+    memset(y[3], 0, sizeof y[3]);
+    pthread_create(&tid, NULL, pool_case_run, &pc[3]);
+    pool_case_run(&pc[2]);
+    pthread_join(tid, NULL);
+    for (int i = 2; i < 4; i++) {
+        CHECK(pc[i].st == FL_OK, "shared pool forward: %s", fl_status_message(pc[i].st));
+        CHECK(memcmp(y[i], y0, sizeof y0) == 0 && memcmp(c[i], c0, sizeof c0) == 0,
+              "shared pool caller %d differs", i);
+    }
+    for (int i = 0; i < 4; i++) free(pc[i].work);
+    fl_pool_free(pool);
+    free(w0);
+    fl_lstm_free(L);
+    free(W); free(U); free(x);
+}
+
 int main(void) {
+    test_pool();
     test_threads_agree();
     test_configs();
     test_errors();
