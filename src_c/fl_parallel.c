@@ -21,6 +21,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #if defined(__SSE2__)
 #include <xmmintrin.h>
 #endif
@@ -147,6 +148,7 @@ struct fl_pool {
     int stop, job_threads;
     job_fn fn;
     void *arg;
+    pid_t pid; /* the process whose threads these are (not a fork child) */
     /* lock-free */
     atomic_int pending; /* workers still inside the current job */
     atomic_int busy;    /* a call owns the pool */
@@ -196,6 +198,7 @@ fl_status fl_pool_create(int threads, fl_pool **out) {
     }
     atomic_init(&pool->pending, 0);
     atomic_init(&pool->busy, 0);
+    pool->pid = getpid();
     pool->threads = 1;
     for (int k = 1; k < threads; k++) {
         pool->workers[k].pool = pool;
@@ -213,6 +216,10 @@ fl_status fl_pool_create(int threads, fl_pool **out) {
 
 void fl_pool_free(fl_pool *pool) {
     if (!pool) return;
+    if (pool->pid != getpid()) { /* a fork child: the workers are not here */
+        free(pool);
+        return;
+    }
     pthread_mutex_lock(&pool->mu);
     pool->stop = 1;
     pthread_cond_broadcast(&pool->wake);
@@ -224,10 +231,13 @@ void fl_pool_free(fl_pool *pool) {
 }
 
 /* Runs fn(arg, k) for k < threads, k = 0 on the calling thread, and
- * returns 1 when all have finished; 0 (nothing run) if the pool is in use
- * or has fewer threads. */
+ * returns 1 when all have finished; 0 (nothing run) if the pool is in use,
+ * has fewer threads, or was inherited through fork() (a child process has
+ * none of the parent's workers). */
 static int pool_run(fl_pool *pool, int threads, job_fn fn, void *arg) {
-    if (threads > pool->threads || atomic_exchange(&pool->busy, 1)) return 0;
+    if (threads > pool->threads || pool->pid != getpid() ||
+        atomic_exchange(&pool->busy, 1))
+        return 0;
     atomic_store(&pool->pending, threads - 1);
     pthread_mutex_lock(&pool->mu);
     pool->fn = fn;
