@@ -21,6 +21,7 @@ tried is always in fuzz/findings/<loader>/current.bin until it completes.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import random
 import resource
 import shutil
@@ -231,6 +232,10 @@ def run(
                 current.write_bytes(data)
             t0 = time.perf_counter()
             problem = None
+            # a real hang (inside libhdf5, say) cannot be interrupted from
+            # Python: the watchdog prints every thread's stack and exits, and
+            # current.bin keeps the input that hung
+            faulthandler.dump_traceback_later(max(30.0, 10 * timeout), exit=True)
             try:
                 target.load(path, seed_path)
                 stats["loaded"] += 1
@@ -246,6 +251,7 @@ def run(
                     traceback.format_exc()
                 )
             elapsed = time.perf_counter() - t0
+            faulthandler.cancel_dump_traceback_later()
             stats["slowest_s"] = max(stats["slowest_s"], elapsed)
             if problem is None and elapsed > timeout:
                 problem = f"took {elapsed:.2f} s (limit {timeout} s)"

@@ -182,26 +182,34 @@ def _element_count(ds: bytes, len_size: int) -> int:
     return count
 
 
-def _heap_object_size(r: _Reader, addr: int, index: int) -> int:
+def _collection(r: _Reader, addr: int) -> dict[int, int]:
+    """{object index: size} of the global heap collection at addr, walked
+    the way libhdf5 walks it when it loads the collection (all of it, not
+    just the object wanted): an object list that would not end (a
+    zero-sized free-space entry makes libhdf5 loop forever) or that runs
+    past the collection is corrupt."""
     at = r.base + addr
     head = r.read(at, 8 + r.len_size)
     if head[:4] != b"GCOL":
         raise _Corrupt(f"no global heap collection at address {addr}")
-    end = at + r.uint(head[8:])
-    if end > r.size:
-        raise _Corrupt("global heap collection runs past the end of the file")
-    pos = at + 8 + r.len_size
-    while pos + 8 + r.len_size <= end:
-        obj = r.read(pos, 8 + r.len_size)
-        obj_index, obj_size = r.uint(obj[:2]), r.uint(obj[8:])
-        if obj_index == 0:  # free space: no more objects
-            break
-        if obj_index == index:
-            if pos + 8 + r.len_size + obj_size > end:
-                raise _Corrupt("global heap object runs past its collection")
-            return obj_size
-        pos += 8 + r.len_size + ((obj_size + 7) & ~7)
-    raise _Corrupt(f"global heap object {index} does not exist")
+    size = r.uint(head[8:])
+    hdr = 8 + r.len_size  # index (2), reference count (2), reserved (4), size
+    if size < hdr:
+        raise _Corrupt("global heap collection smaller than its header")
+    body = r.read(at, size)  # raises if it runs past the end of the file
+    objects: dict[int, int] = {}
+    pos = hdr
+    while pos + hdr <= size:  # a shorter tail is free space
+        index, obj_size = _u(body, pos, 2), _u(body, pos + 8, r.len_size)
+        need = obj_size if index == 0 else hdr + ((obj_size + 7) & ~7)
+        if need == 0 or pos + need > size:
+            raise _Corrupt("corrupt global heap object list")
+        if index:
+            if index in objects:
+                raise _Corrupt(f"global heap object {index} appears twice")
+            objects[index] = obj_size
+        pos += need
+    return objects
 
 
 def _check_values(r: _Reader, dt: bytes, ds: bytes, values: bytes) -> None:
@@ -210,6 +218,7 @@ def _check_values(r: _Reader, dt: bytes, ds: bytes, values: bytes) -> None:
     base_size = _u(dt, 12, 4)  # the element type follows the 8-byte vlen header
     step = 4 + r.off_size + 4
     count = _element_count(ds, r.len_size)
+    collections: dict[int, dict[int, int]] = {}
     if count * step > len(values):
         raise _Corrupt(f"{count} elements declared, {len(values) // step} stored")
     for k in range(count):
@@ -218,7 +227,13 @@ def _check_values(r: _Reader, dt: bytes, ds: bytes, values: bytes) -> None:
         index = _u(d, 4 + r.off_size, 4)
         if n == 0:
             continue
-        if addr == r.undefined or n * base_size != _heap_object_size(r, addr, index):
+        if addr == r.undefined:
+            raise _Corrupt(f"element {k} has no heap address")
+        if addr not in collections:
+            collections[addr] = _collection(r, addr)
+        if index not in collections[addr]:
+            raise _Corrupt(f"global heap object {index} does not exist")
+        if n * base_size != collections[addr][index]:
             raise _Corrupt(
                 f"element {k} declares {n * base_size} bytes, its heap object differs"
             )
