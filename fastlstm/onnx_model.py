@@ -27,14 +27,17 @@ import numpy as np
 
 from fastlstm.errors import (
     ConfigError,
+    FastLSTMError,
     ModelFormatError,
     ShapeError,
     UnsupportedLayerError,
 )
 from fastlstm.loaders.onnx_graph import (
+    CORRUPT_FIELD_ERRORS,
     SUPPORTED_OPS,
     Graph,
     Node,
+    corrupt_model_error,
     read_onnx,
     run_glue,
 )
@@ -571,7 +574,13 @@ def _rebuild_onnx(graph: Graph, numpy_fallback: bool) -> OnnxModel:
 
 def from_onnx(model: Any, *, numpy_fallback: bool = True) -> OnnxModel:
     """An OnnxModel from an .onnx path, its bytes, or an onnx.ModelProto."""
-    return OnnxModel(read_onnx(model), numpy_fallback=numpy_fallback)
+    graph = read_onnx(model)
+    try:
+        return OnnxModel(graph, numpy_fallback=numpy_fallback)
+    except FastLSTMError:
+        raise
+    except CORRUPT_FIELD_ERRORS as exc:
+        raise corrupt_model_error(graph.source or "<onnx model>", exc) from exc
 
 
 def load_onnx(path: str | os.PathLike) -> OnnxModel:

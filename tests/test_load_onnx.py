@@ -546,3 +546,18 @@ def test_live_torch_export(tmp_path):
     out, h, c = fastlstm.load(path)(x.numpy())
     assert close(out, want_out.numpy()) and close(h, want_h.numpy())
     assert close(c, want_c.numpy())
+
+
+FINDINGS = Path(__file__).resolve().parents[1] / "fuzz" / "findings" / "onnx"
+
+
+@pytest.mark.parametrize(
+    "finding", sorted(FINDINGS.glob("*.onnx")), ids=lambda p: p.name
+)
+def test_fuzz_findings_are_model_format_errors(finding):
+    """Mutated protobuf fields (attribute types, undecodable names, tensor
+    sizes) once escaped as ValueError, TypeError or KeyError from onnx's
+    helpers; they are a ModelFormatError naming the file."""
+    pytest.importorskip("onnx")
+    with pytest.raises(fastlstm.ModelFormatError, match="corrupt ONNX model"):
+        fastlstm.load(finding)

@@ -93,11 +93,19 @@ def _attr_value(onnx: Any, attr: Any, where: str) -> Any:
     return value
 
 
+# What a corrupt protobuf's fields (wrong attribute types, undecodable
+# names, bad tensor sizes) raise from onnx's helpers or from this module's
+# own conversions; while a file is read they mean "corrupt file".
+CORRUPT_FIELD_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError)
+
+
+def corrupt_model_error(where: str, exc: BaseException) -> ModelFormatError:
+    return ModelFormatError(f"{where}: corrupt ONNX model: {type(exc).__name__}: {exc}")
+
+
 def read_onnx(source: Any) -> Graph:
     """A Graph from an .onnx path, its bytes, or an onnx.ModelProto."""
     onnx = _import_onnx()
-    from onnx import numpy_helper
-
     where = "<onnx model>"
     if isinstance(source, (str, os.PathLike)):
         where = os.fspath(source)
@@ -121,6 +129,17 @@ def read_onnx(source: Any) -> Graph:
             "an ONNX model is read from a path, bytes or onnx.ModelProto, got "
             f"{type(source).__name__}"
         )
+    try:
+        return _graph_of(onnx, model, where)
+    except (ModelFormatError, UnsupportedLayerError, ShapeError):
+        raise
+    except CORRUPT_FIELD_ERRORS as exc:
+        raise corrupt_model_error(where, exc) from exc
+
+
+def _graph_of(onnx: Any, model: Any, where: str) -> Graph:
+    from onnx import numpy_helper
+
     opset = 0
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx"):
