@@ -213,9 +213,18 @@ def _collection(r: _Reader, addr: int) -> dict[int, int]:
 
 
 def _check_values(r: _Reader, dt: bytes, ds: bytes, values: bytes) -> None:
-    if len(dt) < 16 or dt[0] & 0x0F != _CLASS_VLEN:
+    # byte 0: class (low 4 bits) and version; byte 1: vlen kind (low 4 bits,
+    # 1 = string) and padding (high 4 bits); byte 2: character set. The base
+    # type (one byte per character) follows the 8-byte vlen header. Anything
+    # else is refused: libhdf5 converts undefined kinds by guesswork (a
+    # fuzzed kind byte made it allocate 313 GB and crash).
+    if len(dt) < 16 or dt[0] & 0x0F != _CLASS_VLEN or not 1 <= dt[0] >> 4 <= 3:
         raise _Corrupt("a variable-length attribute expected")
-    base_size = _u(dt, 12, 4)  # the element type follows the 8-byte vlen header
+    if dt[1] & 0x0F != 1 or dt[1] >> 4 > 2 or dt[2] > 1 or dt[3] != 0:
+        raise _Corrupt("not a variable-length string (undefined type bits)")
+    base_size = _u(dt, 12, 4)
+    if dt[8] & 0x0F not in (0, 3) or base_size != 1:
+        raise _Corrupt("a variable-length string of one-byte characters expected")
     step = 4 + r.off_size + 4
     count = _element_count(ds, r.len_size)
     collections: dict[int, dict[int, int]] = {}
