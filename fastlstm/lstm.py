@@ -19,9 +19,11 @@ ArrayLike = Any
 Output = Union[np.ndarray, list]
 
 MAX_THREADS = 8  # FL_MAX_THREADS in src_c/fl_parallel.h
-# Streams at batch 1 step on 2 threads from this many units (measured:
-# below it a step is too short for waking a worker to pay).
-STREAM_THREADS_MIN_UNITS = 256
+# Streams at batch 1 step on 2 threads once the step's weights ([Wx; Wh],
+# float32) pass this size, i.e. no longer fit one core's L2 (2 MB here).
+# Measured, I=64: H=256 (1.3 MB) 10.8 us on 1 thread, 13.5 us on 2 (waking
+# the worker costs ~10 us); H=384 (2.8 MB) 76 -> 24 us; H=512 161 -> 66 us.
+STREAM_THREADS_MIN_BYTES = 2 << 20
 
 # The input projection of all steps is one GEMM when its gate buffer (4H
 # floats per batch row and step) fits GATE_BUFFER_SHARE of the call's own
@@ -277,14 +279,15 @@ class LSTM:
 
     def _stream_threads(self, batch: int) -> int:
         """Threads for a stream's steps, run on a pool of workers that sleep
-        between steps. Automatic: 2 from STREAM_THREADS_MIN_UNITS units at
-        batch 1 without projection (below that a step is too short for the
-        wake-up to pay), else 1."""
+        between steps. Automatic: 2 at batch 1 without projection once the
+        weights pass STREAM_THREADS_MIN_BYTES (smaller steps are too short
+        for the wake-up to pay), else 1."""
         if batch != 1 or self.proj_size:
             return 1
         if self._threads is not None:
             return self._threads
-        if self.units >= STREAM_THREADS_MIN_UNITS:
+        weight_bytes = 4 * 4 * self.units * (self.input_size + self.output_size)
+        if weight_bytes > STREAM_THREADS_MIN_BYTES:
             return min(2, os.cpu_count() or 1)
         return 1
 
