@@ -209,3 +209,58 @@ def test_fuzz_findings_refused_quickly_with_little_memory(finding, kwargs):
     assert report["outcome"].startswith("ModelFormatError"), report
     assert report["rss_growth_mb"] < 300, report
     assert report["seconds"] < 2.0, report
+
+
+class _BytesReader(_h5_vlen._Reader):
+    """The checker's reader over a byte string (no HDF5 file needed)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.size = len(data)
+        self.bytes_left = _h5_vlen._MAX_READ_BYTES
+        self.steps_left = _h5_vlen._MAX_STEPS
+        self._read = lambda off, n: data[off : off + n]
+        self.base, self.off_size, self.len_size = 0, 8, 8
+        self.undefined = (1 << 64) - 1
+
+
+def test_header_continuation_cycle_is_bounded():
+    """A version-1 object header whose continuation points back at its own
+    chunk would be walked forever; the walk stops with an error."""
+    cont = (0x10).to_bytes(2, "little") + (16).to_bytes(2, "little") + bytes(4)
+    cont += (16).to_bytes(8, "little") + (24).to_bytes(8, "little")  # itself
+    prefix = bytes([1, 0]) + (1).to_bytes(2, "little") + (1).to_bytes(4, "little")
+    prefix += (24).to_bytes(4, "little") + bytes(4)
+    r = _BytesReader(prefix + cont)
+    with pytest.raises(_h5_vlen._Corrupt, match="continuation chunks|messages"):
+        for _ in _h5_vlen._messages(r, 0):
+            pass
+
+
+@pytest.mark.parametrize("objects", [300_000, 70_000])
+def test_heap_collection_walk_is_bounded(objects):
+    """Hundreds of thousands of tiny heap objects (or a zero-sized free
+    space entry) cannot make the walk long: it has a step budget."""
+    body = b"".join(
+        (k % 65535 + 1).to_bytes(2, "little") + bytes(6) + (0).to_bytes(8, "little")
+        for k in range(objects)
+    )
+    size = 16 + len(body)
+    data = b"GCOL" + bytes([1, 0, 0, 0]) + size.to_bytes(8, "little") + body
+    r = _BytesReader(data)
+    with pytest.raises(_h5_vlen._Corrupt, match="heap objects|appears twice"):
+        _h5_vlen._collection(r, 0)
+
+
+def test_zero_sized_free_space_is_refused():
+    """libhdf5 loops forever on a free-space entry of size 0 (a fuzz input
+    hung it); the walk refuses it."""
+    obj = (1).to_bytes(2, "little") + bytes(6) + (5).to_bytes(8, "little") + bytes(8)
+    free = bytes(8) + (0).to_bytes(8, "little")
+    body = obj + free + bytes(64)
+    size = 16 + len(body)
+    data = b"GCOL" + bytes([1, 0, 0, 0]) + size.to_bytes(8, "little") + body
+    with pytest.raises(_h5_vlen._Corrupt, match="corrupt global heap object list"):
+        _h5_vlen._collection(_BytesReader(data), 0)
+    fixed = data[: 16 + len(obj) + 8] + (len(body) - len(obj)).to_bytes(8, "little")
+    fixed += data[16 + len(obj) + 16 :]
+    assert _h5_vlen._collection(_BytesReader(fixed), 0) == {1: 5}

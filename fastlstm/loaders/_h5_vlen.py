@@ -28,6 +28,12 @@ _SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _MSG_CONTINUATION, _MSG_ATTRIBUTE, _MSG_ATTRIBUTE_INFO = 0x10, 0x0C, 0x15
 _CLASS_VLEN = 9
 _MAX_CHUNKS = 4096  # object header chunks followed (continuations)
+# Work one attribute check may do, whatever the file says: bytes read and
+# loop steps (header messages and heap objects walked). Real Keras files
+# need a few KB and a few hundred steps (a 20 MB model_config is one heap
+# object); a crafted file hits these bounds in well under a second.
+_MAX_READ_BYTES = 256 << 20
+_MAX_STEPS = 200_000
 
 # In-memory HDF5 images (files opened from a BytesIO), by HDF5 file number.
 _images: dict[tuple, bytes] = {}
@@ -51,6 +57,7 @@ class _Corrupt(Exception):
 class _Reader:
     def __init__(self, f: Any) -> None:
         self.size = int(f.id.get_filesize())
+        self.bytes_left, self.steps_left = _MAX_READ_BYTES, _MAX_STEPS
         data = _images.get(f.id.fileno)
         if data is None and f.driver == "sec2":
             fd = f.id.get_vfd_handle()
@@ -63,9 +70,17 @@ class _Reader:
             self._read = lambda off, n: data[off : off + n]
         self._superblock()
 
+    def step(self) -> None:
+        self.steps_left -= 1
+        if self.steps_left < 0:
+            raise _Corrupt(f"more than {_MAX_STEPS} header messages or heap objects")
+
     def read(self, off: int, n: int) -> bytes:
         if off < 0 or n < 0 or off + n > self.size:
             raise _Corrupt(f"{n} bytes at offset {off} lie outside the file")
+        self.bytes_left -= n
+        if self.bytes_left < 0:
+            raise _Corrupt(f"its structures span more than {_MAX_READ_BYTES} bytes")
         out = self._read(off, n)
         if len(out) != n:
             raise _Corrupt(f"short read at offset {off}")
@@ -131,6 +146,7 @@ def _messages(r: _Reader, addr: int) -> Iterator[tuple[int, int, bytes]]:
             end = size - 4  # checksum
         hdr = (6 if flags & 0x04 else 4) if v2 else 8
         while pos + hdr <= end:
+            r.step()
             if v2:
                 mtype, msize, mflags = chunk[pos], _u(chunk, pos + 1, 2), chunk[pos + 3]
             else:
@@ -200,9 +216,11 @@ def _collection(r: _Reader, addr: int) -> dict[int, int]:
     objects: dict[int, int] = {}
     pos = hdr
     while pos + hdr <= size:  # a shorter tail is free space
+        r.step()
         index, obj_size = _u(body, pos, 2), _u(body, pos + 8, r.len_size)
+        # free space (index 0) counts its own header; it is never shorter
         need = obj_size if index == 0 else hdr + ((obj_size + 7) & ~7)
-        if need == 0 or pos + need > size:
+        if need < hdr or pos + need > size:
             raise _Corrupt("corrupt global heap object list")
         if index:
             if index in objects:
