@@ -259,12 +259,14 @@ class LSTM:
             _inputs.raise_nonfinite(p.x, p.valid(), self._time_major, p.name)
         return y, y_last
 
+    def _weight_bytes(self) -> int:
+        """Bytes of the kernel and recurrent kernel ([Wx; Wh], float32)."""
+        return 4 * 4 * self.units * (self.input_size + self.output_size)
+
     def _data_bytes(self, p: _Prepared, sequences: bool) -> int:
         """Bytes of this call's weights, inputs and outputs."""
-        R, H = self.output_size, self.units
-        weights = 4 * 4 * H * (self.input_size + R)
-        outputs = 4 * p.batch * R * (p.steps if sequences else 1)
-        return weights + p.x.nbytes + outputs
+        outputs = 4 * p.batch * self.output_size * (p.steps if sequences else 1)
+        return self._weight_bytes() + p.x.nbytes + outputs
 
     def _threads_for(self, batch: int, steps: int) -> int:
         """Threads for one call. Only batch 1 without projection splits (each
@@ -286,8 +288,7 @@ class LSTM:
             return 1
         if self._threads is not None:
             return self._threads
-        weight_bytes = 4 * 4 * self.units * (self.input_size + self.output_size)
-        if weight_bytes > STREAM_THREADS_MIN_BYTES:
+        if self._weight_bytes() > STREAM_THREADS_MIN_BYTES:
             return min(2, os.cpu_count() or 1)
         return 1
 

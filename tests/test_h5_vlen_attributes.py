@@ -32,7 +32,7 @@ def attribute_offsets(path: Path, obj_path: str, key: str) -> tuple[int, int]:
     its dataspace's first dimension, found through the checker's header walk."""
     with h5py.File(path, "r") as f:
         obj = f[obj_path]
-        r = _h5_vlen._Reader(f)
+        r = _h5_vlen._Reader.of_file(f)
         addr = h5py.h5o.get_info(obj.id).addr
         for mtype, _, data in _h5_vlen._messages(r, addr):
             if mtype == _h5_vlen._MSG_ATTRIBUTE:
@@ -211,16 +211,14 @@ def test_fuzz_findings_refused_quickly_with_little_memory(finding, kwargs):
     assert report["seconds"] < 2.0, report
 
 
-class _BytesReader(_h5_vlen._Reader):
-    """The checker's reader over a byte string (no HDF5 file needed)."""
-
-    def __init__(self, data: bytes) -> None:
-        self.size = len(data)
-        self.bytes_left = _h5_vlen._MAX_READ_BYTES
-        self.steps_left = _h5_vlen._MAX_STEPS
-        self._read = lambda off, n: data[off : off + n]
-        self.base, self.off_size, self.len_size = 0, 8, 8
-        self.undefined = (1 << 64) - 1
+def _bytes_reader(data: bytes) -> _h5_vlen._Reader:
+    """The checker's own reader over a byte string: a version-0 superblock
+    (8-byte offsets and lengths) whose base address, 64, is where ``data``
+    starts, so the structures in ``data`` use addresses from 0."""
+    sb = _h5_vlen._SIGNATURE + bytes([0, 0, 0, 0, 0, 8, 8, 0])
+    sb += bytes(8) + (64).to_bytes(8, "little")  # K values, flags; base address
+    blob = sb.ljust(64, b"\0") + data
+    return _h5_vlen._Reader(lambda off, n: blob[off : off + n], len(blob))
 
 
 def test_header_continuation_cycle_is_bounded():
@@ -230,7 +228,7 @@ def test_header_continuation_cycle_is_bounded():
     cont += (16).to_bytes(8, "little") + (24).to_bytes(8, "little")  # itself
     prefix = bytes([1, 0]) + (1).to_bytes(2, "little") + (1).to_bytes(4, "little")
     prefix += (24).to_bytes(4, "little") + bytes(4)
-    r = _BytesReader(prefix + cont)
+    r = _bytes_reader(prefix + cont)
     with pytest.raises(_h5_vlen._Corrupt, match="continuation chunks|messages"):
         for _ in _h5_vlen._messages(r, 0):
             pass
@@ -246,7 +244,7 @@ def test_heap_collection_walk_is_bounded(objects):
     )
     size = 16 + len(body)
     data = b"GCOL" + bytes([1, 0, 0, 0]) + size.to_bytes(8, "little") + body
-    r = _BytesReader(data)
+    r = _bytes_reader(data)
     with pytest.raises(_h5_vlen._Corrupt, match="heap objects|appears twice"):
         _h5_vlen._collection(r, 0)
 
@@ -260,7 +258,7 @@ def test_zero_sized_free_space_is_refused():
     size = 16 + len(body)
     data = b"GCOL" + bytes([1, 0, 0, 0]) + size.to_bytes(8, "little") + body
     with pytest.raises(_h5_vlen._Corrupt, match="corrupt global heap object list"):
-        _h5_vlen._collection(_BytesReader(data), 0)
+        _h5_vlen._collection(_bytes_reader(data), 0)
     fixed = data[: 16 + len(obj) + 8] + (len(body) - len(obj)).to_bytes(8, "little")
     fixed += data[16 + len(obj) + 16 :]
-    assert _h5_vlen._collection(_BytesReader(fixed), 0) == {1: 5}
+    assert _h5_vlen._collection(_bytes_reader(fixed), 0) == {1: 5}

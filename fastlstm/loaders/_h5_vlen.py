@@ -55,20 +55,25 @@ class _Corrupt(Exception):
 
 
 class _Reader:
-    def __init__(self, f: Any) -> None:
-        self.size = int(f.id.get_filesize())
+    """Bounds-checked reads of an HDF5 file's bytes, within a work budget."""
+
+    def __init__(self, read: Callable[[int, int], bytes], size: int) -> None:
+        self._read, self.size = read, size
         self.bytes_left, self.steps_left = _MAX_READ_BYTES, _MAX_STEPS
+        self._superblock()
+
+    @classmethod
+    def of_file(cls, f: Any) -> _Reader:
+        """A reader of an open h5py file: pread on its descriptor, or the
+        bytes registered by image_of (or its file image) when in memory."""
+        size = int(f.id.get_filesize())
         data = _images.get(f.id.fileno)
         if data is None and f.driver == "sec2":
             fd = f.id.get_vfd_handle()
-            self._read: Callable[[int, int], bytes] = lambda off, n: os.pread(
-                fd, n, off
-            )
-        else:
-            if data is None:
-                data = f.id.get_file_image()
-            self._read = lambda off, n: data[off : off + n]
-        self._superblock()
+            return cls(lambda off, n: os.pread(fd, n, off), size)
+        if data is None:
+            data = f.id.get_file_image()
+        return cls(lambda off, n: data[off : off + n], size)
 
     def step(self) -> None:
         self.steps_left -= 1
@@ -272,7 +277,7 @@ def check_vlen_attribute(obj: Any, key: str, where: str) -> None:
     import h5py
 
     try:
-        r = _Reader(obj.file)
+        r = _Reader.of_file(obj.file)
         addr = h5py.h5o.get_info(obj.id).addr
         found = dense = False
         for mtype, mflags, data in _messages(r, addr):

@@ -18,7 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from fastlstm.errors import ModelFormatError, ShapeError, UnsupportedLayerError
+from fastlstm.errors import (
+    FastLSTMError,
+    ModelFormatError,
+    ShapeError,
+    UnsupportedLayerError,
+)
 
 __all__ = ["Graph", "Node", "read_onnx", "GLUE_OPS", "SUPPORTED_OPS", "run_glue"]
 
@@ -131,7 +136,7 @@ def read_onnx(source: Any) -> Graph:
         )
     try:
         return _graph_of(onnx, model, where)
-    except (ModelFormatError, UnsupportedLayerError, ShapeError):
+    except FastLSTMError:
         raise
     except CORRUPT_FIELD_ERRORS as exc:
         raise corrupt_model_error(where, exc) from exc
