@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fl_batch.h"
 #include "fl_gates.h"
 #include "fl_internal.h"
 #include "fl_kernels.h"
@@ -186,6 +187,12 @@ fl_status fl_lstm_get_desc(const fl_lstm *lstm, fl_lstm_desc *out) {
 
 /* Workspace regions, byte offsets from the first aligned address. */
 typedef struct ws_layout {
+    int panels_used; /* the steps run on fl_batch_step (then only panels,
+                        z, hnext, skip and seen are laid out) */
+    size_t panels;   /* fl_batch_pack's copy of [Wx; Wh] and the bias */
+    size_t z;        /* (FL_BATCH_GROUP, 64) pre-activations of one group */
+    size_t hnext;    /* (B, H) the step's new h */
+    size_t skip;     /* (B,) bytes: rows a step leaves alone */
     size_t gates; /* (chunk, B, 4H) input projection + recurrent term */
     size_t m;     /* (B, H) pre-projection output (projection only) */
     size_t hnew;  /* (B, P) projected output (projection only) */
@@ -196,6 +203,40 @@ typedef struct ws_layout {
     size_t xh;    /* (I + R): [x_t; h] of a one-step batch-1 call */
     size_t total;
 } ws_layout;
+
+/* Batches run on fl_batch_step (packed panels, gates fused) when the layer
+ * has the standard gates and the call has enough rows x steps to repay
+ * packing the panels (a copy of the weights, made per call in the
+ * workspace). */
+#define FL_PANELS_MIN_ROW_STEPS 64
+
+static int panels_used(const fl_lstm *L, int batch, int steps) {
+    const fl_lstm_desc *d = &L->desc;
+    return batch >= 2 &&
+           (size_t)batch * (size_t)steps >= FL_PANELS_MIN_ROW_STEPS &&
+           d->proj_size == 0 && !L->peep && !d->use_cell_clip &&
+           d->recurrent_activation == FL_ACT_SIGMOID &&
+           d->activation == FL_ACT_TANH;
+}
+
+static fl_status plan_panels(const fl_lstm *lstm, int batch, ws_layout *w) {
+    const size_t B = (size_t)batch, H = (size_t)lstm->desc.units;
+    size_t off = 0, n_h;
+    w->panels_used = 1;
+    /* the panels come first: z after them keeps fl_batch_step's prefetch
+     * of 8 rows past a panel's end inside the workspace */
+    if (!fl_mul_size(B, H, &n_h) ||
+        !layout_add(&off, fl_batch_panel_floats(lstm->desc.input_size, (int)H),
+                    &w->panels) ||
+        !layout_add(&off, (size_t)FL_BATCH_GROUP * FL_PANEL_WIDTH, &w->z) ||
+        !layout_add(&off, n_h, &w->hnext) ||
+        !layout_add(&off, (B + sizeof(float) - 1) / sizeof(float), &w->skip) ||
+        !layout_add(&off, (B + sizeof(float) - 1) / sizeof(float), &w->seen))
+        return FL_ERR_OVERFLOW;
+    if (off > SIZE_MAX - FL_ALIGN) return FL_ERR_OVERFLOW;
+    w->total = off + FL_ALIGN;
+    return FL_OK;
+}
 
 static fl_status plan_workspace(const fl_lstm *lstm, int batch, int steps,
                                 int chunk_steps, int *chunk_out,
@@ -209,10 +250,12 @@ static fl_status plan_workspace(const fl_lstm *lstm, int batch, int steps,
         (size_t)chunk * 4 * (size_t)lstm->desc.units > (size_t)INT32_MAX)
         return FL_ERR_OVERFLOW;
 
+    memset(w, 0, sizeof *w);
+    *chunk_out = chunk;
+    if (panels_used(lstm, batch, steps)) return plan_panels(lstm, batch, w);
     const size_t B = (size_t)batch, H = (size_t)lstm->desc.units;
     const size_t P = (size_t)lstm->desc.proj_size;
     size_t n_gates, off = 0;
-    memset(w, 0, sizeof *w);
     if (!fl_mul_size((size_t)chunk * B, 4 * H, &n_gates) ||
         !layout_add(&off, n_gates, &w->gates))
         return FL_ERR_OVERFLOW;
@@ -231,7 +274,6 @@ static fl_status plan_workspace(const fl_lstm *lstm, int batch, int steps,
         return FL_ERR_OVERFLOW;
     if (off > SIZE_MAX - FL_ALIGN) return FL_ERR_OVERFLOW;
     w->total = off + FL_ALIGN; /* slack so any base address can be aligned */
-    *chunk_out = chunk;
     return FL_OK;
 }
 
@@ -302,9 +344,9 @@ static void projection_product(const fl_lstm *L, const fl_blas *blas,
 /* What a row outputs at a step: h when valid; zeros past its length; at a
  * masked step the previous output (FL_MASK_CARRY: h once the row was seen,
  * zeros before) or zeros (FL_MASK_ZERO). */
-static void write_output(const fl_lstm_run *run, int R, int status, int carry,
+static void write_output(const float *h_rows, int R, int status, int carry,
                          const uint8_t *seen, int b, float *dst) {
-    const float *h = run->h + (size_t)b * (size_t)R;
+    const float *h = h_rows + (size_t)b * (size_t)R;
     int show_h = status == FL_STEP_VALID ||
                  (status == FL_STEP_MASKED && carry && seen[b]);
     if (show_h)
@@ -337,6 +379,63 @@ static int valid_rows_finite(const fl_lstm_run *run, size_t I) {
 
 static fl_status forward(const fl_lstm *L, const fl_blas *blas,
                          const fl_lstm_run *run, void *work, size_t work_bytes);
+
+/* y_last as the run defines it, from the final h in run->h. */
+static void write_last(const fl_lstm_run *run, int R, int masked, int carry,
+                       const uint8_t *seen) {
+    const int T = run->steps, t_last = run->reverse ? 0 : T - 1;
+    for (int b = 0; b < run->batch; b++) {
+        int status = masked ? fl_step_status(run, t_last, b) : FL_STEP_VALID;
+        /* a row that ended early reports its own last valid output */
+        if (status == FL_STEP_PAST_LENGTH) status = FL_STEP_MASKED;
+        write_output(run->h, R, status,
+                     carry || (run->lengths && t_last >= run->lengths[b]), seen,
+                     b, run->y_last + (size_t)b * R);
+    }
+}
+
+/* The whole run on fl_batch_step: per step one fused pass (input product,
+ * recurrent product, gates) per block of 16 units; h alternates between
+ * run->h and the workspace's hnext. */
+static void forward_panels(const fl_lstm *L, const fl_lstm_run *run,
+                           char *base, const ws_layout *w, uint8_t *seen) {
+    const int B = run->batch, T = run->steps, I = L->desc.input_size;
+    const int H = L->desc.units;
+    const int masked = run->mask != NULL || run->lengths != NULL;
+    const int carry = run->mask_output == FL_MASK_CARRY;
+    float *panels = (float *)(base + w->panels);
+    float *z = (float *)(base + w->z);
+    uint8_t *skip = masked ? (uint8_t *)(base + w->skip) : NULL;
+    fl_batch_pack(L->wx, L->ldx, L->wh, L->ldh, L->bias, I, H, panels);
+    /* x rows of one step: (t, b) at x + t * t_stride + b * ldxr */
+    const size_t ldxr = run->batch_major ? (size_t)T * I : (size_t)I;
+    const size_t t_stride = run->batch_major ? (size_t)I : (size_t)B * I;
+    float *cur = run->h, *next = (float *)(base + w->hnext);
+    for (int s = 0; s < T; s++) {
+        const int t = run->reverse ? T - 1 - s : s;
+        if (masked)
+            for (int b = 0; b < B; b++)
+                skip[b] = fl_step_status(run, t, b) != FL_STEP_VALID;
+        fl_batch_step(panels, I, H, run->x + (size_t)t * t_stride, ldxr, cur, B,
+                      run->c, next, skip, z);
+        for (int b = 0; b < B; b++) {
+            const int status = masked ? fl_step_status(run, t, b) : FL_STEP_VALID;
+            if (status == FL_STEP_VALID)
+                seen[b] = 1;
+            else /* the state is carried over a skipped step */
+                memcpy(next + (size_t)b * H, cur + (size_t)b * H,
+                       (size_t)H * sizeof(float));
+            if (run->y)
+                write_output(next, H, status, carry, seen, b,
+                             run->y + fl_tb_index(run, s, b) * (size_t)H);
+        }
+        float *tmp = cur;
+        cur = next;
+        next = tmp;
+    }
+    if (cur != run->h) memcpy(run->h, cur, (size_t)B * H * sizeof(float));
+    if (run->y_last) write_last(run, H, masked, carry, seen);
+}
 
 /* Denormals are flushed to zero inside the kernel (FTZ/DAZ set on entry and
  * the caller's setting restored on exit): a state that decays towards zero
@@ -384,6 +483,10 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
     if (!seen) {
         seen = (uint8_t *)(base + w.seen);
         memset(seen, 0, (size_t)B);
+    }
+    if (w.panels_used) {
+        forward_panels(L, run, base, &w, seen);
+        return FL_OK;
     }
     const fl_gate_params gp = {
         .units = (int)H,
@@ -509,21 +612,11 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
                 int status = masked ? fl_step_status(run, t, b) : FL_STEP_VALID;
                 if (status == FL_STEP_VALID) seen[b] = 1;
                 if (run->y)
-                    write_output(run, R, status, carry, seen, b,
+                    write_output(run->h, R, status, carry, seen, b,
                                  run->y + fl_tb_index(run, k, b) * (size_t)R);
             }
         }
     }
-    if (run->y_last) {
-        const int t_last = run->reverse ? 0 : T - 1;
-        for (int b = 0; b < B; b++) {
-            int status = masked ? fl_step_status(run, t_last, b) : FL_STEP_VALID;
-            /* a row that ended early reports its own last valid output */
-            if (status == FL_STEP_PAST_LENGTH) status = FL_STEP_MASKED;
-            write_output(run, R, status,
-                         carry || (run->lengths && t_last >= run->lengths[b]),
-                         seen, b, run->y_last + (size_t)b * R);
-        }
-    }
+    if (run->y_last) write_last(run, R, masked, carry, seen);
     return FL_OK;
 }

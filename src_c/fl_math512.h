@@ -1,0 +1,86 @@
+/*
+ * fl_math512.h - fl_math.h's sigmoid and tanh on 16 floats at a time with
+ * AVX-512 intrinsics, for the gate loops of the AVX-512 kernels.
+ *
+ * Same reductions, polynomials and branch choices as fl_math.h, with two
+ * instructions the portable C cannot name: vrndscaleps rounds x/ln2 to an
+ * integer and vscalefps applies 2^n (it saturates to 0 and inf by itself).
+ * Results below FLT_MIN flush to zero under the kernels' FTZ, as fl_expf's
+ * do. The measured error is the same as
+ * fl_math.h's (tests/test_math.py runs both through fl_activation_apply).
+ *
+ * Include only from code compiled for x86-64-v4 (FL_HAVE_MATH512).
+ */
+#ifndef FL_MATH512_H
+#define FL_MATH512_H
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
+    !defined(FL_NO_CLONES) && !defined(__SANITIZE_ADDRESS__)
+#define FL_HAVE_MATH512 1
+#include <immintrin.h>
+
+#define FL_V4 __attribute__((target("arch=x86-64-v4"), always_inline)) static inline
+
+/* e^x for x <= 100 (NaN propagates); 0 below -103.97, and inf above
+ * 88.72 (vscalefps saturates). */
+FL_V4 __m512 fl_exp16(__m512 x) {
+    /* max(min_x, x) keeps a NaN x (the second operand wins on NaN) */
+    const __m512 xc = _mm512_max_ps(_mm512_set1_ps(-103.97208404541016f), x);
+    const __m512 nf = _mm512_roundscale_ps(
+        _mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(nf, _mm512_set1_ps(0.693359375f), xc);
+    r = _mm512_fnmadd_ps(nf, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    const __m512 er = _mm512_add_ps(
+        _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(er, nf);
+}
+
+FL_V4 __m512 fl_abs16(__m512 x) {
+    return _mm512_castsi512_ps(_mm512_and_si512(
+        _mm512_castps_si512(x), _mm512_set1_epi32(0x7fffffff)));
+}
+
+/* 1 / (1 + e^-x). Unlike fl_sigmoidf this needs no branch on the sign:
+ * for x < 0, e^-x is large but exact to an ulp, and so is 1 over it (e^-x
+ * is capped at e^100 = inf, so x = -inf gives 0, not inf - inf). */
+FL_V4 __m512 fl_sigmoid16(__m512 x) {
+    /* min(cap, -x) keeps a NaN (the second operand wins on NaN) */
+    const __m512 nx = _mm512_min_ps(_mm512_set1_ps(100.0f),
+                                    _mm512_sub_ps(_mm512_setzero_ps(), x));
+    const __m512 one = _mm512_set1_ps(1.0f);
+    return _mm512_div_ps(one, _mm512_add_ps(one, fl_exp16(nx)));
+}
+
+/* tanh as fl_tanhf: an odd polynomial below |x| = 0.625, (1-e)/(1+e) with
+ * e = exp(-2|x|) above; the sign of x restored. */
+FL_V4 __m512 fl_tanh16(__m512 x) {
+    const __m512 ax = fl_abs16(x);
+    const __m512 z = _mm512_mul_ps(ax, ax);
+    __m512 p = _mm512_set1_ps(-5.70498872745e-3f);
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(2.06390887954e-2f));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-5.37397155531e-2f));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(1.33314422036e-1f));
+    p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-3.33332819422e-1f));
+    const __m512 small = _mm512_fmadd_ps(_mm512_mul_ps(p, z), ax, ax);
+    const __m512 e = fl_exp16(_mm512_mul_ps(ax, _mm512_set1_ps(-2.0f)));
+    const __m512 one = _mm512_set1_ps(1.0f);
+    const __m512 large = _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));
+    /* ax < 0.625 is false for NaN, which keeps `large` (NaN) */
+    const __mmask16 lo = _mm512_cmp_ps_mask(ax, _mm512_set1_ps(0.625f), _CMP_LT_OQ);
+    const __m512 t = _mm512_mask_blend_ps(lo, large, small);
+    /* copy the sign bit of x */
+    return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(
+        _mm512_castps_si512(t), _mm512_castps_si512(x),
+        _mm512_set1_epi32(0x7fffffff), 0xe4));
+}
+
+#undef FL_V4
+#endif
+#endif /* FL_MATH512_H */
