@@ -40,9 +40,21 @@ static int valid_activation(fl_activation a) {
     return (int)a >= 0 && (int)a < FL_ACT_COUNT;
 }
 
+/* Whether v[0:n] has no NaN or inf: a float is finite unless its exponent
+ * bits are all ones. Branch-free over blocks so the loop vectorizes (the
+ * per-element isfinite with an early exit cost ~1 ms per call on a 3 MB
+ * batch input, 3% of that call). */
 static int all_finite(const float *v, size_t n) {
-    for (size_t k = 0; k < n; k++)
-        if (!isfinite(v[k])) return 0;
+    for (size_t k0 = 0; k0 < n; k0 += 1024) {
+        const size_t k1 = n - k0 < 1024 ? n : k0 + 1024;
+        uint32_t bad = 0;
+        for (size_t k = k0; k < k1; k++) {
+            uint32_t u;
+            memcpy(&u, v + k, sizeof u);
+            bad |= (u & 0x7f800000u) == 0x7f800000u;
+        }
+        if (bad) return 0;
+    }
     return 1;
 }
 
@@ -394,6 +406,24 @@ static void write_last(const fl_lstm_run *run, int R, int masked, int carry,
     }
 }
 
+/* Outputs of at least this many bytes are written with non-temporal
+ * stores on the fl_batch_step path: they bypass the caches, which saves
+ * reading every output line in before writing it (B=64, T=100, H=256: 15
+ * -> 5 us per step). Smaller outputs stay cached for the caller. */
+#define FL_STREAM_OUT_MIN_BYTES (4u << 20)
+
+/* dst[0:n] = src[0:n] with non-temporal stores where dst allows it
+ * (16-byte aligned, n a multiple of 4); src is 64-byte aligned. */
+static void copy_row_streaming(float *dst, const float *src, int n) {
+#if defined(__SSE2__)
+    if (((uintptr_t)dst & 15) == 0 && n % 4 == 0) {
+        for (int j = 0; j < n; j += 4) _mm_stream_ps(dst + j, _mm_load_ps(src + j));
+        return;
+    }
+#endif
+    memcpy(dst, src, (size_t)n * sizeof(float));
+}
+
 /* The whole run on fl_batch_step: per step one fused pass (input product,
  * recurrent product, gates) per block of 16 units; h alternates between
  * run->h and the workspace's hnext. */
@@ -411,6 +441,7 @@ static void forward_panels(const fl_lstm *L, const fl_lstm_run *run,
     const size_t ldxr = run->batch_major ? (size_t)T * I : (size_t)I;
     const size_t t_stride = run->batch_major ? (size_t)I : (size_t)B * I;
     float *cur = run->h, *next = (float *)(base + w->hnext);
+    const int streaming = (size_t)B * T * H * sizeof(float) >= FL_STREAM_OUT_MIN_BYTES;
     for (int s = 0; s < T; s++) {
         const int t = run->reverse ? T - 1 - s : s;
         if (masked)
@@ -425,14 +456,19 @@ static void forward_panels(const fl_lstm *L, const fl_lstm_run *run,
             else /* the state is carried over a skipped step */
                 memcpy(next + (size_t)b * H, cur + (size_t)b * H,
                        (size_t)H * sizeof(float));
-            if (run->y)
-                write_output(next, H, status, carry, seen, b,
-                             run->y + fl_tb_index(run, s, b) * (size_t)H);
+            float *dst = run->y ? run->y + fl_tb_index(run, s, b) * (size_t)H : NULL;
+            if (dst && streaming && status == FL_STEP_VALID)
+                copy_row_streaming(dst, next + (size_t)b * H, H);
+            else if (dst)
+                write_output(next, H, status, carry, seen, b, dst);
         }
         float *tmp = cur;
         cur = next;
         next = tmp;
     }
+#if defined(__SSE2__)
+    if (streaming) _mm_sfence(); /* order the streamed outputs before return */
+#endif
     if (cur != run->h) memcpy(run->h, cur, (size_t)B * H * sizeof(float));
     if (run->y_last) write_last(run, H, masked, carry, seen);
 }
