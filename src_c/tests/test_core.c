@@ -245,6 +245,32 @@ static void test_configs(void) {
     }
 }
 
+/* Batches with the standard gates and at least 64 rows x steps run on the
+ * fused panel path (fl_batch.c): unit counts around the 16-unit panels,
+ * batch sizes that use every row tile (6, 4, 2, 1) and cross the 96-row
+ * group, masks, lengths, both layouts, both directions. */
+static void test_batch_panels(void) {
+    const int Hs[] = {1, 15, 16, 17, 40};
+    const int Bs[] = {2, 7, 13, 64, 97, 101};
+    for (int rep = 0; rep < 40; rep++) {
+        config cf;
+        memset(&cf, 0, sizeof cf);
+        cf.I = 1 + (int)(urand() * 20);
+        cf.H = Hs[rep % 5];
+        cf.B = Bs[(rep / 5) % 6];
+        cf.T = (64 + cf.B - 1) / cf.B + (int)(urand() * 6);
+        cf.act = FL_ACT_TANH;
+        cf.ract = FL_ACT_SIGMOID;
+        cf.bias = urand() < 0.8;
+        cf.reverse = urand() < 0.3;
+        cf.masked = urand() < 0.4;
+        cf.lengths = urand() < 0.3;
+        cf.zero_out = urand() < 0.5;
+        cf.batch_major = urand() < 0.5;
+        run_config(&cf);
+    }
+}
+
 static void test_errors(void) {
     float W[8] = {0}, U[4] = {0};
     fl_lstm *L = (fl_lstm *)1;
@@ -501,6 +527,7 @@ int main(void) {
     test_pool();
     test_threads_agree();
     test_configs();
+    test_batch_panels();
     test_errors();
     test_split_equals_whole();
     printf("%d passed, %d failed\n", n_passed, n_failed);
