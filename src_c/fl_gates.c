@@ -14,6 +14,7 @@
 
 #include "fl_gates.h"
 #include "fl_math.h"
+#include "fl_math512.h"
 
 /* SELU constants as Keras/TF define them. */
 #define FL_SELU_ALPHA 1.67326324235437728481704299167f
@@ -61,8 +62,52 @@ static inline float fl_act_scalar(fl_activation act, float x) {
     }                                                                          \
     return
 
+#ifdef FL_HAVE_MATH512
+/* Sigmoid and tanh loops with fl_math512.h's AVX-512 functions (the last
+ * n % 16 elements through a masked load and store). */
+#define FL_ACT512_LOOP(fn)                                                     \
+    for (size_t k = 0; k < n; k += 16) {                                       \
+        const size_t left = n - k;                                             \
+        const __mmask16 m =                                                    \
+            left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);    \
+        _mm512_mask_storeu_ps(v + k, m, fn(_mm512_maskz_loadu_ps(m, v + k)));  \
+    }
+
+__attribute__((target("arch=x86-64-v4"))) static void
+act_sigmoid_v4(float *FL_RESTRICT v, size_t n) {
+    FL_ACT512_LOOP(fl_sigmoid16)
+}
+__attribute__((target("arch=x86-64-v4"))) static void
+act_tanh_v4(float *FL_RESTRICT v, size_t n) {
+    FL_ACT512_LOOP(fl_tanh16)
+}
+
+static int have_avx512(void) {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+}
+#endif
+
 FL_CLONES
+static void act_apply_portable(fl_activation act, float *FL_RESTRICT v,
+                               size_t n);
+
 void fl_act_apply(fl_activation act, float *FL_RESTRICT v, size_t n) {
+#ifdef FL_HAVE_MATH512
+    if (act == FL_ACT_SIGMOID && have_avx512()) {
+        act_sigmoid_v4(v, n);
+        return;
+    }
+    if (act == FL_ACT_TANH && have_avx512()) {
+        act_tanh_v4(v, n);
+        return;
+    }
+#endif
+    act_apply_portable(act, v, n);
+}
+
+FL_CLONES
+static void act_apply_portable(fl_activation act, float *FL_RESTRICT v,
+                               size_t n) {
     switch (act) {
     case FL_ACT_TANH:
         FL_ACT_LOOP(fl_tanhf(x));
@@ -155,10 +200,44 @@ static void gates_general(const fl_gate_params *p, float *FL_RESTRICT z,
     for (size_t j = 0; j < H; j++) out[j] *= zo[j];
 }
 
+#ifdef FL_HAVE_MATH512
+/* gates_sigmoid_tanh on 16 units per vector with fl_math512.h (a masked
+ * load and store for the last H % 16). */
+__attribute__((target("arch=x86-64-v4"))) static void
+gates_sigmoid_tanh_v4(int units, const float *FL_RESTRICT bias,
+                      const float *FL_RESTRICT z, float *FL_RESTRICT c,
+                      float *FL_RESTRICT out) {
+    const size_t H = (size_t)units;
+    for (size_t j = 0; j < H; j += 16) {
+        const size_t left = H - j;
+        const __mmask16 m =
+            left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+#define FL_PRE(q)                                                              \
+    _mm512_add_ps(_mm512_maskz_loadu_ps(m, z + (q) * H + j),                   \
+                  _mm512_maskz_loadu_ps(m, bias + (q) * H + j))
+        const __m512 i = fl_sigmoid16(FL_PRE(FL_GATE_I));
+        const __m512 f = fl_sigmoid16(FL_PRE(FL_GATE_F));
+        const __m512 o = fl_sigmoid16(FL_PRE(FL_GATE_O));
+        const __m512 g = fl_tanh16(FL_PRE(FL_GATE_G));
+#undef FL_PRE
+        const __m512 cn =
+            _mm512_fmadd_ps(f, _mm512_maskz_loadu_ps(m, c + j), _mm512_mul_ps(i, g));
+        _mm512_mask_storeu_ps(c + j, m, cn);
+        _mm512_mask_storeu_ps(out + j, m, _mm512_mul_ps(o, fl_tanh16(cn)));
+    }
+}
+#endif
+
 void fl_gates_row(const fl_gate_params *p, float *FL_RESTRICT z,
                   float *FL_RESTRICT c, float *FL_RESTRICT out) {
     if (p->ract == FL_ACT_SIGMOID && p->act == FL_ACT_TANH && !p->peep &&
         !p->use_cell_clip) {
+#ifdef FL_HAVE_MATH512
+        if (have_avx512()) {
+            gates_sigmoid_tanh_v4(p->units, p->bias, z, c, out);
+            return;
+        }
+#endif
         gates_sigmoid_tanh(p->units, p->bias, z, c, out);
     } else {
         gates_general(p, z, c, out);
