@@ -80,6 +80,7 @@ cdef extern from "fastlstm.h" nogil:
         int chunk_steps
         int threads
         fl_pool *pool
+        int sweep
 
     fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,
                              const float *recurrent_kernel, const float *bias,

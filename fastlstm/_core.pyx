@@ -238,6 +238,7 @@ cdef class PackedLSTM:
         run.chunk_steps = chunk_steps
         run.threads = threads
         run.pool = _pool_of(pool)
+        run.sweep = 0
 
         cdef size_t need = 0
         _check(fl_lstm_workspace_size(self._lstm, B, T, chunk_steps, &need),
@@ -281,6 +282,7 @@ cdef class StreamCore:
     cdef bint _zero_output
     cdef bint _check_finite
     cdef public bint busy
+    cdef int _sweep
     cdef readonly int threads
     cdef readonly ThreadPool _pool
 
@@ -302,6 +304,7 @@ cdef class StreamCore:
         self._zero_output = zero_output
         self._check_finite = check_finite
         self.busy = False
+        self._sweep = 0
 
     def step(self, x, mask=None, out=None):
         """Runs one time step: x (batch, features) -> output (batch, R).
@@ -364,12 +367,14 @@ cdef class StreamCore:
         run.chunk_steps = 0
         run.threads = self.threads
         run.pool = _pool_of(self._pool)
+        run.sweep = self._sweep
         cdef fl_status st
         self.busy = True
         with nogil:
             st = fl_lstm_forward(p._lstm, &_BLAS, &run, self._workp,
                                  self._work_bytes)
         self.busy = False
+        self._sweep ^= 1  # the next step reads the weights the other way
         if st == FL_ERR_NONFINITE:
             self._raise_nonfinite(xa, mask)
         _check(st, "LSTM step")

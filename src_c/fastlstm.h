@@ -149,6 +149,14 @@ typedef struct fl_lstm_run {
                                 (if it has enough), or NULL: start threads
                                 for this call and join them before it
                                 returns */
+    int sweep;               /* 0 or 1: the order in which the first step
+                                of a batch-1 call reads the recurrent
+                                weights; later steps alternate. Results do
+                                not depend on it. A caller running one step
+                                per call should flip it every call, so each
+                                step starts on the weights the previous one
+                                read last, still in cache (a 4 MB layer:
+                                ~1.5x faster per step). */
 } fl_lstm_run;
 
 fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,

@@ -17,8 +17,10 @@
  * blocks, hence FL_MV_WIDE_MAX_BYTES. The sums are the same either way:
  * every output adds its rows in the same order. */
 #define FL_MV_WIDE_MAX_BYTES (1u << 20)
-#define FL_MV_BLOCK(NB)                                                        \
-    for (; j0 + NB <= n; j0 += NB) {                                           \
+
+/* z[j0 : j0+NB] (+)= v @ W[:, j0 : j0+NB], the NB partial sums in registers */
+#define FL_MV_BLOCK(NB, j0)                                                    \
+    {                                                                          \
         float acc[NB];                                                         \
         for (int j = 0; j < NB; j++) acc[j] = accumulate ? z[j0 + j] : 0.0f;   \
         for (int k = 0; k < rows; k++) {                                       \
@@ -29,22 +31,38 @@
         for (int j = 0; j < NB; j++) z[j0 + j] = acc[j];                       \
     }
 
+/* Columns [0, n_wide) go in 128-wide blocks, [n_wide, n_main) in 64-wide
+ * ones, the last n % 64 in a plain loop. `backward` visits the same blocks
+ * in the opposite order: a caller that alternates it from step to step
+ * starts each step on the blocks the previous one read last, which are
+ * still in cache. A matrix larger than L2 then comes partly from L2 instead
+ * of wholly from L3 (cyclic reads of more than the cache size miss on every
+ * line): 512 x 2048 (4 MB) 151 -> 100 us, 512 x 1024 (2 MB) 38 -> 28 us.
+ * Each output's sum is the same either way. */
 FL_CLONES
 void fl_matvec(const float *FL_RESTRICT W, int rows, int n, int ld,
                const float *FL_RESTRICT v, float *FL_RESTRICT z,
-               int accumulate) {
-    int j0 = 0;
-    if ((size_t)rows * (size_t)n * sizeof(float) <= FL_MV_WIDE_MAX_BYTES) {
-        FL_MV_BLOCK(128)
+               int accumulate, int backward) {
+    const int n_main = n - n % 64;
+    const int wide =
+        (size_t)rows * (size_t)n * sizeof(float) <= FL_MV_WIDE_MAX_BYTES;
+    const int n_wide = wide ? n_main - n_main % 128 : 0;
+    if (!backward) {
+        for (int j0 = 0; j0 < n_wide; j0 += 128) FL_MV_BLOCK(128, j0)
+        for (int j0 = n_wide; j0 < n_main; j0 += 64) FL_MV_BLOCK(64, j0)
     }
-    FL_MV_BLOCK(64)
-    if (j0 == n) return;
-    if (!accumulate)
-        for (int j = j0; j < n; j++) z[j] = 0.0f;
-    for (int k = 0; k < rows; k++) { /* the last n % 64 columns */
-        const float s = v[k];
-        const float *FL_RESTRICT w = W + (size_t)k * (size_t)ld;
-        for (int j = j0; j < n; j++) z[j] += s * w[j];
+    if (n_main < n) {
+        if (!accumulate)
+            for (int j = n_main; j < n; j++) z[j] = 0.0f;
+        for (int k = 0; k < rows; k++) { /* the last n % 64 columns */
+            const float s = v[k];
+            const float *FL_RESTRICT w = W + (size_t)k * (size_t)ld;
+            for (int j = n_main; j < n; j++) z[j] += s * w[j];
+        }
+    }
+    if (backward) {
+        for (int j0 = n_main - 64; j0 >= n_wide; j0 -= 64) FL_MV_BLOCK(64, j0)
+        for (int j0 = n_wide - 128; j0 >= 0; j0 -= 128) FL_MV_BLOCK(128, j0)
     }
 }
 

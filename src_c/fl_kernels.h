@@ -9,10 +9,12 @@
 
 /* z[0:n] (+)= v[0:rows] @ W, W row-major (rows, n) with rows ld floats
  * apart (ld >= n; a column slice of a wider matrix). With accumulate = 0, z
- * is overwritten. Runtime-dispatched to AVX-512 / AVX2+FMA code. */
+ * is overwritten. `backward` walks the column blocks in reverse order (the
+ * result is the same; alternating it between steps keeps more of a large W
+ * in cache). Runtime-dispatched to AVX-512 / AVX2+FMA code. */
 void fl_matvec(const float *FL_RESTRICT W, int rows, int n, int ld,
                const float *FL_RESTRICT v, float *FL_RESTRICT z,
-               int accumulate);
+               int accumulate, int backward);
 
 /* Z(rows, n) (+)= A(rows, K) @ W(K, n); row-major with leading dimensions
  * lda (A), ldw (W) and ldz (Z). For the per-step recurrent product of a batch,

@@ -318,7 +318,7 @@ static void input_projection(const fl_lstm *L, const fl_blas *blas,
     if (rows <= FL_SMALL_ROWS) {
         for (int r = 0; r < rows; r++)
             fl_matvec(L->wx, k, n4h, ldx, x + (size_t)r * k, G + (size_t)r * n4h,
-                      0);
+                      0, 0);
         return;
     }
     float one = 1.0f, zero = 0.0f;
@@ -328,14 +328,15 @@ static void input_projection(const fl_lstm *L, const fl_blas *blas,
 }
 
 /* G rows (B of them, ldg floats apart) += h(B, R) @ Wh; a matrix-vector
- * product when B == 1. */
+ * product when B == 1 (its column blocks walked backward if asked). */
 static void recurrent_product(const fl_lstm *L, const fl_blas *blas,
-                              const float *h, int batch, float *G, int ldg) {
+                              const float *h, int batch, float *G, int ldg,
+                              int backward) {
     int n4h = 4 * L->desc.units, r = L->R, n = batch, ldh = L->ldh;
     float one = 1.0f;
     char N = 'N';
     if (batch == 1)
-        fl_matvec(L->wh, r, n4h, ldh, h, G, 1);
+        fl_matvec(L->wh, r, n4h, ldh, h, G, 1, backward);
     else if (batch <= FL_OWN_GEMM_MAX_BATCH)
         fl_gemm(h, batch, r, r, L->wh, n4h, ldh, G, ldg, 1);
     else
@@ -560,7 +561,8 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
             float *xh = (float *)(base + w.xh);
             memcpy(xh, run->x + (size_t)t0 * I, I * sizeof(float));
             memcpy(xh + I, run->h, (size_t)R * sizeof(float));
-            fl_matvec(L->wx, (int)I + R, (int)row4, L->ldx, xh, G, 0);
+            fl_matvec(L->wx, (int)I + R, (int)row4, L->ldx, xh, G, 0,
+                      (t0 + run->sweep) & 1);
         }
         /* batch 1 on several threads: each computes its own columns */
         if (!fused && par &&
@@ -610,7 +612,8 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
                 fl_gemm(run->h, B, R, R, L->wh, (int)row4, L->ldh, rec, (int)row4,
                         0);
             else if (!fused)
-                recurrent_product(L, blas, run->h, B, Gt, (int)(g_b * row4));
+                recurrent_product(L, blas, run->h, B, Gt, (int)(g_b * row4),
+                                  (k + run->sweep) & 1);
 
             /* gates; without projection m is h itself (Gt no longer needs
              * the old h), with projection m goes to scratch first */

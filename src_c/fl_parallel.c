@@ -103,11 +103,15 @@ static void run_part(part *p) {
         const int status = fl_step_status(run, t, 0);
         const float *Gt = sh->G + (size_t)(t - sh->t0) * row4;
         if (status == FL_STEP_VALID) {
-            for (size_t g = 0; g < 4; g++) { /* this part's columns of gate g */
+            /* this part's columns of each gate; every other step reads
+             * them in reverse order (see fl_matvec) */
+            const int backward = (k + run->sweep) & 1;
+            for (size_t q = 0; q < 4; q++) {
+                const size_t g = backward ? 3 - q : q;
                 const size_t col = g * H + (size_t)p->u0;
                 memcpy(p->z + g * w, Gt + col, w * sizeof(float));
                 fl_matvec(sh->wh + col, (int)H, (int)w, sh->ldh, hp,
-                          p->z + g * w, 1);
+                          p->z + g * w, 1, backward);
             }
             fl_gates_row(&p->gp, p->z, run->c + p->u0, hn + p->u0);
             p->seen = 1;
