@@ -129,6 +129,55 @@ gate_block16(const float *FL_RESTRICT z, int nu, float *FL_RESTRICT c,
                 z[(size_t)(r0 + r - g0) * FL_PANEL_WIDTH + j] = acc[r][j];     \
     }
 
+#ifdef FL_HAVE_MATH512
+/* The gates of rows r0 .. r1-1 of a block with fl_cell16x4, four rows at a
+ * time; a group with a skipped row, and the last r1 - r0 < 4 rows, go row by
+ * row through gate_block16. */
+__attribute__((target("arch=x86-64-v4"), always_inline)) static inline void
+gate_rows16(const float *FL_RESTRICT z, int r0, int r1, int nu, int H,
+            int u0, float *FL_RESTRICT c, float *FL_RESTRICT h_out,
+            const uint8_t *FL_RESTRICT skip) {
+    const __mmask16 m = nu >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nu) - 1);
+    int r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        if (skip && (skip[r] | skip[r + 1] | skip[r + 2] | skip[r + 3])) {
+            for (int q = r; q < r + 4; q++)
+                if (!skip[q])
+                    gate_block16(z + (size_t)(q - r0) * FL_PANEL_WIDTH, nu,
+                                 c + (size_t)q * H + u0, h_out + (size_t)q * H + u0);
+            continue;
+        }
+        __m512 zi[4], zf[4], zo[4], zg[4];
+        float *cp[4], *hp[4];
+        for (int q = 0; q < 4; q++) {
+            const float *zq = z + (size_t)(r + q - r0) * FL_PANEL_WIDTH;
+            zi[q] = _mm512_loadu_ps(zq);
+            zf[q] = _mm512_loadu_ps(zq + FL_PANEL_UNITS);
+            zo[q] = _mm512_loadu_ps(zq + 2 * FL_PANEL_UNITS);
+            zg[q] = _mm512_loadu_ps(zq + 3 * FL_PANEL_UNITS);
+            cp[q] = c + (size_t)(r + q) * H + u0;
+            hp[q] = h_out + (size_t)(r + q) * H + u0;
+        }
+        fl_cell16x4(zi, zf, zo, zg, cp, hp, m);
+    }
+    for (; r < r1; r++)
+        if (!skip || !skip[r])
+            gate_block16(z + (size_t)(r - r0) * FL_PANEL_WIDTH, nu,
+                         c + (size_t)r * H + u0, h_out + (size_t)r * H + u0);
+}
+#endif
+
+/* The portable gates of rows r0 .. r1-1 of a block, row by row. */
+static inline __attribute__((always_inline)) void
+gate_rows(const float *FL_RESTRICT z, int r0, int r1, int nu, int H, int u0,
+          float *FL_RESTRICT c, float *FL_RESTRICT h_out,
+          const uint8_t *FL_RESTRICT skip) {
+    for (int r = r0; r < r1; r++)
+        if (!skip || !skip[r])
+            gate_block(z + (size_t)(r - r0) * FL_PANEL_WIDTH, nu,
+                       c + (size_t)r * H + u0, h_out + (size_t)r * H + u0);
+}
+
 #define FL_BATCH_ARGS                                                          \
     const float *FL_RESTRICT panels, int I, int H, const float *FL_RESTRICT x, \
         size_t ldxr, const float *FL_RESTRICT h, int rows,                     \
@@ -156,10 +205,7 @@ gate_block16(const float *FL_RESTRICT z, int nu, float *FL_RESTRICT c,
                 rows - g0 < FL_BATCH_GROUP ? rows : g0 + FL_BATCH_GROUP;       \
             int r0 = g0;                                                       \
             TILES                                                              \
-            for (int r = g0; r < r1; r++)                                      \
-                if (!skip || !skip[r])                                         \
-                    GATES(z + (size_t)(r - g0) * FL_PANEL_WIDTH, nu,           \
-                          c + (size_t)r * H + u0, h_out + (size_t)r * H + u0); \
+            GATES(z, g0, r1, nu, H, u0, c, h_out, skip);                       \
         }                                                                      \
     }
 
@@ -172,17 +218,17 @@ gate_block16(const float *FL_RESTRICT z, int nu, float *FL_RESTRICT c,
 #ifdef FL_HAVE_MATH512
 __attribute__((target("arch=x86-64-v4"))) static void
 batch_step_v4(FL_BATCH_ARGS) {
-    FL_BATCH_BODY(FL_TILES_V4, gate_block16)
+    FL_BATCH_BODY(FL_TILES_V4, gate_rows16)
 }
 __attribute__((target("arch=x86-64-v3"))) static void
 batch_step_v3(FL_BATCH_ARGS) {
-    FL_BATCH_BODY(FL_TILES_SMALL, gate_block)
+    FL_BATCH_BODY(FL_TILES_SMALL, gate_rows)
 }
 #define FL_HAVE_ISA_BATCH 1
 #endif
 
 static void batch_step_base(FL_BATCH_ARGS) {
-    FL_BATCH_BODY(FL_TILES_SMALL, gate_block)
+    FL_BATCH_BODY(FL_TILES_SMALL, gate_rows)
 }
 
 void fl_batch_step(FL_BATCH_ARGS) {

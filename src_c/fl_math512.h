@@ -81,6 +81,31 @@ FL_V4 __m512 fl_tanh16(__m512 x) {
         _mm512_set1_epi32(0x7fffffff), 0xe4));
 }
 
+/* The LSTM cell on four independent vectors of 16 units at once, from the
+ * pre-activations of gates i, f, o, g (bias included):
+ *   c[q] = sigmoid(f) * c[q] + sigmoid(i) * tanh(g)
+ *   h[q] = sigmoid(o) * tanh(c[q])
+ * (lanes outside m are neither read nor written). Four at a time because
+ * each vector is one long dependency chain (exp, divide, exp again): with
+ * four interleaved the vector units stay busy (24 vs 33 ns per vector of 16
+ * units for one at a time). */
+FL_V4 void fl_cell16x4(const __m512 *zi, const __m512 *zf, const __m512 *zo,
+                       const __m512 *zg, float *const *c, float *const *h,
+                       __mmask16 m) {
+    __m512 i[4], f[4], o[4], g[4], cn[4];
+    for (int q = 0; q < 4; q++) i[q] = fl_sigmoid16(zi[q]);
+    for (int q = 0; q < 4; q++) f[q] = fl_sigmoid16(zf[q]);
+    for (int q = 0; q < 4; q++) g[q] = fl_tanh16(zg[q]);
+    for (int q = 0; q < 4; q++) o[q] = fl_sigmoid16(zo[q]);
+    for (int q = 0; q < 4; q++) {
+        cn[q] = _mm512_fmadd_ps(f[q], _mm512_maskz_loadu_ps(m, c[q]),
+                                _mm512_mul_ps(i[q], g[q]));
+        _mm512_mask_storeu_ps(c[q], m, cn[q]);
+    }
+    for (int q = 0; q < 4; q++)
+        _mm512_mask_storeu_ps(h[q], m, _mm512_mul_ps(o[q], fl_tanh16(cn[q])));
+}
+
 #undef FL_V4
 #endif
 #endif /* FL_MATH512_H */
