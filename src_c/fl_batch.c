@@ -130,6 +130,54 @@ gate_block16(const float *FL_RESTRICT z, int nu, float *FL_RESTRICT c,
     }
 
 #ifdef FL_HAVE_MATH512
+/* FL_BATCH_TILE written with AVX-512 intrinsics for the AVX-512 build: the
+ * same sums in the same order (bias, then k ascending), but with the row
+ * pointers held in registers (GCC's version of the macro reloaded some from
+ * the stack every k): B=64 step H=256 304 -> 294 us, H=512 1040 -> 1019 us.
+ * Panel rows and z are 64-byte aligned. */
+#define FL_TILE512_K(TR, A)                                                     \
+    {                                                                          \
+        const __m512 w0 = _mm512_load_ps(w), w1 = _mm512_load_ps(w + 16);      \
+        const __m512 w2 = _mm512_load_ps(w + 32), w3 = _mm512_load_ps(w + 48); \
+        FL_PREFETCH_ROW(w)                                                     \
+        for (int r = 0; r < TR; r++) {                                         \
+            const __m512 s = _mm512_set1_ps(A);                                \
+            acc[r][0] = _mm512_fmadd_ps(s, w0, acc[r][0]);                     \
+            acc[r][1] = _mm512_fmadd_ps(s, w1, acc[r][1]);                     \
+            acc[r][2] = _mm512_fmadd_ps(s, w2, acc[r][2]);                     \
+            acc[r][3] = _mm512_fmadd_ps(s, w3, acc[r][3]);                     \
+        }                                                                      \
+        w += FL_PANEL_WIDTH;                                                   \
+    }
+
+#define FL_DEFINE_TILE512(TR)                                                  \
+    __attribute__((target("arch=x86-64-v4"), always_inline)) static inline    \
+    void tile512_##TR(const float *FL_RESTRICT panel,                          \
+                      const float *FL_RESTRICT bias, int I, int H,             \
+                      const float *FL_RESTRICT x, size_t ldxr,                 \
+                      const float *FL_RESTRICT h, float *FL_RESTRICT zt) {     \
+        __m512 acc[TR][4];                                                     \
+        for (int r = 0; r < TR; r++)                                           \
+            for (int q = 0; q < 4; q++)                                        \
+                acc[r][q] = _mm512_load_ps(bias + 16 * q);                     \
+        const float *FL_RESTRICT w = panel;                                    \
+        const float *a[TR];                                                    \
+        for (int r = 0; r < TR; r++) a[r] = x + (size_t)r * ldxr;              \
+        for (int k = 0; k < I; k++) FL_TILE512_K(TR, a[r][k])                   \
+        for (int r = 0; r < TR; r++) a[r] = h + (size_t)r * H;                 \
+        for (int k = 0; k < H; k++) FL_TILE512_K(TR, a[r][k])                   \
+        for (int r = 0; r < TR; r++)                                           \
+            for (int q = 0; q < 4; q++)                                        \
+                _mm512_store_ps(zt + r * FL_PANEL_WIDTH + 16 * q, acc[r][q]);  \
+    }
+FL_DEFINE_TILE512(6)
+FL_DEFINE_TILE512(4)
+
+#define FL_BATCH_TILE512(TR)                                                   \
+    for (; r0 + TR <= r1; r0 += TR)                                            \
+        tile512_##TR(panel, bias, I, H, x + (size_t)r0 * ldxr, ldxr,           \
+                     h + (size_t)r0 * H, z + (size_t)(r0 - g0) * FL_PANEL_WIDTH);
+
 /* The gates of rows r0 .. r1-1 of a block with fl_cell16x4, four rows at a
  * time; a group with a skipped row, and the last r1 - r0 < 4 rows, go row by
  * row through gate_block16. */
@@ -212,7 +260,7 @@ gate_rows(const float *FL_RESTRICT z, int r0, int r1, int nu, int H, int u0,
 /* Row tiles per instruction set: AVX-512 6 rows (24 zmm accumulators),
  * AVX2 and baseline 2 rows; then smaller tiles for the rest. */
 #define FL_TILES_V4                                                            \
-    FL_BATCH_TILE(6) FL_BATCH_TILE(4) FL_BATCH_TILE(2) FL_BATCH_TILE(1)
+    FL_BATCH_TILE512(6) FL_BATCH_TILE512(4) FL_BATCH_TILE(2) FL_BATCH_TILE(1)
 #define FL_TILES_SMALL FL_BATCH_TILE(2) FL_BATCH_TILE(1)
 
 #ifdef FL_HAVE_MATH512
