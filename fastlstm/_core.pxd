@@ -90,6 +90,9 @@ cdef extern from "fastlstm.h" nogil:
     fl_status fl_lstm_get_desc(const fl_lstm *lstm, fl_lstm_desc *out)
     fl_status fl_lstm_workspace_size(const fl_lstm *lstm, int batch, int steps,
                                      int chunk_steps, size_t *out_bytes)
+    fl_status fl_lstm_run_workspace_size(const fl_lstm *lstm,
+                                         const fl_lstm_run *run,
+                                         size_t *out_bytes)
     fl_status fl_lstm_forward(const fl_lstm *lstm, const fl_blas *blas,
                               const fl_lstm_run *run, void *work,
                               size_t work_bytes)

@@ -240,11 +240,17 @@ cdef class PackedLSTM:
         run.pool = _pool_of(pool)
         run.sweep = 0
 
-        cdef size_t need = 0
-        _check(fl_lstm_workspace_size(self._lstm, B, T, chunk_steps, &need),
+        # the run's own size includes per-thread weight copies (faster); a
+        # caller's workspace of the plain size also works, without them
+        cdef size_t need = 0, need_plain = 0
+        _check(fl_lstm_run_workspace_size(self._lstm, &run, &need),
+               "workspace size")
+        _check(fl_lstm_workspace_size(self._lstm, B, T, chunk_steps, &need_plain),
                "workspace size")
         cdef void *buf = NULL
-        cdef bint owned = work is None or <size_t>work.shape[0] < need
+        cdef bint owned = work is None or <size_t>work.shape[0] < need_plain
+        if not owned:
+            need = min(need, <size_t>work.shape[0])
         if owned:  # PyMem_RawMalloc: visible to tracemalloc, callable nogil
             buf = PyMem_RawMalloc(need)
             if buf is NULL:

@@ -173,8 +173,18 @@ fl_status fl_lstm_get_desc(const fl_lstm *lstm, fl_lstm_desc *out);
 fl_status fl_lstm_workspace_size(const fl_lstm *lstm, int batch, int steps,
                                  int chunk_steps, size_t *out_bytes);
 
-/* Runs the layer. `work` must hold fl_lstm_workspace_size bytes and be
- * aligned to 64 bytes. On error nothing is guaranteed about h, c, y. */
+/* Bytes of workspace for this run (its batch, steps, chunk_steps and
+ * threads). A batch-1 run of 32 or more steps on several threads gets room
+ * for each thread's own contiguous copy of its share of the recurrent
+ * weights, which it reads faster; a workspace of fl_lstm_workspace_size
+ * bytes also works, without the copies. */
+fl_status fl_lstm_run_workspace_size(const fl_lstm *lstm,
+                                     const fl_lstm_run *run,
+                                     size_t *out_bytes);
+
+/* Runs the layer. `work` must hold fl_lstm_workspace_size bytes (or
+ * fl_lstm_run_workspace_size's) and be aligned to 64 bytes. On error
+ * nothing is guaranteed about h, c, y. */
 fl_status fl_lstm_forward(const fl_lstm *lstm, const fl_blas *blas,
                           const fl_lstm_run *run, void *work,
                           size_t work_bytes);

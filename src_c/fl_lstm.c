@@ -213,6 +213,7 @@ typedef struct ws_layout {
     size_t rec;   /* (B, 4H) recurrent product of one step, contiguous
                      (batch-major batches, whose gate rows lie far apart) */
     size_t par;   /* fl_parallel_chunk's buffers (batch 1, no projection) */
+    size_t wcopy; /* its threads' own copies of Wh, or 0 (not laid out) */
     size_t xh;    /* (I + R): [x_t; h] of a one-step batch-1 call */
     size_t total;
 } ws_layout;
@@ -253,7 +254,7 @@ static fl_status plan_panels(const fl_lstm *lstm, int batch, ws_layout *w) {
 }
 
 static fl_status plan_workspace(const fl_lstm *lstm, int batch, int steps,
-                                int chunk_steps, int *chunk_out,
+                                int chunk_steps, int threads, int *chunk_out,
                                 ws_layout *w) {
     if (batch < 1 || steps < 1) return FL_ERR_SHAPE;
     if (batch > FL_MAX_DIM || steps > FL_MAX_DIM) return FL_ERR_OVERFLOW;
@@ -286,6 +287,9 @@ static fl_status plan_workspace(const fl_lstm *lstm, int batch, int steps,
     if (B == 1 && !layout_add(&off, (size_t)lstm->desc.input_size + (P ? P : H),
                               &w->xh))
         return FL_ERR_OVERFLOW;
+    if (B == 1 && !P && threads > 1 && steps >= FL_PAR_COPY_MIN_STEPS &&
+        !layout_add(&off, fl_parallel_copy_floats((int)H, threads), &w->wcopy))
+        return FL_ERR_OVERFLOW;
     if (off > SIZE_MAX - FL_ALIGN) return FL_ERR_OVERFLOW;
     w->total = off + FL_ALIGN; /* slack so any base address can be aligned */
     return FL_OK;
@@ -296,7 +300,18 @@ fl_status fl_lstm_workspace_size(const fl_lstm *lstm, int batch, int steps,
     if (!lstm || !out_bytes) return FL_ERR_ARG;
     ws_layout w;
     int chunk;
-    fl_status st = plan_workspace(lstm, batch, steps, chunk_steps, &chunk, &w);
+    fl_status st = plan_workspace(lstm, batch, steps, chunk_steps, 1, &chunk, &w);
+    if (st == FL_OK) *out_bytes = w.total;
+    return st;
+}
+
+fl_status fl_lstm_run_workspace_size(const fl_lstm *lstm, const fl_lstm_run *run,
+                                     size_t *out_bytes) {
+    if (!lstm || !run || !out_bytes) return FL_ERR_ARG;
+    ws_layout w;
+    int chunk;
+    fl_status st = plan_workspace(lstm, run->batch, run->steps, run->chunk_steps,
+                                  run->threads, &chunk, &w);
     if (st == FL_OK) *out_bytes = w.total;
     return st;
 }
@@ -511,7 +526,12 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
     if (st != FL_OK) return st;
     ws_layout w;
     int chunk;
-    st = plan_workspace(L, run->batch, run->steps, run->chunk_steps, &chunk, &w);
+    st = plan_workspace(L, run->batch, run->steps, run->chunk_steps,
+                        run->threads, &chunk, &w);
+    if (st == FL_OK && run->threads > 1 && (!work || work_bytes < w.total))
+        /* a workspace sized by fl_lstm_workspace_size: no thread copies */
+        st = plan_workspace(L, run->batch, run->steps, run->chunk_steps, 1,
+                            &chunk, &w);
     if (st != FL_OK) return st;
     if (!work || work_bytes < w.total) return FL_ERR_ARG;
 
@@ -581,7 +601,11 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
         if (!fused && par &&
             fl_parallel_chunk(L, &gp, L->wx, L->ldx, L->wh, L->ldh, L->bias,
                               L->peep, run, G, t0, n, run->threads,
-                              (float *)(base + w.par), seen))
+                              (float *)(base + w.par),
+                              w.wcopy && n >= FL_PAR_COPY_MIN_STEPS
+                                  ? (float *)(base + w.wcopy)
+                                  : NULL,
+                              seen))
             continue;
         size_t g_t, g_b;
         if (fused) {

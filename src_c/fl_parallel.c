@@ -52,6 +52,8 @@ typedef struct shared {
 
 typedef struct part {
     shared *sh;
+    float *wown;       /* this part's copy of its Wh columns: gate g is an
+                          (H, w) row-major block at wown + g*H*w; or NULL */
     fl_gate_params gp; /* units = this part's width, bias/peep sliced */
     float *z;          /* (4w) pre-activations of this part's units */
     int u0, w;
@@ -95,6 +97,17 @@ static void run_part(part *p) {
         fl_gemm(sh->x, sh->n, I, I, sh->wx + col, (int)w, sh->ldx, sh->G + col,
                 (int)row4, 0);
     }
+    /* Each thread copies its own columns of Wh into one contiguous block
+     * (on its own core, so they land in its caches). Read in place, a
+     * thread's columns are four 1 KB pieces of every 8 KB row (H=512);
+     * contiguous, the prefetchers keep up and more of them stay in L2:
+     * 2 threads at H=512, 2 MB each, 33-48 -> 20-27 us per step. */
+    if (p->wown)
+        for (size_t g = 0; g < 4; g++)
+            for (size_t k = 0; k < H; k++)
+                memcpy(p->wown + (g * H + k) * w,
+                       sh->wh + k * (size_t)sh->ldh + g * H + (size_t)p->u0,
+                       w * sizeof(float));
     for (int s = 0; s < sh->n; s++) {
         const int t = run->reverse ? sh->t0 + sh->n - 1 - s : sh->t0 + s;
         const int k = run->reverse ? T - 1 - t : t;
@@ -110,8 +123,12 @@ static void run_part(part *p) {
                 const size_t g = backward ? 3 - q : q;
                 const size_t col = g * H + (size_t)p->u0;
                 memcpy(p->z + g * w, Gt + col, w * sizeof(float));
-                fl_matvec(sh->wh + col, (int)H, (int)w, sh->ldh, hp,
-                          p->z + g * w, 1, backward);
+                if (p->wown)
+                    fl_matvec(p->wown + g * H * w, (int)H, (int)w, (int)w, hp,
+                              p->z + g * w, 1, backward);
+                else
+                    fl_matvec(sh->wh + col, (int)H, (int)w, sh->ldh, hp,
+                              p->z + g * w, 1, backward);
             }
             fl_gates_row(&p->gp, p->z, run->c + p->u0, hn + p->u0);
             p->seen = 1;
@@ -278,11 +295,16 @@ size_t fl_parallel_workspace_floats(int units) {
     return 2 * (size_t)units + 11 * (size_t)units + 3 * 16 * FL_MAX_THREADS + 16;
 }
 
+size_t fl_parallel_copy_floats(int units, int threads) {
+    /* every part's block starts on a 64-byte boundary */
+    return 4 * (size_t)units * (size_t)units + 16 * (size_t)threads;
+}
+
 int fl_parallel_chunk(const fl_lstm *L, const fl_gate_params *gp,
                       const float *wx, int ldx, const float *wh, int ldh,
                       const float *bias, const float *peep,
                       const fl_lstm_run *run, float *G, int t0, int n,
-                      int threads, float *ws, uint8_t *seen) {
+                      int threads, float *ws, float *wcopy, uint8_t *seen) {
     const int H = gp->units;
     if (threads > FL_MAX_THREADS) threads = FL_MAX_THREADS;
     shared sh;
@@ -317,6 +339,8 @@ int fl_parallel_chunk(const fl_lstm *L, const fl_gate_params *gp,
         p->sh = &sh;
         p->u0 = u0;
         p->w = (int)w;
+        p->wown = wcopy;
+        if (wcopy) wcopy += (4 * (size_t)H * w + 15) & ~(size_t)15;
         p->cur = 0;
         p->gen = 0;
         p->seen = *seen;

@@ -11,17 +11,26 @@
 /* Floats of workspace fl_parallel_chunk needs for `units` units. */
 size_t fl_parallel_workspace_floats(int units);
 
+/* Chunks of at least this many steps run on per-thread copies of Wh when
+ * the workspace has room for them (fl_parallel_copy_floats). */
+#define FL_PAR_COPY_MIN_STEPS 32
+
+/* Floats of workspace for the threads' own contiguous copies of their
+ * columns of Wh (H rows x 4H, split between `threads` threads). */
+size_t fl_parallel_copy_floats(int units, int threads);
+
 /* Runs steps t0 .. t0+n-1 (in the run's processing order) of a batch-1,
  * projection-free layer on `threads` threads, input projection included
  * (G: (n, 4H) scratch, row s = step t0 + s; each thread fills its own
- * columns). wx / wh / bias / peep are the packed weights.
+ * columns). wx / wh / bias / peep are the packed weights. wcopy (or NULL)
+ * holds fl_parallel_copy_floats floats for the threads' copies of Wh.
  * Updates run->h, run->c, run->y and *seen. Returns 1, or 0 (nothing done)
  * if the threads could not be started. */
 int fl_parallel_chunk(const fl_lstm *L, const fl_gate_params *gp,
                       const float *wx, int ldx, const float *wh, int ldh,
                       const float *bias, const float *peep,
                       const fl_lstm_run *run, float *G, int t0, int n,
-                      int threads, float *ws, uint8_t *seen);
+                      int threads, float *ws, float *wcopy, uint8_t *seen);
 
 /* The layer's input size (fl_lstm is opaque outside fl_lstm.c). */
 int fl_lstm_input_size(const fl_lstm *L);

@@ -419,6 +419,47 @@ static void test_sweep_same_result(void) {
     }
 }
 
+/* A multi-thread batch-1 run with room for the threads' own copies of Wh
+ * (fl_lstm_run_workspace_size) gives bit-identical results to one without
+ * (fl_lstm_workspace_size), for 2 and 3 threads. */
+static void test_thread_copies(void) {
+    const int I = 7, H = 300, T = 40;
+    float *W = malloc(sizeof(float) * I * 4 * H), *U = malloc(sizeof(float) * H * 4 * H);
+    float *x = malloc(sizeof(float) * T * I);
+    for (int k = 0; k < I * 4 * H; k++) W[k] = nrand(0.3f);
+    for (int k = 0; k < H * 4 * H; k++) U[k] = nrand(0.05f);
+    for (int k = 0; k < T * I; k++) x[k] = nrand(1.0f);
+    fl_lstm_desc d = {I, H, 0, FL_ACT_TANH, FL_ACT_SIGMOID, 0, 0, 0, 0};
+    fl_lstm *L;
+    fl_lstm_create(&d, W, U, NULL, NULL, NULL, &L);
+    fl_blas blas = {fl_naive_sgemm, fl_naive_sgemv};
+    static float y[2][40 * 300], h[2][300], c[2][300];
+    for (int threads = 2; threads <= 3; threads++) {
+        size_t sizes[2];
+        for (int copies = 0; copies < 2; copies++) {
+            memset(h[copies], 0, sizeof h[copies]);
+            memset(c[copies], 0, sizeof c[copies]);
+            fl_lstm_run run = {.batch = 1, .steps = T, .x = x, .h = h[copies],
+                               .c = c[copies], .y = y[copies], .threads = threads};
+            if (copies)
+                CHECK(fl_lstm_run_workspace_size(L, &run, &sizes[1]) == FL_OK, "run ws");
+            else
+                CHECK(fl_lstm_workspace_size(L, 1, T, 0, &sizes[0]) == FL_OK, "ws");
+            void *work = malloc(sizes[copies]);
+            CHECK(fl_lstm_forward(L, &blas, &run, work, sizes[copies]) == FL_OK,
+                  "forward, copies=%d", copies);
+            free(work);
+        }
+        CHECK(sizes[1] >= sizes[0] + sizeof(float) * 4 * H * H,
+              "no room for the copies: %zu vs %zu", sizes[1], sizes[0]);
+        CHECK(memcmp(y[0], y[1], sizeof y[0]) == 0 && memcmp(h[0], h[1], sizeof h[0]) == 0 &&
+                  memcmp(c[0], c[1], sizeof c[0]) == 0,
+              "%d threads: the copies changed the results", threads);
+    }
+    free(W); free(U); free(x);
+    fl_lstm_free(L);
+}
+
 /* Several threads on one batch row: thread counts agree bit for bit (each
  * output element is summed in the same order), and agree with the serial
  * path (which takes the input projection from BLAS) to float rounding. */
@@ -576,6 +617,7 @@ int main(void) {
     test_configs();
     test_batch_panels();
     test_sweep_same_result();
+    test_thread_copies();
     test_errors();
     test_split_equals_whole();
     printf("%d passed, %d failed\n", n_passed, n_failed);
