@@ -11,6 +11,10 @@
 #define FL_PANEL_UNITS 16                      /* units per panel */
 #define FL_PANEL_WIDTH (4 * FL_PANEL_UNITS)    /* i, f, o, g of each unit */
 
+/* Whether fl_batch_step is the faster batch path on this machine (AVX-512,
+ * or a build without per-ISA kernels). */
+int fl_batch_preferred(void);
+
 /* Floats of the panels of a layer with I inputs and H units. */
 size_t fl_batch_panel_floats(int input_size, int units);
 

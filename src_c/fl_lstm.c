@@ -230,7 +230,7 @@ static int panels_used(const fl_lstm *L, int batch, int steps) {
            (size_t)batch * (size_t)steps >= FL_PANELS_MIN_ROW_STEPS &&
            d->proj_size == 0 && !L->peep && !d->use_cell_clip &&
            d->recurrent_activation == FL_ACT_SIGMOID &&
-           d->activation == FL_ACT_TANH;
+           d->activation == FL_ACT_TANH && fl_batch_preferred();
 }
 
 static fl_status plan_panels(const fl_lstm *lstm, int batch, ws_layout *w) {
