@@ -81,6 +81,7 @@ cdef extern from "fastlstm.h" nogil:
         int threads
         fl_pool *pool
         int sweep
+        int keep_copies
 
     fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,
                              const float *recurrent_kernel, const float *bias,

@@ -4,6 +4,7 @@
 # already validated and converted their arrays, the checks below are the
 # safety net that keeps any path into C from crashing.
 from libc.stdint cimport int32_t, uint8_t
+from libc.string cimport memset
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc
 from scipy.linalg.cython_blas cimport sgemm, sgemv
 
@@ -173,11 +174,19 @@ cdef class PackedLSTM:
             fl_lstm_free(self._lstm)
             self._lstm = NULL
 
-    def workspace_size(self, int batch, int steps, int chunk_steps=0):
-        """Bytes of workspace a forward call of this size needs."""
+    def workspace_size(self, int batch, int steps, int chunk_steps=0,
+                       int threads=1, int keep_copies=0):
+        """Bytes of workspace a forward call of this size needs (with the
+        per-thread weight copies a multi-thread batch-1 call can use)."""
         cdef size_t n = 0
-        _check(fl_lstm_workspace_size(self._lstm, batch, steps, chunk_steps, &n),
-               "workspace size")
+        cdef fl_lstm_run run
+        memset(&run, 0, sizeof(run))
+        run.batch = batch
+        run.steps = steps
+        run.chunk_steps = chunk_steps
+        run.threads = threads
+        run.keep_copies = keep_copies
+        _check(fl_lstm_run_workspace_size(self._lstm, &run, &n), "workspace size")
         return n
 
     def forward(self, const float[:, :, ::1] x, bint batch_major,
@@ -239,6 +248,7 @@ cdef class PackedLSTM:
         run.threads = threads
         run.pool = _pool_of(pool)
         run.sweep = 0
+        run.keep_copies = 0
 
         # the run's own size includes per-thread weight copies (faster); a
         # caller's workspace of the plain size also works, without them
@@ -289,6 +299,7 @@ cdef class StreamCore:
     cdef bint _check_finite
     cdef public bint busy
     cdef int _sweep
+    cdef int _keep_copies
     cdef readonly int threads
     cdef readonly ThreadPool _pool
 
@@ -301,7 +312,11 @@ cdef class StreamCore:
         self._h = np.zeros((batch, packed.output_size), np.float32)
         self._c = np.zeros((batch, packed.units), np.float32)
         self._seen = np.zeros(batch, np.uint8)
-        self._work_bytes = packed.workspace_size(batch, 1)
+        # with threads, the workspace keeps each thread's copy of its
+        # weights from the first step on (keep_copies 1, then 2)
+        self._work_bytes = packed.workspace_size(
+            batch, 1, threads=threads, keep_copies=1 if threads > 1 else 0)
+        self._keep_copies = 1 if threads > 1 else 0
         self._work = np.empty(self._work_bytes, np.uint8)
         self._hp = <float *>cnp.PyArray_DATA(self._h)
         self._cp = <float *>cnp.PyArray_DATA(self._c)
@@ -374,6 +389,7 @@ cdef class StreamCore:
         run.threads = self.threads
         run.pool = _pool_of(self._pool)
         run.sweep = self._sweep
+        run.keep_copies = self._keep_copies
         cdef fl_status st
         self.busy = True
         with nogil:
@@ -381,6 +397,8 @@ cdef class StreamCore:
                                  self._work_bytes)
         self.busy = False
         self._sweep ^= 1  # the next step reads the weights the other way
+        if self._keep_copies == 1 and st == FL_OK:
+            self._keep_copies = 2  # the copies are in the workspace now
         if st == FL_ERR_NONFINITE:
             self._raise_nonfinite(xa, mask)
         _check(st, "LSTM step")

@@ -27,17 +27,23 @@ STREAM_THREADS_MIN_BYTES = 2 << 20
 
 # The input projection of all steps is one GEMM when its gate buffer (4H
 # floats per batch row and step) fits GATE_BUFFER_SHARE of the call's own
-# weights + inputs + outputs (at least GATE_BUFFER_MIN, at most
-# GATE_BUFFER_MAX); otherwise it runs in chunks of whole time steps. That
-# keeps a call's peak memory near 1.4x its data. Same numbers either way.
+# weights + inputs + outputs, less any other large workspace (the threads'
+# weight copies), but at least GATE_BUFFER_MIN and at most GATE_BUFFER_MAX;
+# otherwise it runs in chunks of whole time steps. That keeps a call's peak
+# memory near 1.4x its data (batch 1, T=1000: H=128 2.0x and H=256 1.75x
+# with the old 4 MB minimum; a 2-thread H=512 call 1.57x before the copies
+# were counted). Same numbers either way.
 GATE_BUFFER_SHARE = 0.4
-GATE_BUFFER_MIN = 4 << 20
+GATE_BUFFER_MIN = 256 << 10
 GATE_BUFFER_MAX = 64 << 20
 
 
-def chunk_steps_for(batch: int, steps: int, units: int, data_bytes: int = 0) -> int:
+def chunk_steps_for(
+    batch: int, steps: int, units: int, data_bytes: int = 0, other_bytes: int = 0
+) -> int:
     """Time steps per input-projection GEMM (0 = all of them at once)."""
-    budget = min(GATE_BUFFER_MAX, max(GATE_BUFFER_MIN, GATE_BUFFER_SHARE * data_bytes))
+    share = GATE_BUFFER_SHARE * data_bytes - other_bytes
+    budget = min(GATE_BUFFER_MAX, max(GATE_BUFFER_MIN, share))
     per_step = batch * 4 * units * 4
     if per_step * steps <= budget:
         return 0
@@ -228,6 +234,7 @@ class LSTM:
         output sequence (layout of x, processing order) or None, and the
         last output or None."""
         R = self.output_size
+        threads = self._threads_for(p.batch, p.steps)
         y = None
         if sequences:
             check_elements(p.x.shape[:2] + (R,), "the output sequence")
@@ -249,10 +256,14 @@ class LSTM:
                 zero_output=self._spec.zero_output_for_mask,
                 check_finite=self._nan_policy == "raise",
                 chunk_steps=chunk_steps_for(
-                    p.batch, p.steps, self.units, self._data_bytes(p, sequences)
+                    p.batch,
+                    p.steps,
+                    self.units,
+                    self._data_bytes(p, sequences),
+                    self._copy_bytes(p.batch, threads),
                 ),
                 work=work,
-                threads=self._threads_for(p.batch, p.steps),
+                threads=threads,
                 pool=pool,
             )
         except NonFiniteError:
@@ -262,6 +273,13 @@ class LSTM:
     def _weight_bytes(self) -> int:
         """Bytes of the kernel and recurrent kernel ([Wx; Wh], float32)."""
         return 4 * 4 * self.units * (self.input_size + self.output_size)
+
+    def _copy_bytes(self, batch: int, threads: int) -> int:
+        """Workspace bytes of the threads' copies of the recurrent kernel (a
+        batch-1 call without projection on several threads)."""
+        if batch != 1 or threads < 2 or self.proj_size:
+            return 0
+        return 4 * 4 * self.units * self.units
 
     def _data_bytes(self, p: _Prepared, sequences: bool) -> int:
         """Bytes of this call's weights, inputs and outputs."""

@@ -157,6 +157,17 @@ typedef struct fl_lstm_run {
                                 step starts on the weights the previous one
                                 read last, still in cache (a 4 MB layer:
                                 ~1.5x faster per step). */
+    int keep_copies;         /* batch 1 on several threads, where each
+                                thread reads its own copy of its recurrent
+                                weights from the workspace (made per call
+                                for runs of 32+ steps). For a caller that
+                                keeps one workspace for many short calls of
+                                this layer with the same batch, steps and
+                                threads (a stream): 1 = make the copies in
+                                it now, 2 = they are there from an earlier
+                                call with 1, use them. 0 = neither. Size
+                                the workspace with fl_lstm_run_workspace_size
+                                and this field set. */
 } fl_lstm_run;
 
 fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,
@@ -174,10 +185,10 @@ fl_status fl_lstm_workspace_size(const fl_lstm *lstm, int batch, int steps,
                                  int chunk_steps, size_t *out_bytes);
 
 /* Bytes of workspace for this run (its batch, steps, chunk_steps and
- * threads). A batch-1 run of 32 or more steps on several threads gets room
- * for each thread's own contiguous copy of its share of the recurrent
- * weights, which it reads faster; a workspace of fl_lstm_workspace_size
- * bytes also works, without the copies. */
+ * threads, keep_copies). A batch-1 run on several threads of 32 or more
+ * steps (or with keep_copies) gets room for each thread's own contiguous
+ * copy of its share of the recurrent weights, which it reads faster; a
+ * workspace of fl_lstm_workspace_size bytes also works, without them. */
 fl_status fl_lstm_run_workspace_size(const fl_lstm *lstm,
                                      const fl_lstm_run *run,
                                      size_t *out_bytes);

@@ -254,8 +254,8 @@ static fl_status plan_panels(const fl_lstm *lstm, int batch, ws_layout *w) {
 }
 
 static fl_status plan_workspace(const fl_lstm *lstm, int batch, int steps,
-                                int chunk_steps, int threads, int *chunk_out,
-                                ws_layout *w) {
+                                int chunk_steps, int threads, int keep_copies,
+                                int *chunk_out, ws_layout *w) {
     if (batch < 1 || steps < 1) return FL_ERR_SHAPE;
     if (batch > FL_MAX_DIM || steps > FL_MAX_DIM) return FL_ERR_OVERFLOW;
     int chunk = (chunk_steps <= 0 || chunk_steps > steps) ? steps : chunk_steps;
@@ -287,7 +287,8 @@ static fl_status plan_workspace(const fl_lstm *lstm, int batch, int steps,
     if (B == 1 && !layout_add(&off, (size_t)lstm->desc.input_size + (P ? P : H),
                               &w->xh))
         return FL_ERR_OVERFLOW;
-    if (B == 1 && !P && threads > 1 && steps >= FL_PAR_COPY_MIN_STEPS &&
+    if (B == 1 && !P && threads > 1 &&
+        (steps >= FL_PAR_COPY_MIN_STEPS || keep_copies) &&
         !layout_add(&off, fl_parallel_copy_floats((int)H, threads), &w->wcopy))
         return FL_ERR_OVERFLOW;
     if (off > SIZE_MAX - FL_ALIGN) return FL_ERR_OVERFLOW;
@@ -300,7 +301,8 @@ fl_status fl_lstm_workspace_size(const fl_lstm *lstm, int batch, int steps,
     if (!lstm || !out_bytes) return FL_ERR_ARG;
     ws_layout w;
     int chunk;
-    fl_status st = plan_workspace(lstm, batch, steps, chunk_steps, 1, &chunk, &w);
+    fl_status st =
+        plan_workspace(lstm, batch, steps, chunk_steps, 1, 0, &chunk, &w);
     if (st == FL_OK) *out_bytes = w.total;
     return st;
 }
@@ -311,7 +313,7 @@ fl_status fl_lstm_run_workspace_size(const fl_lstm *lstm, const fl_lstm_run *run
     ws_layout w;
     int chunk;
     fl_status st = plan_workspace(lstm, run->batch, run->steps, run->chunk_steps,
-                                  run->threads, &chunk, &w);
+                                  run->threads, run->keep_copies, &chunk, &w);
     if (st == FL_OK) *out_bytes = w.total;
     return st;
 }
@@ -527,10 +529,10 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
     ws_layout w;
     int chunk;
     st = plan_workspace(L, run->batch, run->steps, run->chunk_steps,
-                        run->threads, &chunk, &w);
+                        run->threads, run->keep_copies, &chunk, &w);
     if (st == FL_OK && run->threads > 1 && (!work || work_bytes < w.total))
         /* a workspace sized by fl_lstm_workspace_size: no thread copies */
-        st = plan_workspace(L, run->batch, run->steps, run->chunk_steps, 1,
+        st = plan_workspace(L, run->batch, run->steps, run->chunk_steps, 1, 0,
                             &chunk, &w);
     if (st != FL_OK) return st;
     if (!work || work_bytes < w.total) return FL_ERR_ARG;
@@ -576,6 +578,7 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
                       FL_FUSED_MAX_BYTES)
         chunk = 1;
     const int n_chunks = (T + chunk - 1) / chunk;
+    int copies_made = 0; /* the threads' weight copies are in the workspace */
     for (int ci = 0; ci < n_chunks; ci++) {
         /* chunks (and steps within them) in processing order */
         const int cidx = run->reverse ? n_chunks - 1 - ci : ci;
@@ -598,15 +601,17 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
                       (t0 + run->sweep) & 1);
         }
         /* batch 1 on several threads: each computes its own columns */
+        const int use_copies =
+            w.wcopy && (n >= FL_PAR_COPY_MIN_STEPS || run->keep_copies);
         if (!fused && par &&
             fl_parallel_chunk(L, &gp, L->wx, L->ldx, L->wh, L->ldh, L->bias,
                               L->peep, run, G, t0, n, run->threads,
                               (float *)(base + w.par),
-                              w.wcopy && n >= FL_PAR_COPY_MIN_STEPS
-                                  ? (float *)(base + w.wcopy)
-                                  : NULL,
-                              seen))
+                              use_copies ? (float *)(base + w.wcopy) : NULL,
+                              run->keep_copies != 2 && !copies_made, seen)) {
+            copies_made |= use_copies; /* later chunks of this call reuse them */
             continue;
+        }
         size_t g_t, g_b;
         if (fused) {
             g_t = 1, g_b = 1;

@@ -46,6 +46,7 @@ typedef struct shared {
                                 each thread fills its own columns */
     float *h[2];             /* double-buffered h (H) */
     int units, input_size, t0, n, carry, nparts;
+    int make_copies; /* the parts copy their Wh columns first */
     atomic_int go; /* 0 wait, 1 run, -1 abort (a thread could not start) */
     barrier bar;
 } shared;
@@ -102,7 +103,7 @@ static void run_part(part *p) {
      * thread's columns are four 1 KB pieces of every 8 KB row (H=512);
      * contiguous, the prefetchers keep up and more of them stay in L2:
      * 2 threads at H=512, 2 MB each, 33-48 -> 20-27 us per step. */
-    if (p->wown)
+    if (p->wown && sh->make_copies)
         for (size_t g = 0; g < 4; g++)
             for (size_t k = 0; k < H; k++)
                 memcpy(p->wown + (g * H + k) * w,
@@ -304,7 +305,8 @@ int fl_parallel_chunk(const fl_lstm *L, const fl_gate_params *gp,
                       const float *wx, int ldx, const float *wh, int ldh,
                       const float *bias, const float *peep,
                       const fl_lstm_run *run, float *G, int t0, int n,
-                      int threads, float *ws, float *wcopy, uint8_t *seen) {
+                      int threads, float *ws, float *wcopy, int make_copies,
+                      uint8_t *seen) {
     const int H = gp->units;
     if (threads > FL_MAX_THREADS) threads = FL_MAX_THREADS;
     shared sh;
@@ -323,6 +325,7 @@ int fl_parallel_chunk(const fl_lstm *L, const fl_gate_params *gp,
     sh.n = n;
     sh.carry = run->mask_output == FL_MASK_CARRY;
     sh.nparts = threads;
+    sh.make_copies = make_copies;
     sh.h[0] = ws;
     sh.h[1] = ws + H;
     memcpy(sh.h[0], run->h, (size_t)H * sizeof(float));

@@ -23,14 +23,16 @@ size_t fl_parallel_copy_floats(int units, int threads);
  * projection-free layer on `threads` threads, input projection included
  * (G: (n, 4H) scratch, row s = step t0 + s; each thread fills its own
  * columns). wx / wh / bias / peep are the packed weights. wcopy (or NULL)
- * holds fl_parallel_copy_floats floats for the threads' copies of Wh.
+ * holds fl_parallel_copy_floats floats for the threads' copies of Wh, made
+ * by this call if make_copies, else already there from an earlier one.
  * Updates run->h, run->c, run->y and *seen. Returns 1, or 0 (nothing done)
  * if the threads could not be started. */
 int fl_parallel_chunk(const fl_lstm *L, const fl_gate_params *gp,
                       const float *wx, int ldx, const float *wh, int ldh,
                       const float *bias, const float *peep,
                       const fl_lstm_run *run, float *G, int t0, int n,
-                      int threads, float *ws, float *wcopy, uint8_t *seen);
+                      int threads, float *ws, float *wcopy, int make_copies,
+                      uint8_t *seen);
 
 /* The layer's input size (fl_lstm is opaque outside fl_lstm.c). */
 int fl_lstm_input_size(const fl_lstm *L);

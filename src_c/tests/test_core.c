@@ -423,7 +423,7 @@ static void test_sweep_same_result(void) {
  * (fl_lstm_run_workspace_size) gives bit-identical results to one without
  * (fl_lstm_workspace_size), for 2 and 3 threads. */
 static void test_thread_copies(void) {
-    const int I = 7, H = 300, T = 40;
+    const int I = 7, H = 300, T = 70;
     float *W = malloc(sizeof(float) * I * 4 * H), *U = malloc(sizeof(float) * H * 4 * H);
     float *x = malloc(sizeof(float) * T * I);
     for (int k = 0; k < I * 4 * H; k++) W[k] = nrand(0.3f);
@@ -433,18 +433,22 @@ static void test_thread_copies(void) {
     fl_lstm *L;
     fl_lstm_create(&d, W, U, NULL, NULL, NULL, &L);
     fl_blas blas = {fl_naive_sgemm, fl_naive_sgemv};
-    static float y[2][40 * 300], h[2][300], c[2][300];
+    static float y[2][70 * 300], h[2][300], c[2][300];
     for (int threads = 2; threads <= 3; threads++) {
         size_t sizes[2];
         for (int copies = 0; copies < 2; copies++) {
             memset(h[copies], 0, sizeof h[copies]);
             memset(c[copies], 0, sizeof c[copies]);
+            /* 3 threads: chunks of 33, 33 and 4 steps (the copies made in
+             * the first, reused in the second, not used by the third) */
+            const int chunk = threads == 3 ? 33 : 0;
             fl_lstm_run run = {.batch = 1, .steps = T, .x = x, .h = h[copies],
-                               .c = c[copies], .y = y[copies], .threads = threads};
+                               .c = c[copies], .y = y[copies], .threads = threads,
+                               .chunk_steps = chunk};
             if (copies)
                 CHECK(fl_lstm_run_workspace_size(L, &run, &sizes[1]) == FL_OK, "run ws");
             else
-                CHECK(fl_lstm_workspace_size(L, 1, T, 0, &sizes[0]) == FL_OK, "ws");
+                CHECK(fl_lstm_workspace_size(L, 1, T, chunk, &sizes[0]) == FL_OK, "ws");
             void *work = malloc(sizes[copies]);
             CHECK(fl_lstm_forward(L, &blas, &run, work, sizes[copies]) == FL_OK,
                   "forward, copies=%d", copies);
@@ -452,6 +456,32 @@ static void test_thread_copies(void) {
         }
         CHECK(sizes[1] >= sizes[0] + sizeof(float) * 4 * H * H,
               "no room for the copies: %zu vs %zu", sizes[1], sizes[0]);
+        /* one step per call, the copies kept in the workspace (keep_copies
+         * 1, then 2), against the whole run with copies: a step's fused
+         * path differs, so compare with plain steps (keep_copies 0) */
+        static float ys[2][70 * 300], hs[2][300], cs[2][300];
+        fl_pool *pool = NULL; /* single steps run on threads only with a pool */
+        CHECK(fl_pool_create(threads, &pool) == FL_OK, "pool");
+        for (int keep = 0; keep < 2; keep++) {
+            memset(hs[keep], 0, sizeof hs[keep]);
+            memset(cs[keep], 0, sizeof cs[keep]);
+            fl_lstm_run run = {.batch = 1, .steps = 1, .h = hs[keep], .c = cs[keep],
+                               .threads = threads, .pool = pool,
+                               .keep_copies = keep};
+            size_t wb;
+            CHECK(fl_lstm_run_workspace_size(L, &run, &wb) == FL_OK, "step ws");
+            void *work = malloc(wb);
+            for (int t = 0; t < T; t++) {
+                run.x = x + (size_t)t * I;
+                run.y = ys[keep] + (size_t)t * H;
+                CHECK(fl_lstm_forward(L, &blas, &run, work, wb) == FL_OK, "step");
+                if (keep) run.keep_copies = 2;
+            }
+            free(work);
+        }
+        fl_pool_free(pool);
+        CHECK(memcmp(ys[0], ys[1], sizeof ys[0]) == 0 && memcmp(cs[0], cs[1], sizeof cs[0]) == 0,
+              "%d threads: steps on kept copies differ", threads);
         CHECK(memcmp(y[0], y[1], sizeof y[0]) == 0 && memcmp(h[0], h[1], sizeof h[0]) == 0 &&
                   memcmp(c[0], c[1], sizeof c[0]) == 0,
               "%d threads: the copies changed the results", threads);
