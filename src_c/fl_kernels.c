@@ -119,7 +119,7 @@ void fl_matvec(const float *FL_RESTRICT W, int rows, int n, int ld,
         int ldz, int accumulate
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
-    !defined(FL_NO_CLONES) && !defined(__SANITIZE_ADDRESS__)
+    !defined(FL_NO_CLONES)
 __attribute__((target("arch=x86-64-v4"))) static void gemm_v4(FL_GEMM_ARGS) {
     FL_GEMM_BODY(12, 32)
 }

@@ -15,7 +15,7 @@
 #define FL_MATH512_H
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
-    !defined(FL_NO_CLONES) && !defined(__SANITIZE_ADDRESS__)
+    !defined(FL_NO_CLONES)
 #define FL_HAVE_MATH512 1
 #include <immintrin.h>
 
