@@ -36,6 +36,9 @@ STREAM_THREADS_MIN_BYTES = 2 << 20
 GATE_BUFFER_SHARE = 0.4
 GATE_BUFFER_MIN = 256 << 10
 GATE_BUFFER_MAX = 64 << 20
+# Chunks of fewer steps do not use the threads' weight copies
+# (FL_PAR_COPY_MIN_STEPS in src_c/fl_parallel.h).
+PAR_COPY_MIN_STEPS = 32
 
 
 def chunk_steps_for(
@@ -47,7 +50,8 @@ def chunk_steps_for(
     per_step = batch * 4 * units * 4
     if per_step * steps <= budget:
         return 0
-    return max(1, int(budget // per_step))
+    # with thread copies in the workspace, chunks long enough to use them
+    return max(PAR_COPY_MIN_STEPS if other_bytes else 1, int(budget // per_step))
 
 
 class LSTM:

@@ -316,7 +316,7 @@ static fl_status plan_workspace(const fl_lstm *lstm, int batch, int steps,
                               &w->xh))
         return FL_ERR_OVERFLOW;
     if (B == 1 && !P && threads > 1 &&
-        (steps >= FL_PAR_COPY_MIN_STEPS || keep_copies) &&
+        (chunk >= FL_PAR_COPY_MIN_STEPS || keep_copies) &&
         !layout_add(&off, fl_parallel_copy_floats((int)H, threads), &w->wcopy))
         return FL_ERR_OVERFLOW;
     if (off > SIZE_MAX - FL_ALIGN) return FL_ERR_OVERFLOW;
@@ -461,11 +461,12 @@ static void write_last(const fl_lstm_run *run, int R, int masked, int carry,
 #define FL_STREAM_OUT_MIN_BYTES (4u << 20)
 
 /* dst[0:n] = src[0:n] with non-temporal stores where dst allows it
- * (16-byte aligned, n a multiple of 4); src is 64-byte aligned. */
+ * (16-byte aligned, n a multiple of 4). src is either the workspace or the
+ * caller's h, which has no alignment requirement: unaligned loads. */
 static void copy_row_streaming(float *dst, const float *src, int n) {
 #if defined(__SSE2__)
     if (((uintptr_t)dst & 15) == 0 && n % 4 == 0) {
-        for (int j = 0; j < n; j += 4) _mm_stream_ps(dst + j, _mm_load_ps(src + j));
+        for (int j = 0; j < n; j += 4) _mm_stream_ps(dst + j, _mm_loadu_ps(src + j));
         return;
     }
 #endif
@@ -639,6 +640,14 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
                               run->keep_copies != 2 && !copies_made, seen)) {
             copies_made |= use_copies; /* later chunks of this call reuse them */
             continue;
+        }
+        /* the threads could not start: this chunk runs serially below, but
+         * a caller that keeps the workspace (keep_copies 1) must still find
+         * the copies there on its next call */
+        if (!fused && par && use_copies && run->keep_copies == 1 && !copies_made) {
+            fl_parallel_fill_copies(L->wh, L->ldh, (int)H, run->threads,
+                                    (float *)(base + w.wcopy));
+            copies_made = 1;
         }
         size_t g_t, g_b;
         if (fused) {

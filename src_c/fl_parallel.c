@@ -85,6 +85,27 @@ static void barrier_wait(barrier *b, unsigned *gen, int n) {
     *gen = g + 1;
 }
 
+/* The Wh columns of units [u0, u0+w) into dst: gate g as an (H, w)
+ * row-major block at dst + g*H*w. */
+static void copy_columns(const float *wh, int ldh, int units, int u0, int w,
+                         float *dst) {
+    const size_t H = (size_t)units, W = (size_t)w;
+    for (size_t g = 0; g < 4; g++)
+        for (size_t k = 0; k < H; k++)
+            memcpy(dst + (g * H + k) * W, wh + k * (size_t)ldh + g * H + (size_t)u0,
+                   W * sizeof(float));
+}
+
+/* Units of part k of `threads` (the same split everywhere). */
+static int part_start(int units, int k, int threads) {
+    return (int)((long long)units * k / threads);
+}
+
+/* Size of a part's copy block, rounded to whole 64-byte lines. */
+static size_t copy_block_floats(int units, int w) {
+    return (4 * (size_t)units * (size_t)w + 15) & ~(size_t)15;
+}
+
 static void run_part(part *p) {
     shared *sh = p->sh;
     const fl_lstm_run *run = sh->run;
@@ -104,11 +125,7 @@ static void run_part(part *p) {
      * contiguous, the prefetchers keep up and more of them stay in L2:
      * 2 threads at H=512, 2 MB each, 33-48 -> 20-27 us per step. */
     if (p->wown && sh->make_copies)
-        for (size_t g = 0; g < 4; g++)
-            for (size_t k = 0; k < H; k++)
-                memcpy(p->wown + (g * H + k) * w,
-                       sh->wh + k * (size_t)sh->ldh + g * H + (size_t)p->u0,
-                       w * sizeof(float));
+        copy_columns(sh->wh, sh->ldh, sh->units, p->u0, p->w, p->wown);
     for (int s = 0; s < sh->n; s++) {
         const int t = run->reverse ? sh->t0 + sh->n - 1 - s : sh->t0 + s;
         const int k = run->reverse ? T - 1 - t : t;
@@ -301,6 +318,17 @@ size_t fl_parallel_copy_floats(int units, int threads) {
     return 4 * (size_t)units * (size_t)units + 16 * (size_t)threads;
 }
 
+void fl_parallel_fill_copies(const float *wh, int ldh, int units, int threads,
+                             float *wcopy) {
+    if (threads > FL_MAX_THREADS) threads = FL_MAX_THREADS;
+    for (int k = 0; k < threads; k++) {
+        const int u0 = part_start(units, k, threads);
+        const int w = part_start(units, k + 1, threads) - u0;
+        copy_columns(wh, ldh, units, u0, w, wcopy);
+        wcopy += copy_block_floats(units, w);
+    }
+}
+
 int fl_parallel_chunk(const fl_lstm *L, const fl_gate_params *gp,
                       const float *wx, int ldx, const float *wh, int ldh,
                       const float *bias, const float *peep,
@@ -336,14 +364,14 @@ int fl_parallel_chunk(const fl_lstm *L, const fl_gate_params *gp,
     float *next = ws + 2 * (size_t)H;
     for (int k = 0; k < threads; k++) {
         part *p = &parts[k];
-        const int u0 = (int)((long long)H * k / threads);
-        const int u1 = (int)((long long)H * (k + 1) / threads);
+        const int u0 = part_start(H, k, threads);
+        const int u1 = part_start(H, k + 1, threads);
         const size_t w = (size_t)(u1 - u0);
         p->sh = &sh;
         p->u0 = u0;
         p->w = (int)w;
         p->wown = wcopy;
-        if (wcopy) wcopy += (4 * (size_t)H * w + 15) & ~(size_t)15;
+        if (wcopy) wcopy += copy_block_floats(H, (int)w);
         p->cur = 0;
         p->gen = 0;
         p->seen = *seen;

@@ -19,6 +19,12 @@ size_t fl_parallel_workspace_floats(int units);
  * columns of Wh (H rows x 4H, split between `threads` threads). */
 size_t fl_parallel_copy_floats(int units, int threads);
 
+/* Makes the threads' copies of Wh in wcopy on the calling thread, in the
+ * layout fl_parallel_chunk uses (for a call whose threads could not start
+ * but whose caller keeps the workspace). */
+void fl_parallel_fill_copies(const float *wh, int ldh, int units, int threads,
+                             float *wcopy);
+
 /* Runs steps t0 .. t0+n-1 (in the run's processing order) of a batch-1,
  * projection-free layer on `threads` threads, input projection included
  * (G: (n, 4H) scratch, row s = step t0 + s; each thread fills its own

@@ -4,9 +4,10 @@
  *
  * Build (tests/test_c_core.py does this, also with -fsanitize=address,undefined):
  *   cc -std=c11 -O1 -g -Isrc_c src_c/fl_*.c src_c/tests/[a-z]*.c -lm
- *      -DFL_COUNT_MALLOC -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc
+ *      -DFL_COUNT_MALLOC -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc,--wrap=pthread_create
  * Prints "N passed, M failed" and exits non-zero on any failure.
  */
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -41,6 +42,15 @@ void *__wrap_malloc(size_t n) { n_allocs++; return __real_malloc(n); }
 void *__wrap_calloc(size_t a, size_t b) { n_allocs++; return __real_calloc(a, b); }
 void *__wrap_realloc(void *p, size_t n) { n_allocs++; return __real_realloc(p, n); }
 void *__wrap_aligned_alloc(size_t a, size_t n) { n_allocs++; return __real_aligned_alloc(a, n); }
+/* thread starts that fail on demand (--wrap=pthread_create) */
+static int fail_thread_starts = 0;
+int __real_pthread_create(pthread_t *, const pthread_attr_t *, void *(*)(void *),
+                          void *);
+int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *a,
+                          void *(*f)(void *), void *arg) {
+    if (fail_thread_starts) return EAGAIN;
+    return __real_pthread_create(t, a, f, arg);
+}
 #endif
 
 /* ---- deterministic random numbers (no global state in the core; this
@@ -490,6 +500,81 @@ static void test_thread_copies(void) {
     fl_lstm_free(L);
 }
 
+/* Two review findings, kept as regressions:
+ * - a batch run streams its outputs from h, and the caller's h has no
+ *   alignment requirement (h one float past an aligned address used to
+ *   fault on the second step);
+ * - a keep_copies = 1 call whose threads cannot start still leaves the
+ *   copies in the workspace for the keep_copies = 2 calls after it (they
+ *   used to read whatever the buffer held). */
+static void test_review_regressions(void) {
+    fl_blas blas = {fl_naive_sgemm, fl_naive_sgemv};
+    {   /* outputs of 4 MB: the streamed-output path */
+        const int I = 8, H = 256, B = 64, T = 64;
+        float *W = malloc(sizeof(float) * I * 4 * H), *U = malloc(sizeof(float) * H * 4 * H);
+        float *x = malloc(sizeof(float) * B * T * I);
+        for (int k = 0; k < I * 4 * H; k++) W[k] = nrand(0.3f);
+        for (int k = 0; k < H * 4 * H; k++) U[k] = nrand(0.05f);
+        for (int k = 0; k < B * T * I; k++) x[k] = nrand(1.0f);
+        fl_lstm_desc d = {I, H, 0, FL_ACT_TANH, FL_ACT_SIGMOID, 0, 0, 0, 0};
+        fl_lstm *L;
+        fl_lstm_create(&d, W, U, NULL, NULL, NULL, &L);
+        size_t wb;
+        fl_lstm_workspace_size(L, B, T, 0, &wb);
+        void *work = malloc(wb);
+        float *y[2], *hbuf = aligned_alloc(64, sizeof(float) * (B * H + 16));
+        float *c = malloc(sizeof(float) * B * H);
+        for (int off = 0; off < 2; off++) { /* h aligned, then 4 bytes past */
+            float *h = hbuf + off;
+            y[off] = aligned_alloc(64, sizeof(float) * B * T * H);
+            memset(h, 0, sizeof(float) * B * H);
+            memset(c, 0, sizeof(float) * B * H);
+            fl_lstm_run run = {.batch = B, .steps = T, .batch_major = 1, .x = x,
+                               .h = h, .c = c, .y = y[off]};
+            CHECK(fl_lstm_forward(L, &blas, &run, work, wb) == FL_OK, "forward");
+        }
+        CHECK(memcmp(y[0], y[1], sizeof(float) * B * T * H) == 0,
+              "an unaligned h changed the outputs");
+        free(y[0]); free(y[1]); free(hbuf); free(c); free(work); free(W); free(U); free(x);
+        fl_lstm_free(L);
+    }
+#ifdef FL_COUNT_MALLOC
+    {
+        const int I = 4, H = 256, T = 2;
+        float *W = malloc(sizeof(float) * I * 4 * H), *U = malloc(sizeof(float) * H * 4 * H);
+        float x[2 * 4];
+        for (int k = 0; k < I * 4 * H; k++) W[k] = nrand(0.3f);
+        for (int k = 0; k < H * 4 * H; k++) U[k] = nrand(0.05f);
+        for (int k = 0; k < 2 * 4; k++) x[k] = nrand(1.0f);
+        fl_lstm_desc d = {I, H, 0, FL_ACT_TANH, FL_ACT_SIGMOID, 0, 0, 0, 0};
+        fl_lstm *L;
+        fl_lstm_create(&d, W, U, NULL, NULL, NULL, &L);
+        static float y[2][2 * 256], h[2][256], c[2][256];
+        for (int keep = 0; keep < 2; keep++) {
+            memset(h[keep], 0, sizeof h[keep]);
+            memset(c[keep], 0, sizeof c[keep]);
+            fl_lstm_run run = {.batch = 1, .steps = T, .x = x, .h = h[keep], .c = c[keep],
+                               .y = y[keep], .threads = 2, .keep_copies = keep};
+            size_t wb;
+            fl_lstm_run_workspace_size(L, &run, &wb);
+            char *work = malloc(wb);
+            memset(work, 0x7f, wb); /* stale contents */
+            for (int call = 0; call < 4; call++) {
+                fail_thread_starts = call == 0;
+                CHECK(fl_lstm_forward(L, &blas, &run, work, wb) == FL_OK, "call %d", call);
+                if (keep) run.keep_copies = 2;
+            }
+            fail_thread_starts = 0;
+            free(work);
+        }
+        CHECK(memcmp(h[0], h[1], sizeof h[0]) == 0 && memcmp(y[0], y[1], sizeof y[0]) == 0,
+              "copies kept after a call whose threads could not start are wrong");
+        free(W); free(U);
+        fl_lstm_free(L);
+    }
+#endif
+}
+
 /* Several threads on one batch row: thread counts agree bit for bit (each
  * output element is summed in the same order), and agree with the serial
  * path (which takes the input projection from BLAS) to float rounding. */
@@ -648,6 +733,7 @@ int main(void) {
     test_batch_panels();
     test_sweep_same_result();
     test_thread_copies();
+    test_review_regressions();
     test_errors();
     test_split_equals_whole();
     printf("%d passed, %d failed\n", n_passed, n_failed);
