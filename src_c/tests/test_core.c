@@ -64,6 +64,21 @@ static double urand(void) {
 }
 static float nrand(float scale) { return (float)((urand() * 2.0 - 1.0) * scale); }
 
+/* A tanh/sigmoid layer without bias from random weights: kernel entries
+ * within +-0.3, then recurrent ones within +-u_scale. */
+static fl_lstm *random_layer(int I, int H, float u_scale) {
+    float *W = malloc(sizeof(float) * I * 4 * H), *U = malloc(sizeof(float) * H * 4 * H);
+    for (int k = 0; k < I * 4 * H; k++) W[k] = nrand(0.3f);
+    for (int k = 0; k < H * 4 * H; k++) U[k] = nrand(u_scale);
+    fl_lstm_desc d = {I, H, 0, FL_ACT_TANH, FL_ACT_SIGMOID, 0, 0, 0, 0};
+    fl_lstm *L = NULL;
+    fl_status st = fl_lstm_create(&d, W, U, NULL, NULL, NULL, &L);
+    CHECK(st == FL_OK, "create: %s", fl_status_message(st));
+    free(W);
+    free(U);
+    return L;
+}
+
 static double act_ref(fl_activation a, double x) {
     switch (a) {
     case FL_ACT_TANH: return tanh(x);
@@ -391,14 +406,9 @@ static void test_sweep_same_result(void) {
     fl_blas blas = {fl_naive_sgemm, fl_naive_sgemv};
     for (int hi = 0; hi < 2; hi++) {
         const int H = Hs[hi];
-        float *W = malloc(sizeof(float) * I * 4 * H), *U = malloc(sizeof(float) * H * 4 * H);
+        fl_lstm *L = random_layer(I, H, 0.1f);
         float *x = malloc(sizeof(float) * T * I);
-        for (int k = 0; k < I * 4 * H; k++) W[k] = nrand(0.3f);
-        for (int k = 0; k < H * 4 * H; k++) U[k] = nrand(0.1f);
         for (int k = 0; k < T * I; k++) x[k] = nrand(1.0f);
-        fl_lstm_desc d = {I, H, 0, FL_ACT_TANH, FL_ACT_SIGMOID, 0, 0, 0, 0};
-        fl_lstm *L;
-        fl_lstm_create(&d, W, U, NULL, NULL, NULL, &L);
         size_t wb;
         fl_lstm_workspace_size(L, 1, T, 0, &wb);
         void *work = malloc(wb);
@@ -424,7 +434,7 @@ static void test_sweep_same_result(void) {
             CHECK(memcmp(y[0], y[1], sizeof(float) * T * H) == 0,
                   "H=%d variant %d: sweep 1 differs from sweep 0", H, variant);
         }
-        free(y[0]); free(y[1]); free(h); free(c); free(work); free(W); free(U); free(x);
+        free(y[0]); free(y[1]); free(h); free(c); free(work); free(x);
         fl_lstm_free(L);
     }
 }
@@ -434,14 +444,9 @@ static void test_sweep_same_result(void) {
  * (fl_lstm_workspace_size), for 2 and 3 threads. */
 static void test_thread_copies(void) {
     const int I = 7, H = 300, T = 70;
-    float *W = malloc(sizeof(float) * I * 4 * H), *U = malloc(sizeof(float) * H * 4 * H);
+    fl_lstm *L = random_layer(I, H, 0.05f);
     float *x = malloc(sizeof(float) * T * I);
-    for (int k = 0; k < I * 4 * H; k++) W[k] = nrand(0.3f);
-    for (int k = 0; k < H * 4 * H; k++) U[k] = nrand(0.05f);
     for (int k = 0; k < T * I; k++) x[k] = nrand(1.0f);
-    fl_lstm_desc d = {I, H, 0, FL_ACT_TANH, FL_ACT_SIGMOID, 0, 0, 0, 0};
-    fl_lstm *L;
-    fl_lstm_create(&d, W, U, NULL, NULL, NULL, &L);
     fl_blas blas = {fl_naive_sgemm, fl_naive_sgemv};
     static float y[2][70 * 300], h[2][300], c[2][300];
     for (int threads = 2; threads <= 3; threads++) {
@@ -496,7 +501,7 @@ static void test_thread_copies(void) {
                   memcmp(c[0], c[1], sizeof c[0]) == 0,
               "%d threads: the copies changed the results", threads);
     }
-    free(W); free(U); free(x);
+    free(x);
     fl_lstm_free(L);
 }
 
@@ -511,14 +516,9 @@ static void test_review_regressions(void) {
     fl_blas blas = {fl_naive_sgemm, fl_naive_sgemv};
     {   /* outputs of 4 MB: the streamed-output path */
         const int I = 8, H = 256, B = 64, T = 64;
-        float *W = malloc(sizeof(float) * I * 4 * H), *U = malloc(sizeof(float) * H * 4 * H);
+        fl_lstm *L = random_layer(I, H, 0.05f);
         float *x = malloc(sizeof(float) * B * T * I);
-        for (int k = 0; k < I * 4 * H; k++) W[k] = nrand(0.3f);
-        for (int k = 0; k < H * 4 * H; k++) U[k] = nrand(0.05f);
         for (int k = 0; k < B * T * I; k++) x[k] = nrand(1.0f);
-        fl_lstm_desc d = {I, H, 0, FL_ACT_TANH, FL_ACT_SIGMOID, 0, 0, 0, 0};
-        fl_lstm *L;
-        fl_lstm_create(&d, W, U, NULL, NULL, NULL, &L);
         size_t wb;
         fl_lstm_workspace_size(L, B, T, 0, &wb);
         void *work = malloc(wb);
@@ -535,20 +535,15 @@ static void test_review_regressions(void) {
         }
         CHECK(memcmp(y[0], y[1], sizeof(float) * B * T * H) == 0,
               "an unaligned h changed the outputs");
-        free(y[0]); free(y[1]); free(hbuf); free(c); free(work); free(W); free(U); free(x);
+        free(y[0]); free(y[1]); free(hbuf); free(c); free(work); free(x);
         fl_lstm_free(L);
     }
 #ifdef FL_COUNT_MALLOC
     {
         const int I = 4, H = 256, T = 2;
-        float *W = malloc(sizeof(float) * I * 4 * H), *U = malloc(sizeof(float) * H * 4 * H);
+        fl_lstm *L = random_layer(I, H, 0.05f);
         float x[2 * 4];
-        for (int k = 0; k < I * 4 * H; k++) W[k] = nrand(0.3f);
-        for (int k = 0; k < H * 4 * H; k++) U[k] = nrand(0.05f);
         for (int k = 0; k < 2 * 4; k++) x[k] = nrand(1.0f);
-        fl_lstm_desc d = {I, H, 0, FL_ACT_TANH, FL_ACT_SIGMOID, 0, 0, 0, 0};
-        fl_lstm *L;
-        fl_lstm_create(&d, W, U, NULL, NULL, NULL, &L);
         static float y[2][2 * 256], h[2][256], c[2][256];
         for (int keep = 0; keep < 2; keep++) {
             memset(h[keep], 0, sizeof h[keep]);
@@ -569,7 +564,6 @@ static void test_review_regressions(void) {
         }
         CHECK(memcmp(h[0], h[1], sizeof h[0]) == 0 && memcmp(y[0], y[1], sizeof y[0]) == 0,
               "copies kept after a call whose threads could not start are wrong");
-        free(W); free(U);
         fl_lstm_free(L);
     }
 #endif
@@ -672,14 +666,9 @@ static void test_pool(void) {
     fl_pool_free(NULL);
 
     const int I = 7, H = 256, T = 16;
-    float *W = malloc(sizeof(float) * I * 4 * H), *U = malloc(sizeof(float) * H * 4 * H);
+    fl_lstm *L = random_layer(I, H, 0.05f);
     float *x = malloc(sizeof(float) * T * I);
-    for (int k = 0; k < I * 4 * H; k++) W[k] = nrand(0.3f);
-    for (int k = 0; k < H * 4 * H; k++) U[k] = nrand(0.05f);
     for (int k = 0; k < T * I; k++) x[k] = nrand(1.0f);
-    fl_lstm_desc d = {I, H, 0, FL_ACT_TANH, FL_ACT_SIGMOID, 0, 0, 0, 0};
-    fl_lstm *L;
-    fl_lstm_create(&d, W, U, NULL, NULL, NULL, &L);
     fl_status st = fl_pool_create(3, &pool);
     CHECK(st == FL_OK && pool, "pool create: %s", fl_status_message(st));
 
@@ -723,7 +712,7 @@ static void test_pool(void) {
     fl_pool_free(pool);
     free(w0);
     fl_lstm_free(L);
-    free(W); free(U); free(x);
+    free(x);
 }
 
 int main(void) {
