@@ -86,14 +86,9 @@ gate_block(const float *FL_RESTRICT z, int nu, float *FL_RESTRICT c,
 __attribute__((target("arch=x86-64-v4"), always_inline)) static inline void
 gate_block16(const float *FL_RESTRICT z, int nu, float *FL_RESTRICT c,
              float *FL_RESTRICT h) {
-    const __mmask16 m = nu >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nu) - 1);
-    const __m512 i = fl_sigmoid16(_mm512_loadu_ps(z));
-    const __m512 f = fl_sigmoid16(_mm512_loadu_ps(z + FL_PANEL_UNITS));
-    const __m512 o = fl_sigmoid16(_mm512_loadu_ps(z + 2 * FL_PANEL_UNITS));
-    const __m512 g = fl_tanh16(_mm512_loadu_ps(z + 3 * FL_PANEL_UNITS));
-    const __m512 cn = _mm512_fmadd_ps(f, _mm512_maskz_loadu_ps(m, c), _mm512_mul_ps(i, g));
-    _mm512_mask_storeu_ps(c, m, cn);
-    _mm512_mask_storeu_ps(h, m, _mm512_mul_ps(o, fl_tanh16(cn)));
+    fl_cell16(_mm512_loadu_ps(z), _mm512_loadu_ps(z + FL_PANEL_UNITS),
+              _mm512_loadu_ps(z + 2 * FL_PANEL_UNITS),
+              _mm512_loadu_ps(z + 3 * FL_PANEL_UNITS), c, h, fl_mask16((size_t)nu));
 }
 #endif
 
@@ -192,7 +187,7 @@ __attribute__((target("arch=x86-64-v4"), always_inline)) static inline void
 gate_rows16(const float *FL_RESTRICT z, int r0, int r1, int nu, int H,
             int u0, float *FL_RESTRICT c, float *FL_RESTRICT h_out,
             const uint8_t *FL_RESTRICT skip) {
-    const __mmask16 m = nu >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nu) - 1);
+    const __mmask16 m = fl_mask16((size_t)nu);
     int r = r0;
     for (; r + 4 <= r1; r += 4) {
         if (skip && (skip[r] | skip[r + 1] | skip[r + 2] | skip[r + 3])) {
@@ -288,7 +283,7 @@ int fl_batch_preferred(void) {
      * rows x 64 columns: compiled for AVX2, 2-row tiles ran at 865 us per
      * step (B=64, H=256; 294 us with AVX-512), so AVX2 machines keep the
      * per-step fl_gemm (4 x 16 tiles) and gate loop */
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+    return fl_cpu_has_avx512();
 #else
     return 1; /* a build without per-ISA kernels: portable code either way */
 #endif
@@ -296,7 +291,7 @@ int fl_batch_preferred(void) {
 
 void fl_batch_step(FL_BATCH_ARGS) {
 #ifdef FL_HAVE_ISA_BATCH
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) {
+    if (fl_cpu_has_avx512()) {
         batch_step_v4(panels, I, H, x, ldxr, h, rows, c, h_out, skip, z);
         return;
     }

@@ -67,9 +67,7 @@ static inline float fl_act_scalar(fl_activation act, float x) {
  * n % 16 elements through a masked load and store). */
 #define FL_ACT512_LOOP(fn)                                                     \
     for (size_t k = 0; k < n; k += 16) {                                       \
-        const size_t left = n - k;                                             \
-        const __mmask16 m =                                                    \
-            left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);    \
+        const __mmask16 m = fl_mask16(n - k);                                  \
         _mm512_mask_storeu_ps(v + k, m, fn(_mm512_maskz_loadu_ps(m, v + k)));  \
     }
 
@@ -81,10 +79,6 @@ __attribute__((target("arch=x86-64-v4"))) static void
 act_tanh_v4(float *FL_RESTRICT v, size_t n) {
     FL_ACT512_LOOP(fl_tanh16)
 }
-
-static int have_avx512(void) {
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
-}
 #endif
 
 FL_CLONES
@@ -93,11 +87,11 @@ static void act_apply_portable(fl_activation act, float *FL_RESTRICT v,
 
 void fl_act_apply(fl_activation act, float *FL_RESTRICT v, size_t n) {
 #ifdef FL_HAVE_MATH512
-    if (act == FL_ACT_SIGMOID && have_avx512()) {
+    if (act == FL_ACT_SIGMOID && fl_cpu_has_avx512()) {
         act_sigmoid_v4(v, n);
         return;
     }
-    if (act == FL_ACT_TANH && have_avx512()) {
+    if (act == FL_ACT_TANH && fl_cpu_has_avx512()) {
         act_tanh_v4(v, n);
         return;
     }
@@ -228,21 +222,13 @@ gates_sigmoid_tanh_v4(int units, const float *FL_RESTRICT bias,
         fl_cell16x4(zi, zf, zo, zg, cp, hp, (__mmask16)0xffff);
     }
     for (; j < H; j += 16) {
-        const size_t left = H - j;
-        const __mmask16 m =
-            left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+        const __mmask16 m = fl_mask16(H - j);
 #define FL_PRE(q)                                                              \
     _mm512_add_ps(_mm512_maskz_loadu_ps(m, z + (q) * H + j),                   \
                   _mm512_maskz_loadu_ps(m, bias + (q) * H + j))
-        const __m512 i = fl_sigmoid16(FL_PRE(FL_GATE_I));
-        const __m512 f = fl_sigmoid16(FL_PRE(FL_GATE_F));
-        const __m512 o = fl_sigmoid16(FL_PRE(FL_GATE_O));
-        const __m512 g = fl_tanh16(FL_PRE(FL_GATE_G));
+        fl_cell16(FL_PRE(FL_GATE_I), FL_PRE(FL_GATE_F), FL_PRE(FL_GATE_O),
+                  FL_PRE(FL_GATE_G), c + j, out + j, m);
 #undef FL_PRE
-        const __m512 cn =
-            _mm512_fmadd_ps(f, _mm512_maskz_loadu_ps(m, c + j), _mm512_mul_ps(i, g));
-        _mm512_mask_storeu_ps(c + j, m, cn);
-        _mm512_mask_storeu_ps(out + j, m, _mm512_mul_ps(o, fl_tanh16(cn)));
     }
 }
 #endif
@@ -252,7 +238,7 @@ void fl_gates_row(const fl_gate_params *p, float *FL_RESTRICT z,
     if (p->ract == FL_ACT_SIGMOID && p->act == FL_ACT_TANH && !p->peep &&
         !p->use_cell_clip) {
 #ifdef FL_HAVE_MATH512
-        if (have_avx512()) {
+        if (fl_cpu_has_avx512()) {
             gates_sigmoid_tanh_v4(p->units, p->bias, z, c, out);
             return;
         }

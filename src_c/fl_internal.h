@@ -25,6 +25,15 @@
 #define FL_CLONES
 #endif
 
+/* Whether this CPU runs the explicitly dispatched AVX-512 kernels (they
+ * need AVX-512 F and VL; __builtin_cpu_supports reads what libgcc detected
+ * at load time). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+static inline int fl_cpu_has_avx512(void) {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+}
+#endif
+
 /* Alignment of every packed array and workspace region, in bytes. */
 #define FL_ALIGN 64
 

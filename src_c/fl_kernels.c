@@ -133,8 +133,7 @@ static void gemm_base(FL_GEMM_ARGS) { FL_GEMM_BODY(4, 8) }
 
 void fl_gemm(FL_GEMM_ARGS) {
 #ifdef FL_HAVE_ISA_GEMM
-    /* __builtin_cpu_supports reads what libgcc detected at load time */
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) {
+    if (fl_cpu_has_avx512()) {
         gemm_v4(A, rows, K, lda, W, n, ldw, Z, ldz, accumulate);
         return;
     }

@@ -232,7 +232,8 @@ typedef struct ws_layout {
     size_t panels;   /* fl_batch_pack's copy of [Wx; Wh] and the bias */
     size_t z;        /* (FL_BATCH_GROUP, 64) pre-activations of one group */
     size_t hnext;    /* (B, H) the step's new h */
-    size_t skip;     /* (B,) bytes: rows a step leaves alone */
+    size_t skip;     /* (B,) bytes: each row's step status (FL_STEP_*;
+                        nonzero: the step leaves the row alone) */
     size_t xrows;    /* (B, I) one step's inputs of a batch-major run */
     size_t gates; /* (chunk, B, 4H) input projection + recurrent term */
     size_t m;     /* (B, H) pre-projection output (projection only) */
@@ -498,9 +499,9 @@ static void forward_panels(const fl_lstm *L, const fl_lstm_run *run,
     const int streaming = (size_t)B * T * H * sizeof(float) >= FL_STREAM_OUT_MIN_BYTES;
     for (int s = 0; s < T; s++) {
         const int t = run->reverse ? T - 1 - s : s;
-        if (masked)
+        if (masked) /* fl_batch_step leaves rows with a nonzero status */
             for (int b = 0; b < B; b++)
-                skip[b] = fl_step_status(run, t, b) != FL_STEP_VALID;
+                skip[b] = (uint8_t)fl_step_status(run, t, b);
         const float *xt = run->x + (size_t)t * t_stride;
         if (run->batch_major) {
             for (int b = 0; b < B; b++)
@@ -510,7 +511,7 @@ static void forward_panels(const fl_lstm *L, const fl_lstm_run *run,
         }
         fl_batch_step(panels, I, H, xt, (size_t)I, cur, B, run->c, next, skip, z);
         for (int b = 0; b < B; b++) {
-            const int status = masked ? fl_step_status(run, t, b) : FL_STEP_VALID;
+            const int status = masked ? skip[b] : FL_STEP_VALID;
             if (status == FL_STEP_VALID)
                 seen[b] = 1;
             else /* the state is carried over a skipped step */

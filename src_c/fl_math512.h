@@ -81,11 +81,27 @@ FL_V4 __m512 fl_tanh16(__m512 x) {
         _mm512_set1_epi32(0x7fffffff), 0xe4));
 }
 
-/* The LSTM cell on four independent vectors of 16 units at once, from the
- * pre-activations of gates i, f, o, g (bias included):
- *   c[q] = sigmoid(f) * c[q] + sigmoid(i) * tanh(g)
- *   h[q] = sigmoid(o) * tanh(c[q])
- * (lanes outside m are neither read nor written). Four at a time because
+/* Lanes 0 .. n-1 of a 16-float vector (all of them for n >= 16). */
+static inline __mmask16 fl_mask16(size_t n) {
+    return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+}
+
+/* The LSTM cell on one vector of 16 units, from the pre-activations of
+ * gates i, f, o, g (bias included):
+ *   c = sigmoid(f) * c + sigmoid(i) * tanh(g),  h = sigmoid(o) * tanh(c)
+ * (lanes outside m are neither read nor written). */
+FL_V4 void fl_cell16(__m512 zi, __m512 zf, __m512 zo, __m512 zg,
+                     float *c, float *h, __mmask16 m) {
+    const __m512 i = fl_sigmoid16(zi), f = fl_sigmoid16(zf);
+    const __m512 o = fl_sigmoid16(zo), g = fl_tanh16(zg);
+    const __m512 cn =
+        _mm512_fmadd_ps(f, _mm512_maskz_loadu_ps(m, c), _mm512_mul_ps(i, g));
+    _mm512_mask_storeu_ps(c, m, cn);
+    _mm512_mask_storeu_ps(h, m, _mm512_mul_ps(o, fl_tanh16(cn)));
+}
+
+/* fl_cell16 on four independent vectors of 16 units at once (c[q], h[q]
+ * per vector; lanes outside m neither read nor written). Four at a time because
  * each vector is one long dependency chain (exp, divide, exp again): with
  * four interleaved the vector units stay busy (24 vs 33 ns per vector of 16
  * units for one at a time). */
