@@ -255,12 +255,14 @@ cdef class PackedLSTM:
         cdef size_t need = 0, need_plain = 0
         _check(fl_lstm_run_workspace_size(self._lstm, &run, &need),
                "workspace size")
-        _check(fl_lstm_workspace_size(self._lstm, B, T, chunk_steps, &need_plain),
-               "workspace size")
         cdef void *buf = NULL
-        cdef bint owned = work is None or <size_t>work.shape[0] < need_plain
-        if not owned:
-            need = min(need, <size_t>work.shape[0])
+        cdef bint owned = work is None or <size_t>work.shape[0] < need
+        if owned and work is not None:  # a smaller caller workspace may do
+            _check(fl_lstm_workspace_size(self._lstm, B, T, chunk_steps,
+                                          &need_plain), "workspace size")
+            owned = <size_t>work.shape[0] < need_plain
+            if not owned:
+                need = <size_t>work.shape[0]
         if owned:  # PyMem_RawMalloc: visible to tracemalloc, callable nogil
             buf = PyMem_RawMalloc(need)
             if buf is NULL:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import h5py
 import numpy as np
 import pytest
 
@@ -44,3 +48,29 @@ def oracle_args(w: dict) -> dict:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+def h5_with_one_layer(tmp_path: Path, layer: dict, features: int = 2) -> Path:
+    """A tf.keras-style .h5 of Sequential([InputLayer((4, features)), layer])
+    for a layer without weights."""
+    cfg = {
+        "class_name": "Sequential",
+        "config": {
+            "name": "s",
+            "layers": [
+                {
+                    "class_name": "InputLayer",
+                    "config": {"name": "inp", "batch_input_shape": [None, 4, features]},
+                },
+                layer,
+            ],
+        },
+    }
+    p = tmp_path / "m.h5"
+    with h5py.File(p, "w") as f:
+        f.attrs["keras_version"] = "2.21.0"
+        f.attrs["model_config"] = json.dumps(cfg)
+        g = f.create_group("model_weights")
+        g.attrs["layer_names"] = np.array([layer["config"]["name"].encode()])
+        g.create_group(layer["config"]["name"]).attrs["weight_names"] = np.zeros(0)
+    return p

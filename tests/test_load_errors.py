@@ -4,7 +4,6 @@ problem, never a crash."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import zipfile
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import h5_with_one_layer
 
 import fastlstm
 
@@ -174,32 +174,8 @@ def test_zip_bomb_member_is_refused(tmp_path):
         fastlstm.load(p)
 
 
-def _h5_with_layer(tmp_path, layer: dict) -> Path:
-    cfg = {
-        "class_name": "Sequential",
-        "config": {
-            "name": "s",
-            "layers": [
-                {
-                    "class_name": "InputLayer",
-                    "config": {"name": "inp", "batch_input_shape": [None, 4, 2]},
-                },
-                layer,
-            ],
-        },
-    }
-    p = tmp_path / "m.h5"
-    with h5py.File(p, "w") as f:
-        f.attrs["keras_version"] = "2.21.0"
-        f.attrs["model_config"] = json.dumps(cfg)
-        g = f.create_group("model_weights")
-        g.attrs["layer_names"] = np.array([layer["config"]["name"].encode()])
-        g.create_group(layer["config"]["name"]).attrs["weight_names"] = np.zeros(0)
-    return p
-
-
 def test_lambda_is_refused(tmp_path):
-    p = _h5_with_layer(
+    p = h5_with_one_layer(
         tmp_path,
         {
             "class_name": "Lambda",
@@ -217,7 +193,8 @@ def test_lambda_is_refused(tmp_path):
 
 
 def test_unknown_layer_names_class_and_supported_list(tmp_path):
-    p = _h5_with_layer(tmp_path, {"class_name": "Conv1D", "config": {"name": "conv"}})
+    conv = {"class_name": "Conv1D", "config": {"name": "conv"}}
+    p = h5_with_one_layer(tmp_path, conv)
     with pytest.raises(
         fastlstm.UnsupportedLayerError,
         match=r"layer 'conv' of class 'Conv1D' is not supported; "

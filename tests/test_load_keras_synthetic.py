@@ -16,7 +16,7 @@ import json
 import h5py
 import numpy as np
 import pytest
-from conftest import TOL_F32
+from conftest import TOL_F32, h5_with_one_layer
 
 import fastlstm
 from fastlstm import _reference as ref
@@ -187,26 +187,8 @@ def test_keras1_weights_file_with_config(tmp_path):
 
 @pytest.mark.parametrize("axis", [1, -1])
 def test_softmax_layer_on_any_axis(tmp_path, axis):
-    cfg = {
-        "class_name": "Sequential",
-        "config": {
-            "name": "s",
-            "layers": [
-                {
-                    "class_name": "InputLayer",
-                    "config": {"name": "inp", "batch_input_shape": [None, 4, 3]},
-                },
-                {"class_name": "Softmax", "config": {"name": "sm", "axis": axis}},
-            ],
-        },
-    }
-    path = tmp_path / "softmax.h5"
-    with h5py.File(path, "w") as f:
-        f.attrs["keras_version"] = "2.21.0"
-        f.attrs["model_config"] = json.dumps(cfg)
-        g = f.create_group("model_weights")
-        g.attrs["layer_names"] = np.array([b"sm"])
-        g.create_group("sm").attrs["weight_names"] = np.zeros(0)
+    layer = {"class_name": "Softmax", "config": {"name": "sm", "axis": axis}}
+    path = h5_with_one_layer(tmp_path, layer, features=3)
     x = np.random.default_rng(0).normal(size=(2, 4, 3)).astype(np.float32)
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     want = e / e.sum(axis=axis, keepdims=True)
