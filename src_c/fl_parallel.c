@@ -314,8 +314,12 @@ size_t fl_parallel_workspace_floats(int units) {
 }
 
 size_t fl_parallel_copy_floats(int units, int threads) {
-    /* every part's block starts on a 64-byte boundary */
-    return 4 * (size_t)units * (size_t)units + 16 * (size_t)threads;
+    if (threads > FL_MAX_THREADS) threads = FL_MAX_THREADS;
+    size_t total = 0; /* the parts' blocks, each on a 64-byte boundary */
+    for (int k = 0; k < threads; k++)
+        total += copy_block_floats(
+            units, part_start(units, k + 1, threads) - part_start(units, k, threads));
+    return total;
 }
 
 void fl_parallel_fill_copies(const float *wh, int ldh, int units, int threads,
