@@ -39,6 +39,13 @@ GATE_BUFFER_MAX = 64 << 20
 # Chunks of fewer steps do not use the threads' weight copies
 # (FL_PAR_COPY_MIN_STEPS in src_c/fl_parallel.h).
 PAR_COPY_MIN_STEPS = 32
+# One-thread batch-1 calls of at least WH_PANELS_MIN_STEPS steps whose
+# recurrent kernel has WH_PANELS_MIN_BYTES .. WH_PANELS_MAX_BYTES read a copy
+# of it in the workspace, when the copy and a GATE_BUFFER_MIN gate buffer
+# take at most 45% of the call's data (FL_WH_PANELS_* in src_c/fl_lstm.c).
+WH_PANELS_MIN_STEPS = 128
+WH_PANELS_MIN_BYTES = 512 << 10
+WH_PANELS_MAX_BYTES = 3 << 20
 
 
 def chunk_steps_for(
@@ -239,6 +246,7 @@ class LSTM:
         last output or None."""
         R = self.output_size
         threads = self._threads_for(p.batch, p.steps)
+        data_bytes = self._data_bytes(p, sequences)
         y = None
         if sequences:
             check_elements(p.x.shape[:2] + (R,), "the output sequence")
@@ -263,8 +271,8 @@ class LSTM:
                     p.batch,
                     p.steps,
                     self.units,
-                    self._data_bytes(p, sequences),
-                    self._copy_bytes(p.batch, threads),
+                    data_bytes,
+                    self._copy_bytes(p.batch, p.steps, threads, data_bytes),
                 ),
                 work=work,
                 threads=threads,
@@ -278,12 +286,23 @@ class LSTM:
         """Bytes of the kernel and recurrent kernel ([Wx; Wh], float32)."""
         return 4 * 4 * self.units * (self.input_size + self.output_size)
 
-    def _copy_bytes(self, batch: int, threads: int) -> int:
-        """Workspace bytes of the threads' copies of the recurrent kernel (a
-        batch-1 call without projection on several threads)."""
-        if batch != 1 or threads < 2 or self.proj_size:
+    def _copy_bytes(self, batch: int, steps: int, threads: int, data_bytes: int) -> int:
+        """Workspace bytes of the copies of the recurrent kernel a batch-1
+        call makes: one per thread on several threads (without projection),
+        or one in the panel layout on one thread (large enough kernels and
+        calls; data_bytes is the call's weights, inputs and outputs)."""
+        if batch != 1:
             return 0
-        return 4 * 4 * self.units * self.units
+        wh_bytes = 4 * 4 * self.units * self.output_size
+        if threads >= 2 and not self.proj_size and self.units >= 128:
+            return wh_bytes
+        if (
+            steps >= WH_PANELS_MIN_STEPS
+            and WH_PANELS_MIN_BYTES <= wh_bytes <= WH_PANELS_MAX_BYTES
+            and 20 * (wh_bytes + GATE_BUFFER_MIN) <= 9 * data_bytes
+        ):
+            return wh_bytes
+        return 0
 
     def _data_bytes(self, p: _Prepared, sequences: bool) -> int:
         """Bytes of this call's weights, inputs and outputs."""

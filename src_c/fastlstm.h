@@ -180,7 +180,10 @@ void fl_lstm_free(fl_lstm *lstm);
 fl_status fl_lstm_get_desc(const fl_lstm *lstm, fl_lstm_desc *out);
 
 /* Bytes of workspace fl_lstm_forward needs for this batch and chunk length
- * (chunk_steps as in fl_lstm_run; 0 means `steps`). */
+ * (chunk_steps as in fl_lstm_run; 0 means `steps`). For a long batch-1 run
+ * on one thread this includes room for a copy of the recurrent weights in
+ * a layout the step reads faster (when the copy is at most a quarter of the
+ * run's weights, inputs and outputs). */
 fl_status fl_lstm_workspace_size(const fl_lstm *lstm, int batch, int steps,
                                  int chunk_steps, size_t *out_bytes);
 

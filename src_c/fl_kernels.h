@@ -16,6 +16,22 @@ void fl_matvec(const float *FL_RESTRICT W, int rows, int n, int ld,
                const float *FL_RESTRICT v, float *FL_RESTRICT z,
                int accumulate, int backward);
 
+/* The panel layout of a (rows, n) matrix: its columns in panels of
+ * FL_PANEL_COLS (the last one n % FL_PANEL_COLS wide), panel p stored as a
+ * contiguous row-major (rows, width) block at p * rows * FL_PANEL_COLS.
+ * fl_matvec_panels reads each panel front to back in one stream. */
+#define FL_PANEL_COLS 128
+
+/* dst (rows * n floats) = W (rows, n; rows ld floats apart) in panels. */
+void fl_panels_pack(const float *FL_RESTRICT W, int rows, int n, int ld,
+                    float *FL_RESTRICT dst);
+
+/* fl_matvec on a matrix in the panel layout; the same sums, bit for bit.
+ * `backward` visits the panels in reverse order. */
+void fl_matvec_panels(const float *FL_RESTRICT P, int rows, int n,
+                      const float *FL_RESTRICT v, float *FL_RESTRICT z,
+                      int accumulate, int backward);
+
 /* Z(rows, n) (+)= A(rows, K) @ W(K, n); row-major with leading dimensions
  * lda (A), ldw (W) and ldz (Z). For the per-step recurrent product of a batch,
  * where a BLAS call's packing costs more than it saves. */

@@ -244,6 +244,8 @@ typedef struct ws_layout {
     size_t par;   /* fl_parallel_chunk's buffers (batch 1, no projection) */
     size_t wcopy; /* its threads' own copies of Wh, or 0 (not laid out) */
     size_t xh;    /* (I + R): [x_t; h] of a one-step batch-1 call */
+    size_t whp;   /* (R, 4H) Wh in the panel layout (fl_panels_pack) for
+                     a batch-1 call on one thread, or 0 (not laid out) */
     size_t total;
 } ws_layout;
 
@@ -282,9 +284,42 @@ static fl_status plan_panels(const fl_lstm *lstm, int batch, ws_layout *w) {
     return FL_OK;
 }
 
+/* Batch-1 calls of at least FL_WH_PANELS_MIN_STEPS steps (in chunks of 2
+ * or more) on one thread read a copy of Wh in the panel layout, made once
+ * per call (fl_matvec_panels), when Wh is between these sizes: below, it
+ * made no difference; above, Wh comes from L3 and it did not help either.
+ * The copy (~60 us for 1 MB) pays for itself within ~100 steps. It is
+ * made only while it and a minimal gate buffer (256 KB) take at most 45% of
+ * the call's own data (weights, inputs, outputs), which keeps the call's
+ * peak memory under 1.5x of that. */
+#define FL_WH_PANELS_MIN_STEPS 128
+#define FL_WH_PANELS_MIN_BYTES ((size_t)512 << 10)
+#define FL_WH_PANELS_MAX_BYTES ((size_t)3 << 20)
+
+/* Whether a batch-1 call runs on several threads (fl_parallel_chunk). */
+static int split_threads(const fl_lstm *L, int batch, int threads) {
+    return threads > 1 && batch == 1 && L->desc.proj_size == 0 &&
+           L->desc.units >= 128;
+}
+
+/* with_y: the call writes every step's output (else only the last) */
+static int wh_panels_used(const fl_lstm *L, int batch, int steps, int chunk,
+                          int threads, int with_y) {
+    const size_t I = (size_t)L->desc.input_size, R = (size_t)L->R;
+    const size_t H4 = 4 * (size_t)L->desc.units, T = (size_t)steps;
+    if (batch != 1 || steps < FL_WH_PANELS_MIN_STEPS || chunk < 2 ||
+        split_threads(L, batch, threads))
+        return 0;
+    /* sizes are bounded by FL_MAX_DIM and batch == 1: no overflow */
+    const size_t wh = R * H4 * sizeof(float);
+    const size_t data = ((I + R) * H4 + T * I + (with_y ? T * R : R)) * sizeof(float);
+    return wh >= FL_WH_PANELS_MIN_BYTES && wh <= FL_WH_PANELS_MAX_BYTES &&
+           (wh + ((size_t)256 << 10)) * 20 <= data * 9;
+}
+
 static fl_status plan_workspace(const fl_lstm *lstm, int batch, int steps,
                                 int chunk_steps, int threads, int keep_copies,
-                                int *chunk_out, ws_layout *w) {
+                                int with_y, int *chunk_out, ws_layout *w) {
     if (batch < 1 || steps < 1) return FL_ERR_SHAPE;
     if (batch > FL_MAX_DIM || steps > FL_MAX_DIM) return FL_ERR_OVERFLOW;
     int chunk = (chunk_steps <= 0 || chunk_steps > steps) ? steps : chunk_steps;
@@ -316,9 +351,12 @@ static fl_status plan_workspace(const fl_lstm *lstm, int batch, int steps,
     if (B == 1 && !layout_add(&off, (size_t)lstm->desc.input_size + (P ? P : H),
                               &w->xh))
         return FL_ERR_OVERFLOW;
-    if (B == 1 && !P && threads > 1 &&
+    if (split_threads(lstm, batch, threads) &&
         (chunk >= FL_PAR_COPY_MIN_STEPS || keep_copies) &&
         !layout_add(&off, fl_parallel_copy_floats((int)H, threads), &w->wcopy))
+        return FL_ERR_OVERFLOW;
+    if (wh_panels_used(lstm, batch, steps, chunk, threads, with_y) &&
+        !layout_add(&off, (size_t)lstm->R * 4 * H, &w->whp))
         return FL_ERR_OVERFLOW;
     if (off > SIZE_MAX - FL_ALIGN) return FL_ERR_OVERFLOW;
     w->total = off + FL_ALIGN; /* slack so any base address can be aligned */
@@ -331,7 +369,7 @@ fl_status fl_lstm_workspace_size(const fl_lstm *lstm, int batch, int steps,
     ws_layout w;
     int chunk;
     fl_status st =
-        plan_workspace(lstm, batch, steps, chunk_steps, 1, 0, &chunk, &w);
+        plan_workspace(lstm, batch, steps, chunk_steps, 1, 0, 1, &chunk, &w);
     if (st == FL_OK) *out_bytes = w.total;
     return st;
 }
@@ -342,7 +380,8 @@ fl_status fl_lstm_run_workspace_size(const fl_lstm *lstm, const fl_lstm_run *run
     ws_layout w;
     int chunk;
     fl_status st = plan_workspace(lstm, run->batch, run->steps, run->chunk_steps,
-                                  run->threads, run->keep_copies, &chunk, &w);
+                                  run->threads, run->keep_copies, run->y != NULL,
+                                  &chunk, &w);
     if (st == FL_OK) *out_bytes = w.total;
     return st;
 }
@@ -377,13 +416,16 @@ static void input_projection(const fl_lstm *L, const fl_blas *blas,
 
 /* G rows (B of them, ldg floats apart) += h(B, R) @ Wh; a matrix-vector
  * product when B == 1 (its column blocks walked backward if asked). */
+/* G(batch, 4H) += h(batch, R) @ Wh; whp: Wh in the panel layout, or NULL */
 static void recurrent_product(const fl_lstm *L, const fl_blas *blas,
                               const float *h, int batch, float *G, int ldg,
-                              int backward) {
+                              const float *whp, int backward) {
     int n4h = 4 * L->desc.units, r = L->R, n = batch, ldh = L->ldh;
     float one = 1.0f;
     char N = 'N';
-    if (batch == 1)
+    if (batch == 1 && whp)
+        fl_matvec_panels(whp, r, n4h, h, G, 1, backward);
+    else if (batch == 1)
         fl_matvec(L->wh, r, n4h, ldh, h, G, 1, backward);
     else if (batch <= FL_OWN_GEMM_MAX_BATCH)
         fl_gemm(h, batch, r, r, L->wh, n4h, ldh, G, ldg, 1);
@@ -559,11 +601,12 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
     ws_layout w;
     int chunk;
     st = plan_workspace(L, run->batch, run->steps, run->chunk_steps,
-                        run->threads, run->keep_copies, &chunk, &w);
+                        run->threads, run->keep_copies, run->y != NULL, &chunk,
+                        &w);
     if (st == FL_OK && run->threads > 1 && (!work || work_bytes < w.total))
         /* a workspace sized by fl_lstm_workspace_size: no thread copies */
         st = plan_workspace(L, run->batch, run->steps, run->chunk_steps, 1, 0,
-                            &chunk, &w);
+                            run->y != NULL, &chunk, &w);
     if (st != FL_OK) return st;
     if (!work || work_bytes < w.total) return FL_ERR_ARG;
 
@@ -608,6 +651,12 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
                       FL_FUSED_MAX_BYTES)
         chunk = 1;
     const int n_chunks = (T + chunk - 1) / chunk;
+    const int par = split_threads(L, B, run->threads);
+    const float *whp = NULL;
+    if (w.whp && !par) {
+        fl_panels_pack(L->wh, R, (int)row4, L->ldh, (float *)(base + w.whp));
+        whp = (const float *)(base + w.whp);
+    }
     int copies_made = 0; /* the threads' weight copies are in the workspace */
     for (int ci = 0; ci < n_chunks; ci++) {
         /* chunks (and steps within them) in processing order */
@@ -618,7 +667,6 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
          * row (s, b) at G + (s * g_t + b * g_b) * 4H. */
         /* one step of one row (streaming): Wx and Wh rows are stored back to
          * back with one stride, so z = [x; h] @ [Wx; Wh] is a single pass */
-        const int par = run->threads > 1 && B == 1 && !P && H >= 128;
         /* a single step on a pool's sleeping workers beats the fused
          * product for large H; without a pool, starting threads for one
          * step would cost more than it saves */
@@ -692,7 +740,7 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
                 fl_gemm(run->h, B, R, R, L->wh, (int)row4, L->ldh, rec, (int)row4,
                         0);
             else if (!fused)
-                recurrent_product(L, blas, run->h, B, Gt, (int)(g_b * row4),
+                recurrent_product(L, blas, run->h, B, Gt, (int)(g_b * row4), whp,
                                   (k + run->sweep) & 1);
 
             /* gates; without projection m is h itself (Gt no longer needs

@@ -282,3 +282,43 @@ def test_chunked_input_projection_matches_single_gemm(rng, monkeypatch):
         # other summation order
         np.testing.assert_allclose(whole, chunked, atol=1e-6)
         assert np.abs(whole).max() > 1e-2
+
+
+def test_long_batch1_run_on_wh_panels_meets_1e5():
+    """One thread, batch 1, T=1000, I=H=256: the call reads its copy of Wh in
+    the panel layout; float32 within 1e-5 of float64 at every step, and the
+    same numbers as the steps fed in pieces too short for the copy."""
+    rng = np.random.default_rng(11)
+    w = random_weights(rng, 256, 256)
+    x = rng.normal(0, 1, (1, 1000, 256)).astype(np.float32)
+    layer = fastlstm.LSTM(**w, return_sequences=True, threads=1)
+    y = layer(x)
+    ry, _, _, _ = ref.lstm(x, w["kernel"], w["recurrent_kernel"], w["bias"])
+    assert np.abs(y - ry).max() < TOL_F32
+    stream = layer.stream(1)
+    pieces = [stream.feed(x[:, t : t + 100]) for t in range(0, 1000, 100)]
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1), y, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("I", [16, 256, 1024])
+@pytest.mark.parametrize("H", [128, 181, 256, 384, 400])
+def test_panel_copy_rule_mirrors_the_c_core(I, H):
+    """The chunk budget in Python counts the panel copy of Wh exactly when
+    the C core lays it out (FL_WH_PANELS_* mirrored in fastlstm.lstm); a
+    call with only the last output (with_y = 0 in C) at several lengths."""
+    layer = fastlstm.LSTM(
+        np.zeros((I, 4 * H), np.float32), np.zeros((H, 4 * H), np.float32), threads=1
+    )
+    wh_bytes = 16 * H * H
+    base = layer._packed.workspace_size(1, 2, 2)  # too short for the copy
+    for T in (127, 128, 1000, 5000):
+        data = layer._weight_bytes() + 4 * T * I + 4 * H
+        expected = layer._copy_bytes(1, T, 1, data)
+        # with chunks of 2 steps, only the copy depends on T
+        laid_out = layer._packed.workspace_size(1, T, 2) - base
+        assert laid_out in (0, wh_bytes)
+        assert laid_out == expected, (I, H, T)
+        if T == 127 or H in (128, 181):  # too short; Wh under 512 KB
+            assert expected == 0
+        if I == 1024 and H >= 256 and T >= 1000:
+            assert expected == wh_bytes

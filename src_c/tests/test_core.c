@@ -715,12 +715,65 @@ static void test_pool(void) {
     free(x);
 }
 
+/* A long batch-1 run on one thread reads Wh in the panel layout (its
+ * workspace has room for the copy, fl_matvec_panels); its results are
+ * bit-identical to the same steps run in calls too short for the copy
+ * (fewer than 128 steps each), plain and reversed with a mask and the sweep
+ * on. H = 200: 4H = 800 columns, six full 128-column panels and a 32-wide
+ * one; Wh (640 KB) is within the 45% memory share of this call. */
+static void test_wh_panels(void) {
+    const int I = 400, H = 200, T = 256, pieces[3] = {100, 100, 56};
+    fl_lstm *L = random_layer(I, H, 0.1f);
+    fl_blas blas = {fl_naive_sgemm, fl_naive_sgemv};
+    float *x = malloc(sizeof(float) * T * I);
+    for (int k = 0; k < T * I; k++) x[k] = nrand(1.0f);
+    unsigned char mask[256];
+    for (int t = 0; t < T; t++) mask[t] = urand() < 0.8;
+    size_t ws_long = 0, ws_short = 0;
+    fl_lstm_workspace_size(L, 1, T, 0, &ws_long);
+    fl_lstm_workspace_size(L, 1, 127, 0, &ws_short);
+    CHECK(ws_long >= ws_short + sizeof(float) * (4 * (size_t)H * H + (size_t)(T - 127) * 4 * H),
+          "no room for the panel copy of Wh: %zu vs %zu bytes", ws_long, ws_short);
+    void *work = malloc(ws_long);
+    float *y[2], h[2][200], c[2][200];
+    y[0] = malloc(sizeof(float) * T * H);
+    y[1] = malloc(sizeof(float) * T * H);
+    for (int variant = 0; variant < 2; variant++) {
+        for (int split = 0; split < 2; split++) {
+            memset(h[split], 0, sizeof h[split]);
+            memset(c[split], 0, sizeof c[split]);
+            unsigned char seen = 0;
+            int done = 0; /* steps processed so far */
+            for (int p = 0; p < (split ? 3 : 1); p++) {
+                const int n = split ? pieces[p] : T;
+                /* processing order: a reversed run starts at the end */
+                const int t0 = variant ? T - done - n : done;
+                fl_lstm_run run = {.batch = 1, .steps = n, .x = x + (size_t)t0 * I,
+                                   .mask = variant ? mask + t0 : NULL,
+                                   .reverse = variant, .sweep = variant,
+                                   .h = h[split], .c = c[split], .seen = &seen,
+                                   .y = y[split] + (size_t)done * H};
+                CHECK(fl_lstm_forward(L, &blas, &run, work, ws_long) == FL_OK,
+                      "panel run");
+                done += n;
+            }
+        }
+        CHECK(memcmp(y[0], y[1], sizeof(float) * T * H) == 0 &&
+                  memcmp(h[0], h[1], sizeof h[0]) == 0 &&
+                  memcmp(c[0], c[1], sizeof c[0]) == 0,
+              "variant %d: the run on panels differs from short calls", variant);
+    }
+    free(y[0]); free(y[1]); free(work); free(x);
+    fl_lstm_free(L);
+}
+
 int main(void) {
     test_pool();
     test_threads_agree();
     test_configs();
     test_batch_panels();
     test_sweep_same_result();
+    test_wh_panels();
     test_thread_copies();
     test_review_regressions();
     test_errors();
