@@ -70,35 +70,22 @@ def flops_per_step(I: int, H: int, B: int = 1) -> float:
     return 2.0 * B * 4 * H * (I + H)
 
 
-def _calls_per_sample(fn, arg, quick: bool) -> int:
-    """Calls for one timed sample of >= 20 ms (5 ms in quick mode)."""
+def median_time(fn, arg, quick: bool) -> float:
+    """Median seconds per call: each sample runs enough calls for >= 20 ms
+    (5 ms in quick mode)."""
     fn(arg)
     t0 = time.perf_counter()
     fn(arg)
     one = max(time.perf_counter() - t0, 1e-7)
-    return max(1, int((0.005 if quick else 0.02) / one))
-
-
-def median_time(fn, arg, quick: bool) -> float:
-    """Median seconds per call: each sample runs enough calls for >= 20 ms
-    (5 ms in quick mode)."""
-    return median_times({"fn": (fn, arg)}, quick)["fn"]
-
-
-def median_times(cases: dict, quick: bool) -> dict:
-    """Median seconds per call of each (fn, arg) in `cases`. The samples are
-    taken round-robin, one per case in turn, so a burst of load from the
-    rest of the host slows every engine of a row alike and the ratios
-    between them hold."""
-    inner = {k: _calls_per_sample(fn, arg, quick) for k, (fn, arg) in cases.items()}
-    samples: dict = {k: [] for k in cases}
+    target = 0.005 if quick else 0.02
+    inner = max(1, int(target / one))
+    samples = []
     for _ in range(5 if quick else 11):
-        for k, (fn, arg) in cases.items():
-            t0 = time.perf_counter()
-            for _ in range(inner[k]):
-                fn(arg)
-            samples[k].append((time.perf_counter() - t0) / inner[k])
-    return {k: float(np.median(v)) for k, v in samples.items()}
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn(arg)
+        samples.append((time.perf_counter() - t0) / inner)
+    return float(np.median(samples))
 
 
 def make_engines(threads: int, notes: list) -> list:
@@ -125,21 +112,19 @@ def run_step_case(engines, H, I, threads, quick):
         "results": {},
     }
     ref = None
-    timed, diffs = {}, {}
     for eng in engines:
         fn, final = eng.step(w, 1)
         for x_t in xs:  # accuracy: 50 steps from a zero state
             fn(x_t)
         h = np.asarray(final(), np.float32)
         ref = h if ref is None else ref
-        diffs[eng.name] = float(np.abs(h - ref).max())
-        timed[eng.name] = (eng.step(w, 1)[0], x)
-    for name, sec in median_times(timed, quick).items():
-        row["results"][name] = {
+        fn2, _ = eng.step(w, 1)
+        sec = median_time(fn2, x, quick)
+        row["results"][eng.name] = {
             "seconds": sec,
             "us": sec * 1e6,
             "gflops": flops_per_step(I, H) / sec / 1e9,
-            "max_abs_diff": diffs[name],
+            "max_abs_diff": float(np.abs(h - ref).max()),
         }
     return row
 
@@ -160,21 +145,18 @@ def run_seq_case(
         "results": {},
     }
     ref = None
-    timed, diffs = {}, {}
     for eng in engines:
         if quick and eng.name == "numpy" and B * T * H > 64 * 100 * 256:
             continue
         fn = eng.seq(w)
         y = np.asarray(fn(x), np.float32)
         ref = y if ref is None else ref
-        diffs[eng.name] = float(np.abs(y - ref).max())
-        timed[eng.name] = (fn, x)
-    for name, sec in median_times(timed, quick).items():
-        row["results"][name] = {
+        sec = median_time(fn, x, quick)
+        row["results"][eng.name] = {
             "seconds": sec,
             "us_per_step": sec / T * 1e6,
             "gflops": flops_per_step(I, H, B) * T / sec / 1e9,
-            "max_abs_diff": diffs[name],
+            "max_abs_diff": float(np.abs(y - ref).max()),
         }
     if keras_result is not None:
         kr = dict(keras_result)
