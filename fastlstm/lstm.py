@@ -57,7 +57,8 @@ def chunk_steps_for(
     per_step = batch * 4 * units * 4
     if per_step * steps <= budget:
         return 0
-    # with thread copies in the workspace, chunks long enough to use them
+    # with weight copies in the workspace, chunks long enough to use them
+    # (thread copies need PAR_COPY_MIN_STEPS, the panel copy 2)
     return max(PAR_COPY_MIN_STEPS if other_bytes else 1, int(budget // per_step))
 
 

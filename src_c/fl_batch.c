@@ -101,6 +101,17 @@ gate_block16(const float *FL_RESTRICT z, int nu, float *FL_RESTRICT c,
     for (int q = 0; q < 4; q++)                                                \
         __builtin_prefetch((w) + 8 * FL_PANEL_WIDTH + 16 * q, 0, 3);
 
+/* acc[r] += a[r][k] * (panel row at w), k = 0 .. K-1, w advancing a row
+ * per k: the x rows against Wx, then the h rows against Wh. */
+#define FL_TILE_ROWS(TR, K)                                                    \
+    for (int k = 0; k < (K); k++, w += FL_PANEL_WIDTH) {                       \
+        FL_PREFETCH_ROW(w)                                                     \
+        for (int r = 0; r < TR; r++) {                                         \
+            const float s = a[r][k];                                           \
+            for (int j = 0; j < FL_PANEL_WIDTH; j++) acc[r][j] += s * w[j];    \
+        }                                                                      \
+    }
+
 /* Pre-activations of TR rows from r0 on: bias + x @ Wx + h @ Wh, into z
  * (64 floats per row). The accumulators (TR x 64 floats) stay in vector
  * registers for the whole K loop. */
@@ -109,23 +120,12 @@ gate_block16(const float *FL_RESTRICT z, int nu, float *FL_RESTRICT c,
         float acc[TR][FL_PANEL_WIDTH];                                         \
         for (int r = 0; r < TR; r++)                                           \
             for (int j = 0; j < FL_PANEL_WIDTH; j++) acc[r][j] = bias[j];      \
-        for (int k = 0; k < I; k++) {                                          \
-            const float *FL_RESTRICT w = panel + (size_t)k * FL_PANEL_WIDTH;   \
-            FL_PREFETCH_ROW(w)                                                 \
-            for (int r = 0; r < TR; r++) {                                     \
-                const float s = x[(size_t)(r0 + r) * ldxr + k];                \
-                for (int j = 0; j < FL_PANEL_WIDTH; j++) acc[r][j] += s * w[j];\
-            }                                                                  \
-        }                                                                      \
-        for (int k = 0; k < H; k++) {                                          \
-            const float *FL_RESTRICT w =                                       \
-                panel + ((size_t)I + k) * FL_PANEL_WIDTH;                      \
-            FL_PREFETCH_ROW(w)                                                 \
-            for (int r = 0; r < TR; r++) {                                     \
-                const float s = h[(size_t)(r0 + r) * H + k];                   \
-                for (int j = 0; j < FL_PANEL_WIDTH; j++) acc[r][j] += s * w[j];\
-            }                                                                  \
-        }                                                                      \
+        const float *FL_RESTRICT w = panel;                                    \
+        const float *a[TR];                                                    \
+        for (int r = 0; r < TR; r++) a[r] = x + (size_t)(r0 + r) * ldxr;       \
+        FL_TILE_ROWS(TR, I)                                                    \
+        for (int r = 0; r < TR; r++) a[r] = h + (size_t)(r0 + r) * H;          \
+        FL_TILE_ROWS(TR, H)                                                    \
         for (int r = 0; r < TR; r++)                                           \
             for (int j = 0; j < FL_PANEL_WIDTH; j++)                           \
                 z[(size_t)(r0 + r - g0) * FL_PANEL_WIDTH + j] = acc[r][j];     \

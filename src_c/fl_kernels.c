@@ -68,15 +68,19 @@ void fl_matvec(const float *FL_RESTRICT W, int rows, int n, int ld,
     }
 }
 
+void fl_pack_columns(const float *FL_RESTRICT W, int rows, int ld, int j0,
+                     int w, float *FL_RESTRICT dst) {
+    for (int k = 0; k < rows; k++)
+        memcpy(dst + (size_t)k * (size_t)w, W + (size_t)k * (size_t)ld + j0,
+               (size_t)w * sizeof(float));
+}
+
 void fl_panels_pack(const float *FL_RESTRICT W, int rows, int n, int ld,
                     float *FL_RESTRICT dst) {
-    for (int j0 = 0; j0 < n; j0 += FL_PANEL_COLS) {
-        const int w = n - j0 < FL_PANEL_COLS ? n - j0 : FL_PANEL_COLS;
-        float *FL_RESTRICT panel = dst + (size_t)j0 * (size_t)rows;
-        for (int k = 0; k < rows; k++)
-            memcpy(panel + (size_t)k * (size_t)w, W + (size_t)k * (size_t)ld + j0,
-                   (size_t)w * sizeof(float));
-    }
+    for (int j0 = 0; j0 < n; j0 += FL_PANEL_COLS)
+        fl_pack_columns(W, rows, ld, j0,
+                        n - j0 < FL_PANEL_COLS ? n - j0 : FL_PANEL_COLS,
+                        dst + (size_t)j0 * (size_t)rows);
 }
 
 /* Each panel is one fl_matvec over a (rows, width) matrix whose rows are

@@ -22,6 +22,11 @@ void fl_matvec(const float *FL_RESTRICT W, int rows, int n, int ld,
  * fl_matvec_panels reads each panel front to back in one stream. */
 #define FL_PANEL_COLS 128
 
+/* dst = the columns [j0, j0 + w) of W (rows, _; rows ld floats apart) as a
+ * contiguous row-major (rows, w) block. */
+void fl_pack_columns(const float *FL_RESTRICT W, int rows, int ld, int j0,
+                     int w, float *FL_RESTRICT dst);
+
 /* dst (rows * n floats) = W (rows, n; rows ld floats apart) in panels. */
 void fl_panels_pack(const float *FL_RESTRICT W, int rows, int n, int ld,
                     float *FL_RESTRICT dst);

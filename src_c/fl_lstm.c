@@ -415,8 +415,8 @@ static void input_projection(const fl_lstm *L, const fl_blas *blas,
 }
 
 /* G rows (B of them, ldg floats apart) += h(B, R) @ Wh; a matrix-vector
- * product when B == 1 (its column blocks walked backward if asked). */
-/* G(batch, 4H) += h(batch, R) @ Wh; whp: Wh in the panel layout, or NULL */
+ * product when B == 1 (its column blocks walked backward if asked), read
+ * from whp, Wh in the panel layout, when the call made one (else NULL). */
 static void recurrent_product(const fl_lstm *L, const fl_blas *blas,
                               const float *h, int batch, float *G, int ldg,
                               const float *whp, int backward) {

@@ -89,11 +89,9 @@ static void barrier_wait(barrier *b, unsigned *gen, int n) {
  * row-major block at dst + g*H*w. */
 static void copy_columns(const float *wh, int ldh, int units, int u0, int w,
                          float *dst) {
-    const size_t H = (size_t)units, W = (size_t)w;
-    for (size_t g = 0; g < 4; g++)
-        for (size_t k = 0; k < H; k++)
-            memcpy(dst + (g * H + k) * W, wh + k * (size_t)ldh + g * H + (size_t)u0,
-                   W * sizeof(float));
+    for (int g = 0; g < 4; g++)
+        fl_pack_columns(wh, units, ldh, g * units + u0, w,
+                        dst + (size_t)g * (size_t)units * (size_t)w);
 }
 
 /* Units of part k of `threads` (the same split everywhere). */
