@@ -82,6 +82,7 @@ cdef extern from "fastlstm.h" nogil:
         fl_pool *pool
         int sweep
         int keep_copies
+        int no_amx
 
     fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,
                              const float *recurrent_kernel, const float *bias,
@@ -99,5 +100,6 @@ cdef extern from "fastlstm.h" nogil:
                               size_t work_bytes)
     fl_status fl_pool_create(int threads, fl_pool **out)
     void fl_pool_free(fl_pool *pool)
+    int fl_amx_available()
     const char *fl_status_message(fl_status status)
     fl_status fl_activation_apply(fl_activation act, float *v, size_t n)

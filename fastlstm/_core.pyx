@@ -59,6 +59,12 @@ cdef int _check(fl_status st, str where) except -1:
     raise cls(f"{where}: {fl_status_message(st).decode('ascii')}")
 
 
+def amx_available():
+    """Whether this CPU and OS run input projections on AMX tiles
+    (float32 accuracy through a three-way bfloat16 split)."""
+    return bool(fl_amx_available())
+
+
 def status_message(int status):
     """The C core's message for a status code."""
     return fl_status_message(<fl_status>status).decode("ascii")
@@ -175,7 +181,7 @@ cdef class PackedLSTM:
             self._lstm = NULL
 
     def workspace_size(self, int batch, int steps, int chunk_steps=0,
-                       int threads=1, int keep_copies=0):
+                       int threads=1, int keep_copies=0, bint amx=True):
         """Bytes of workspace a forward call of this size needs (with the
         per-thread weight copies a multi-thread batch-1 call can use)."""
         cdef size_t n = 0
@@ -186,6 +192,7 @@ cdef class PackedLSTM:
         run.chunk_steps = chunk_steps
         run.threads = threads
         run.keep_copies = keep_copies
+        run.no_amx = not amx
         _check(fl_lstm_run_workspace_size(self._lstm, &run, &n), "workspace size")
         return n
 
@@ -198,11 +205,13 @@ cdef class PackedLSTM:
                 const int32_t[::1] lengths=None,
                 bint reverse=False, bint zero_output=False,
                 bint check_finite=True, int chunk_steps=0,
-                uint8_t[::1] work=None, int threads=1, ThreadPool pool=None):
+                uint8_t[::1] work=None, int threads=1, ThreadPool pool=None,
+                bint amx=True):
         """Runs the layer; h, c (and seen) are updated in place.
 
         x is (batch, steps, I) when batch_major else (steps, batch, I); mask
-        and y follow the same layout. Raises on any inconsistency.
+        and y follow the same layout. amx=False keeps the input projection
+        off AMX tiles (see amx_available). Raises on any inconsistency.
         """
         if self._lstm is NULL:
             raise ShapeError("PackedLSTM was not initialized")
@@ -249,6 +258,7 @@ cdef class PackedLSTM:
         run.pool = _pool_of(pool)
         run.sweep = 0
         run.keep_copies = 0
+        run.no_amx = not amx
 
         # the run's own size includes per-thread weight copies (faster); a
         # caller's workspace of the plain size also works, without them
@@ -392,6 +402,7 @@ cdef class StreamCore:
         run.pool = _pool_of(self._pool)
         run.sweep = self._sweep
         run.keep_copies = self._keep_copies
+        run.no_amx = 0  # as the workspace was sized
         cdef fl_status st
         self.busy = True
         with nogil:

@@ -17,6 +17,7 @@
 #include <sys/mman.h>
 #endif
 
+#include "fl_amx.h"
 #include "fl_batch.h"
 #include "fl_gates.h"
 #include "fl_internal.h"
@@ -246,6 +247,8 @@ typedef struct ws_layout {
     size_t xh;    /* (I + R): [x_t; h] of a one-step batch-1 call */
     size_t whp;   /* (R, 4H) Wh in the panel layout (fl_panels_pack) for
                      a batch-1 call on one thread, or 0 (not laid out) */
+    size_t amx;   /* fl_amx_gemm's scratch for the input projection, or 0
+                     (not laid out: no AMX, or products too small) */
     size_t total;
 } ws_layout;
 
@@ -317,9 +320,30 @@ static int wh_panels_used(const fl_lstm *L, int batch, int steps, int chunk,
            (wh + ((size_t)256 << 10)) * 20 <= data * 9;
 }
 
+/* Input projections of at least this many rows (steps x batch rows of a
+ * chunk) run on AMX where the CPU has it; with fewer, splitting the
+ * weights into bfloat16 parts costs more than it saves. */
+#define FL_AMX_MIN_ROWS 128
+
+/* Batch-1 layers whose [Wx; Wh] is at most this size run every step as one
+ * fused matrix-vector product (the weights stay in the nearest caches). */
+#define FL_FUSED_MAX_BYTES (160 * 1024)
+
+/* Whether a call's input projections may run on fl_amx_gemm (given AMX):
+ * products of at least FL_AMX_MIN_ROWS rows, 32 inputs and 64 columns,
+ * on the paths that have a separate input GEMM. */
+static int amx_used(const fl_lstm *L, int batch, int chunk) {
+    const size_t I = (size_t)L->desc.input_size, R = (size_t)L->R;
+    const int fused = batch == 1 && (I + R) * (size_t)L->ldx * sizeof(float) <=
+                                        FL_FUSED_MAX_BYTES;
+    return !fused && (size_t)chunk * (size_t)batch >= FL_AMX_MIN_ROWS && I >= 32 &&
+           L->desc.units >= 16;
+}
+
 static fl_status plan_workspace(const fl_lstm *lstm, int batch, int steps,
                                 int chunk_steps, int threads, int keep_copies,
-                                int with_y, int *chunk_out, ws_layout *w) {
+                                int with_y, int amx, int *chunk_out,
+                                ws_layout *w) {
     if (batch < 1 || steps < 1) return FL_ERR_SHAPE;
     if (batch > FL_MAX_DIM || steps > FL_MAX_DIM) return FL_ERR_OVERFLOW;
     int chunk = (chunk_steps <= 0 || chunk_steps > steps) ? steps : chunk_steps;
@@ -358,6 +382,12 @@ static fl_status plan_workspace(const fl_lstm *lstm, int batch, int steps,
     if (wh_panels_used(lstm, batch, steps, chunk, threads, with_y) &&
         !layout_add(&off, (size_t)lstm->R * 4 * H, &w->whp))
         return FL_ERR_OVERFLOW;
+    if (amx && amx_used(lstm, batch, chunk) && fl_amx_available() &&
+        !layout_add(&off,
+                    fl_amx_scratch_bytes(lstm->desc.input_size, chunk * batch) /
+                            sizeof(float) + 1,
+                    &w->amx))
+        return FL_ERR_OVERFLOW;
     if (off > SIZE_MAX - FL_ALIGN) return FL_ERR_OVERFLOW;
     w->total = off + FL_ALIGN; /* slack so any base address can be aligned */
     return FL_OK;
@@ -369,7 +399,7 @@ fl_status fl_lstm_workspace_size(const fl_lstm *lstm, int batch, int steps,
     ws_layout w;
     int chunk;
     fl_status st =
-        plan_workspace(lstm, batch, steps, chunk_steps, 1, 0, 1, &chunk, &w);
+        plan_workspace(lstm, batch, steps, chunk_steps, 1, 0, 1, 1, &chunk, &w);
     if (st == FL_OK) *out_bytes = w.total;
     return st;
 }
@@ -381,7 +411,7 @@ fl_status fl_lstm_run_workspace_size(const fl_lstm *lstm, const fl_lstm_run *run
     int chunk;
     fl_status st = plan_workspace(lstm, run->batch, run->steps, run->chunk_steps,
                                   run->threads, run->keep_copies, run->y != NULL,
-                                  &chunk, &w);
+                                  !run->no_amx, &chunk, &w);
     if (st == FL_OK) *out_bytes = w.total;
     return st;
 }
@@ -390,18 +420,19 @@ fl_status fl_lstm_run_workspace_size(const fl_lstm *lstm, const fl_lstm_run *run
  * (measured faster than OpenBLAS sgemm for these shapes on AVX-512). */
 #define FL_OWN_GEMM_MAX_BATCH 256
 
-/* Batch-1 layers whose [Wx; Wh] is at most this size run every step as one
- * fused matrix-vector product (the weights stay in the nearest caches). */
-#define FL_FUSED_MAX_BYTES (160 * 1024)
-
 /* Below this many rows a product runs on fl_matvec, row by row: a BLAS
  * call's fixed cost would dominate. */
 #define FL_SMALL_ROWS 4
 
-/* G(rows, 4H) = X(rows, I) @ Wx */
+/* G(rows, 4H) = X(rows, I) @ Wx; on AMX tiles when the call laid out
+ * their scratch (amx, else NULL) and the product is large enough. */
 static void input_projection(const fl_lstm *L, const fl_blas *blas,
-                             const float *x, int rows, float *G) {
+                             const float *x, int rows, float *G, void *amx) {
     int n4h = 4 * L->desc.units, k = L->desc.input_size, n = rows, ldx = L->ldx;
+    if (amx && rows >= FL_AMX_MIN_ROWS &&
+        fl_amx_gemm(x, rows, k, (size_t)k, L->wx, n4h, (size_t)ldx, G, (size_t)n4h,
+                    amx))
+        return; /* else (a value out of AMX's range) BLAS redoes all of G */
     if (rows <= FL_SMALL_ROWS) {
         for (int r = 0; r < rows; r++)
             fl_matvec(L->wx, k, n4h, ldx, x + (size_t)r * k, G + (size_t)r * n4h,
@@ -600,14 +631,21 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
     if (st != FL_OK) return st;
     ws_layout w;
     int chunk;
-    st = plan_workspace(L, run->batch, run->steps, run->chunk_steps,
-                        run->threads, run->keep_copies, run->y != NULL, &chunk,
-                        &w);
-    if (st == FL_OK && run->threads > 1 && (!work || work_bytes < w.total))
-        /* a workspace sized by fl_lstm_workspace_size: no thread copies */
-        st = plan_workspace(L, run->batch, run->steps, run->chunk_steps, 1, 0,
-                            run->y != NULL, &chunk, &w);
-    if (st != FL_OK) return st;
+    /* the run's own layout; in a smaller workspace (one sized by
+     * fl_lstm_workspace_size) first without the threads' weight copies,
+     * then without the AMX scratch too */
+    static const struct {
+        int own_threads, amx;
+    } tries[] = {{1, 1}, {0, 1}, {0, 0}};
+    for (int i = 0; i < 3; i++) {
+        const int own = tries[i].own_threads;
+        st = plan_workspace(L, run->batch, run->steps, run->chunk_steps,
+                            own ? run->threads : 1, own ? run->keep_copies : 0,
+                            run->y != NULL, tries[i].amx && !run->no_amx, &chunk,
+                            &w);
+        if (st != FL_OK) return st;
+        if (work && work_bytes >= w.total) break;
+    }
     if (!work || work_bytes < w.total) return FL_ERR_ARG;
 
     const int B = run->batch, T = run->steps, R = L->R;
@@ -624,6 +662,7 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
     float *m = P ? (float *)(base + w.m) : NULL;
     float *hnew = P ? (float *)(base + w.hnew) : NULL;
     float *rec = B > 1 ? (float *)(base + w.rec) : NULL;
+    void *amx = w.amx ? base + w.amx : NULL;
     uint8_t *seen = run->seen;
     if (!seen) {
         seen = (uint8_t *)(base + w.seen);
@@ -703,7 +742,7 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
             g_t = 1, g_b = 1;
         } else if (!run->batch_major) {
             g_t = (size_t)B, g_b = 1;
-            input_projection(L, blas, run->x + (size_t)t0 * B * I, n * B, G);
+            input_projection(L, blas, run->x + (size_t)t0 * B * I, n * B, G, amx);
         } else if (B > 1 && B <= FL_OWN_GEMM_MAX_BATCH && n < 64 &&
                    (size_t)T * I <= (size_t)INT32_MAX) {
             /* batch-major batches in short chunks: one product per step over
@@ -718,12 +757,12 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
                         (int)row4, 0);
         } else if (n == T) {
             g_t = 1, g_b = (size_t)T;
-            input_projection(L, blas, run->x, T * B, G);
+            input_projection(L, blas, run->x, T * B, G, amx);
         } else { /* a row's chunk steps are contiguous, rows are not */
             g_t = 1, g_b = (size_t)n;
             for (int b = 0; b < B; b++)
                 input_projection(L, blas, run->x + ((size_t)b * T + t0) * I, n,
-                                 G + (size_t)b * n * row4);
+                                 G + (size_t)b * n * row4, amx);
         }
 
 

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "fastlstm.h"
+#include "fl_amx.h"
 #include "naive_blas.h"
 
 static int n_passed = 0, n_failed = 0;
@@ -752,7 +753,8 @@ static void test_wh_panels(void) {
                                    .mask = variant ? mask + t0 : NULL,
                                    .reverse = variant, .sweep = variant,
                                    .h = h[split], .c = c[split], .seen = &seen,
-                                   .y = y[split] + (size_t)done * H};
+                                   .y = y[split] + (size_t)done * H,
+                                   .no_amx = 1}; /* as the short calls */
                 CHECK(fl_lstm_forward(L, &blas, &run, work, ws_long) == FL_OK,
                       "panel run");
                 done += n;
@@ -767,6 +769,105 @@ static void test_wh_panels(void) {
     fl_lstm_free(L);
 }
 
+/* fl_amx_gemm against a double product, over shapes with partial 32-row,
+ * 32-column and 32-deep blocks, row blocks past the split size (K = 1024:
+ * 128 rows per block) and leading dimensions wider than the matrices: every
+ * element within 3e-7 of its sum of |x w| (float32 GEMM's own rounding is
+ * of that size), columns past N untouched. NaN, inf or a huge value makes
+ * it decline (the caller then uses BLAS). */
+static void test_amx_gemm(void) {
+    if (!fl_amx_available()) {
+        printf("note: no AMX on this CPU; its kernel is not tested here\n");
+        return;
+    }
+    const int shapes[][3] = {{1, 16, 1},     {33, 20, 33},   {64, 80, 64},
+                             {130, 100, 100}, {300, 512, 128}, {7, 36, 300},
+                             {600, 64, 1024}, {257, 1000, 48}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+        const size_t ldx = (size_t)K + 3, ldw = (size_t)N + 5, ldc = (size_t)N + 7;
+        float *x = malloc(sizeof(float) * M * ldx), *w = malloc(sizeof(float) * K * ldw);
+        float *C = malloc(sizeof(float) * M * ldc);
+        void *scratch = malloc(fl_amx_scratch_bytes(K, M));
+        for (size_t i = 0; i < (size_t)M * ldx; i++) x[i] = nrand(2.0f);
+        for (size_t i = 0; i < (size_t)K * ldw; i++) w[i] = nrand(0.3f);
+        for (size_t i = 0; i < (size_t)M * ldc; i++) C[i] = 7.0f;
+        CHECK(fl_amx_gemm(x, M, K, ldx, w, N, ldw, C, ldc, scratch) == 1,
+              "M=%d N=%d K=%d: declined", M, N, K);
+        double worst = 0;
+        int untouched = 1;
+        for (int i = 0; i < M; i++) {
+            for (int j = 0; j < N; j++) {
+                double sum = 0, mag = 0;
+                for (int k = 0; k < K; k++) {
+                    const double p = (double)x[i * ldx + k] * w[k * ldw + j];
+                    sum += p;
+                    mag += fabs(p);
+                }
+                const double e = fabs(C[i * ldc + j] - sum) / (mag + 1e-30);
+                if (e > worst) worst = e;
+            }
+            for (size_t j = N; j < ldc; j++) untouched &= C[i * ldc + j] == 7.0f;
+        }
+        CHECK(worst <= 3e-7, "M=%d N=%d K=%d: error %.3g of sum |x w|", M, N, K, worst);
+        CHECK(untouched, "M=%d N=%d K=%d: wrote past N", M, N, K);
+        const float bad[3] = {NAN, INFINITY, 3e30f};
+        for (int b = 0; b < 3; b++) {
+            const float keep = x[(M - 1) * ldx + K - 1];
+            x[(M - 1) * ldx + K - 1] = bad[b];
+            CHECK(fl_amx_gemm(x, M, K, ldx, w, N, ldw, C, ldc, scratch) == 0,
+                  "M=%d N=%d K=%d: accepted %g in x", M, N, K, bad[b]);
+            x[(M - 1) * ldx + K - 1] = keep;
+            w[(K - 1) * ldw + N - 1] = bad[b];
+            CHECK(fl_amx_gemm(x, M, K, ldx, w, N, ldw, C, ldc, scratch) == 0,
+                  "M=%d N=%d K=%d: accepted %g in W", M, N, K, bad[b]);
+            w[(K - 1) * ldw + N - 1] = 0.1f;
+        }
+        free(x); free(w); free(C); free(scratch);
+    }
+}
+
+/* A layer's long run with the input projection on AMX: within 2e-6 of the
+ * same run on BLAS (no_amx) and its workspace holds the AMX scratch; an
+ * infinity in x (check_finite off) sends the projection back to BLAS, so
+ * that run is bit-identical to the BLAS one. */
+static void test_amx_forward(void) {
+    if (!fl_amx_available()) return;
+    const int I = 96, H = 64, T = 300;
+    fl_lstm *L = random_layer(I, H, 0.1f);
+    fl_blas blas = {fl_naive_sgemm, fl_naive_sgemv};
+    float *x = malloc(sizeof(float) * T * I), *y[2];
+    for (int k = 0; k < T * I; k++) x[k] = nrand(1.0f);
+    y[0] = malloc(sizeof(float) * T * H);
+    y[1] = malloc(sizeof(float) * T * H);
+    for (int with_inf = 0; with_inf < 2; with_inf++) {
+        if (with_inf) x[5 * I + 7] = INFINITY;
+        size_t ws[2];
+        for (int no_amx = 0; no_amx < 2; no_amx++) {
+            float h[64] = {0}, c[64] = {0};
+            fl_lstm_run run = {.batch = 1, .steps = T, .x = x, .h = h, .c = c,
+                               .y = y[no_amx], .no_amx = no_amx};
+            fl_lstm_run_workspace_size(L, &run, &ws[no_amx]);
+            void *work = malloc(ws[no_amx]);
+            CHECK(fl_lstm_forward(L, &blas, &run, work, ws[no_amx]) == FL_OK, "amx run");
+            free(work);
+        }
+        CHECK(ws[0] >= ws[1] + fl_amx_scratch_bytes(I, T) - 64,
+              "no room for the AMX scratch: %zu vs %zu bytes", ws[0], ws[1]);
+        double worst = 0;
+        for (int k = 0; k < T * H; k++)
+            if (fabs(y[0][k] - y[1][k]) > worst || y[0][k] != y[0][k])
+                worst = y[0][k] != y[0][k] ? 1.0 : fabs(y[0][k] - y[1][k]);
+        if (with_inf)
+            CHECK(memcmp(y[0], y[1], sizeof(float) * T * H) == 0,
+                  "an infinity in x did not send the projection to BLAS");
+        else
+            CHECK(worst <= 2e-6, "AMX run differs from BLAS by %.3g", worst);
+    }
+    free(y[0]); free(y[1]); free(x);
+    fl_lstm_free(L);
+}
+
 int main(void) {
     test_pool();
     test_threads_agree();
@@ -778,6 +879,8 @@ int main(void) {
     test_review_regressions();
     test_errors();
     test_split_equals_whole();
+    test_amx_gemm();
+    test_amx_forward();
     printf("%d passed, %d failed\n", n_passed, n_failed);
     return n_failed ? 1 : 0;
 }
