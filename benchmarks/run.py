@@ -257,6 +257,8 @@ def run_keras(seq_cases: dict, model_path, model_inputs, threads, quick, notes):
 
 
 def machine() -> dict:
+    from fastlstm import _core
+
     cpu = platform.processor()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -268,6 +270,7 @@ def machine() -> dict:
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
+        "amx": _core.amx_available(),
         "python": platform.python_version(),
         "numpy": np.__version__,
     }
@@ -276,7 +279,9 @@ def machine() -> dict:
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [
-        f"Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}; "
+        f"Machine: {m['cpu']}, {m['cores']} cores"
+        + ("; fastlstm's input projections on AMX tiles" if m.get("amx") else "")
+        + f"; Python {m['python']}; "
         + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
         "Threads: 1 per engine (BLAS via threadpoolctl, torch.set_num_threads, ORT "
         "intra_op_num_threads, TF intra-op) unless the case says 2.",
