@@ -43,6 +43,12 @@ static int block_rows(int kp) {
 
 static int pad32(int n) { return (n + 31) / 32 * 32; }
 
+/* Rows of X split per block for a product of `rows` rows. */
+static int split_rows(int kp, int rows) {
+    const int mb = block_rows(kp);
+    return pad32(rows) < mb ? pad32(rows) : mb;
+}
+
 int fl_amx_available(void) {
     if (!(__builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-bf16") &&
           __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -54,9 +60,7 @@ int fl_amx_available(void) {
 }
 
 size_t fl_amx_scratch_bytes(int K, int rows) {
-    const int kp = pad32(K);
-    int mb = block_rows(kp);
-    if (pad32(rows) < mb) mb = pad32(rows);
+    const int kp = pad32(K), mb = split_rows(kp, rows);
     return (size_t)mb * (size_t)kp * 6 + (size_t)kp * 32 * 6 + 32 * 32 * 4 + 64;
 }
 
@@ -193,9 +197,7 @@ FL_AMX_TARGET static void block_product(const uint16_t *a, const uint16_t *b, in
 
 FL_AMX_TARGET int fl_amx_gemm(const float *x, int M, int K, size_t ldx, const float *W,
                               int N, size_t ldw, float *C, size_t ldc, void *scratch) {
-    const int kp = pad32(K), kb = kp / 32;
-    int mb = block_rows(kp);
-    if (pad32(M) < mb) mb = pad32(M);
+    const int kp = pad32(K), kb = kp / 32, mb = split_rows(kp, M);
     char *s = (char *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     uint16_t *xs = (uint16_t *)s;
     uint16_t *ws = xs + (size_t)mb * kp * 3;

@@ -329,15 +329,20 @@ static int wh_panels_used(const fl_lstm *L, int batch, int steps, int chunk,
  * fused matrix-vector product (the weights stay in the nearest caches). */
 #define FL_FUSED_MAX_BYTES (160 * 1024)
 
+/* Whether a call runs every step as one fused [x; h] product (chunks of one
+ * step, no separate input GEMM): batch 1 with small weights (measured:
+ * H=32 0.46 -> 0.36 us per step; from H=128 on, the GEMM wins). */
+static int fused_steps(const fl_lstm *L, int batch) {
+    const size_t I = (size_t)L->desc.input_size, R = (size_t)L->R;
+    return batch == 1 && (I + R) * (size_t)L->ldx * sizeof(float) <= FL_FUSED_MAX_BYTES;
+}
+
 /* Whether a call's input projections may run on fl_amx_gemm (given AMX):
  * products of at least FL_AMX_MIN_ROWS rows, 32 inputs and 64 columns,
  * on the paths that have a separate input GEMM. */
 static int amx_used(const fl_lstm *L, int batch, int chunk) {
-    const size_t I = (size_t)L->desc.input_size, R = (size_t)L->R;
-    const int fused = batch == 1 && (I + R) * (size_t)L->ldx * sizeof(float) <=
-                                        FL_FUSED_MAX_BYTES;
-    return !fused && (size_t)chunk * (size_t)batch >= FL_AMX_MIN_ROWS && I >= 32 &&
-           L->desc.units >= 16;
+    return !fused_steps(L, batch) && (size_t)chunk * (size_t)batch >= FL_AMX_MIN_ROWS &&
+           L->desc.input_size >= 32 && L->desc.units >= 16;
 }
 
 static fl_status plan_workspace(const fl_lstm *lstm, int batch, int steps,
@@ -683,12 +688,7 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
     };
     const float pclip = L->desc.proj_clip;
 
-    /* batch 1 with small weights: a fused [x; h] product per step beats a
-     * separate input GEMM (measured: H=32 0.46 -> 0.36 us/step; from
-     * H=128 on, the GEMM wins) */
-    if (B == 1 && (I + (size_t)R) * (size_t)L->ldx * sizeof(float) <=
-                      FL_FUSED_MAX_BYTES)
-        chunk = 1;
+    if (fused_steps(L, B)) chunk = 1;
     const int n_chunks = (T + chunk - 1) / chunk;
     const int par = split_threads(L, B, run->threads);
     const float *whp = NULL;
