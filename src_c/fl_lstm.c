@@ -242,7 +242,7 @@ typedef struct ws_layout {
     size_t seen;  /* (B) bytes, when the caller passes no `seen` */
     size_t rec;   /* (B, 4H) recurrent product of one step, contiguous
                      (batch-major batches, whose gate rows lie far apart) */
-    size_t par;   /* fl_parallel_chunk's buffers (batch 1, no projection) */
+    size_t par;   /* fl_parallel_run's buffers (batch 1, no projection) */
     size_t wcopy; /* its threads' own copies of Wh, or 0 (not laid out) */
     size_t xh;    /* (I + R): [x_t; h] of a one-step batch-1 call */
     size_t whp;   /* (R, 4H) Wh in the panel layout (fl_panels_pack) for
@@ -299,7 +299,7 @@ static fl_status plan_panels(const fl_lstm *lstm, int batch, ws_layout *w) {
 #define FL_WH_PANELS_MIN_BYTES ((size_t)512 << 10)
 #define FL_WH_PANELS_MAX_BYTES ((size_t)3 << 20)
 
-/* Whether a batch-1 call runs on several threads (fl_parallel_chunk). */
+/* Whether a batch-1 call runs on several threads (fl_parallel_run). */
 static int split_threads(const fl_lstm *L, int batch, int threads) {
     return threads > 1 && batch == 1 && L->desc.proj_size == 0 &&
            L->desc.units >= 128;
@@ -696,7 +696,23 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
         fl_panels_pack(L->wh, R, (int)row4, L->ldh, (float *)(base + w.whp));
         whp = (const float *)(base + w.whp);
     }
-    int copies_made = 0; /* the threads' weight copies are in the workspace */
+    /* batch 1 on several threads, each computing its own columns, the
+     * whole call in one session of the threads (a lone step without a
+     * pool runs serially, fused: starting threads would cost more) */
+    if (par && !(T == 1 && !run->pool)) {
+        float *wcopy = w.wcopy ? (float *)(base + w.wcopy) : NULL;
+        if (fl_parallel_run(L, &gp, L->wx, L->ldx, L->wh, L->ldh, L->bias, L->peep,
+                            run, G, chunk, run->threads, (float *)(base + w.par),
+                            wcopy, run->keep_copies != 2, seen)) {
+            if (run->y_last) write_last(run, R, masked, carry, seen);
+            return FL_OK;
+        }
+        /* the threads could not start: the call runs serially below, but a
+         * caller that keeps the workspace (keep_copies 1) must still find
+         * the copies there on its next call */
+        if (wcopy && run->keep_copies == 1)
+            fl_parallel_fill_copies(L->wh, L->ldh, (int)H, run->threads, wcopy);
+    }
     for (int ci = 0; ci < n_chunks; ci++) {
         /* chunks (and steps within them) in processing order */
         const int cidx = run->reverse ? n_chunks - 1 - ci : ci;
@@ -706,36 +722,13 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
          * row (s, b) at G + (s * g_t + b * g_b) * 4H. */
         /* one step of one row (streaming): Wx and Wh rows are stored back to
          * back with one stride, so z = [x; h] @ [Wx; Wh] is a single pass */
-        /* a single step on a pool's sleeping workers beats the fused
-         * product for large H; without a pool, starting threads for one
-         * step would cost more than it saves */
-        const int fused = B == 1 && n == 1 && !(par && run->pool);
+        const int fused = B == 1 && n == 1;
         if (fused) {
             float *xh = (float *)(base + w.xh);
             memcpy(xh, run->x + (size_t)t0 * I, I * sizeof(float));
             memcpy(xh + I, run->h, (size_t)R * sizeof(float));
             fl_matvec(L->wx, (int)I + R, (int)row4, L->ldx, xh, G, 0,
                       (t0 + run->sweep) & 1);
-        }
-        /* batch 1 on several threads: each computes its own columns */
-        const int use_copies =
-            w.wcopy && (n >= FL_PAR_COPY_MIN_STEPS || run->keep_copies);
-        if (!fused && par &&
-            fl_parallel_chunk(L, &gp, L->wx, L->ldx, L->wh, L->ldh, L->bias,
-                              L->peep, run, G, t0, n, run->threads,
-                              (float *)(base + w.par),
-                              use_copies ? (float *)(base + w.wcopy) : NULL,
-                              run->keep_copies != 2 && !copies_made, seen)) {
-            copies_made |= use_copies; /* later chunks of this call reuse them */
-            continue;
-        }
-        /* the threads could not start: this chunk runs serially below, but
-         * a caller that keeps the workspace (keep_copies 1) must still find
-         * the copies there on its next call */
-        if (!fused && par && use_copies && run->keep_copies == 1 && !copies_made) {
-            fl_parallel_fill_copies(L->wh, L->ldh, (int)H, run->threads,
-                                    (float *)(base + w.wcopy));
-            copies_made = 1;
         }
         size_t g_t, g_b;
         if (fused) {

@@ -41,11 +41,12 @@ typedef struct shared {
     int ldh;
     const float *wx;         /* (I, 4H) packed, rows ldx apart */
     int ldx;
-    const float *x;          /* the chunk's inputs, row s = step t0 + s */
-    float *G;                /* the chunk's input projections, row s = step;
-                                each thread fills its own columns */
+    float *G;                /* one chunk's input projections, row s = step
+                                t0 + s; each thread fills and reads only
+                                its own columns */
     float *h[2];             /* double-buffered h (H) */
-    int units, input_size, t0, n, carry, nparts;
+    int units, input_size, carry, nparts;
+    int chunk, n_chunks;     /* the call's steps in chunks of `chunk` */
     int make_copies; /* the parts copy their Wh columns first */
     atomic_int go; /* 0 wait, 1 run, -1 abort (a thread could not start) */
     barrier bar;
@@ -104,33 +105,30 @@ static size_t copy_block_floats(int units, int w) {
     return (4 * (size_t)units * (size_t)w + 15) & ~(size_t)15;
 }
 
-static void run_part(part *p) {
+/* Steps t0 .. t0+n-1 of one chunk, in the run's processing order. */
+static void run_chunk(part *p, int t0, int n) {
     shared *sh = p->sh;
     const fl_lstm_run *run = sh->run;
     const size_t H = (size_t)sh->units, row4 = 4 * H, w = (size_t)p->w;
     const int T = run->steps;
     const int I = sh->input_size;
     /* input projection of this part's gate columns for every step of the
-     * chunk (columns are disjoint between parts: no sharing) */
+     * chunk (columns are disjoint between parts: no sharing, and a part
+     * may start the next chunk's while others finish this one's) */
+    const float *x = run->x + (size_t)t0 * (size_t)I; /* batch 1: both
+                                                          layouts agree */
     for (size_t g = 0; g < 4; g++) {
         const size_t col = g * H + (size_t)p->u0;
-        fl_gemm(sh->x, sh->n, I, I, sh->wx + col, (int)w, sh->ldx, sh->G + col,
+        fl_gemm(x, n, I, I, sh->wx + col, (int)w, sh->ldx, sh->G + col,
                 (int)row4, 0);
     }
-    /* Each thread copies its own columns of Wh into one contiguous block
-     * (on its own core, so they land in its caches). Read in place, a
-     * thread's columns are four 1 KB pieces of every 8 KB row (H=512);
-     * contiguous, the prefetchers keep up and more of them stay in L2:
-     * 2 threads at H=512, 2 MB each, 33-48 -> 20-27 us per step. */
-    if (p->wown && sh->make_copies)
-        copy_columns(sh->wh, sh->ldh, sh->units, p->u0, p->w, p->wown);
-    for (int s = 0; s < sh->n; s++) {
-        const int t = run->reverse ? sh->t0 + sh->n - 1 - s : sh->t0 + s;
+    for (int s = 0; s < n; s++) {
+        const int t = run->reverse ? t0 + n - 1 - s : t0 + s;
         const int k = run->reverse ? T - 1 - t : t;
         const float *hp = sh->h[p->cur];
         float *hn = sh->h[p->cur ^ 1];
         const int status = fl_step_status(run, t, 0);
-        const float *Gt = sh->G + (size_t)(t - sh->t0) * row4;
+        const float *Gt = sh->G + (size_t)(t - t0) * row4;
         if (status == FL_STEP_VALID) {
             /* this part's columns of each gate; every other step reads
              * them in reverse order (see fl_matvec) */
@@ -162,6 +160,24 @@ static void run_part(part *p) {
         }
         barrier_wait(&sh->bar, &p->gen, sh->nparts);
         p->cur ^= 1;
+    }
+}
+
+/* All of the call's chunks, in processing order. */
+static void run_part(part *p) {
+    shared *sh = p->sh;
+    const int T = sh->run->steps;
+    /* Each thread copies its own columns of Wh into one contiguous block
+     * (on its own core, so they land in its caches). Read in place, a
+     * thread's columns are four 1 KB pieces of every 8 KB row (H=512);
+     * contiguous, the prefetchers keep up and more of them stay in L2:
+     * 2 threads at H=512, 2 MB each, 33-48 -> 20-27 us per step. */
+    if (p->wown && sh->make_copies)
+        copy_columns(sh->wh, sh->ldh, sh->units, p->u0, p->w, p->wown);
+    for (int ci = 0; ci < sh->n_chunks; ci++) {
+        const int cidx = sh->run->reverse ? sh->n_chunks - 1 - ci : ci;
+        const int t0 = cidx * sh->chunk;
+        run_chunk(p, t0, t0 + sh->chunk <= T ? sh->chunk : T - t0);
     }
 }
 
@@ -331,12 +347,11 @@ void fl_parallel_fill_copies(const float *wh, int ldh, int units, int threads,
     }
 }
 
-int fl_parallel_chunk(const fl_lstm *L, const fl_gate_params *gp,
-                      const float *wx, int ldx, const float *wh, int ldh,
-                      const float *bias, const float *peep,
-                      const fl_lstm_run *run, float *G, int t0, int n,
-                      int threads, float *ws, float *wcopy, int make_copies,
-                      uint8_t *seen) {
+int fl_parallel_run(const fl_lstm *L, const fl_gate_params *gp,
+                    const float *wx, int ldx, const float *wh, int ldh,
+                    const float *bias, const float *peep,
+                    const fl_lstm_run *run, float *G, int chunk, int threads,
+                    float *ws, float *wcopy, int make_copies, uint8_t *seen) {
     const int H = gp->units;
     if (threads > FL_MAX_THREADS) threads = FL_MAX_THREADS;
     shared sh;
@@ -347,12 +362,10 @@ int fl_parallel_chunk(const fl_lstm *L, const fl_gate_params *gp,
     sh.wx = wx;
     sh.ldx = ldx;
     sh.input_size = fl_lstm_input_size(L);
-    sh.x = run->x + (size_t)t0 * (size_t)sh.input_size; /* batch 1: both
-                                                           layouts agree */
     sh.G = G;
     sh.units = H;
-    sh.t0 = t0;
-    sh.n = n;
+    sh.chunk = chunk;
+    sh.n_chunks = (run->steps + chunk - 1) / chunk;
     sh.carry = run->mask_output == FL_MASK_CARRY;
     sh.nparts = threads;
     sh.make_copies = make_copies;

@@ -8,7 +8,7 @@
 
 #define FL_MAX_THREADS 8
 
-/* Floats of workspace fl_parallel_chunk needs for `units` units. */
+/* Floats of workspace fl_parallel_run needs for `units` units. */
 size_t fl_parallel_workspace_floats(int units);
 
 /* Chunks of at least this many steps run on per-thread copies of Wh when
@@ -20,25 +20,27 @@ size_t fl_parallel_workspace_floats(int units);
 size_t fl_parallel_copy_floats(int units, int threads);
 
 /* Makes the threads' copies of Wh in wcopy on the calling thread, in the
- * layout fl_parallel_chunk uses (for a call whose threads could not start
+ * layout fl_parallel_run uses (for a call whose threads could not start
  * but whose caller keeps the workspace). */
 void fl_parallel_fill_copies(const float *wh, int ldh, int units, int threads,
                              float *wcopy);
 
-/* Runs steps t0 .. t0+n-1 (in the run's processing order) of a batch-1,
- * projection-free layer on `threads` threads, input projection included
- * (G: (n, 4H) scratch, row s = step t0 + s; each thread fills its own
- * columns). wx / wh / bias / peep are the packed weights. wcopy (or NULL)
+/* Runs all steps of a batch-1, projection-free layer on `threads` threads,
+ * in chunks of `chunk` steps (in the run's processing order), input
+ * projections included (G: (chunk, 4H) scratch, row s = step t0 + s of the
+ * chunk at t0; each thread fills its own columns). The threads start once
+ * per call: a core left idle between chunks can take milliseconds to come
+ * back under a hypervisor. wx / wh / bias / peep are the packed weights.
+ * wcopy (or NULL)
  * holds fl_parallel_copy_floats floats for the threads' copies of Wh, made
  * by this call if make_copies, else already there from an earlier one.
  * Updates run->h, run->c, run->y and *seen. Returns 1, or 0 (nothing done)
  * if the threads could not be started. */
-int fl_parallel_chunk(const fl_lstm *L, const fl_gate_params *gp,
-                      const float *wx, int ldx, const float *wh, int ldh,
-                      const float *bias, const float *peep,
-                      const fl_lstm_run *run, float *G, int t0, int n,
-                      int threads, float *ws, float *wcopy, int make_copies,
-                      uint8_t *seen);
+int fl_parallel_run(const fl_lstm *L, const fl_gate_params *gp,
+                    const float *wx, int ldx, const float *wh, int ldh,
+                    const float *bias, const float *peep,
+                    const fl_lstm_run *run, float *G, int chunk, int threads,
+                    float *ws, float *wcopy, int make_copies, uint8_t *seen);
 
 /* The layer's input size (fl_lstm is opaque outside fl_lstm.c). */
 int fl_lstm_input_size(const fl_lstm *L);
