@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Union
 
 import numpy as np
@@ -19,11 +20,19 @@ ArrayLike = Any
 Output = Union[np.ndarray, list]
 
 MAX_THREADS = 8  # FL_MAX_THREADS in src_c/fl_parallel.h
-# Streams at batch 1 step on 2 threads once the step's weights ([Wx; Wh],
-# float32) pass this size, i.e. no longer fit one core's L2 (2 MB here).
-# Measured, I=64: H=256 (1.3 MB) 10.8 us on 1 thread, 13.5 us on 2 (waking
-# the worker costs ~10 us); H=384 (2.8 MB) 76 -> 24 us; H=512 161 -> 66 us.
+# Streams at batch 1 may step on 2 threads once the step's weights ([Wx; Wh],
+# float32) pass this size; below it a step is too short for waking a
+# sleeping worker to pay (I=64, H=256, 1.3 MB: 10.8 us on 1 thread, 13.5 on
+# 2, Sapphire Rapids). Above it, whether 2 threads win depends on the host:
+# on a Sapphire Rapids VM (2 MB L2 per core) H=384 went 76 -> 24 us and
+# H=512 161 -> 66 us; on an AMD EPYC (Zen 4) VM (1 MB L2, waking an idle
+# core costs 20-40 us) H=384 40 -> 44-61 us and H=512 66-68 -> 59-75 us.
+# So the automatic choice times a few steps both ways, once per layer
+# (STREAM_PROBE_STEPS each, ~2 ms at H=512), and keeps 2 threads only when
+# they are clearly faster. The outputs are the same either way, bit for bit.
 STREAM_THREADS_MIN_BYTES = 2 << 20
+STREAM_PROBE_STEPS = 16
+STREAM_PROBE_MARGIN = 0.9
 
 # The input projection of all steps is one GEMM when its gate buffer (4H
 # floats per batch row and step) fits GATE_BUFFER_SHARE of the call's own
@@ -45,7 +54,7 @@ PAR_COPY_MIN_STEPS = 32
 # take at most 45% of the call's data (FL_WH_PANELS_* in src_c/fl_lstm.c).
 WH_PANELS_MIN_STEPS = 128
 WH_PANELS_MIN_BYTES = 512 << 10
-WH_PANELS_MAX_BYTES = 3 << 20
+WH_PANELS_MAX_BYTES = 16 << 20
 # On CPUs with AMX-BF16 the input projection of long calls runs on AMX tiles
 # (fastlstm._core.amx_available(); float32 accuracy, 1.5-1.9x BLAS's rate);
 # FASTLSTM_NO_AMX=1 in the environment keeps it on BLAS. Its scratch (at most
@@ -145,6 +154,7 @@ class LSTM:
                 f"[1, {MAX_THREADS}], got {threads!r}"
             )
         self._threads = threads
+        self._probed_stream_threads: int | None = None
         if not isinstance(time_major, (bool, np.bool_)):
             raise ConfigError(f"time_major must be a bool, got {time_major!r}")
         self._spec = spec
@@ -328,21 +338,51 @@ class LSTM:
 
     def _stream_threads(self, batch: int) -> int:
         """Threads for a stream's steps, run on a pool of workers that sleep
-        between steps. Automatic: 2 at batch 1 without projection once the
-        weights pass STREAM_THREADS_MIN_BYTES (smaller steps are too short
-        for the wake-up to pay), else 1."""
+        between steps. Automatic: at batch 1 without projection, once the
+        weights pass STREAM_THREADS_MIN_BYTES, 2 if a timed probe finds them
+        faster on this host (see STREAM_THREADS_MIN_BYTES), else 1."""
         if batch != 1 or self.proj_size:
             return 1
         if self._threads is not None:
             return self._threads
-        if self._weight_bytes() > STREAM_THREADS_MIN_BYTES:
-            return min(2, os.cpu_count() or 1)
-        return 1
+        big = self._weight_bytes() > STREAM_THREADS_MIN_BYTES
+        if not big or (os.cpu_count() or 1) < 2:
+            return 1
+        if self._probed_stream_threads is None:
+            self._probed_stream_threads = _faster_stream_threads(self._packed)
+        return self._probed_stream_threads
 
     # -- stateful inference --------------------------------------------------
     def stream(self, batch_size: int) -> LSTMStream:
         """A stateful stream over this layer for ``batch_size`` rows."""
         return LSTMStream(self, batch_size)
+
+
+def _step_seconds(packed: PackedLSTM, threads: int) -> float:
+    """Median seconds of one batch-1 stream step on `threads` threads (a
+    scratch stream on zero inputs; the caller's streams are not touched)."""
+    core = StreamCore()
+    core._init_core(packed, 1, False, False, threads)
+    x = np.zeros((1, packed.input_size), np.float32)
+    out = np.empty((1, packed.output_size), np.float32)
+    for _ in range(4):  # warm-up: caches, the workers' weight copies
+        core.step(x, out=out)
+    times = []
+    for _ in range(STREAM_PROBE_STEPS):
+        t0 = time.perf_counter()
+        core.step(x, out=out)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def _faster_stream_threads(packed: PackedLSTM) -> int:
+    """2 if a batch-1 stream step is clearly faster on 2 threads here, else 1.
+    Each is timed twice, alternating, and keeps its better time: a single
+    probe could land on a moment when the host was busy."""
+    one, two = _step_seconds(packed, 1), _step_seconds(packed, 2)
+    one = min(one, _step_seconds(packed, 1))
+    two = min(two, _step_seconds(packed, 2))
+    return 2 if two < STREAM_PROBE_MARGIN * one else 1
 
 
 def _rebuild_lstm(

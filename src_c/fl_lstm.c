@@ -297,7 +297,7 @@ static fl_status plan_panels(const fl_lstm *lstm, int batch, ws_layout *w) {
  * peak memory under 1.5x of that. */
 #define FL_WH_PANELS_MIN_STEPS 128
 #define FL_WH_PANELS_MIN_BYTES ((size_t)512 << 10)
-#define FL_WH_PANELS_MAX_BYTES ((size_t)3 << 20)
+#define FL_WH_PANELS_MAX_BYTES ((size_t)16 << 20)
 
 /* Whether a batch-1 call runs on several threads (fl_parallel_run). */
 static int split_threads(const fl_lstm *L, int batch, int threads) {

@@ -202,18 +202,47 @@ def test_stream_pools_do_not_leak_threads(rng):
     assert _os_threads() == before
 
 
-def test_automatic_stream_threads(rng):
-    """2 threads once [Wx; Wh] outgrow one core's L2, never for batches,
-    projections or small layers (a worker's wake-up would not pay)."""
-    cores = min(2, os.cpu_count() or 1)
+def test_automatic_stream_threads(rng, monkeypatch):
+    """Once [Wx; Wh] outgrow STREAM_THREADS_MIN_BYTES, a batch-1 stream takes
+    2 threads if a timed probe finds them clearly faster on this host (once
+    per layer), else 1; never for batches, projections or small layers."""
+    from fastlstm import lstm as lstm_module
+
+    probes = []
+
+    def fake_step_seconds(packed, threads):
+        probes.append(threads)
+        return speed[threads]
+
+    monkeypatch.setattr(lstm_module, "_step_seconds", fake_step_seconds)
+    monkeypatch.setattr(lstm_module.os, "cpu_count", lambda: 2)
+    speed = {1: 60e-6, 2: 30e-6}  # 2 threads twice as fast
     big = fastlstm.LSTM(**random_weights(rng, 64, 384))  # 2.8 MB of weights
+    assert big.stream(1).threads == 2
+    n_probes = len(probes)
+    assert n_probes >= 2 and set(probes) == {1, 2}
+    assert big.stream(1).threads == 2 and len(probes) == n_probes  # cached
+    speed = {1: 60e-6, 2: 57e-6}  # not clearly faster: keep 1
     wide = fastlstm.LSTM(**random_weights(rng, 1024, 128))  # 2.6 MB
+    assert wide.stream(1).threads == 1
+    probes.clear()
     medium = fastlstm.LSTM(**random_weights(rng, 64, 256))  # 1.3 MB
     projected = fastlstm.LSTM(**random_weights(rng, 8, 512, P=64), threads=2)
-    assert big.stream(1).threads == cores
-    assert wide.stream(1).threads == cores
     assert big.stream(3).threads == 1  # batches use the GEMM path
     assert medium.stream(1).threads == 1
     forced = fastlstm.LSTM(**random_weights(rng, 64, 256), threads=2)
     assert forced.stream(1).threads == 2
     assert projected.stream(1).threads == 1  # the split needs h = m
+    assert not probes  # none of these needed a probe
+
+
+def test_stream_probe_on_this_host(rng):
+    """The real probe picks 1 or 2 threads, and the stream's outputs are the
+    same bit for bit as on a fixed thread count."""
+    w = random_weights(rng, 64, 384)
+    auto = fastlstm.LSTM(**w).stream(1)
+    assert auto.threads in (1, 2)
+    fixed = fastlstm.LSTM(**w, threads=3 - auto.threads).stream(1)
+    xs = rng.normal(size=(20, 1, 64)).astype(np.float32)
+    for x in xs:
+        np.testing.assert_array_equal(auto.step(x), fixed.step(x))
