@@ -290,8 +290,10 @@ static fl_status plan_panels(const fl_lstm *lstm, int batch, ws_layout *w) {
 /* Batch-1 calls of at least FL_WH_PANELS_MIN_STEPS steps (in chunks of 2
  * or more) on one thread read a copy of Wh in the panel layout, made once
  * per call (fl_matvec_panels), when Wh is between these sizes: below, it
- * made no difference; above, Wh comes from L3 and it did not help either.
- * The copy (~60 us for 1 MB) pays for itself within ~100 steps. It is
+ * made no difference. Wh streamed from L3 gained nothing on Sapphire
+ * Rapids but 12% on AMD Zen 4 (512 x 2048: 50 -> 44 us per product), hence
+ * the 16 MB ceiling. The copy (~60 us for 1 MB) pays for itself within ~100
+ * steps. It is
  * made only while it and a minimal gate buffer (256 KB) take at most 45% of
  * the call's own data (weights, inputs, outputs), which keeps the call's
  * peak memory under 1.5x of that. */
