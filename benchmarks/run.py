@@ -271,6 +271,7 @@ def machine() -> dict:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "amx": _core.amx_available(),
+        "overlap": _core.overlap_available(),
         "python": platform.python_version(),
         "numpy": np.__version__,
     }
@@ -280,7 +281,13 @@ def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [
         f"Machine: {m['cpu']}, {m['cores']} cores"
-        + ("; fastlstm's input projections on AMX tiles" if m.get("amx") else "")
+        + (
+            "; fastlstm's batch-1 input projections woven into the recurrent "
+            "products (AVX-512)"
+            if m.get("overlap")
+            else ""
+        )
+        + ("; its other input projections on AMX tiles" if m.get("amx") else "")
         + f"; Python {m['python']}; "
         + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
         "Threads: 1 per engine (BLAS via threadpoolctl, torch.set_num_threads, ORT "

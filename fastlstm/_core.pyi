@@ -4,6 +4,8 @@ import numpy as np
 MAX_DIM: int
 ACTIVATION_VALUES: dict[str, int]
 
+def amx_available() -> bool: ...
+def overlap_available() -> bool: ...
 def status_message(status: int) -> str: ...
 def _test_activation(activation: int, values: np.ndarray) -> None: ...
 
@@ -24,7 +26,16 @@ class PackedLSTM:
         cell_clip: float | None = ...,
         proj_clip: float | None = ...,
     ) -> None: ...
-    def workspace_size(self, batch: int, steps: int, chunk_steps: int = ...) -> int: ...
+    def workspace_size(
+        self,
+        batch: int,
+        steps: int,
+        chunk_steps: int = ...,
+        threads: int = ...,
+        keep_copies: int = ...,
+        amx: bool = ...,
+        overlap: bool = ...,
+    ) -> int: ...
     def forward(
         self,
         x: np.ndarray,
@@ -43,6 +54,8 @@ class PackedLSTM:
         work: np.ndarray | None = ...,
         threads: int = ...,
         pool: ThreadPool | None = ...,
+        amx: bool = ...,
+        overlap: bool = ...,
     ) -> None: ...
 
 class ThreadPool:

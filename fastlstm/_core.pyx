@@ -65,6 +65,12 @@ def amx_available():
     return bool(fl_amx_available())
 
 
+def overlap_available():
+    """Whether batch-1 calls on one thread here weave each chunk's input
+    projection into the previous chunk's recurrent products (AVX-512)."""
+    return bool(fl_overlap_available())
+
+
 def status_message(int status):
     """The C core's message for a status code."""
     return fl_status_message(<fl_status>status).decode("ascii")
@@ -181,7 +187,8 @@ cdef class PackedLSTM:
             self._lstm = NULL
 
     def workspace_size(self, int batch, int steps, int chunk_steps=0,
-                       int threads=1, int keep_copies=0, bint amx=True):
+                       int threads=1, int keep_copies=0, bint amx=True,
+                       bint overlap=True):
         """Bytes of workspace a forward call of this size needs (with the
         per-thread weight copies a multi-thread batch-1 call can use)."""
         cdef size_t n = 0
@@ -193,6 +200,7 @@ cdef class PackedLSTM:
         run.threads = threads
         run.keep_copies = keep_copies
         run.no_amx = not amx
+        run.no_overlap = not overlap
         _check(fl_lstm_run_workspace_size(self._lstm, &run, &n), "workspace size")
         return n
 
@@ -206,12 +214,14 @@ cdef class PackedLSTM:
                 bint reverse=False, bint zero_output=False,
                 bint check_finite=True, int chunk_steps=0,
                 uint8_t[::1] work=None, int threads=1, ThreadPool pool=None,
-                bint amx=True):
+                bint amx=True, bint overlap=True):
         """Runs the layer; h, c (and seen) are updated in place.
 
         x is (batch, steps, I) when batch_major else (steps, batch, I); mask
         and y follow the same layout. amx=False keeps the input projection
-        off AMX tiles (see amx_available). Raises on any inconsistency.
+        off AMX tiles (see amx_available); overlap=False keeps batch-1
+        input projections on BLAS (see overlap_available). Raises on any
+        inconsistency.
         """
         if self._lstm is NULL:
             raise ShapeError("PackedLSTM was not initialized")
@@ -259,6 +269,7 @@ cdef class PackedLSTM:
         run.sweep = 0
         run.keep_copies = 0
         run.no_amx = not amx
+        run.no_overlap = not overlap
 
         # the run's own size includes per-thread weight copies (faster); a
         # caller's workspace of the plain size also works, without them
@@ -403,6 +414,7 @@ cdef class StreamCore:
         run.sweep = self._sweep
         run.keep_copies = self._keep_copies
         run.no_amx = 0  # as the workspace was sized
+        run.no_overlap = 0
         cdef fl_status st
         self.busy = True
         with nogil:

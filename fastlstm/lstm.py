@@ -59,6 +59,12 @@ WH_PANELS_MAX_BYTES = 16 << 20
 # (fastlstm._core.amx_available(); float32 accuracy, 1.5-1.9x BLAS's rate);
 # FASTLSTM_NO_AMX=1 in the environment keeps it on BLAS. Its scratch (at most
 # ~0.8 MB) is not counted in the chunk budget.
+# On AVX-512 CPUs, batch-1 calls of 32+ steps on one thread (inputs at most
+# twice the recurrent width) instead weave each 16-step chunk's input
+# projection into the previous chunk's recurrent products
+# (fastlstm._core.overlap_available(); src_c/fl_overlap.c);
+# FASTLSTM_NO_OVERLAP=1 keeps them on BLAS. Its two chunks of gates are
+# smaller than any chunk budget above.
 
 
 def chunk_steps_for(
@@ -293,6 +299,7 @@ class LSTM:
                 threads=threads,
                 pool=pool,
                 amx=not os.environ.get("FASTLSTM_NO_AMX"),
+                overlap=not os.environ.get("FASTLSTM_NO_OVERLAP"),
             )
         except NonFiniteError:
             _inputs.raise_nonfinite(p.x, p.valid(), self._time_major, p.name)

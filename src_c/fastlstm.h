@@ -171,6 +171,10 @@ typedef struct fl_lstm_run {
     int no_amx;              /* 1: never run the input projection on AMX
                                 tiles (see fl_amx_available); 0 = use them
                                 where the CPU has them. */
+    int no_overlap;          /* 1: never weave the input projection into
+                                the recurrent products (batch 1, one thread,
+                                AVX-512; see src_c/fl_overlap.c); 0 = do
+                                where it applies. For tests and timing. */
 } fl_lstm_run;
 
 fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,
@@ -220,6 +224,12 @@ void fl_pool_free(fl_pool *pool);
  * float32 FMAs. Products of fewer than 128 rows, and inputs with NaN, inf
  * or |x| >= 2^100, use BLAS. */
 int fl_amx_available(void);
+
+/* 1 if batch-1 runs on one thread can weave each chunk's input projection
+ * into the previous chunk's recurrent products (GCC build, AVX-512 CPU),
+ * else 0. Used for runs of 32+ steps whose input size is at most twice the
+ * recurrent width, unless fl_lstm_run.no_overlap is set. */
+int fl_overlap_available(void);
 
 /* A static, human readable description of a status. */
 const char *fl_status_message(fl_status status);

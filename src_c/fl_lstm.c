@@ -22,6 +22,7 @@
 #include "fl_gates.h"
 #include "fl_internal.h"
 #include "fl_kernels.h"
+#include "fl_overlap.h"
 #include "fl_parallel.h"
 
 struct fl_lstm {
@@ -249,6 +250,11 @@ typedef struct ws_layout {
                      a batch-1 call on one thread, or 0 (not laid out) */
     size_t amx;   /* fl_amx_gemm's scratch for the input projection, or 0
                      (not laid out: no AMX, or products too small) */
+    int overlap;  /* batch 1 in chunks of FL_OVERLAP_STEPS, each chunk's
+                     input projection woven into the previous chunk's
+                     recurrent products (fl_matvec_side); gates then holds
+                     two chunks */
+    size_t xt;    /* the next chunk's inputs, as fl_side_xt_fill lays them */
     size_t total;
 } ws_layout;
 
@@ -347,9 +353,24 @@ static int amx_used(const fl_lstm *L, int batch, int chunk) {
            L->desc.input_size >= 32 && L->desc.units >= 16;
 }
 
+/* Batch-1 calls of at least two chunks on one thread run in chunks of
+ * FL_OVERLAP_STEPS steps, each chunk's input projection computed in the
+ * idle FMA slots of the previous chunk's recurrent products
+ * (fl_matvec_side), where the CPU runs it. Only while the rows of the
+ * recurrent products can carry that work (I <= 2R: one projection k-step
+ * per row of Wh); with wider inputs the projection outweighs the recurrent
+ * product and BLAS does it better (H=128, I=1024: 13.9 -> 24 us per step
+ * woven in). */
+static int overlap_used(const fl_lstm *L, int batch, int steps, int threads,
+                        int allowed) {
+    return allowed && batch == 1 && steps >= 2 * FL_OVERLAP_STEPS &&
+           L->desc.input_size <= 2 * L->R && !fused_steps(L, batch) &&
+           !split_threads(L, batch, threads) && fl_overlap_available();
+}
+
 static fl_status plan_workspace(const fl_lstm *lstm, int batch, int steps,
                                 int chunk_steps, int threads, int keep_copies,
-                                int with_y, int amx, int *chunk_out,
+                                int with_y, int amx, int overlap, int *chunk_out,
                                 ws_layout *w) {
     if (batch < 1 || steps < 1) return FL_ERR_SHAPE;
     if (batch > FL_MAX_DIM || steps > FL_MAX_DIM) return FL_ERR_OVERFLOW;
@@ -361,14 +382,25 @@ static fl_status plan_workspace(const fl_lstm *lstm, int batch, int steps,
         return FL_ERR_OVERFLOW;
 
     memset(w, 0, sizeof *w);
-    *chunk_out = chunk;
-    if (panels_used(lstm, batch, steps)) return plan_panels(lstm, batch, w);
+    if (panels_used(lstm, batch, steps)) {
+        *chunk_out = chunk;
+        return plan_panels(lstm, batch, w);
+    }
     const size_t B = (size_t)batch, H = (size_t)lstm->desc.units;
     const size_t P = (size_t)lstm->desc.proj_size;
     size_t n_gates, off = 0;
-    if (!fl_mul_size((size_t)chunk * B, 4 * H, &n_gates) ||
-        !layout_add(&off, n_gates, &w->gates))
+    w->overlap = overlap_used(lstm, batch, steps, threads, overlap);
+    if (w->overlap) { /* two chunks of gates: this one's, the next one's */
+        chunk = FL_OVERLAP_STEPS;
+        if (!layout_add(&off, 2 * (size_t)chunk * 4 * H, &w->gates) ||
+            !layout_add(&off, (size_t)lstm->desc.input_size * FL_OVERLAP_STEPS,
+                        &w->xt))
+            return FL_ERR_OVERFLOW;
+    } else if (!fl_mul_size((size_t)chunk * B, 4 * H, &n_gates) ||
+               !layout_add(&off, n_gates, &w->gates)) {
         return FL_ERR_OVERFLOW;
+    }
+    *chunk_out = chunk;
     if (P) {
         if (!layout_add(&off, B * H, &w->m) || !layout_add(&off, B * P, &w->hnew))
             return FL_ERR_OVERFLOW;
@@ -389,7 +421,7 @@ static fl_status plan_workspace(const fl_lstm *lstm, int batch, int steps,
     if (wh_panels_used(lstm, batch, steps, chunk, threads, with_y) &&
         !layout_add(&off, (size_t)lstm->R * 4 * H, &w->whp))
         return FL_ERR_OVERFLOW;
-    if (amx && amx_used(lstm, batch, chunk) && fl_amx_available() &&
+    if (amx && !w->overlap && amx_used(lstm, batch, chunk) && fl_amx_available() &&
         !layout_add(&off,
                     fl_amx_scratch_bytes(lstm->desc.input_size, chunk * batch) /
                             sizeof(float) + 1,
@@ -403,11 +435,15 @@ static fl_status plan_workspace(const fl_lstm *lstm, int batch, int steps,
 fl_status fl_lstm_workspace_size(const fl_lstm *lstm, int batch, int steps,
                                  int chunk_steps, size_t *out_bytes) {
     if (!lstm || !out_bytes) return FL_ERR_ARG;
-    ws_layout w;
+    ws_layout w, plain;
     int chunk;
+    /* enough with or without the overlap (a run may set no_overlap) */
     fl_status st =
-        plan_workspace(lstm, batch, steps, chunk_steps, 1, 0, 1, 1, &chunk, &w);
-    if (st == FL_OK) *out_bytes = w.total;
+        plan_workspace(lstm, batch, steps, chunk_steps, 1, 0, 1, 1, 1, &chunk, &w);
+    if (st == FL_OK)
+        st = plan_workspace(lstm, batch, steps, chunk_steps, 1, 0, 1, 1, 0, &chunk,
+                            &plain);
+    if (st == FL_OK) *out_bytes = w.total > plain.total ? w.total : plain.total;
     return st;
 }
 
@@ -418,7 +454,7 @@ fl_status fl_lstm_run_workspace_size(const fl_lstm *lstm, const fl_lstm_run *run
     int chunk;
     fl_status st = plan_workspace(lstm, run->batch, run->steps, run->chunk_steps,
                                   run->threads, run->keep_copies, run->y != NULL,
-                                  !run->no_amx, &chunk, &w);
+                                  !run->no_amx, !run->no_overlap, &chunk, &w);
     if (st == FL_OK) *out_bytes = w.total;
     return st;
 }
@@ -640,16 +676,17 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
     int chunk;
     /* the run's own layout; in a smaller workspace (one sized by
      * fl_lstm_workspace_size) first without the threads' weight copies,
-     * then without the AMX scratch too */
+     * then without the AMX scratch too, then without the overlap (whose
+     * two chunks of 16 steps can outgrow a short chunk_steps' buffer) */
     static const struct {
-        int own_threads, amx;
-    } tries[] = {{1, 1}, {0, 1}, {0, 0}};
-    for (int i = 0; i < 3; i++) {
+        int own_threads, amx, overlap;
+    } tries[] = {{1, 1, 1}, {0, 1, 1}, {0, 0, 1}, {0, 0, 0}};
+    for (int i = 0; i < 4; i++) {
         const int own = tries[i].own_threads;
         st = plan_workspace(L, run->batch, run->steps, run->chunk_steps,
                             own ? run->threads : 1, own ? run->keep_copies : 0,
-                            run->y != NULL, tries[i].amx && !run->no_amx, &chunk,
-                            &w);
+                            run->y != NULL, tries[i].amx && !run->no_amx,
+                            tries[i].overlap && !run->no_overlap, &chunk, &w);
         if (st != FL_OK) return st;
         if (work && work_bytes >= w.total) break;
     }
@@ -715,11 +752,17 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
         if (wcopy && run->keep_copies == 1)
             fl_parallel_fill_copies(L->wh, L->ldh, (int)H, run->threads, wcopy);
     }
+    /* overlap: the chunk's projections are in G + (ci & 1) * chunk * 4H;
+     * side is the next chunk's, made by this chunk's recurrent products */
+    fl_side_gemm side = {0};
+    int side_on = 0, next_ready = 0, n_tiles = 0;
+    float *xt = w.overlap ? (float *)(base + w.xt) : NULL;
     for (int ci = 0; ci < n_chunks; ci++) {
         /* chunks (and steps within them) in processing order */
         const int cidx = run->reverse ? n_chunks - 1 - ci : ci;
         const int t0 = cidx * chunk;
         const int n = (t0 + chunk <= T) ? chunk : T - t0;
+        float *Gc = w.overlap ? G + (size_t)(ci & 1) * (size_t)chunk * row4 : G;
         /* G holds the chunk's pre-activations in the input's own layout:
          * row (s, b) at G + (s * g_t + b * g_b) * 4H. */
         /* one step of one row (streaming): Wx and Wh rows are stored back to
@@ -729,15 +772,32 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
             float *xh = (float *)(base + w.xh);
             memcpy(xh, run->x + (size_t)t0 * I, I * sizeof(float));
             memcpy(xh + I, run->h, (size_t)R * sizeof(float));
-            fl_matvec(L->wx, (int)I + R, (int)row4, L->ldx, xh, G, 0,
+            fl_matvec(L->wx, (int)I + R, (int)row4, L->ldx, xh, Gc, 0,
                       (t0 + run->sweep) & 1);
         }
         size_t g_t, g_b;
         if (fused) {
             g_t = 1, g_b = 1;
+            side_on = next_ready = 0;
+        } else if (w.overlap) { /* batch 1: both layouts agree */
+            g_t = 1, g_b = 1;
+            if (!next_ready)
+                input_projection(L, blas, run->x + (size_t)t0 * I, n, Gc, NULL);
+            const int nt0 = run->reverse ? t0 - chunk : t0 + chunk;
+            side_on = ci + 1 < n_chunks && nt0 + chunk <= T;
+            if (side_on) {
+                fl_side_xt_fill(run->x + (size_t)nt0 * I, chunk, (int)I, (int)I, xt);
+                side = (fl_side_gemm){
+                    .xt = xt, .rows = chunk, .k = (int)I, .w = L->wx,
+                    .n = (int)row4, .ldw = L->ldx,
+                    .out = G + (size_t)((ci + 1) & 1) * (size_t)chunk * row4,
+                    .ldo = (int)row4};
+                n_tiles = fl_side_tiles((int)row4);
+            }
+            next_ready = side_on;
         } else if (!run->batch_major) {
             g_t = (size_t)B, g_b = 1;
-            input_projection(L, blas, run->x + (size_t)t0 * B * I, n * B, G, amx);
+            input_projection(L, blas, run->x + (size_t)t0 * B * I, n * B, Gc, amx);
         } else if (B > 1 && B <= FL_OWN_GEMM_MAX_BATCH && n < 64 &&
                    (size_t)T * I <= (size_t)INT32_MAX) {
             /* batch-major batches in short chunks: one product per step over
@@ -748,23 +808,23 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
             g_t = (size_t)B, g_b = 1;
             for (int s = 0; s < n; s++)
                 fl_gemm(run->x + (size_t)(t0 + s) * I, B, (int)I, T * (int)I,
-                        L->wx, (int)row4, L->ldx, G + (size_t)s * B * row4,
+                        L->wx, (int)row4, L->ldx, Gc + (size_t)s * B * row4,
                         (int)row4, 0);
         } else if (n == T) {
             g_t = 1, g_b = (size_t)T;
-            input_projection(L, blas, run->x, T * B, G, amx);
+            input_projection(L, blas, run->x, T * B, Gc, amx);
         } else { /* a row's chunk steps are contiguous, rows are not */
             g_t = 1, g_b = (size_t)n;
             for (int b = 0; b < B; b++)
                 input_projection(L, blas, run->x + ((size_t)b * T + t0) * I, n,
-                                 G + (size_t)b * n * row4, amx);
+                                 Gc + (size_t)b * n * row4, amx);
         }
 
 
         for (int s = 0; s < n; s++) {
             const int t = run->reverse ? t0 + n - 1 - s : t0 + s;
             const int k = run->reverse ? T - 1 - t : t; /* output index */
-            float *Gt = G + (size_t)(t - t0) * g_t * row4;
+            float *Gt = Gc + (size_t)(t - t0) * g_t * row4;
             /* gate rows of batch-major batches lie T*4H floats apart: the
              * recurrent product goes to a contiguous scratch instead (a
              * large power-of-two stride would alias in the caches), and the
@@ -773,6 +833,11 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
             if (scratch)
                 fl_gemm(run->h, B, R, R, L->wh, (int)row4, L->ldh, rec, (int)row4,
                         0);
+            else if (w.overlap && !fused) /* Wh in panels (ld 0) or in place */
+                fl_matvec_side(whp ? whp : L->wh, R, (int)row4, whp ? 0 : L->ldh, run->h, Gt,
+                               (k + run->sweep) & 1, side_on ? &side : NULL,
+                               (int)((long long)n_tiles * s / n),
+                               (int)((long long)n_tiles * (s + 1) / n));
             else if (!fused)
                 recurrent_product(L, blas, run->h, B, Gt, (int)(g_b * row4), whp,
                                   (k + run->sweep) & 1);

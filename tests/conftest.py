@@ -45,6 +45,20 @@ def oracle_args(w: dict) -> dict:
     return {k: w[k] for k in ("peepholes", "projection") if k in w}
 
 
+def long_run_on_and_off(I: int, H: int, run) -> tuple:
+    """A batch-1, T=1000 layer run twice through run(layer, x, on) (a kernel
+    path switched on, then off), and the float64 oracle's outputs."""
+    from fastlstm import LSTM
+    from fastlstm import _reference as ref
+
+    rng = np.random.default_rng(I + H)
+    w = random_weights(rng, I, H)
+    x = rng.normal(0, 1, (1, 1000, I)).astype(np.float32)
+    layer = LSTM(**w, return_sequences=True, threads=1)
+    ry, _, _, _ = ref.lstm(x, w["kernel"], w["recurrent_kernel"], w["bias"])
+    return run(layer, x, True), run(layer, x, False), ry
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

@@ -754,7 +754,9 @@ static void test_wh_panels(void) {
                                    .reverse = variant, .sweep = variant,
                                    .h = h[split], .c = c[split], .seen = &seen,
                                    .y = y[split] + (size_t)done * H,
-                                   .no_amx = 1}; /* as the short calls */
+                                   /* as the short calls; the overlap's
+                                    * chunks would start at each call */
+                                   .no_amx = 1, .no_overlap = 1};
                 CHECK(fl_lstm_forward(L, &blas, &run, work, ws_long) == FL_OK,
                       "panel run");
                 done += n;
@@ -775,6 +777,71 @@ static void test_wh_panels(void) {
  * element within 3e-7 of its sum of |x w| (float32 GEMM's own rounding is
  * of that size), columns past N untouched. NaN, inf or a huge value makes
  * it decline (the caller then uses BLAS). */
+/* Batch-1 runs on one thread with each chunk's input projection woven into
+ * the recurrent products (fl_matvec_side) agree with the plain BLAS path
+ * within float32 rounding: rows in place and in panels, a partial last
+ * column block (4H = 400), steps that are no multiple of 16, reversed with
+ * a mask and the sweep on, a projection (R = P), and peepholes. The plan
+ * really differs (its gate buffer is two 16-step chunks). */
+static void test_overlap(void) {
+    if (!fl_overlap_available()) {
+        printf("note: no AVX-512 here; the overlapped path is not tested\n");
+        return;
+    }
+    static const struct {
+        int I, H, P, T, peep;
+    } cases[] = {{48, 100, 0, 257, 0}, {400, 200, 0, 300, 0},
+                 {64, 96, 40, 77, 1}, {128, 128, 0, 33, 0}};
+    fl_blas blas = {fl_naive_sgemm, fl_naive_sgemv};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const int I = cases[ci].I, H = cases[ci].H, P = cases[ci].P, T = cases[ci].T;
+        const int R = P ? P : H;
+        float *W = malloc(sizeof(float) * I * 4 * H), *U = malloc(sizeof(float) * R * 4 * H);
+        float *proj = P ? malloc(sizeof(float) * H * P) : NULL, peep[3 * 200], b[4 * 200];
+        for (int k = 0; k < I * 4 * H; k++) W[k] = nrand(0.1f);
+        for (int k = 0; k < R * 4 * H; k++) U[k] = nrand(0.1f);
+        for (int k = 0; P && k < H * P; k++) proj[k] = nrand(0.1f);
+        for (int k = 0; k < 3 * H; k++) peep[k] = nrand(0.1f);
+        for (int k = 0; k < 4 * H; k++) b[k] = nrand(0.1f);
+        fl_lstm_desc d = {I, H, P, FL_ACT_TANH, FL_ACT_SIGMOID, 0, 0, 0, 0};
+        fl_lstm *L = NULL;
+        CHECK(fl_lstm_create(&d, W, U, b, cases[ci].peep ? peep : NULL, proj, &L) == FL_OK,
+              "create overlap case %zu", ci);
+        float *x = malloc(sizeof(float) * T * I);
+        for (int k = 0; k < T * I; k++) x[k] = nrand(1.0f);
+        unsigned char mask[300];
+        for (int t = 0; t < T; t++) mask[t] = urand() < 0.85;
+        for (int variant = 0; variant < 2; variant++) {
+            float *y[2], h[2][200], c[2][200];
+            size_t ws[2];
+            for (int plain = 0; plain < 2; plain++) {
+                y[plain] = malloc(sizeof(float) * T * R);
+                memset(h[plain], 0, sizeof h[plain]);
+                memset(c[plain], 0, sizeof c[plain]);
+                fl_lstm_run run = {.batch = 1, .steps = T, .x = x,
+                                   .mask = variant ? mask : NULL,
+                                   .reverse = variant, .sweep = variant,
+                                   .h = h[plain], .c = c[plain], .y = y[plain],
+                                   .no_overlap = plain};
+                CHECK(fl_lstm_run_workspace_size(L, &run, &ws[plain]) == FL_OK, "size");
+                void *work = malloc(ws[plain]);
+                CHECK(fl_lstm_forward(L, &blas, &run, work, ws[plain]) == FL_OK,
+                      "overlap case %zu run", ci);
+                free(work);
+            }
+            CHECK(ws[0] != ws[1], "case %zu: the overlap was not planned", ci);
+            double dmax = 0;
+            for (int k = 0; k < T * R; k++) dmax = fmax(dmax, fabs(y[0][k] - y[1][k]));
+            for (int k = 0; k < H; k++) dmax = fmax(dmax, fabs(c[0][k] - c[1][k]));
+            CHECK(dmax < 2e-6, "case %zu variant %d: overlapped run %.2g off the plain one",
+                  ci, variant, dmax);
+            free(y[0]); free(y[1]);
+        }
+        free(W); free(U); free(proj); free(x);
+        fl_lstm_free(L);
+    }
+}
+
 static void test_amx_gemm(void) {
     if (!fl_amx_available()) {
         printf("note: no AMX on this CPU; its kernel is not tested here\n");
@@ -875,6 +942,7 @@ int main(void) {
     test_batch_panels();
     test_sweep_same_result();
     test_wh_panels();
+    test_overlap();
     test_thread_copies();
     test_review_regressions();
     test_errors();

@@ -1,0 +1,243 @@
+/*
+ * fl_overlap.c - the batch-1 recurrent product with the next chunk's input
+ * projection woven into it.
+ *
+ * At batch 1 the recurrent product z += h @ U reads every element of U once
+ * per step: it waits on the cache (L2 or L3) and leaves the FMA units about
+ * half idle. The input projection X @ Wx of a chunk of steps is the
+ * opposite: a GEMM limited by the FMA units. Here each row of U that
+ * streams past is followed by one k-step of a projection tile (16 rows =
+ * the next chunk's 16 steps, x 16 gate columns), so the out-of-order core
+ * runs both at once; the projection adds Wx / 16 of reads per step.
+ * Measured on AMD Zen 4, batch 1, T=1000, I=H, per step: H=128 4.07 ->
+ * 3.38 us, 256 17.0 -> 14.0, 384 40.7 -> 34.4, 512 75.6 -> 64.0.
+ *
+ * Sums are in the same order as fl_matvec (each output adds the rows of U
+ * in order, from its starting value) and as a GEMM that adds k in order
+ * (OpenBLAS's own order for k up to a few hundred: the outputs there are
+ * bit-identical to the BLAS path).
+ */
+#include "fl_overlap.h"
+
+#include "fl_kernels.h"
+
+/* the panel layout's panels are this kernel's 128-column blocks */
+_Static_assert(FL_PANEL_COLS == 128, "fl_matvec_side reads 128-wide panels");
+
+/* Rows of a projection tile: the chunk's steps (its columns: one vector). */
+#define TR FL_OVERLAP_STEPS
+
+/* The tile's Wx rows are ldw floats apart, often in L3: each is asked for
+ * this many k-steps ahead (Zen 4, I=H=512: 75 -> 64 us per step; without
+ * it the overlap lost to the plain path there). */
+#define WX_PREFETCH_ROWS 24
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define FL_HAVE_OVERLAP 1
+#include <immintrin.h>
+#endif
+
+int fl_side_tiles(int n) { return (n + 15) / 16; }
+
+void fl_side_xt_fill(const float *FL_RESTRICT x, int rows, int k, int ldx,
+                     float *FL_RESTRICT xt) {
+    /* k-step kk of row r at xt[kk * TR + r]; rows past `rows` repeat the
+     * last one (their sums are computed but not stored) */
+    for (int kk = 0; kk < k; kk++)
+        for (int r = 0; r < TR; r++) {
+            const int row = r < rows ? r : rows - 1;
+            xt[(size_t)kk * TR + (size_t)r] = x[(size_t)row * (size_t)ldx + (size_t)kk];
+        }
+}
+
+#ifdef FL_HAVE_OVERLAP
+#define FL_AVX512 __attribute__((target("avx512f,avx512vl,fma")))
+
+/* The tiles of one call, in order; tile t covers the columns
+ * [16 t, 16 t + 16). The tile in flight reads its 16 x values of k-step kk
+ * at xt + kk * 16 and its Wx row at w + kk * ldw. */
+typedef struct tile_state {
+    const fl_side_gemm *g;
+    int tile, tile_end;
+    int left; /* k-steps still to do in the tile in flight (0: none) */
+    int c0;
+    const float *w;
+    __mmask16 cmask; /* the tile's valid columns */
+} tile_state;
+
+static void tile_start(tile_state *t) {
+    const fl_side_gemm *g = t->g;
+    if (t->tile >= t->tile_end) {
+        t->left = 0;
+        return;
+    }
+    t->c0 = t->tile * 16;
+    t->w = g->w + t->c0;
+    const int nc = g->n - t->c0 < 16 ? g->n - t->c0 : 16;
+    t->cmask = (__mmask16)((1u << nc) - 1u);
+    t->left = g->k;
+}
+
+FL_AVX512 static void tile_finish(tile_state *t, __m512 *s) {
+    const fl_side_gemm *g = t->g;
+    for (int r = 0; r < TR; r++) {
+        if (r < g->rows)
+            _mm512_mask_storeu_ps(g->out + (size_t)r * g->ldo + t->c0, t->cmask,
+                                  s[r]);
+        s[r] = _mm512_setzero_ps();
+    }
+    t->tile++;
+    tile_start(t);
+}
+
+/* acc (NZ vectors, the last one masked by m) += v[k] * row k of the block */
+#define MV_ROW(NZ)                                                             \
+    {                                                                          \
+        const __m512 hb = _mm512_set1_ps(v[k]);                                \
+        const float *wr = Wb + (size_t)k * ldb;                                \
+        for (int i = 0; i < NZ; i++)                                           \
+            acc[i] = _mm512_fmadd_ps(                                          \
+                hb,                                                            \
+                _mm512_maskz_loadu_ps(i == NZ - 1 ? m : 0xffff, wr + 16 * i),  \
+                acc[i]);                                                       \
+    }
+
+/* one k-step of the tile in flight: s_r += x[r][kk] * Wx[kk, c0 : c0+16] */
+#define TILE_KSTEP                                                             \
+    {                                                                          \
+        const __m512 wv = _mm512_maskz_loadu_ps(cm, wt);                       \
+        _mm_prefetch((const char *)(wt + WX_PREFETCH_ROWS * ldw), _MM_HINT_T0); \
+        s0 = _mm512_fmadd_ps(_mm512_set1_ps(xt[0]), wv, s0);                   \
+        s1 = _mm512_fmadd_ps(_mm512_set1_ps(xt[1]), wv, s1);                   \
+        s2 = _mm512_fmadd_ps(_mm512_set1_ps(xt[2]), wv, s2);                   \
+        s3 = _mm512_fmadd_ps(_mm512_set1_ps(xt[3]), wv, s3);                   \
+        s4 = _mm512_fmadd_ps(_mm512_set1_ps(xt[4]), wv, s4);                   \
+        s5 = _mm512_fmadd_ps(_mm512_set1_ps(xt[5]), wv, s5);                   \
+        s6 = _mm512_fmadd_ps(_mm512_set1_ps(xt[6]), wv, s6);                   \
+        s7 = _mm512_fmadd_ps(_mm512_set1_ps(xt[7]), wv, s7);                   \
+        s8 = _mm512_fmadd_ps(_mm512_set1_ps(xt[8]), wv, s8);                   \
+        s9 = _mm512_fmadd_ps(_mm512_set1_ps(xt[9]), wv, s9);                   \
+        s10 = _mm512_fmadd_ps(_mm512_set1_ps(xt[10]), wv, s10);                \
+        s11 = _mm512_fmadd_ps(_mm512_set1_ps(xt[11]), wv, s11);                \
+        s12 = _mm512_fmadd_ps(_mm512_set1_ps(xt[12]), wv, s12);                \
+        s13 = _mm512_fmadd_ps(_mm512_set1_ps(xt[13]), wv, s13);                \
+        s14 = _mm512_fmadd_ps(_mm512_set1_ps(xt[14]), wv, s14);                \
+        s15 = _mm512_fmadd_ps(_mm512_set1_ps(xt[15]), wv, s15);                \
+        xt += TR;                                                              \
+        wt += ldw;                                                             \
+    }
+
+/* z[j0 : j0 + 16*NZ] += v @ (block's rows) with the sums in registers;
+ * while a tile is in flight, each row is paired with one of its k-steps
+ * (the rows run in segments that end where a tile does; the tile's sums
+ * live in s0..s15 within a segment, in s[] between segments) */
+#define BLOCK(NZ)                                                              \
+    {                                                                          \
+        __m512 acc[NZ];                                                        \
+        for (int i = 0; i < NZ; i++)                                           \
+            acc[i] = _mm512_maskz_loadu_ps(i == NZ - 1 ? m : 0xffff,           \
+                                           z + j0 + 16 * i);                   \
+        int k0 = 0;                                                            \
+        while (k0 < rows) {                                                    \
+            if (ts.left > 0) {                                                 \
+                const int k1 =                                                 \
+                    k0 + (rows - k0 < ts.left ? rows - k0 : ts.left);          \
+                const float *xt = g->xt + (size_t)(g->k - ts.left) * TR;       \
+                const float *wt = ts.w + (size_t)(g->k - ts.left) * ldw;       \
+                const __mmask16 cm = ts.cmask;                                 \
+                __m512 s0 = s[0], s1 = s[1], s2 = s[2], s3 = s[3];             \
+                __m512 s4 = s[4], s5 = s[5], s6 = s[6], s7 = s[7];             \
+                __m512 s8 = s[8], s9 = s[9], s10 = s[10], s11 = s[11];         \
+                __m512 s12 = s[12], s13 = s[13], s14 = s[14], s15 = s[15];     \
+                for (int k = k0; k < k1; k++) {                                \
+                    MV_ROW(NZ)                                                 \
+                    TILE_KSTEP                                                 \
+                }                                                              \
+                s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3;                    \
+                s[4] = s4, s[5] = s5, s[6] = s6, s[7] = s7;                    \
+                s[8] = s8, s[9] = s9, s[10] = s10, s[11] = s11;                \
+                s[12] = s12, s[13] = s13, s[14] = s14, s[15] = s15;            \
+                ts.left -= k1 - k0;                                            \
+                if (ts.left == 0) tile_finish(&ts, s);                         \
+                k0 = k1;                                                       \
+            } else {                                                           \
+                for (int k = k0; k < rows; k++) MV_ROW(NZ)                     \
+                k0 = rows;                                                     \
+            }                                                                  \
+        }                                                                      \
+        for (int i = 0; i < NZ; i++)                                           \
+            _mm512_mask_storeu_ps(z + j0 + 16 * i, i == NZ - 1 ? m : 0xffff,   \
+                                  acc[i]);                                     \
+    }
+
+FL_AVX512 static void matvec_side_avx512(const float *W, int rows, int n,
+                                         int ld, const float *v, float *z,
+                                         int backward, const fl_side_gemm *g,
+                                         int tile0, int tile1) {
+    tile_state ts = {.g = g, .tile = tile0, .tile_end = tile1, .left = 0};
+    const size_t ldw = g ? (size_t)g->ldw : 0;
+    __m512 s[TR];
+    for (int r = 0; r < TR; r++) s[r] = _mm512_setzero_ps();
+    if (g) tile_start(&ts);
+    /* blocks of 128 columns, then one of the rest (up to 127, in vectors
+     * of 16, the last one masked); in the panel layout (ld == 0) block b
+     * is the panel at W + 128 b rows, its rows as wide as the block */
+    const int nfull = n / 128, rest = n % 128;
+    const int nblocks = nfull + (rest > 0);
+    for (int q = 0; q < nblocks; q++) {
+        const int b = backward ? nblocks - 1 - q : q;
+        const int j0 = b * 128, width = b < nfull ? 128 : rest;
+        const float *Wb = ld ? W + j0 : W + (size_t)j0 * (size_t)rows;
+        const size_t ldb = ld ? (size_t)ld : (size_t)width;
+        if (b < nfull) {
+            const __mmask16 m = 0xffff;
+            BLOCK(8)
+        } else {
+            const int nz = (rest + 15) / 16;
+            const __mmask16 m =
+                (__mmask16)(rest % 16 ? (1u << (rest % 16)) - 1u : 0xffffu);
+            switch (nz) { /* NZ must be a constant for registers */
+            case 1: BLOCK(1) break;
+            case 2: BLOCK(2) break;
+            case 3: BLOCK(3) break;
+            case 4: BLOCK(4) break;
+            case 5: BLOCK(5) break;
+            case 6: BLOCK(6) break;
+            case 7: BLOCK(7) break;
+            default: BLOCK(8) break;
+            }
+        }
+    }
+    while (ts.left > 0) { /* k-steps the rows could not carry */
+        const float *xt = g->xt + (size_t)(g->k - ts.left) * TR;
+        const float *wt = ts.w + (size_t)(g->k - ts.left) * ldw;
+        for (; ts.left > 0; ts.left--, xt += TR, wt += ldw) {
+            const __m512 wv = _mm512_maskz_loadu_ps(ts.cmask, wt);
+            for (int r = 0; r < TR; r++)
+                s[r] = _mm512_fmadd_ps(_mm512_set1_ps(xt[r]), wv, s[r]);
+        }
+        tile_finish(&ts, s);
+    }
+}
+#endif /* FL_HAVE_OVERLAP */
+
+int fl_overlap_available(void) {
+#ifdef FL_HAVE_OVERLAP
+    return fl_cpu_has_avx512();
+#else
+    return 0;
+#endif
+}
+
+void fl_matvec_side(const float *FL_RESTRICT W, int rows, int n, int ld,
+                    const float *FL_RESTRICT v, float *FL_RESTRICT z,
+                    int backward, const fl_side_gemm *side, int tile0,
+                    int tile1) {
+#ifdef FL_HAVE_OVERLAP
+    matvec_side_avx512(W, rows, n, ld, v, z, backward,
+                       side && tile0 < tile1 ? side : NULL, tile0, tile1);
+#else
+    (void)W, (void)rows, (void)n, (void)ld, (void)v, (void)z, (void)backward;
+    (void)side, (void)tile0, (void)tile1;
+#endif
+}

@@ -1,0 +1,46 @@
+/*
+ * fl_overlap.h - the batch-1 recurrent product with the next chunk's input
+ * projection computed in its idle FMA slots (AVX-512 builds of GCC).
+ */
+#ifndef FL_OVERLAP_H
+#define FL_OVERLAP_H
+
+#include "fl_internal.h"
+
+/* Steps per chunk: the projection of a chunk is FL_OVERLAP_STEPS rows. */
+#define FL_OVERLAP_STEPS 16
+
+/* out(rows, n) = x(rows, k) @ w(k, n) for rows <= FL_OVERLAP_STEPS, w and
+ * out row-major with leading dimensions ldw, ldo; x is given as xt, filled
+ * by fl_side_xt_fill (k * FL_OVERLAP_STEPS floats). Computed in tiles of
+ * 16 columns, tile t covering columns [16 t, 16 t + 16). */
+typedef struct fl_side_gemm {
+    const float *xt;
+    int rows, k;
+    const float *w;
+    int n, ldw;
+    float *out;
+    int ldo;
+} fl_side_gemm;
+
+/* Number of tiles of a side product with n columns. */
+int fl_side_tiles(int n);
+
+/* xt = x (rows, k; rows ldx floats apart), each k-step's values of the
+ * rows side by side, as the tiles read them. */
+void fl_side_xt_fill(const float *FL_RESTRICT x, int rows, int k, int ldx,
+                     float *FL_RESTRICT xt);
+
+/* Whether fl_matvec_side runs here (GCC on x86-64, CPU with AVX-512). */
+int fl_overlap_available(void);
+
+/* z[0:n] += v[0:rows] @ W with fl_matvec's sums, W row-major (rows ld
+ * floats apart) or, with ld = 0, in the panel layout of fl_panels_pack;
+ * with side, also the side product's tiles [tile0, tile1), woven into the
+ * same pass. Only where fl_overlap_available(). */
+void fl_matvec_side(const float *FL_RESTRICT W, int rows, int n, int ld,
+                    const float *FL_RESTRICT v, float *FL_RESTRICT z,
+                    int backward, const fl_side_gemm *side, int tile0,
+                    int tile1);
+
+#endif /* FL_OVERLAP_H */
