@@ -139,7 +139,31 @@ FL_AVX512 static void tile_finish(tile_state *t, __m512 *s) {
                                            z + j0 + 16 * i);                   \
         int k0 = 0;                                                            \
         while (k0 < rows) {                                                    \
-            if (ts.left > 0) {                                                 \
+            if (ts.left > 0 && pair && rows - k0 >= 2) {                       \
+                const int nk = (rows - k0) / 2 < ts.left ? (rows - k0) / 2     \
+                                                         : ts.left;            \
+                const int k1 = k0 + 2 * nk;                                    \
+                const float *xt = g->xt + (size_t)(g->k - ts.left) * TR;       \
+                const float *wt = ts.w + (size_t)(g->k - ts.left) * ldw;       \
+                const __mmask16 cm = ts.cmask;                                 \
+                __m512 s0 = s[0], s1 = s[1], s2 = s[2], s3 = s[3];             \
+                __m512 s4 = s[4], s5 = s[5], s6 = s[6], s7 = s[7];             \
+                __m512 s8 = s[8], s9 = s[9], s10 = s[10], s11 = s[11];         \
+                __m512 s12 = s[12], s13 = s[13], s14 = s[14], s15 = s[15];     \
+                for (int k = k0; k < k1; k++) {                                \
+                    MV_ROW(NZ)                                                 \
+                    k++;                                                       \
+                    MV_ROW(NZ)                                                 \
+                    TILE_KSTEP                                                 \
+                }                                                              \
+                s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3;                    \
+                s[4] = s4, s[5] = s5, s[6] = s6, s[7] = s7;                    \
+                s[8] = s8, s[9] = s9, s[10] = s10, s[11] = s11;                \
+                s[12] = s12, s[13] = s13, s[14] = s14, s[15] = s15;            \
+                ts.left -= nk;                                                 \
+                if (ts.left == 0) tile_finish(&ts, s);                         \
+                k0 = k1;                                                       \
+            } else if (ts.left > 0) {                                          \
                 const int k1 =                                                 \
                     k0 + (rows - k0 < ts.left ? rows - k0 : ts.left);          \
                 const float *xt = g->xt + (size_t)(g->k - ts.left) * TR;       \
@@ -179,6 +203,10 @@ FL_AVX512 static void matvec_side_avx512(const float *W, int rows, int n,
     __m512 s[TR];
     for (int r = 0; r < TR; r++) s[r] = _mm512_setzero_ps();
     if (g) tile_start(&ts);
+    /* one tile k-step per two rows when the rows are at least twice the
+     * k-steps: the FMAs then spread evenly over the cache-bound rows */
+    const long long ksteps = g ? (long long)(tile1 - tile0) * g->k : 0;
+    const int pair = (long long)rows * ((n + 127) / 128) >= 2 * ksteps;
     /* blocks of 128 columns, then one of the rest (up to 127, in vectors
      * of 16, the last one masked); in the panel layout (ld == 0) block b
      * is the panel at W + 128 b rows, its rows as wide as the block */
