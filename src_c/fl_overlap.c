@@ -127,10 +127,41 @@ FL_AVX512 static void tile_finish(tile_state *t, __m512 *s) {
         wt += ldw;                                                             \
     }
 
+/* Rows k0 .. k1 of a block with the tile in flight, one of its k-steps
+ * after every row (PAIR 0) or every second row (PAIR 1); the tile's sums
+ * live in s0..s15 here, in s[] between segments. */
+#define SEGMENT(NZ, PAIR)                                                      \
+    {                                                                          \
+        const int avail = (rows - k0) >> PAIR;                                 \
+        const int nk = avail < ts.left ? avail : ts.left;                      \
+        const int k1 = k0 + (nk << PAIR);                                      \
+        const float *xt = g->xt + (size_t)(g->k - ts.left) * TR;               \
+        const float *wt = ts.w + (size_t)(g->k - ts.left) * ldw;               \
+        const __mmask16 cm = ts.cmask;                                         \
+        __m512 s0 = s[0], s1 = s[1], s2 = s[2], s3 = s[3];                     \
+        __m512 s4 = s[4], s5 = s[5], s6 = s[6], s7 = s[7];                     \
+        __m512 s8 = s[8], s9 = s[9], s10 = s[10], s11 = s[11];                 \
+        __m512 s12 = s[12], s13 = s[13], s14 = s[14], s15 = s[15];             \
+        for (int k = k0; k < k1; k++) {                                        \
+            MV_ROW(NZ)                                                         \
+            if (PAIR) {                                                        \
+                k++;                                                           \
+                MV_ROW(NZ)                                                     \
+            }                                                                  \
+            TILE_KSTEP                                                         \
+        }                                                                      \
+        s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3;                            \
+        s[4] = s4, s[5] = s5, s[6] = s6, s[7] = s7;                            \
+        s[8] = s8, s[9] = s9, s[10] = s10, s[11] = s11;                        \
+        s[12] = s12, s[13] = s13, s[14] = s14, s[15] = s15;                    \
+        ts.left -= nk;                                                         \
+        if (ts.left == 0) tile_finish(&ts, s);                                 \
+        k0 = k1;                                                               \
+    }
+
 /* z[j0 : j0 + 16*NZ] += v @ (block's rows) with the sums in registers;
- * while a tile is in flight, each row is paired with one of its k-steps
- * (the rows run in segments that end where a tile does; the tile's sums
- * live in s0..s15 within a segment, in s[] between segments) */
+ * while a tile is in flight, its k-steps go with the rows (segments end
+ * where a tile does) */
 #define BLOCK(NZ)                                                              \
     {                                                                          \
         __m512 acc[NZ];                                                        \
@@ -140,50 +171,9 @@ FL_AVX512 static void tile_finish(tile_state *t, __m512 *s) {
         int k0 = 0;                                                            \
         while (k0 < rows) {                                                    \
             if (ts.left > 0 && pair && rows - k0 >= 2) {                       \
-                const int nk = (rows - k0) / 2 < ts.left ? (rows - k0) / 2     \
-                                                         : ts.left;            \
-                const int k1 = k0 + 2 * nk;                                    \
-                const float *xt = g->xt + (size_t)(g->k - ts.left) * TR;       \
-                const float *wt = ts.w + (size_t)(g->k - ts.left) * ldw;       \
-                const __mmask16 cm = ts.cmask;                                 \
-                __m512 s0 = s[0], s1 = s[1], s2 = s[2], s3 = s[3];             \
-                __m512 s4 = s[4], s5 = s[5], s6 = s[6], s7 = s[7];             \
-                __m512 s8 = s[8], s9 = s[9], s10 = s[10], s11 = s[11];         \
-                __m512 s12 = s[12], s13 = s[13], s14 = s[14], s15 = s[15];     \
-                for (int k = k0; k < k1; k++) {                                \
-                    MV_ROW(NZ)                                                 \
-                    k++;                                                       \
-                    MV_ROW(NZ)                                                 \
-                    TILE_KSTEP                                                 \
-                }                                                              \
-                s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3;                    \
-                s[4] = s4, s[5] = s5, s[6] = s6, s[7] = s7;                    \
-                s[8] = s8, s[9] = s9, s[10] = s10, s[11] = s11;                \
-                s[12] = s12, s[13] = s13, s[14] = s14, s[15] = s15;            \
-                ts.left -= nk;                                                 \
-                if (ts.left == 0) tile_finish(&ts, s);                         \
-                k0 = k1;                                                       \
+                SEGMENT(NZ, 1)                                                 \
             } else if (ts.left > 0) {                                          \
-                const int k1 =                                                 \
-                    k0 + (rows - k0 < ts.left ? rows - k0 : ts.left);          \
-                const float *xt = g->xt + (size_t)(g->k - ts.left) * TR;       \
-                const float *wt = ts.w + (size_t)(g->k - ts.left) * ldw;       \
-                const __mmask16 cm = ts.cmask;                                 \
-                __m512 s0 = s[0], s1 = s[1], s2 = s[2], s3 = s[3];             \
-                __m512 s4 = s[4], s5 = s[5], s6 = s[6], s7 = s[7];             \
-                __m512 s8 = s[8], s9 = s[9], s10 = s[10], s11 = s[11];         \
-                __m512 s12 = s[12], s13 = s[13], s14 = s[14], s15 = s[15];     \
-                for (int k = k0; k < k1; k++) {                                \
-                    MV_ROW(NZ)                                                 \
-                    TILE_KSTEP                                                 \
-                }                                                              \
-                s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3;                    \
-                s[4] = s4, s[5] = s5, s[6] = s6, s[7] = s7;                    \
-                s[8] = s8, s[9] = s9, s[10] = s10, s[11] = s11;                \
-                s[12] = s12, s[13] = s13, s[14] = s14, s[15] = s15;            \
-                ts.left -= k1 - k0;                                            \
-                if (ts.left == 0) tile_finish(&ts, s);                         \
-                k0 = k1;                                                       \
+                SEGMENT(NZ, 0)                                                 \
             } else {                                                           \
                 for (int k = k0; k < rows; k++) MV_ROW(NZ)                     \
                 k0 = rows;                                                     \
