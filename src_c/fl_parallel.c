@@ -28,6 +28,7 @@
 
 #include "fl_gates.h"
 #include "fl_kernels.h"
+#include "fl_overlap.h"
 #include "fl_parallel.h"
 
 typedef struct barrier {
@@ -47,6 +48,10 @@ typedef struct shared {
     float *h[2];             /* double-buffered h (H) */
     int units, input_size, carry, nparts;
     int chunk, n_chunks;     /* the call's steps in chunks of `chunk` */
+    int overlap;             /* chunks of FL_OVERLAP_STEPS, G holding two:
+                                each part weaves its columns of the next
+                                chunk's projection into its recurrent
+                                products (fl_matvec_side) */
     int make_copies; /* the parts copy their Wh columns first */
     atomic_int go; /* 0 wait, 1 run, -1 abort (a thread could not start) */
     barrier bar;
@@ -58,6 +63,8 @@ typedef struct part {
                           (H, w) row-major block at wown + g*H*w; or NULL */
     fl_gate_params gp; /* units = this part's width, bias/peep sliced */
     float *z;          /* (4w) pre-activations of this part's units */
+    float *xt;         /* (I * FL_OVERLAP_STEPS) the next chunk's inputs
+                          for fl_matvec_side (overlap only) */
     int u0, w;
     int cur;           /* which h buffer holds the current h */
     uint8_t seen;
@@ -105,8 +112,12 @@ static size_t copy_block_floats(int units, int w) {
     return (4 * (size_t)units * (size_t)w + 15) & ~(size_t)15;
 }
 
-/* Steps t0 .. t0+n-1 of one chunk, in the run's processing order. */
-static void run_chunk(part *p, int t0, int n) {
+/* Steps t0 .. t0+n-1 of one chunk, in the run's processing order, its
+ * projections in G (made here unless `ready`). With the overlap, the
+ * recurrent products also make this part's columns of the next chunk's
+ * projections (the chunk at nt0, if whole) in the other half of sh->G.
+ * Returns whether they did. */
+static int run_chunk(part *p, int t0, int n, float *G, int ready, int nt0) {
     shared *sh = p->sh;
     const fl_lstm_run *run = sh->run;
     const size_t H = (size_t)sh->units, row4 = 4 * H, w = (size_t)p->w;
@@ -117,10 +128,23 @@ static void run_chunk(part *p, int t0, int n) {
      * may start the next chunk's while others finish this one's) */
     const float *x = run->x + (size_t)t0 * (size_t)I; /* batch 1: both
                                                           layouts agree */
-    for (size_t g = 0; g < 4; g++) {
+    for (size_t g = 0; g < 4 && !ready; g++) {
         const size_t col = g * H + (size_t)p->u0;
-        fl_gemm(x, n, I, I, sh->wx + col, (int)w, sh->ldx, sh->G + col,
-                (int)row4, 0);
+        fl_gemm(x, n, I, I, sh->wx + col, (int)w, sh->ldx, G + col, (int)row4, 0);
+    }
+    fl_side_gemm side[4];
+    const int weave = sh->overlap && nt0 >= 0 && nt0 + sh->chunk <= T;
+    const int n_tiles = fl_side_tiles((int)w);
+    if (weave) {
+        float *Gn = sh->G + (G == sh->G ? (size_t)sh->chunk * row4 : 0);
+        fl_side_xt_fill(run->x + (size_t)nt0 * (size_t)I, sh->chunk, I, I, p->xt);
+        for (size_t g = 0; g < 4; g++) {
+            const size_t col = g * H + (size_t)p->u0;
+            side[g] = (fl_side_gemm){.xt = p->xt, .rows = sh->chunk, .k = I,
+                                     .w = sh->wx + col, .n = (int)w,
+                                     .ldw = sh->ldx, .out = Gn + col,
+                                     .ldo = (int)row4};
+        }
     }
     for (int s = 0; s < n; s++) {
         const int t = run->reverse ? t0 + n - 1 - s : t0 + s;
@@ -128,7 +152,7 @@ static void run_chunk(part *p, int t0, int n) {
         const float *hp = sh->h[p->cur];
         float *hn = sh->h[p->cur ^ 1];
         const int status = fl_step_status(run, t, 0);
-        const float *Gt = sh->G + (size_t)(t - t0) * row4;
+        const float *Gt = G + (size_t)(t - t0) * row4;
         if (status == FL_STEP_VALID) {
             /* this part's columns of each gate; every other step reads
              * them in reverse order (see fl_matvec) */
@@ -137,17 +161,24 @@ static void run_chunk(part *p, int t0, int n) {
                 const size_t g = backward ? 3 - q : q;
                 const size_t col = g * H + (size_t)p->u0;
                 memcpy(p->z + g * w, Gt + col, w * sizeof(float));
-                if (p->wown)
-                    fl_matvec(p->wown + g * H * w, (int)H, (int)w, (int)w, hp,
-                              p->z + g * w, 1, backward);
+                const float *W = p->wown ? p->wown + g * H * w : sh->wh + col;
+                const int ld = p->wown ? (int)w : sh->ldh;
+                if (sh->overlap)
+                    fl_matvec_side(W, (int)H, (int)w, ld, hp, p->z + g * w,
+                                   backward, weave ? &side[g] : NULL,
+                                   (int)((long long)n_tiles * s / n),
+                                   (int)((long long)n_tiles * (s + 1) / n));
                 else
-                    fl_matvec(sh->wh + col, (int)H, (int)w, sh->ldh, hp,
-                              p->z + g * w, 1, backward);
+                    fl_matvec(W, (int)H, (int)w, ld, hp, p->z + g * w, 1, backward);
             }
             fl_gates_row(&p->gp, p->z, run->c + p->u0, hn + p->u0);
             p->seen = 1;
         } else {
             memcpy(hn + p->u0, hp + p->u0, w * sizeof(float));
+            for (size_t g = 0; g < 4 && weave; g++) /* the step's tiles still */
+                fl_matvec_side(sh->wh, 0, (int)w, 0, hp, p->z + g * w, 0, &side[g],
+                               (int)((long long)n_tiles * s / n),
+                               (int)((long long)n_tiles * (s + 1) / n));
         }
         if (run->y) {
             float *dst = run->y + fl_tb_index(run, k, 0) * H + (size_t)p->u0;
@@ -161,6 +192,7 @@ static void run_chunk(part *p, int t0, int n) {
         barrier_wait(&sh->bar, &p->gen, sh->nparts);
         p->cur ^= 1;
     }
+    return weave;
 }
 
 /* All of the call's chunks, in processing order. */
@@ -174,10 +206,17 @@ static void run_part(part *p) {
      * 2 threads at H=512, 2 MB each, 33-48 -> 20-27 us per step. */
     if (p->wown && sh->make_copies)
         copy_columns(sh->wh, sh->ldh, sh->units, p->u0, p->w, p->wown);
+    int ready = 0; /* this chunk's projections were woven in before */
     for (int ci = 0; ci < sh->n_chunks; ci++) {
         const int cidx = sh->run->reverse ? sh->n_chunks - 1 - ci : ci;
         const int t0 = cidx * sh->chunk;
-        run_chunk(p, t0, t0 + sh->chunk <= T ? sh->chunk : T - t0);
+        const int nt0 = sh->run->reverse ? t0 - sh->chunk : t0 + sh->chunk;
+        /* with the overlap, chunks alternate between the halves of G */
+        float *G = sh->G + (sh->overlap && (ci & 1) ? (size_t)sh->chunk * 4 *
+                                                          (size_t)sh->units
+                                                    : 0);
+        ready = run_chunk(p, t0, t0 + sh->chunk <= T ? sh->chunk : T - t0, G,
+                          ready, ci + 1 < sh->n_chunks ? nt0 : -1);
     }
 }
 
@@ -327,6 +366,12 @@ size_t fl_parallel_workspace_floats(int units) {
     return 2 * (size_t)units + 11 * (size_t)units + 3 * 16 * FL_MAX_THREADS + 16;
 }
 
+int fl_parallel_overlap_rows(int units, int inputs, int threads) {
+    if (threads > FL_MAX_THREADS) threads = FL_MAX_THREADS;
+    const long long xt = (long long)threads * inputs * FL_OVERLAP_STEPS;
+    return 2 * FL_OVERLAP_STEPS + (int)((xt + 4LL * units - 1) / (4LL * units));
+}
+
 size_t fl_parallel_copy_floats(int units, int threads) {
     if (threads > FL_MAX_THREADS) threads = FL_MAX_THREADS;
     size_t total = 0; /* the parts' blocks, each on a 64-byte boundary */
@@ -350,8 +395,9 @@ void fl_parallel_fill_copies(const float *wh, int ldh, int units, int threads,
 int fl_parallel_run(const fl_lstm *L, const fl_gate_params *gp,
                     const float *wx, int ldx, const float *wh, int ldh,
                     const float *bias, const float *peep,
-                    const fl_lstm_run *run, float *G, int chunk, int threads,
-                    float *ws, float *wcopy, int make_copies, uint8_t *seen) {
+                    const fl_lstm_run *run, float *G, int chunk, int overlap,
+                    int threads, float *ws, float *wcopy, int make_copies,
+                    uint8_t *seen) {
     const int H = gp->units;
     if (threads > FL_MAX_THREADS) threads = FL_MAX_THREADS;
     shared sh;
@@ -364,8 +410,9 @@ int fl_parallel_run(const fl_lstm *L, const fl_gate_params *gp,
     sh.input_size = fl_lstm_input_size(L);
     sh.G = G;
     sh.units = H;
-    sh.chunk = chunk;
-    sh.n_chunks = (run->steps + chunk - 1) / chunk;
+    sh.overlap = overlap;
+    sh.chunk = overlap ? FL_OVERLAP_STEPS : chunk;
+    sh.n_chunks = (run->steps + sh.chunk - 1) / sh.chunk;
     sh.carry = run->mask_output == FL_MASK_CARRY;
     sh.nparts = threads;
     sh.make_copies = make_copies;
@@ -394,6 +441,9 @@ int fl_parallel_run(const fl_lstm *L, const fl_gate_params *gp,
         float *pb = next + ((4 * w + 15) & ~(size_t)15);
         float *pp = pb + ((4 * w + 15) & ~(size_t)15);
         next = pp + ((3 * w + 15) & ~(size_t)15);
+        p->xt = overlap ? G + (size_t)(2 * FL_OVERLAP_STEPS) * 4 * (size_t)H +
+                              (size_t)k * (size_t)sh.input_size * FL_OVERLAP_STEPS
+                        : NULL;
         for (size_t g = 0; g < 4; g++)
             memcpy(pb + g * w, bias + g * (size_t)H + u0, w * sizeof(float));
         p->gp = *gp;

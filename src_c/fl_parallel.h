@@ -30,17 +30,25 @@ void fl_parallel_fill_copies(const float *wh, int ldh, int units, int threads,
  * projections included (G: (chunk, 4H) scratch, row s = step t0 + s of the
  * chunk at t0; each thread fills its own columns). The threads start once
  * per call: a core left idle between chunks can take milliseconds to come
- * back under a hypervisor. wx / wh / bias / peep are the packed weights.
- * wcopy (or NULL)
- * holds fl_parallel_copy_floats floats for the threads' copies of Wh, made
+ * back under a hypervisor. With overlap (fl_overlap_available(); G then
+ * holds fl_parallel_overlap_rows rows), chunks are FL_OVERLAP_STEPS steps
+ * and each thread weaves its columns of the next chunk's projection into
+ * its recurrent products (G: two chunks, then each thread's copy of the
+ * next chunk's inputs). wx / wh / bias / peep are the packed weights.
+ * wcopy (or NULL) holds fl_parallel_copy_floats floats for the threads' copies of Wh, made
  * by this call if make_copies, else already there from an earlier one.
  * Updates run->h, run->c, run->y and *seen. Returns 1, or 0 (nothing done)
  * if the threads could not be started. */
+/* Rows of 4H floats the overlap needs in G: two chunks of gates and each
+ * thread's FL_OVERLAP_STEPS x I inputs. */
+int fl_parallel_overlap_rows(int units, int inputs, int threads);
+
 int fl_parallel_run(const fl_lstm *L, const fl_gate_params *gp,
                     const float *wx, int ldx, const float *wh, int ldh,
                     const float *bias, const float *peep,
-                    const fl_lstm_run *run, float *G, int chunk, int threads,
-                    float *ws, float *wcopy, int make_copies, uint8_t *seen);
+                    const fl_lstm_run *run, float *G, int chunk, int overlap,
+                    int threads, float *ws, float *wcopy, int make_copies,
+                    uint8_t *seen);
 
 /* The layer's input size (fl_lstm is opaque outside fl_lstm.c). */
 int fl_lstm_input_size(const fl_lstm *L);

@@ -812,30 +812,39 @@ static void test_overlap(void) {
         unsigned char mask[300];
         for (int t = 0; t < T; t++) mask[t] = urand() < 0.85;
         for (int variant = 0; variant < 2; variant++) {
-            float *y[2], h[2][200], c[2][200];
-            size_t ws[2];
-            for (int plain = 0; plain < 2; plain++) {
-                y[plain] = malloc(sizeof(float) * T * R);
-                memset(h[plain], 0, sizeof h[plain]);
-                memset(c[plain], 0, sizeof c[plain]);
-                fl_lstm_run run = {.batch = 1, .steps = T, .x = x,
-                                   .mask = variant ? mask : NULL,
-                                   .reverse = variant, .sweep = variant,
-                                   .h = h[plain], .c = c[plain], .y = y[plain],
-                                   .no_overlap = plain};
-                CHECK(fl_lstm_run_workspace_size(L, &run, &ws[plain]) == FL_OK, "size");
-                void *work = malloc(ws[plain]);
-                CHECK(fl_lstm_forward(L, &blas, &run, work, ws[plain]) == FL_OK,
-                      "overlap case %zu run", ci);
-                free(work);
+            /* runs [threads][plain]: 1 or 2 threads (2 split the units; not
+             * with a projection), woven or plain */
+            float *y[2][2] = {{NULL}}, h[2][2][200], c[2][2][200];
+            size_t ws[2][2];
+            for (int th = 0; th < (P ? 1 : 2); th++)
+                for (int plain = 0; plain < 2; plain++) {
+                    y[th][plain] = malloc(sizeof(float) * T * R);
+                    memset(h[th][plain], 0, sizeof h[th][plain]);
+                    memset(c[th][plain], 0, sizeof c[th][plain]);
+                    fl_lstm_run run = {.batch = 1, .steps = T, .x = x,
+                                       .mask = variant ? mask : NULL,
+                                       .reverse = variant, .sweep = variant,
+                                       .h = h[th][plain], .c = c[th][plain],
+                                       .y = y[th][plain], .no_overlap = plain,
+                                       .threads = th + 1, .chunk_steps = th ? 64 : 0};
+                    CHECK(fl_lstm_run_workspace_size(L, &run, &ws[th][plain]) == FL_OK,
+                          "size");
+                    void *work = malloc(ws[th][plain]);
+                    CHECK(fl_lstm_forward(L, &blas, &run, work, ws[th][plain]) == FL_OK,
+                          "overlap case %zu run, %d threads", ci, th + 1);
+                    free(work);
+                }
+            CHECK(ws[0][0] != ws[0][1], "case %zu: the overlap was not planned", ci);
+            for (int th = 0; th < (P ? 1 : 2); th++) {
+                double dmax = 0; /* each against the one-thread plain run */
+                for (int k = 0; k < T * R; k++)
+                    for (int plain = 0; plain < 2; plain++)
+                        dmax = fmax(dmax, fabs(y[th][plain][k] - y[0][1][k]));
+                for (int k = 0; k < H; k++) dmax = fmax(dmax, fabs(c[th][0][k] - c[0][1][k]));
+                CHECK(dmax < 2e-6, "case %zu variant %d, %d threads: woven run %.2g off",
+                      ci, variant, th + 1, dmax);
             }
-            CHECK(ws[0] != ws[1], "case %zu: the overlap was not planned", ci);
-            double dmax = 0;
-            for (int k = 0; k < T * R; k++) dmax = fmax(dmax, fabs(y[0][k] - y[1][k]));
-            for (int k = 0; k < H; k++) dmax = fmax(dmax, fabs(c[0][k] - c[1][k]));
-            CHECK(dmax < 2e-6, "case %zu variant %d: overlapped run %.2g off the plain one",
-                  ci, variant, dmax);
-            free(y[0]); free(y[1]);
+            for (int th = 0; th < 2; th++) free(y[th][0]), free(y[th][1]);
         }
         free(W); free(U); free(proj); free(x);
         fl_lstm_free(L);
