@@ -746,11 +746,10 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
          * chunk's recurrent products where the gate buffer has room for
          * two chunks and their inputs (C, 2 threads, T=1000, I=H: 256
          * 8.25 -> 7.25 us per step, 512 35.7 -> 30.7) */
-        const int threads = run->threads < FL_MAX_THREADS ? run->threads : FL_MAX_THREADS;
         const int weave =
             !run->no_overlap && fl_overlap_available() && T >= 2 * FL_OVERLAP_STEPS &&
             (int)I <= 2 * R &&
-            chunk >= fl_parallel_overlap_rows((int)H, (int)I, threads);
+            chunk >= fl_parallel_overlap_rows((int)H, (int)I, run->threads);
         if (fl_parallel_run(L, &gp, L->wx, L->ldx, L->wh, L->ldh, L->bias, L->peep,
                             run, G, chunk, weave, run->threads,
                             (float *)(base + w.par), wcopy, run->keep_copies != 2,
@@ -767,7 +766,7 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
     /* overlap: the chunk's projections are in G + (ci & 1) * chunk * 4H;
      * side is the next chunk's, made by this chunk's recurrent products */
     fl_side_gemm side = {0};
-    int side_on = 0, next_ready = 0, n_tiles = 0;
+    int side_on = 0, next_ready = 0;
     float *xt = w.overlap ? (float *)(base + w.xt) : NULL;
     for (int ci = 0; ci < n_chunks; ci++) {
         /* chunks (and steps within them) in processing order */
@@ -804,7 +803,6 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
                     .n = (int)row4, .ldw = L->ldx,
                     .out = G + (size_t)((ci + 1) & 1) * (size_t)chunk * row4,
                     .ldo = (int)row4};
-                n_tiles = fl_side_tiles((int)row4);
             }
             next_ready = side_on;
         } else if (!run->batch_major) {
@@ -846,10 +844,9 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
                 fl_gemm(run->h, B, R, R, L->wh, (int)row4, L->ldh, rec, (int)row4,
                         0);
             else if (w.overlap && !fused) /* Wh in panels (ld 0) or in place */
-                fl_matvec_side(whp ? whp : L->wh, R, (int)row4, whp ? 0 : L->ldh, run->h, Gt,
-                               (k + run->sweep) & 1, side_on ? &side : NULL,
-                               (int)((long long)n_tiles * s / n),
-                               (int)((long long)n_tiles * (s + 1) / n));
+                fl_matvec_side(whp ? whp : L->wh, R, (int)row4, whp ? 0 : L->ldh,
+                               run->h, Gt, (k + run->sweep) & 1,
+                               side_on ? &side : NULL, s, n);
             else if (!fused)
                 recurrent_product(L, blas, run->h, B, Gt, (int)(g_b * row4), whp,
                                   (k + run->sweep) & 1);

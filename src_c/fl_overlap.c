@@ -37,8 +37,6 @@ _Static_assert(FL_PANEL_COLS == 128, "fl_matvec_side reads 128-wide panels");
 #include <immintrin.h>
 #endif
 
-int fl_side_tiles(int n) { return (n + 15) / 16; }
-
 void fl_side_xt_fill(const float *FL_RESTRICT x, int rows, int k, int ldx,
                      float *FL_RESTRICT xt) {
     /* k-step kk of row r at xt[kk * TR + r]; rows past `rows` repeat the
@@ -249,13 +247,17 @@ int fl_overlap_available(void) {
 
 void fl_matvec_side(const float *FL_RESTRICT W, int rows, int n, int ld,
                     const float *FL_RESTRICT v, float *FL_RESTRICT z,
-                    int backward, const fl_side_gemm *side, int tile0,
-                    int tile1) {
+                    int backward, const fl_side_gemm *side, int step,
+                    int steps) {
 #ifdef FL_HAVE_OVERLAP
+    /* the tiles (16 columns each) spread evenly over the steps */
+    const long long tiles = side ? (side->n + 15) / 16 : 0;
+    const int tile0 = (int)(tiles * step / steps);
+    const int tile1 = (int)(tiles * (step + 1) / steps);
     matvec_side_avx512(W, rows, n, ld, v, z, backward,
-                       side && tile0 < tile1 ? side : NULL, tile0, tile1);
+                       tile0 < tile1 ? side : NULL, tile0, tile1);
 #else
     (void)W, (void)rows, (void)n, (void)ld, (void)v, (void)z, (void)backward;
-    (void)side, (void)tile0, (void)tile1;
+    (void)side, (void)step, (void)steps;
 #endif
 }

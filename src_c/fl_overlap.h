@@ -23,9 +23,6 @@ typedef struct fl_side_gemm {
     int ldo;
 } fl_side_gemm;
 
-/* Number of tiles of a side product with n columns. */
-int fl_side_tiles(int n);
-
 /* xt = x (rows, k; rows ldx floats apart), each k-step's values of the
  * rows side by side, as the tiles read them. */
 void fl_side_xt_fill(const float *FL_RESTRICT x, int rows, int k, int ldx,
@@ -36,11 +33,13 @@ int fl_overlap_available(void);
 
 /* z[0:n] += v[0:rows] @ W with fl_matvec's sums, W row-major (rows ld
  * floats apart) or, with ld = 0, in the panel layout of fl_panels_pack;
- * with side, also the side product's tiles [tile0, tile1), woven into the
- * same pass. Only where fl_overlap_available(). */
+ * with side, also step `step`'s share (of `steps` steps) of the side
+ * product's tiles, woven into the same pass. rows = 0 makes just the
+ * tiles (a step that skips its product). Only where
+ * fl_overlap_available(). */
 void fl_matvec_side(const float *FL_RESTRICT W, int rows, int n, int ld,
                     const float *FL_RESTRICT v, float *FL_RESTRICT z,
-                    int backward, const fl_side_gemm *side, int tile0,
-                    int tile1);
+                    int backward, const fl_side_gemm *side, int step,
+                    int steps);
 
 #endif /* FL_OVERLAP_H */

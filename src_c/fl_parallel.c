@@ -134,7 +134,6 @@ static int run_chunk(part *p, int t0, int n, float *G, int ready, int nt0) {
     }
     fl_side_gemm side[4];
     const int weave = sh->overlap && nt0 >= 0 && nt0 + sh->chunk <= T;
-    const int n_tiles = fl_side_tiles((int)w);
     if (weave) {
         float *Gn = sh->G + (G == sh->G ? (size_t)sh->chunk * row4 : 0);
         fl_side_xt_fill(run->x + (size_t)nt0 * (size_t)I, sh->chunk, I, I, p->xt);
@@ -165,9 +164,7 @@ static int run_chunk(part *p, int t0, int n, float *G, int ready, int nt0) {
                 const int ld = p->wown ? (int)w : sh->ldh;
                 if (sh->overlap)
                     fl_matvec_side(W, (int)H, (int)w, ld, hp, p->z + g * w,
-                                   backward, weave ? &side[g] : NULL,
-                                   (int)((long long)n_tiles * s / n),
-                                   (int)((long long)n_tiles * (s + 1) / n));
+                                   backward, weave ? &side[g] : NULL, s, n);
                 else
                     fl_matvec(W, (int)H, (int)w, ld, hp, p->z + g * w, 1, backward);
             }
@@ -177,8 +174,7 @@ static int run_chunk(part *p, int t0, int n, float *G, int ready, int nt0) {
             memcpy(hn + p->u0, hp + p->u0, w * sizeof(float));
             for (size_t g = 0; g < 4 && weave; g++) /* the step's tiles still */
                 fl_matvec_side(sh->wh, 0, (int)w, 0, hp, p->z + g * w, 0, &side[g],
-                               (int)((long long)n_tiles * s / n),
-                               (int)((long long)n_tiles * (s + 1) / n));
+                               s, n);
         }
         if (run->y) {
             float *dst = run->y + fl_tb_index(run, k, 0) * H + (size_t)p->u0;
