@@ -29,6 +29,11 @@ cdef extern from "fastlstm.h" nogil:
         FL_ACT_EXPONENTIAL
     int FL_ACT_COUNT
 
+    ctypedef enum fl_weight_layout:
+        FL_LAYOUT_AUTO
+        FL_LAYOUT_ROWS
+        FL_LAYOUT_PANELS
+
     ctypedef enum fl_mask_output:
         FL_MASK_CARRY
         FL_MASK_ZERO
@@ -55,6 +60,7 @@ cdef extern from "fastlstm.h" nogil:
         float cell_clip
         int use_proj_clip
         float proj_clip
+        fl_weight_layout weight_layout
 
     ctypedef struct fl_lstm:
         pass

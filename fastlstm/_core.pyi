@@ -14,6 +14,7 @@ class PackedLSTM:
     units: int
     proj_size: int
     output_size: int
+    weight_layout: str
     def __init__(
         self,
         kernel: np.ndarray,
@@ -25,6 +26,7 @@ class PackedLSTM:
         recurrent_activation: int,
         cell_clip: float | None = ...,
         proj_clip: float | None = ...,
+        weight_layout: str = ...,
     ) -> None: ...
     def workspace_size(
         self,

@@ -114,6 +114,12 @@ cdef inline fl_pool *_pool_of(ThreadPool pool):
     return pool._pool if pool is not None else NULL
 
 
+# How the core stores the weights (fl_weight_layout): "auto" picks panels
+# for layers larger than a core's L2, where a batch-1 step reads them faster.
+_WEIGHT_LAYOUTS = {"auto": FL_LAYOUT_AUTO, "rows": FL_LAYOUT_ROWS,
+                   "panels": FL_LAYOUT_PANELS}
+
+
 cdef class PackedLSTM:
     """One LSTM direction packed by the C core. Immutable, thread-safe."""
 
@@ -122,6 +128,7 @@ cdef class PackedLSTM:
     cdef readonly int units
     cdef readonly int proj_size
     cdef readonly int output_size
+    cdef readonly str weight_layout
 
     def __cinit__(self):
         self._lstm = NULL
@@ -130,7 +137,7 @@ cdef class PackedLSTM:
                  const float[:, ::1] recurrent_kernel,
                  bias, peepholes, projection,
                  int activation, int recurrent_activation,
-                 cell_clip=None, proj_clip=None):
+                 cell_clip=None, proj_clip=None, str weight_layout="auto"):
         cdef fl_lstm_desc desc
         cdef const float[::1] b_v
         cdef const float[:, ::1] p_v
@@ -154,6 +161,13 @@ cdef class PackedLSTM:
         desc.cell_clip = cell_clip if cell_clip is not None else 0.0
         desc.use_proj_clip = proj_clip is not None
         desc.proj_clip = proj_clip if proj_clip is not None else 0.0
+        if weight_layout not in _WEIGHT_LAYOUTS:
+            raise ConfigError(f"weight_layout must be one of "
+                              f"{sorted(_WEIGHT_LAYOUTS)}, got {weight_layout!r}")
+        if weight_layout == "panels" and desc.units % 16:
+            raise ConfigError(f"weight_layout='panels' needs units divisible "
+                              f"by 16, got {desc.units}")
+        desc.weight_layout = <fl_weight_layout>_WEIGHT_LAYOUTS[weight_layout]
         cdef int R = desc.proj_size if desc.proj_size else desc.units
         _expect(recurrent_kernel.shape[0] == R
                 and recurrent_kernel.shape[1] == 4 * desc.units,
@@ -176,6 +190,8 @@ cdef class PackedLSTM:
                                 b_ptr, p_ptr, proj_ptr, &out)
         _check(st, "creating the LSTM layer")
         self._lstm = out
+        fl_lstm_get_desc(out, &desc)
+        self.weight_layout = "panels" if desc.weight_layout == FL_LAYOUT_PANELS else "rows"
         self.input_size = desc.input_size
         self.units = desc.units
         self.proj_size = desc.proj_size

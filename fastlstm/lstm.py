@@ -313,18 +313,21 @@ class LSTM:
         """Workspace bytes of the copies of the recurrent kernel a batch-1
         call makes: one per thread on several threads (without projection),
         or one in the panel layout on one thread (large enough kernels and
-        calls; data_bytes is the call's weights, inputs and outputs)."""
+        calls; data_bytes is the call's weights, inputs and outputs). A
+        layer stored in panels already needs no panel copy."""
         if batch != 1:
             return 0
         wh_bytes = 4 * 4 * self.units * self.output_size
         if threads >= 2 and not self.proj_size and self.units >= 128:
             return wh_bytes
         if (
-            steps >= WH_PANELS_MIN_STEPS
+            self._packed.weight_layout == "rows"
+            and steps >= WH_PANELS_MIN_STEPS
             and WH_PANELS_MIN_BYTES <= wh_bytes <= WH_PANELS_MAX_BYTES
             and 20 * (wh_bytes + GATE_BUFFER_MIN) <= 9 * data_bytes
         ):
-            return wh_bytes
+            # panels of 128 columns, the last one padded to full width
+            return 4 * self.output_size * -(-4 * self.units // 128) * 128
         return 0
 
     def _data_bytes(self, p: _Prepared, sequences: bool) -> int:

@@ -35,19 +35,21 @@ size_t fl_batch_panel_floats(int input_size, int units) {
     return blocks * ((size_t)input_size + (size_t)units + 1) * FL_PANEL_WIDTH;
 }
 
-/* One source row (4H floats, packed gate order, H apart) into one panel row
- * of block `blk`; units past H are zeros. */
-static void pack_row(const float *src, int H, int blk, float *dst) {
+/* One source row (4H columns, packed gate order, H apart; `row` as
+ * fl_wcol takes it) into one panel row of block `blk`; units past H are
+ * zeros. A block's 16 columns of a gate are adjacent in either layout (the
+ * panel layout needs H % 16 == 0). */
+static void pack_row(const float *row, size_t ps, int H, int blk, float *dst) {
     const int u0 = blk * FL_PANEL_UNITS;
     const int nu = H - u0 < FL_PANEL_UNITS ? H - u0 : FL_PANEL_UNITS;
     for (int q = 0; q < 4; q++) {
         float *d = dst + q * FL_PANEL_UNITS;
-        memcpy(d, src + (size_t)q * H + u0, (size_t)nu * sizeof(float));
+        memcpy(d, fl_wcol(row, ps, q * H + u0), (size_t)nu * sizeof(float));
         for (int j = nu; j < FL_PANEL_UNITS; j++) d[j] = 0.0f;
     }
 }
 
-void fl_batch_pack(const float *wx, int ldx, const float *wh, int ldh,
+void fl_batch_pack(const float *wx, int ldx, const float *wh, int ldh, size_t ps,
                    const float *bias, int input_size, int units,
                    float *panels) {
     const int I = input_size, H = units;
@@ -56,10 +58,10 @@ void fl_batch_pack(const float *wx, int ldx, const float *wh, int ldh,
     for (int blk = 0; blk < blocks; blk++) {
         float *p = panels + (size_t)blk * rows * FL_PANEL_WIDTH;
         for (int k = 0; k < I; k++, p += FL_PANEL_WIDTH)
-            pack_row(wx + (size_t)k * ldx, H, blk, p);
+            pack_row(wx + (size_t)k * ldx, ps, H, blk, p);
         for (int k = 0; k < H; k++, p += FL_PANEL_WIDTH)
-            pack_row(wh + (size_t)k * ldh, H, blk, p);
-        pack_row(bias, H, blk, p);
+            pack_row(wh + (size_t)k * ldh, ps, H, blk, p);
+        pack_row(bias, 0, H, blk, p);
     }
 }
 

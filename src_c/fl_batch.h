@@ -18,9 +18,10 @@ int fl_batch_preferred(void);
 /* Floats of the panels of a layer with I inputs and H units. */
 size_t fl_batch_panel_floats(int input_size, int units);
 
-/* Packs [Wx; Wh] (packed gate order, rows ldx / ldh floats apart) and the
- * bias (4H) into panels (fl_batch_panel_floats floats). */
-void fl_batch_pack(const float *wx, int ldx, const float *wh, int ldh,
+/* Packs [Wx; Wh] (packed gate order, rows ldx / ldh floats apart; in the
+ * panel layout when ps != 0, see fl_internal.h) and the bias (4H) into
+ * panels (fl_batch_panel_floats floats). */
+void fl_batch_pack(const float *wx, int ldx, const float *wh, int ldh, size_t ps,
                    const float *bias, int input_size, int units,
                    float *panels);
 

@@ -37,6 +37,27 @@ static inline int fl_cpu_has_avx512(void) {
 /* Alignment of every packed array and workspace region, in bytes. */
 #define FL_ALIGN 64
 
+/* The panel layout of a (rows, n) matrix: its columns in panels of
+ * FL_PANEL_COLS, panel p a row-major (rows, FL_PANEL_COLS) block ps floats
+ * after panel p - 1 (the last panel's columns past n unused). Kernels take
+ * such a matrix as rows ld = FL_PANEL_COLS floats apart plus the panel
+ * stride ps; ps = 0 means plain row-major (rows ld apart). */
+#define FL_PANEL_COLS 128
+
+/* Column j of row `row` (a pointer to the row's first element in panel 0,
+ * or of the row-major row). */
+static inline const float *fl_wcol(const float *row, size_t ps, int j) {
+    return ps ? row + (size_t)(j / FL_PANEL_COLS) * ps + (size_t)(j % FL_PANEL_COLS)
+              : row + j;
+}
+
+/* End of the run of columns from j (up to j1) that are adjacent in every
+ * row: all of them in row-major, the rest of j's panel in panels. */
+static inline int fl_wrun_end(size_t ps, int j, int j1) {
+    const int e = (j / FL_PANEL_COLS + 1) * FL_PANEL_COLS;
+    return ps && e < j1 ? e : j1;
+}
+
 /* Packed gate order: the three sigmoid gates first, contiguous, then the
  * cell candidate. Canonical (Keras/PyTorch) order is i, f, g, o. */
 enum { FL_GATE_I = 0, FL_GATE_F = 1, FL_GATE_O = 2, FL_GATE_G = 3 };

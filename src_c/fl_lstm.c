@@ -26,12 +26,17 @@
 #include "fl_parallel.h"
 
 struct fl_lstm {
-    fl_lstm_desc desc;
+    fl_lstm_desc desc; /* weight_layout: the one chosen */
     int R;       /* width of h: P with a projection, else H */
     float *wx;   /* (I, 4H) packed gate order [i f o g], rows ldx apart */
     int ldx;
     float *wh;   /* (R, 4H) packed, rows ldh floats apart */
-    int ldh;     /* 4H, padded off powers of two (see pad_stride) */
+    int ldh;     /* row-major: 4H, padded off powers of two (see
+                    pad_stride); in panels FL_PANEL_COLS */
+    size_t ps;   /* 0: row-major, Wh's rows right after Wx's. Else [Wx; Wh]
+                    in the panel layout (fl_internal.h), panels ps = (I + R)
+                    * FL_PANEL_COLS floats apart: panel p holds Wx's rows,
+                    then Wh's (wh = wx + I * FL_PANEL_COLS) */
     float *bias; /* (4H) packed, zeros when the source had none */
     float *peep; /* (3H) [i f o], or NULL */
     float *proj; /* (H, P), or NULL */
@@ -73,17 +78,38 @@ static size_t pad_stride(size_t n) {
     return ((ld / 16) % 2 == 0) ? ld + 16 : ld;
 }
 
-/* dst (rows, 4H) packed (rows ld floats apart) from src (rows, 4H)
- * canonical. */
-static void pack_gate_columns(float *dst, size_t ld, const float *src,
+/* dst (rows, 4H) packed (rows ld floats apart; in panels ps floats apart
+ * unless ps is 0) from src (rows, 4H) canonical. */
+static void pack_gate_columns(float *dst, size_t ld, size_t ps, const float *src,
                               size_t rows, size_t H) {
+    const int h = (int)H;
     for (size_t r = 0; r < rows; r++) {
         const float *s = src + r * 4 * H;
         float *d = dst + r * ld;
-        for (int k = 0; k < 4; k++)
-            memcpy(d + (size_t)k * H, s + (size_t)kCanonicalOf[k] * H,
-                   H * sizeof(float));
+        for (int k = 0; k < 4; k++) {
+            const float *from = s + (size_t)kCanonicalOf[k] * H;
+            for (int j = k * h; j < (k + 1) * h; j = fl_wrun_end(ps, j, (k + 1) * h))
+                memcpy((float *)fl_wcol(d, ps, j), from + (j - k * h),
+                       (size_t)(fl_wrun_end(ps, j, (k + 1) * h) - j) * sizeof(float));
+        }
     }
+}
+
+/* Layers whose [Wx; Wh] takes at least this much store it in panels by
+ * default (FL_LAYOUT_AUTO): more than a Zen 4 core's L2, where a batch-1
+ * step streams the weights from L3 and reads panels faster (I=64: H=256
+ * 13.1 -> 12.4 us per product, H=512 57 -> 47). Not on AMX CPUs, whose
+ * input projection reads Wx row-major (and Sapphire Rapids' 2 MB L2
+ * showed no gain from panels). */
+#define FL_PANELS_MIN_BYTES ((size_t)1 << 20)
+
+/* Whether the layer stores its weights in panels (fl_weight_layout). */
+static int layout_panels(const fl_lstm_desc *d, size_t I, size_t R, size_t H) {
+    if (d->weight_layout != FL_LAYOUT_AUTO)
+        return d->weight_layout == FL_LAYOUT_PANELS;
+    /* dimensions are at most 2^24: no overflow */
+    return H % 16 == 0 && (I + R) * 4 * H * sizeof(float) >= FL_PANELS_MIN_BYTES &&
+           !fl_amx_available();
 }
 
 /* The packed weights. From FL_HUGE_MIN_BYTES on they get whole 2 MB pages
@@ -124,6 +150,11 @@ static fl_status check_desc(const fl_lstm_desc *d) {
     if (d->use_proj_clip &&
         (d->proj_size == 0 || !(d->proj_clip > 0.0f && isfinite(d->proj_clip))))
         return FL_ERR_ARG;
+    if ((int)d->weight_layout < FL_LAYOUT_AUTO || (int)d->weight_layout > FL_LAYOUT_PANELS)
+        return FL_ERR_ARG;
+    /* a block of 16 units' gate columns must not straddle two panels */
+    if (d->weight_layout == FL_LAYOUT_PANELS && d->units % 16 != 0)
+        return FL_ERR_UNSUPPORTED;
     return FL_OK;
 }
 
@@ -151,11 +182,18 @@ fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,
 
     const size_t I = (size_t)desc->input_size, H = (size_t)desc->units;
     const size_t P = (size_t)desc->proj_size, R = P ? P : H;
-    size_t n_wx, n_wh, n_proj = 0;
-    const size_t ldh = pad_stride(4 * H), ldx = pad_stride(4 * H);
+    size_t n_wx, n_wh, n_proj = 0, ps = 0;
+    const int panels = layout_panels(desc, I, R, H);
+    const size_t ldh = panels ? FL_PANEL_COLS : pad_stride(4 * H), ldx = ldh;
     if (!fl_mul_size(I, ldx, &n_wx) || !fl_mul_size(R, ldh, &n_wh) ||
         !fl_mul_size(H, P, &n_proj))
         return FL_ERR_OVERFLOW;
+    if (panels) { /* one region: the panels of [Wx; Wh] */
+        ps = n_wx + n_wh;
+        if (!fl_mul_size((4 * H + FL_PANEL_COLS - 1) / FL_PANEL_COLS, ps, &n_wx))
+            return FL_ERR_OVERFLOW;
+        n_wh = 0;
+    }
 
     if (!all_finite(kernel, I * 4 * H) || !all_finite(recurrent_kernel, R * 4 * H) ||
         (bias && !all_finite(bias, 4 * H)) ||
@@ -163,9 +201,9 @@ fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,
         (projection && !all_finite(projection, n_proj)))
         return FL_ERR_NONFINITE;
 
-    size_t total = 0, at_wx, at_wh, at_bias, at_peep = 0, at_proj = 0;
+    size_t total = 0, at_wx, at_wh = 0, at_bias, at_peep = 0, at_proj = 0;
     if (!layout_add(&total, n_wx, &at_wx) ||
-        !layout_add(&total, n_wh, &at_wh) ||
+        (n_wh && !layout_add(&total, n_wh, &at_wh)) ||
         !layout_add(&total, 4 * H, &at_bias) ||
         (peepholes && !layout_add(&total, 3 * H, &at_peep)) ||
         (projection && !layout_add(&total, n_proj, &at_proj)))
@@ -179,13 +217,15 @@ fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,
         return FL_ERR_NOMEM;
     }
     m->desc = *desc;
+    m->desc.weight_layout = panels ? FL_LAYOUT_PANELS : FL_LAYOUT_ROWS;
     m->R = (int)R;
     m->block = block;
+    m->ps = ps;
     m->wx = (float *)(block + at_wx);
-    m->wh = (float *)(block + at_wh);
+    m->wh = panels ? m->wx + I * FL_PANEL_COLS : (float *)(block + at_wh);
     /* the fused one-step product reads [Wx; Wh] as one matrix: the regions
      * are adjacent because each row is a whole number of 64-byte lines */
-    if (m->wh != m->wx + n_wx) {
+    if (!panels && m->wh != m->wx + n_wx) {
         free(block);
         free(m);
         return FL_ERR_ARG;
@@ -194,11 +234,11 @@ fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,
     m->ldh = (int)ldh;
     m->ldx = (int)ldx;
     memset(m->wx, 0, n_wx * sizeof(float)); /* the padding too */
-    pack_gate_columns(m->wx, ldx, kernel, I, H);
+    pack_gate_columns(m->wx, ldx, ps, kernel, I, H);
     memset(m->wh, 0, n_wh * sizeof(float)); /* the padding too */
-    pack_gate_columns(m->wh, ldh, recurrent_kernel, R, H);
+    pack_gate_columns(m->wh, ldh, ps, recurrent_kernel, R, H);
     if (bias)
-        pack_gate_columns(m->bias, 4 * H, bias, 1, H);
+        pack_gate_columns(m->bias, 4 * H, 0, bias, 1, H);
     else
         memset(m->bias, 0, 4 * H * sizeof(float));
     if (peepholes) { /* canonical rows w_i, w_f, w_o already match [i f o] */
@@ -322,6 +362,7 @@ static int wh_panels_used(const fl_lstm *L, int batch, int steps, int chunk,
         split_threads(L, batch, threads))
         return 0;
     /* sizes are bounded by FL_MAX_DIM and batch == 1: no overflow */
+    if (L->ps) return 0; /* Wh is in panels already */
     const size_t wh = R * H4 * sizeof(float);
     const size_t data = ((I + R) * H4 + T * I + (with_y ? T * R : R)) * sizeof(float);
     return wh >= FL_WH_PANELS_MIN_BYTES && wh <= FL_WH_PANELS_MAX_BYTES &&
@@ -342,14 +383,18 @@ static int wh_panels_used(const fl_lstm *L, int batch, int steps, int chunk,
  * H=32 0.46 -> 0.36 us per step; from H=128 on, the GEMM wins). */
 static int fused_steps(const fl_lstm *L, int batch) {
     const size_t I = (size_t)L->desc.input_size, R = (size_t)L->R;
-    return batch == 1 && (I + R) * (size_t)L->ldx * sizeof(float) <= FL_FUSED_MAX_BYTES;
+    const size_t H4 = 4 * (size_t)L->desc.units; /* floats per row, stored: */
+    const size_t row = L->ps ? (H4 + FL_PANEL_COLS - 1) / FL_PANEL_COLS * FL_PANEL_COLS
+                             : (size_t)L->ldx;
+    return batch == 1 && (I + R) * row * sizeof(float) <= FL_FUSED_MAX_BYTES;
 }
 
 /* Whether a call's input projections may run on fl_amx_gemm (given AMX):
  * products of at least FL_AMX_MIN_ROWS rows, 32 inputs and 64 columns,
  * on the paths that have a separate input GEMM. */
 static int amx_used(const fl_lstm *L, int batch, int chunk) {
-    return !fused_steps(L, batch) && (size_t)chunk * (size_t)batch >= FL_AMX_MIN_ROWS &&
+    return !L->ps && !fused_steps(L, batch) &&
+           (size_t)chunk * (size_t)batch >= FL_AMX_MIN_ROWS &&
            L->desc.input_size >= 32 && L->desc.units >= 16;
 }
 
@@ -421,7 +466,7 @@ static fl_status plan_workspace(const fl_lstm *lstm, int batch, int steps,
         !layout_add(&off, fl_parallel_copy_floats((int)H, threads), &w->wcopy))
         return FL_ERR_OVERFLOW;
     if (wh_panels_used(lstm, batch, steps, chunk, threads, with_y) &&
-        !layout_add(&off, (size_t)lstm->R * 4 * H, &w->whp))
+        !layout_add(&off, fl_panels_floats(lstm->R, (int)(4 * H)), &w->whp))
         return FL_ERR_OVERFLOW;
     if (amx && !w->overlap && amx_used(lstm, batch, chunk) && fl_amx_available() &&
         !layout_add(&off,
@@ -469,25 +514,59 @@ fl_status fl_lstm_run_workspace_size(const fl_lstm *lstm, const fl_lstm_run *run
  * call's fixed cost would dominate. */
 #define FL_SMALL_ROWS 4
 
+/* Z(rows, 4H) (+)= A(rows, K) @ W for W = L->wx or L->wh (K of its rows),
+ * on fl_gemm, one call per run of adjacent columns (one per panel in the
+ * panel layout). */
+static void gemm_weights(const fl_lstm *L, const float *A, int rows, int K,
+                         int lda, const float *W, int ldw, float *Z, int ldz,
+                         int accumulate) {
+    const int n4h = 4 * L->desc.units;
+    for (int j = 0; j < n4h; j = fl_wrun_end(L->ps, j, n4h))
+        fl_gemm(A, rows, K, lda, fl_wcol(W, L->ps, j), fl_wrun_end(L->ps, j, n4h) - j,
+                ldw, Z + j, ldz, accumulate);
+}
+
+/* The same on BLAS: Z = A @ W (beta 0) or Z += A @ W (beta 1), A's rows K
+ * floats apart. */
+static void sgemm_weights(const fl_lstm *L, const fl_blas *blas, const float *A,
+                          int rows, int K, const float *W, int ldw, float *Z,
+                          int ldz, float beta) {
+    const int n4h = 4 * L->desc.units;
+    float one = 1.0f;
+    char N = 'N';
+    for (int j = 0; j < n4h; j = fl_wrun_end(L->ps, j, n4h)) {
+        int w = fl_wrun_end(L->ps, j, n4h) - j;
+        blas->sgemm(&N, &N, &w, &rows, &K, &one, (float *)fl_wcol(W, L->ps, j), &ldw,
+                    (float *)A, &K, &beta, Z + j, &ldz);
+    }
+}
+
+/* z[0:4H] (+)= v[0:rows] @ W for W = L->wx (rows = I, or I + R: [Wx; Wh]
+ * as one matrix) or L->wh, either layout. */
+static void matvec_weights(const fl_lstm *L, const float *W, int rows,
+                           const float *v, float *z, int accumulate, int backward) {
+    const int n4h = 4 * L->desc.units;
+    if (L->ps)
+        fl_matvec_panels(W, rows, n4h, L->ps, v, z, accumulate, backward);
+    else
+        fl_matvec(W, rows, n4h, L->ldx, v, z, accumulate, backward);
+}
+
 /* G(rows, 4H) = X(rows, I) @ Wx; on AMX tiles when the call laid out
  * their scratch (amx, else NULL) and the product is large enough. */
 static void input_projection(const fl_lstm *L, const fl_blas *blas,
                              const float *x, int rows, float *G, void *amx) {
-    int n4h = 4 * L->desc.units, k = L->desc.input_size, n = rows, ldx = L->ldx;
+    const int n4h = 4 * L->desc.units, k = L->desc.input_size;
     if (amx && rows >= FL_AMX_MIN_ROWS &&
-        fl_amx_gemm(x, rows, k, (size_t)k, L->wx, n4h, (size_t)ldx, G, (size_t)n4h,
-                    amx))
+        fl_amx_gemm(x, rows, k, (size_t)k, L->wx, n4h, (size_t)L->ldx, G,
+                    (size_t)n4h, amx))
         return; /* else (a value out of AMX's range) BLAS redoes all of G */
     if (rows <= FL_SMALL_ROWS) {
         for (int r = 0; r < rows; r++)
-            fl_matvec(L->wx, k, n4h, ldx, x + (size_t)r * k, G + (size_t)r * n4h,
-                      0, 0);
+            matvec_weights(L, L->wx, k, x + (size_t)r * k, G + (size_t)r * n4h, 0, 0);
         return;
     }
-    float one = 1.0f, zero = 0.0f;
-    char N = 'N';
-    blas->sgemm(&N, &N, &n4h, &n, &k, &one, L->wx, &ldx, (float *)x, &k, &zero,
-                G, &n4h);
+    sgemm_weights(L, blas, x, rows, k, L->wx, L->ldx, G, n4h, 0.0f);
 }
 
 /* G rows (B of them, ldg floats apart) += h(B, R) @ Wh; a matrix-vector
@@ -496,18 +575,15 @@ static void input_projection(const fl_lstm *L, const fl_blas *blas,
 static void recurrent_product(const fl_lstm *L, const fl_blas *blas,
                               const float *h, int batch, float *G, int ldg,
                               const float *whp, int backward) {
-    int n4h = 4 * L->desc.units, r = L->R, n = batch, ldh = L->ldh;
-    float one = 1.0f;
-    char N = 'N';
+    const int n4h = 4 * L->desc.units, r = L->R;
     if (batch == 1 && whp)
-        fl_matvec_panels(whp, r, n4h, h, G, 1, backward);
+        fl_matvec_panels(whp, r, n4h, (size_t)r * FL_PANEL_COLS, h, G, 1, backward);
     else if (batch == 1)
-        fl_matvec(L->wh, r, n4h, ldh, h, G, 1, backward);
+        matvec_weights(L, L->wh, r, h, G, 1, backward);
     else if (batch <= FL_OWN_GEMM_MAX_BATCH)
-        fl_gemm(h, batch, r, r, L->wh, n4h, ldh, G, ldg, 1);
+        gemm_weights(L, h, batch, r, r, L->wh, L->ldh, G, ldg, 1);
     else
-        blas->sgemm(&N, &N, &n4h, &n, &r, &one, L->wh, &ldh, (float *)h, &r,
-                    &one, G, &ldg);
+        sgemm_weights(L, blas, h, batch, r, L->wh, L->ldh, G, ldg, 1.0f);
 }
 
 /* hnew(B, P) = m(B, H) @ proj */
@@ -604,7 +680,7 @@ static void forward_panels(const fl_lstm *L, const fl_lstm_run *run,
     float *panels = (float *)(base + w->panels);
     float *z = (float *)(base + w->z);
     uint8_t *skip = masked ? (uint8_t *)(base + w->skip) : NULL;
-    fl_batch_pack(L->wx, L->ldx, L->wh, L->ldh, L->bias, I, H, panels);
+    fl_batch_pack(L->wx, L->ldx, L->wh, L->ldh, L->ps, L->bias, I, H, panels);
     /* x rows of one step: (t, b) at x + t * t_stride + b * ldxr. In a
      * batch-major run they lie T*I floats apart, often a multiple of 4 KB
      * that puts every row in the same cache sets, where they evict each
@@ -750,7 +826,8 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
             !run->no_overlap && fl_overlap_available() && T >= 2 * FL_OVERLAP_STEPS &&
             (int)I <= 2 * R &&
             chunk >= fl_parallel_overlap_rows((int)H, (int)I, run->threads);
-        if (fl_parallel_run(L, &gp, L->wx, L->ldx, L->wh, L->ldh, L->bias, L->peep,
+        if (fl_parallel_run(L, &gp, L->wx, L->ldx, L->wh, L->ldh, L->ps, L->bias,
+                            L->peep,
                             run, G, chunk, weave, run->threads,
                             (float *)(base + w.par), wcopy, run->keep_copies != 2,
                             seen)) {
@@ -761,7 +838,8 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
          * caller that keeps the workspace (keep_copies 1) must still find
          * the copies there on its next call */
         if (wcopy && run->keep_copies == 1)
-            fl_parallel_fill_copies(L->wh, L->ldh, (int)H, run->threads, wcopy);
+            fl_parallel_fill_copies(L->wh, L->ldh, L->ps, (int)H, run->threads,
+                                    wcopy);
     }
     /* overlap: the chunk's projections are in G + (ci & 1) * chunk * 4H;
      * side is the next chunk's, made by this chunk's recurrent products */
@@ -783,8 +861,7 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
             float *xh = (float *)(base + w.xh);
             memcpy(xh, run->x + (size_t)t0 * I, I * sizeof(float));
             memcpy(xh + I, run->h, (size_t)R * sizeof(float));
-            fl_matvec(L->wx, (int)I + R, (int)row4, L->ldx, xh, Gc, 0,
-                      (t0 + run->sweep) & 1);
+            matvec_weights(L, L->wx, (int)I + R, xh, Gc, 0, (t0 + run->sweep) & 1);
         }
         size_t g_t, g_b;
         if (fused) {
@@ -800,7 +877,7 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
                 fl_side_xt_fill(run->x + (size_t)nt0 * I, chunk, (int)I, (int)I, xt);
                 side = (fl_side_gemm){
                     .xt = xt, .rows = chunk, .k = (int)I, .w = L->wx,
-                    .n = (int)row4, .ldw = L->ldx,
+                    .ps = L->ps, .n = (int)row4, .ldw = L->ldx,
                     .out = G + (size_t)((ci + 1) & 1) * (size_t)chunk * row4,
                     .ldo = (int)row4};
             }
@@ -817,9 +894,8 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
              * gate rows); long chunks keep BLAS below (measured). */
             g_t = (size_t)B, g_b = 1;
             for (int s = 0; s < n; s++)
-                fl_gemm(run->x + (size_t)(t0 + s) * I, B, (int)I, T * (int)I,
-                        L->wx, (int)row4, L->ldx, Gc + (size_t)s * B * row4,
-                        (int)row4, 0);
+                gemm_weights(L, run->x + (size_t)(t0 + s) * I, B, (int)I, T * (int)I,
+                             L->wx, L->ldx, Gc + (size_t)s * B * row4, (int)row4, 0);
         } else if (n == T) {
             g_t = 1, g_b = (size_t)T;
             input_projection(L, blas, run->x, T * B, Gc, amx);
@@ -841,12 +917,14 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
              * input part is added row by row below */
             const int scratch = B > 1 && g_b > 1;
             if (scratch)
-                fl_gemm(run->h, B, R, R, L->wh, (int)row4, L->ldh, rec, (int)row4,
-                        0);
-            else if (w.overlap && !fused) /* Wh in panels (ld 0) or in place */
-                fl_matvec_side(whp ? whp : L->wh, R, (int)row4, whp ? 0 : L->ldh,
-                               run->h, Gt, (k + run->sweep) & 1,
-                               side_on ? &side : NULL, s, n);
+                gemm_weights(L, run->h, B, R, R, L->wh, L->ldh, rec, (int)row4, 0);
+            else if (w.overlap && !fused && whp) /* the call's copy in panels */
+                fl_matvec_side(whp, R, (int)row4, FL_PANEL_COLS,
+                               (size_t)R * FL_PANEL_COLS, run->h, Gt,
+                               (k + run->sweep) & 1, side_on ? &side : NULL, s, n);
+            else if (w.overlap && !fused)
+                fl_matvec_side(L->wh, R, (int)row4, L->ldh, L->ps, run->h, Gt,
+                               (k + run->sweep) & 1, side_on ? &side : NULL, s, n);
             else if (!fused)
                 recurrent_product(L, blas, run->h, B, Gt, (int)(g_b * row4), whp,
                                   (k + run->sweep) & 1);

@@ -70,7 +70,7 @@ static void tile_start(tile_state *t) {
         return;
     }
     t->c0 = t->tile * 16;
-    t->w = g->w + t->c0;
+    t->w = fl_wcol(g->w, g->ps, g->col + t->c0);
     const int nc = g->n - t->c0 < 16 ? g->n - t->c0 : 16;
     t->cmask = (__mmask16)((1u << nc) - 1u);
     t->left = g->k;
@@ -183,7 +183,8 @@ FL_AVX512 static void tile_finish(tile_state *t, __m512 *s) {
     }
 
 FL_AVX512 static void matvec_side_avx512(const float *W, int rows, int n,
-                                         int ld, const float *v, float *z,
+                                         int ld, size_t ps, const float *v,
+                                         float *z,
                                          int backward, const fl_side_gemm *g,
                                          int tile0, int tile1) {
     tile_state ts = {.g = g, .tile = tile0, .tile_end = tile1, .left = 0};
@@ -196,15 +197,14 @@ FL_AVX512 static void matvec_side_avx512(const float *W, int rows, int n,
     const long long ksteps = g ? (long long)(tile1 - tile0) * g->k : 0;
     const int pair = (long long)rows * ((n + 127) / 128) >= 2 * ksteps;
     /* blocks of 128 columns, then one of the rest (up to 127, in vectors
-     * of 16, the last one masked); in the panel layout (ld == 0) block b
-     * is the panel at W + 128 b rows, its rows as wide as the block */
+     * of 16, the last one masked); in the panel layout block b is panel b */
     const int nfull = n / 128, rest = n % 128;
     const int nblocks = nfull + (rest > 0);
     for (int q = 0; q < nblocks; q++) {
         const int b = backward ? nblocks - 1 - q : q;
-        const int j0 = b * 128, width = b < nfull ? 128 : rest;
-        const float *Wb = ld ? W + j0 : W + (size_t)j0 * (size_t)rows;
-        const size_t ldb = ld ? (size_t)ld : (size_t)width;
+        const int j0 = b * 128;
+        const float *Wb = ps ? W + (size_t)b * ps : W + j0;
+        const size_t ldb = (size_t)ld;
         if (b < nfull) {
             const __mmask16 m = 0xffff;
             BLOCK(8)
@@ -246,7 +246,7 @@ int fl_overlap_available(void) {
 }
 
 void fl_matvec_side(const float *FL_RESTRICT W, int rows, int n, int ld,
-                    const float *FL_RESTRICT v, float *FL_RESTRICT z,
+                    size_t ps, const float *FL_RESTRICT v, float *FL_RESTRICT z,
                     int backward, const fl_side_gemm *side, int step,
                     int steps) {
 #ifdef FL_HAVE_OVERLAP
@@ -254,10 +254,10 @@ void fl_matvec_side(const float *FL_RESTRICT W, int rows, int n, int ld,
     const long long tiles = side ? (side->n + 15) / 16 : 0;
     const int tile0 = (int)(tiles * step / steps);
     const int tile1 = (int)(tiles * (step + 1) / steps);
-    matvec_side_avx512(W, rows, n, ld, v, z, backward,
+    matvec_side_avx512(W, rows, n, ld, ps, v, z, backward,
                        tile0 < tile1 ? side : NULL, tile0, tile1);
 #else
-    (void)W, (void)rows, (void)n, (void)ld, (void)v, (void)z, (void)backward;
+    (void)W, (void)rows, (void)n, (void)ld, (void)ps, (void)v, (void)z, (void)backward;
     (void)side, (void)step, (void)steps;
 #endif
 }

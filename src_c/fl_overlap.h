@@ -10,15 +10,18 @@
 /* Steps per chunk: the projection of a chunk is FL_OVERLAP_STEPS rows. */
 #define FL_OVERLAP_STEPS 16
 
-/* out(rows, n) = x(rows, k) @ w(k, n) for rows <= FL_OVERLAP_STEPS, w and
- * out row-major with leading dimensions ldw, ldo; x is given as xt, filled
- * by fl_side_xt_fill (k * FL_OVERLAP_STEPS floats). Computed in tiles of
- * 16 columns, tile t covering columns [16 t, 16 t + 16). */
+/* out(rows, n) = x(rows, k) @ w[:, col : col + n] for rows <=
+ * FL_OVERLAP_STEPS; w rows ldw floats apart, row-major (ps = 0) or in the
+ * panel layout (panels ps floats apart; col then a multiple of 16), out
+ * row-major with leading dimension ldo; x is given as xt, filled by
+ * fl_side_xt_fill (k * FL_OVERLAP_STEPS floats). Computed in tiles of 16
+ * columns, tile t covering columns [16 t, 16 t + 16) of out. */
 typedef struct fl_side_gemm {
     const float *xt;
     int rows, k;
     const float *w;
-    int n, ldw;
+    size_t ps;
+    int col, n, ldw;
     float *out;
     int ldo;
 } fl_side_gemm;
@@ -31,14 +34,14 @@ void fl_side_xt_fill(const float *FL_RESTRICT x, int rows, int k, int ldx,
 /* Whether fl_matvec_side runs here (GCC on x86-64, CPU with AVX-512). */
 int fl_overlap_available(void);
 
-/* z[0:n] += v[0:rows] @ W with fl_matvec's sums, W row-major (rows ld
- * floats apart) or, with ld = 0, in the panel layout of fl_panels_pack;
- * with side, also step `step`'s share (of `steps` steps) of the side
+/* z[0:n] += v[0:rows] @ W with fl_matvec's sums, W's rows ld floats apart,
+ * row-major (ps = 0) or in the panel layout (panels ps floats apart, ld =
+ * FL_PANEL_COLS); with side, also step `step`'s share (of `steps` steps) of the side
  * product's tiles, woven into the same pass. rows = 0 makes just the
  * tiles (a step that skips its product). Only where
  * fl_overlap_available(). */
 void fl_matvec_side(const float *FL_RESTRICT W, int rows, int n, int ld,
-                    const float *FL_RESTRICT v, float *FL_RESTRICT z,
+                    size_t ps, const float *FL_RESTRICT v, float *FL_RESTRICT z,
                     int backward, const fl_side_gemm *side, int step,
                     int steps);
 

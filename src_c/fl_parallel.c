@@ -42,6 +42,7 @@ typedef struct shared {
     int ldh;
     const float *wx;         /* (I, 4H) packed, rows ldx apart */
     int ldx;
+    size_t ps;               /* both in panels this far apart, or 0 */
     float *G;                /* one chunk's input projections, row s = step
                                 t0 + s; each thread fills and reads only
                                 its own columns */
@@ -95,16 +96,45 @@ static void barrier_wait(barrier *b, unsigned *gen, int n) {
 
 /* The Wh columns of units [u0, u0+w) into dst: gate g as an (H, w)
  * row-major block at dst + g*H*w. */
-static void copy_columns(const float *wh, int ldh, int units, int u0, int w,
-                         float *dst) {
-    for (int g = 0; g < 4; g++)
-        fl_pack_columns(wh, units, ldh, g * units + u0, w,
-                        dst + (size_t)g * (size_t)units * (size_t)w);
+static void copy_columns(const float *wh, int ldh, size_t ps, int units, int u0,
+                         int w, float *dst) {
+    for (int g = 0; g < 4; g++) {
+        const int c0 = g * units + u0, c1 = c0 + w;
+        float *d = dst + (size_t)g * (size_t)units * (size_t)w;
+        for (int j = c0; j < c1; j = fl_wrun_end(ps, j, c1))
+            for (int k = 0; k < units; k++)
+                memcpy(d + (size_t)k * (size_t)w + (size_t)(j - c0),
+                       fl_wcol(wh + (size_t)k * (size_t)ldh, ps, j),
+                       (size_t)(fl_wrun_end(ps, j, c1) - j) * sizeof(float));
+    }
 }
 
-/* Units of part k of `threads` (the same split everywhere). */
+/* Units of part k of `threads` (the same split everywhere): whole blocks
+ * of 16 units, so that a part's projection tiles (16 columns) never
+ * straddle two panels of weights in the panel layout. The callers split
+ * 128 or more units between at most 8 threads: every part has some. */
 static int part_start(int units, int k, int threads) {
-    return (int)((long long)units * k / threads);
+    if (k >= threads) return units;
+    return (int)((long long)units * k / threads) & ~15;
+}
+
+/* z[0:w] += h @ Wh[:, col : col + w], Wh read in place: one product per
+ * run of adjacent columns (one run in row-major, one per panel crossed in
+ * panels), the side tiles (or NULL) woven into the first. */
+static void product_in_place(const shared *sh, int col, int w, const float *h,
+                             float *z, int backward, const fl_side_gemm *side,
+                             int s, int n) {
+    const int H = sh->units;
+    for (int j = col; j < col + w;) {
+        const int e = fl_wrun_end(sh->ps, j, col + w);
+        const float *W = fl_wcol(sh->wh, sh->ps, j);
+        if (sh->overlap)
+            fl_matvec_side(W, H, e - j, sh->ldh, 0, h, z + (j - col), backward,
+                           j == col ? side : NULL, s, n);
+        else
+            fl_matvec(W, H, e - j, sh->ldh, h, z + (j - col), 1, backward);
+        j = e;
+    }
 }
 
 /* Size of a part's copy block, rounded to whole 64-byte lines. */
@@ -129,8 +159,10 @@ static int run_chunk(part *p, int t0, int n, float *G, int ready, int nt0) {
     const float *x = run->x + (size_t)t0 * (size_t)I; /* batch 1: both
                                                           layouts agree */
     for (size_t g = 0; g < 4 && !ready; g++) {
-        const size_t col = g * H + (size_t)p->u0;
-        fl_gemm(x, n, I, I, sh->wx + col, (int)w, sh->ldx, G + col, (int)row4, 0);
+        const int c0 = (int)(g * H) + p->u0, c1 = c0 + (int)w;
+        for (int j = c0; j < c1; j = fl_wrun_end(sh->ps, j, c1))
+            fl_gemm(x, n, I, I, fl_wcol(sh->wx, sh->ps, j),
+                    fl_wrun_end(sh->ps, j, c1) - j, sh->ldx, G + j, (int)row4, 0);
     }
     fl_side_gemm side[4];
     const int weave = sh->overlap && nt0 >= 0 && nt0 + sh->chunk <= T;
@@ -140,9 +172,9 @@ static int run_chunk(part *p, int t0, int n, float *G, int ready, int nt0) {
         for (size_t g = 0; g < 4; g++) {
             const size_t col = g * H + (size_t)p->u0;
             side[g] = (fl_side_gemm){.xt = p->xt, .rows = sh->chunk, .k = I,
-                                     .w = sh->wx + col, .n = (int)w,
-                                     .ldw = sh->ldx, .out = Gn + col,
-                                     .ldo = (int)row4};
+                                     .w = sh->wx, .ps = sh->ps, .col = (int)col,
+                                     .n = (int)w, .ldw = sh->ldx,
+                                     .out = Gn + col, .ldo = (int)row4};
         }
     }
     for (int s = 0; s < n; s++) {
@@ -160,21 +192,24 @@ static int run_chunk(part *p, int t0, int n, float *G, int ready, int nt0) {
                 const size_t g = backward ? 3 - q : q;
                 const size_t col = g * H + (size_t)p->u0;
                 memcpy(p->z + g * w, Gt + col, w * sizeof(float));
-                const float *W = p->wown ? p->wown + g * H * w : sh->wh + col;
-                const int ld = p->wown ? (int)w : sh->ldh;
-                if (sh->overlap)
-                    fl_matvec_side(W, (int)H, (int)w, ld, hp, p->z + g * w,
-                                   backward, weave ? &side[g] : NULL, s, n);
+                const fl_side_gemm *sg = weave ? &side[g] : NULL;
+                if (!p->wown)
+                    product_in_place(sh, (int)col, (int)w, hp, p->z + g * w,
+                                     backward, sg, s, n);
+                else if (sh->overlap)
+                    fl_matvec_side(p->wown + g * H * w, (int)H, (int)w, (int)w, 0,
+                                   hp, p->z + g * w, backward, sg, s, n);
                 else
-                    fl_matvec(W, (int)H, (int)w, ld, hp, p->z + g * w, 1, backward);
+                    fl_matvec(p->wown + g * H * w, (int)H, (int)w, (int)w, hp,
+                              p->z + g * w, 1, backward);
             }
             fl_gates_row(&p->gp, p->z, run->c + p->u0, hn + p->u0);
             p->seen = 1;
         } else {
             memcpy(hn + p->u0, hp + p->u0, w * sizeof(float));
             for (size_t g = 0; g < 4 && weave; g++) /* the step's tiles still */
-                fl_matvec_side(sh->wh, 0, (int)w, 0, hp, p->z + g * w, 0, &side[g],
-                               s, n);
+                fl_matvec_side(sh->wh, 0, (int)w, 0, 0, hp, p->z + g * w, 0,
+                               &side[g], s, n);
         }
         if (run->y) {
             float *dst = run->y + fl_tb_index(run, k, 0) * H + (size_t)p->u0;
@@ -201,7 +236,7 @@ static void run_part(part *p) {
      * contiguous, the prefetchers keep up and more of them stay in L2:
      * 2 threads at H=512, 2 MB each, 33-48 -> 20-27 us per step. */
     if (p->wown && sh->make_copies)
-        copy_columns(sh->wh, sh->ldh, sh->units, p->u0, p->w, p->wown);
+        copy_columns(sh->wh, sh->ldh, sh->ps, sh->units, p->u0, p->w, p->wown);
     int ready = 0; /* this chunk's projections were woven in before */
     for (int ci = 0; ci < sh->n_chunks; ci++) {
         const int cidx = sh->run->reverse ? sh->n_chunks - 1 - ci : ci;
@@ -377,20 +412,20 @@ size_t fl_parallel_copy_floats(int units, int threads) {
     return total;
 }
 
-void fl_parallel_fill_copies(const float *wh, int ldh, int units, int threads,
-                             float *wcopy) {
+void fl_parallel_fill_copies(const float *wh, int ldh, size_t ps, int units,
+                             int threads, float *wcopy) {
     if (threads > FL_MAX_THREADS) threads = FL_MAX_THREADS;
     for (int k = 0; k < threads; k++) {
         const int u0 = part_start(units, k, threads);
         const int w = part_start(units, k + 1, threads) - u0;
-        copy_columns(wh, ldh, units, u0, w, wcopy);
+        copy_columns(wh, ldh, ps, units, u0, w, wcopy);
         wcopy += copy_block_floats(units, w);
     }
 }
 
 int fl_parallel_run(const fl_lstm *L, const fl_gate_params *gp,
                     const float *wx, int ldx, const float *wh, int ldh,
-                    const float *bias, const float *peep,
+                    size_t ps, const float *bias, const float *peep,
                     const fl_lstm_run *run, float *G, int chunk, int overlap,
                     int threads, float *ws, float *wcopy, int make_copies,
                     uint8_t *seen) {
@@ -403,6 +438,7 @@ int fl_parallel_run(const fl_lstm *L, const fl_gate_params *gp,
     sh.ldh = ldh;
     sh.wx = wx;
     sh.ldx = ldx;
+    sh.ps = ps;
     sh.input_size = fl_lstm_input_size(L);
     sh.G = G;
     sh.units = H;

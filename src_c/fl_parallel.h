@@ -22,8 +22,8 @@ size_t fl_parallel_copy_floats(int units, int threads);
 /* Makes the threads' copies of Wh in wcopy on the calling thread, in the
  * layout fl_parallel_run uses (for a call whose threads could not start
  * but whose caller keeps the workspace). */
-void fl_parallel_fill_copies(const float *wh, int ldh, int units, int threads,
-                             float *wcopy);
+void fl_parallel_fill_copies(const float *wh, int ldh, size_t ps, int units,
+                             int threads, float *wcopy);
 
 /* Runs all steps of a batch-1, projection-free layer on `threads` threads,
  * in chunks of `chunk` steps (in the run's processing order), input
@@ -34,7 +34,8 @@ void fl_parallel_fill_copies(const float *wh, int ldh, int units, int threads,
  * holds fl_parallel_overlap_rows rows), chunks are FL_OVERLAP_STEPS steps
  * and each thread weaves its columns of the next chunk's projection into
  * its recurrent products (G: two chunks, then each thread's copy of the
- * next chunk's inputs). wx / wh / bias / peep are the packed weights.
+ * next chunk's inputs). wx / wh / bias / peep are the packed weights (wx
+ * and wh in the panel layout with panels ps floats apart, or ps = 0).
  * wcopy (or NULL) holds fl_parallel_copy_floats floats for the threads' copies of Wh, made
  * by this call if make_copies, else already there from an earlier one.
  * Updates run->h, run->c, run->y and *seen. Returns 1, or 0 (nothing done)
@@ -45,7 +46,7 @@ int fl_parallel_overlap_rows(int units, int inputs, int threads);
 
 int fl_parallel_run(const fl_lstm *L, const fl_gate_params *gp,
                     const float *wx, int ldx, const float *wh, int ldh,
-                    const float *bias, const float *peep,
+                    size_t ps, const float *bias, const float *peep,
                     const fl_lstm_run *run, float *G, int chunk, int overlap,
                     int threads, float *ws, float *wcopy, int make_copies,
                     uint8_t *seen);

@@ -71,7 +71,7 @@ static fl_lstm *random_layer(int I, int H, float u_scale) {
     float *W = malloc(sizeof(float) * I * 4 * H), *U = malloc(sizeof(float) * H * 4 * H);
     for (int k = 0; k < I * 4 * H; k++) W[k] = nrand(0.3f);
     for (int k = 0; k < H * 4 * H; k++) U[k] = nrand(u_scale);
-    fl_lstm_desc d = {I, H, 0, FL_ACT_TANH, FL_ACT_SIGMOID, 0, 0, 0, 0};
+    fl_lstm_desc d = {I, H, 0, FL_ACT_TANH, FL_ACT_SIGMOID, 0, 0, 0, 0, FL_LAYOUT_AUTO};
     fl_lstm *L = NULL;
     fl_status st = fl_lstm_create(&d, W, U, NULL, NULL, NULL, &L);
     CHECK(st == FL_OK, "create: %s", fl_status_message(st));
@@ -104,6 +104,7 @@ typedef struct config {
     int peep, bias, cell_clip, proj_clip, reverse, masked, lengths, zero_out;
     int batch_major;
     int chunk;
+    int panels; /* weights in the panel layout (H % 16 == 0) */
 } config;
 
 /* Naive reference in double, canonical layout (gate order i, f, g, o). */
@@ -189,7 +190,8 @@ static void run_config(const config *cf) {
     for (int b = 0; b < B; b++) len[b] = (int)(urand() * (T + 1));
 
     fl_lstm_desc d = {I, H, P, cf->act, cf->ract, cf->cell_clip, 0.7f,
-                      cf->proj_clip, 0.3f};
+                      cf->proj_clip, 0.3f,
+                      cf->panels ? FL_LAYOUT_PANELS : FL_LAYOUT_AUTO};
     fl_lstm *L = NULL;
     fl_status st = fl_lstm_create(&d, W, U, cf->bias ? bias : NULL,
                                   cf->peep ? peep : NULL, P ? proj : NULL, &L);
@@ -234,10 +236,10 @@ static void run_config(const config *cf) {
                   cf->act == FL_ACT_LINEAR) ? 1e-4 : 2e-5;
     CHECK(err < tol,
           "I=%d H=%d P=%d B=%d T=%d act=%d ract=%d peep=%d clip=%d/%d rev=%d "
-          "mask=%d len=%d zero=%d chunk=%d bm=%d: max err %.3g",
+          "mask=%d len=%d zero=%d chunk=%d bm=%d panels=%d: max err %.3g",
           I, H, P, B, T, cf->act, cf->ract, cf->peep, cf->cell_clip,
           cf->proj_clip, cf->reverse, cf->masked, cf->lengths, cf->zero_out,
-          cf->chunk, cf->batch_major, err);
+          cf->chunk, cf->batch_major, cf->panels, err);
     free(work);
     free(h); free(c); free(y); free(ylast); free(hr); free(cr); free(yr); free(ylr);
     fl_lstm_free(L);
@@ -297,10 +299,123 @@ static void test_batch_panels(void) {
     }
 }
 
+/* Weights in the panel layout (FL_LAYOUT_PANELS) on every path, against
+ * the double reference: 16 to 48 units (4H = 192: a last panel half
+ * used), batch 1 (fused single steps, matrix-vector products, the woven
+ * projection from 32 steps), small batches (fl_gemm), the fused batch path
+ * and over 256 rows (BLAS); projections, peepholes, clips, masks. */
+static void test_panel_layout(void) {
+    const int Hs[] = {16, 32, 48};
+    const int Bs[] = {1, 1, 1, 3, 9, 260};
+    for (int rep = 0; rep < 60; rep++) {
+        config cf;
+        memset(&cf, 0, sizeof cf);
+        cf.panels = 1;
+        cf.H = Hs[rep % 3];
+        cf.B = Bs[(rep / 3) % 6];
+        cf.I = 1 + (int)(urand() * (urand() < 0.2 ? 130 : 60));
+        cf.P = urand() < 0.25 ? 8 + (int)(urand() * 30) : 0;
+        cf.T = cf.B == 1 ? 1 + (int)(urand() * 70) : 1 + (int)(urand() * 6);
+        if (cf.B == 260) cf.T = 1 + (int)(urand() * 2);
+        cf.act = FL_ACT_TANH;
+        cf.ract = urand() < 0.8 ? FL_ACT_SIGMOID : FL_ACT_HARD_SIGMOID_K2;
+        cf.peep = urand() < 0.25;
+        cf.bias = urand() < 0.8;
+        cf.cell_clip = urand() < 0.15;
+        cf.proj_clip = cf.P && urand() < 0.5;
+        cf.reverse = urand() < 0.3;
+        cf.masked = urand() < 0.3;
+        cf.lengths = urand() < 0.2;
+        cf.zero_out = urand() < 0.5;
+        cf.chunk = urand() < 0.3 ? 1 + (int)(urand() * 9) : 0;
+        cf.batch_major = urand() < 0.5;
+        run_config(&cf);
+    }
+}
+
+/* Batch 1 on 1, 2 and 3 threads (units split into 16-unit blocks: slices
+ * of 4H = 576 columns that straddle panels), chunks that read Wh in place
+ * and chunks that weave the projection into per-thread copies: the panel
+ * layout gives what the row-major one gives, within rounding (the sums
+ * are in the same order; a sanitizer build adds them with different
+ * instructions). */
+static void test_panels_agree(void) {
+    const int I = 40, H = 144, T = 70;
+    float *W = malloc(sizeof(float) * I * 4 * H), *U = malloc(sizeof(float) * H * 4 * H);
+    float *bias = malloc(sizeof(float) * 4 * H), *x = malloc(sizeof(float) * T * I);
+    for (int k = 0; k < I * 4 * H; k++) W[k] = nrand(0.2f);
+    for (int k = 0; k < H * 4 * H; k++) U[k] = nrand(0.1f);
+    for (int k = 0; k < 4 * H; k++) bias[k] = nrand(0.3f);
+    for (int k = 0; k < T * I; k++) x[k] = nrand(1.0f);
+    unsigned char mask[70];
+    for (int k = 0; k < T; k++) mask[k] = urand() < 0.8;
+    fl_blas blas = {fl_naive_sgemm, fl_naive_sgemv};
+    fl_lstm *L[2];
+    for (int lay = 0; lay < 2; lay++) {
+        fl_lstm_desc d = {I, H, 0, FL_ACT_TANH, FL_ACT_SIGMOID, 0, 0, 0, 0,
+                          lay ? FL_LAYOUT_PANELS : FL_LAYOUT_ROWS};
+        CHECK(fl_lstm_create(&d, W, U, bias, NULL, NULL, &L[lay]) == FL_OK, "create");
+        fl_lstm_desc got;
+        fl_lstm_get_desc(L[lay], &got);
+        CHECK(got.weight_layout == d.weight_layout, "layout %d reported as %d",
+              (int)d.weight_layout, (int)got.weight_layout);
+    }
+    static float y[2][70 * 144], h[2][144], c[2][144];
+    for (int variant = 0; variant < 48; variant++) {
+        const int threads = 1 + variant % 3, chunk = (variant / 3) % 2 ? 0 : 5;
+        const int masked = (variant / 6) % 2, reverse = (variant / 12) % 2;
+        const int no_copies = variant >= 24; /* a workspace without them */
+        for (int lay = 0; lay < 2; lay++) {
+            memset(h[lay], 0, sizeof h[lay]);
+            memset(c[lay], 0, sizeof c[lay]);
+            fl_lstm_run run = {.batch = 1, .steps = T, .x = x,
+                               .mask = masked ? mask : NULL, .reverse = reverse,
+                               .h = h[lay], .c = c[lay], .y = y[lay],
+                               .chunk_steps = chunk, .threads = threads,
+                               .sweep = variant & 1};
+            size_t wb;
+            if (no_copies)
+                fl_lstm_workspace_size(L[lay], 1, T, chunk, &wb);
+            else
+                fl_lstm_run_workspace_size(L[lay], &run, &wb);
+            void *work = malloc(wb);
+            fl_status st = fl_lstm_forward(L[lay], &blas, &run, work, wb);
+            CHECK(st == FL_OK, "forward: %s", fl_status_message(st));
+            free(work);
+        }
+        double err = 0;
+        for (int k = 0; k < T * H; k++) err = fmax(err, fabs(y[0][k] - y[1][k]));
+        for (int k = 0; k < H; k++) err = fmax(err, fabs(c[0][k] - c[1][k]));
+        CHECK(err < 1e-6,
+              "panels vs rows, %d threads chunk %d mask %d reverse %d copies %d: %.3g",
+              threads, chunk, masked, reverse, !no_copies, err);
+    }
+    /* one step at a time (a stream: the fused [x; h] product) */
+    for (int lay = 0; lay < 2; lay++) {
+        memset(h[lay], 0, sizeof h[lay]);
+        memset(c[lay], 0, sizeof c[lay]);
+        size_t wb;
+        fl_lstm_workspace_size(L[lay], 1, 1, 0, &wb);
+        void *work = malloc(wb);
+        for (int t = 0; t < T; t++) {
+            fl_lstm_run run = {.batch = 1, .steps = 1, .x = x + t * I, .h = h[lay],
+                               .c = c[lay], .y = y[lay] + t * H, .sweep = t & 1};
+            CHECK(fl_lstm_forward(L[lay], &blas, &run, work, wb) == FL_OK, "step");
+        }
+        free(work);
+    }
+    double err = 0;
+    for (int k = 0; k < T * H; k++) err = fmax(err, fabs(y[0][k] - y[1][k]));
+    CHECK(err < 1e-6, "panels vs rows, one step per call: %.3g", err);
+    fl_lstm_free(L[0]);
+    fl_lstm_free(L[1]);
+    free(W); free(U); free(bias); free(x);
+}
+
 static void test_errors(void) {
     float W[8] = {0}, U[4] = {0};
     fl_lstm *L = (fl_lstm *)1;
-    fl_lstm_desc d = {2, 1, 0, FL_ACT_TANH, FL_ACT_SIGMOID, 0, 0, 0, 0};
+    fl_lstm_desc d = {2, 1, 0, FL_ACT_TANH, FL_ACT_SIGMOID, 0, 0, 0, 0, FL_LAYOUT_AUTO};
     CHECK(fl_lstm_create(&d, NULL, U, NULL, NULL, NULL, &L) == FL_ERR_ARG && L == NULL,
           "NULL kernel");
     CHECK(fl_lstm_create(NULL, W, U, NULL, NULL, NULL, &L) == FL_ERR_ARG, "NULL desc");
@@ -323,7 +438,16 @@ static void test_errors(void) {
     W[3] = NAN;
     CHECK(fl_lstm_create(&d, W, U, NULL, NULL, NULL, &L) == FL_ERR_NONFINITE, "NaN weight");
     W[3] = 0.5f;
+    d.weight_layout = FL_LAYOUT_PANELS; /* needs units % 16 == 0 */
+    CHECK(fl_lstm_create(&d, W, U, NULL, NULL, NULL, &L) == FL_ERR_UNSUPPORTED,
+          "panels with 1 unit");
+    d.weight_layout = (fl_weight_layout)7;
+    CHECK(fl_lstm_create(&d, W, U, NULL, NULL, NULL, &L) == FL_ERR_ARG, "bad layout");
+    d.weight_layout = FL_LAYOUT_AUTO;
     CHECK(fl_lstm_create(&d, W, U, NULL, NULL, NULL, &L) == FL_OK, "create ok");
+    fl_lstm_desc got;
+    CHECK(fl_lstm_get_desc(L, &got) == FL_OK && got.weight_layout == FL_LAYOUT_ROWS,
+          "a small layer is stored in rows");
 
     float x[6] = {1, 2, 3, 4, NAN, 6}, h[1] = {0}, c[1] = {0}, y[3];
     fl_blas blas = {fl_naive_sgemm, fl_naive_sgemv};
@@ -371,7 +495,7 @@ static void test_split_equals_whole(void) {
     for (int k = 0; k < 20; k++) bias[k] = nrand(0.4f);
     for (int k = 0; k < 54; k++) x[k] = nrand(1.0f);
     for (int k = 0; k < 18; k++) mask[k] = urand() < 0.6;
-    fl_lstm_desc d = {I, H, 0, FL_ACT_TANH, FL_ACT_SIGMOID, 0, 0, 0, 0};
+    fl_lstm_desc d = {I, H, 0, FL_ACT_TANH, FL_ACT_SIGMOID, 0, 0, 0, 0, FL_LAYOUT_AUTO};
     fl_lstm *L;
     fl_lstm_create(&d, W, U, bias, NULL, NULL, &L);
     fl_blas blas = {fl_naive_sgemm, fl_naive_sgemv};
@@ -590,7 +714,7 @@ static void test_threads_agree(void) {
     const int counts[3] = {1, 2, 3};
     for (int variant = 0; variant < 8; variant++) {
         int use_peep = variant & 1, reverse = (variant >> 1) & 1, masked = variant >> 2;
-        fl_lstm_desc d = {I, H, 0, FL_ACT_TANH, FL_ACT_SIGMOID, 0, 0, 0, 0};
+        fl_lstm_desc d = {I, H, 0, FL_ACT_TANH, FL_ACT_SIGMOID, 0, 0, 0, 0, FL_LAYOUT_AUTO};
         fl_lstm *L;
         fl_lstm_create(&d, W, U, bias, use_peep ? peep : NULL, NULL, &L);
         size_t wb;
@@ -803,7 +927,7 @@ static void test_overlap(void) {
         for (int k = 0; P && k < H * P; k++) proj[k] = nrand(0.1f);
         for (int k = 0; k < 3 * H; k++) peep[k] = nrand(0.1f);
         for (int k = 0; k < 4 * H; k++) b[k] = nrand(0.1f);
-        fl_lstm_desc d = {I, H, P, FL_ACT_TANH, FL_ACT_SIGMOID, 0, 0, 0, 0};
+        fl_lstm_desc d = {I, H, P, FL_ACT_TANH, FL_ACT_SIGMOID, 0, 0, 0, 0, FL_LAYOUT_AUTO};
         fl_lstm *L = NULL;
         CHECK(fl_lstm_create(&d, W, U, b, cases[ci].peep ? peep : NULL, proj, &L) == FL_OK,
               "create overlap case %zu", ci);
@@ -951,6 +1075,8 @@ int main(void) {
     test_batch_panels();
     test_sweep_same_result();
     test_wh_panels();
+    test_panel_layout();
+    test_panels_agree();
     test_overlap();
     test_thread_copies();
     test_review_regressions();
