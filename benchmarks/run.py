@@ -73,19 +73,40 @@ def flops_per_step(I: int, H: int, B: int = 1) -> float:
 def median_time(fn, arg, quick: bool) -> float:
     """Median seconds per call: each sample runs enough calls for >= 20 ms
     (5 ms in quick mode)."""
-    fn(arg)
-    t0 = time.perf_counter()
-    fn(arg)
-    one = max(time.perf_counter() - t0, 1e-7)
+    return median_times([(fn, arg)], quick)[0]
+
+
+def median_times(calls: list, quick: bool) -> list:
+    """median_time of each (fn, arg) in calls, their samples taken in turn
+    (one sample of each, then the next round): a slow spell of a shared
+    host then falls on every engine of the case alike instead of on
+    whichever was being timed, and the ratios stay fair. Only for engines
+    on one thread: a multi-threaded engine's workers spin for a while after
+    each call (OpenBLAS, ONNX Runtime) and would slow the next engine."""
     target = 0.005 if quick else 0.02
-    inner = max(1, int(target / one))
-    samples = []
-    for _ in range(5 if quick else 11):
+    inner = []
+    for fn, arg in calls:
+        fn(arg)
         t0 = time.perf_counter()
-        for _ in range(inner):
-            fn(arg)
-        samples.append((time.perf_counter() - t0) / inner)
-    return float(np.median(samples))
+        fn(arg)
+        one = max(time.perf_counter() - t0, 1e-7)
+        inner.append(max(1, int(target / one)))
+    samples: list = [[] for _ in calls]
+    for _ in range(5 if quick else 11):
+        for (fn, arg), n, out in zip(calls, inner, samples):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn(arg)
+            out.append((time.perf_counter() - t0) / n)
+    return [float(np.median(s)) for s in samples]
+
+
+def timed_calls(calls: list, threads: int, quick: bool) -> list:
+    """Median seconds of each (fn, arg): interleaved on one thread, one
+    engine after the other on several (see median_times)."""
+    if threads == 1:
+        return median_times(calls, quick)
+    return [median_time(fn, arg, quick) for fn, arg in calls]
 
 
 def make_engines(threads: int, notes: list) -> list:
@@ -112,19 +133,21 @@ def run_step_case(engines, H, I, threads, quick):
         "results": {},
     }
     ref = None
+    diffs, calls = {}, []
     for eng in engines:
         fn, final = eng.step(w, 1)
         for x_t in xs:  # accuracy: 50 steps from a zero state
             fn(x_t)
         h = np.asarray(final(), np.float32)
         ref = h if ref is None else ref
-        fn2, _ = eng.step(w, 1)
-        sec = median_time(fn2, x, quick)
+        diffs[eng.name] = float(np.abs(h - ref).max())
+        calls.append((eng.step(w, 1)[0], x))
+    for eng, sec in zip(engines, timed_calls(calls, threads, quick)):
         row["results"][eng.name] = {
             "seconds": sec,
             "us": sec * 1e6,
             "gflops": flops_per_step(I, H) / sec / 1e9,
-            "max_abs_diff": float(np.abs(h - ref).max()),
+            "max_abs_diff": diffs[eng.name],
         }
     return row
 
@@ -145,18 +168,22 @@ def run_seq_case(
         "results": {},
     }
     ref = None
+    timed, diffs, calls = [], {}, []
     for eng in engines:
         if quick and eng.name == "numpy" and B * T * H > 64 * 100 * 256:
             continue
         fn = eng.seq(w)
         y = np.asarray(fn(x), np.float32)
         ref = y if ref is None else ref
-        sec = median_time(fn, x, quick)
+        diffs[eng.name] = float(np.abs(y - ref).max())
+        timed.append(eng)
+        calls.append((fn, x))
+    for eng, sec in zip(timed, timed_calls(calls, threads, quick)):
         row["results"][eng.name] = {
             "seconds": sec,
             "us_per_step": sec / T * 1e6,
             "gflops": flops_per_step(I, H, B) * T / sec / 1e9,
-            "max_abs_diff": float(np.abs(y - ref).max()),
+            "max_abs_diff": diffs[eng.name],
         }
     if keras_result is not None:
         kr = dict(keras_result)
