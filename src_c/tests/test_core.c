@@ -390,23 +390,37 @@ static void test_panels_agree(void) {
               "panels vs rows, %d threads chunk %d mask %d reverse %d copies %d: %.3g",
               threads, chunk, masked, reverse, !no_copies, err);
     }
-    /* one step at a time (a stream: the fused [x; h] product) */
-    for (int lay = 0; lay < 2; lay++) {
-        memset(h[lay], 0, sizeof h[lay]);
-        memset(c[lay], 0, sizeof c[lay]);
-        size_t wb;
-        fl_lstm_workspace_size(L[lay], 1, 1, 0, &wb);
-        void *work = malloc(wb);
-        for (int t = 0; t < T; t++) {
-            fl_lstm_run run = {.batch = 1, .steps = 1, .x = x + t * I, .h = h[lay],
-                               .c = c[lay], .y = y[lay] + t * H, .sweep = t & 1};
-            CHECK(fl_lstm_forward(L[lay], &blas, &run, work, wb) == FL_OK, "step");
+    /* one step at a time (a stream): rows on one thread against panels on
+     * one thread (the fused [x; h] product) and on two, whose pool keeps
+     * each thread's copy of its columns in the workspace */
+    fl_pool *pool = NULL;
+    CHECK(fl_pool_create(2, &pool) == FL_OK, "pool");
+    for (int threads = 1; threads <= 2; threads++) {
+        for (int lay = 0; lay < 2; lay++) {
+            memset(h[lay], 0, sizeof h[lay]);
+            memset(c[lay], 0, sizeof c[lay]);
+            const int th = lay ? threads : 1;
+            fl_lstm_run run = {.batch = 1, .steps = 1, .h = h[lay], .c = c[lay],
+                               .threads = th, .pool = th > 1 ? pool : NULL,
+                               .keep_copies = th > 1};
+            size_t wb;
+            fl_lstm_run_workspace_size(L[lay], &run, &wb);
+            void *work = malloc(wb);
+            for (int t = 0; t < T; t++) {
+                run.x = x + t * I;
+                run.y = y[lay] + t * H;
+                run.sweep = t & 1;
+                CHECK(fl_lstm_forward(L[lay], &blas, &run, work, wb) == FL_OK, "step");
+                if (run.keep_copies == 1) run.keep_copies = 2;
+            }
+            free(work);
         }
-        free(work);
+        double err = 0;
+        for (int k = 0; k < T * H; k++) err = fmax(err, fabs(y[0][k] - y[1][k]));
+        CHECK(err < 1e-6, "panels (%d threads) vs rows, one step per call: %.3g",
+              threads, err);
     }
-    double err = 0;
-    for (int k = 0; k < T * H; k++) err = fmax(err, fabs(y[0][k] - y[1][k]));
-    CHECK(err < 1e-6, "panels vs rows, one step per call: %.3g", err);
+    fl_pool_free(pool);
     fl_lstm_free(L[0]);
     fl_lstm_free(L[1]);
     free(W); free(U); free(bias); free(x);
