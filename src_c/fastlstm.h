@@ -99,7 +99,9 @@ typedef enum fl_weight_layout {
     FL_LAYOUT_PANELS = 2 /* needs units % 16 == 0 (else FL_ERR_UNSUPPORTED) */
 } fl_weight_layout;
 
-/* Shape and options of one LSTM layer (one direction). */
+/* Shape and options of one LSTM layer (one direction). Zero-initialize it
+ * (`= {0}` or designated initializers): a field left zero takes its default
+ * (weight_layout: FL_LAYOUT_AUTO). */
 typedef struct fl_lstm_desc {
     int input_size; /* I */
     int units;      /* H */

@@ -463,7 +463,8 @@ static fl_status plan_workspace(const fl_lstm *lstm, int batch, int steps,
         return FL_ERR_OVERFLOW;
     if (split_threads(lstm, batch, threads) &&
         keep_copies >= 0 && (chunk >= FL_PAR_COPY_MIN_STEPS || keep_copies) &&
-        !layout_add(&off, fl_parallel_copy_floats((int)H, threads), &w->wcopy))
+        !layout_add(&off, fl_parallel_copy_floats((int)H, threads, lstm->ps),
+                    &w->wcopy))
         return FL_ERR_OVERFLOW;
     if (wh_panels_used(lstm, batch, steps, chunk, threads, with_y) &&
         !layout_add(&off, fl_panels_floats(lstm->R, (int)(4 * H)), &w->whp))

@@ -109,31 +109,43 @@ static void copy_columns(const float *wh, int ldh, size_t ps, int units, int u0,
     }
 }
 
-/* Units of part k of `threads` (the same split everywhere): whole blocks
- * of 16 units, so that a part's projection tiles (16 columns) never
- * straddle two panels of weights in the panel layout. The callers split
- * 128 or more units between at most 8 threads: every part has some. */
-static int part_start(int units, int k, int threads) {
+/* Units of part k of `threads` (the same split everywhere). For weights
+ * in the panel layout (ps != 0) the parts are whole blocks of 16 units,
+ * the boundaries rounded to the nearest block, so that a part's
+ * projection tiles (16 columns) never straddle two panels. The callers
+ * split 128 or more units between at most 8 threads: every part has some
+ * (boundaries are 16 or more units apart before rounding). */
+static int part_start(int units, int k, int threads, size_t ps) {
     if (k >= threads) return units;
-    return (int)((long long)units * k / threads) & ~15;
+    const int u = (int)((long long)units * k / threads);
+    return ps ? (u + 8) & ~15 : u;
+}
+
+/* The start of the run of columns that ends at j (from j0 on): the
+ * counterpart of fl_wrun_end for walking runs backward. */
+static int run_start(size_t ps, int j0, int j) {
+    const int s = (j - 1) / FL_PANEL_COLS * FL_PANEL_COLS;
+    return ps && s > j0 ? s : j0;
 }
 
 /* z[0:w] += h @ Wh[:, col : col + w], Wh read in place: one product per
  * run of adjacent columns (one run in row-major, one per panel crossed in
- * panels), the side tiles (or NULL) woven into the first. */
+ * panels; in reverse order when backward), the side tiles (or NULL) woven
+ * into the first. */
 static void product_in_place(const shared *sh, int col, int w, const float *h,
                              float *z, int backward, const fl_side_gemm *side,
                              int s, int n) {
-    const int H = sh->units;
-    for (int j = col; j < col + w;) {
-        const int e = fl_wrun_end(sh->ps, j, col + w);
-        const float *W = fl_wcol(sh->wh, sh->ps, j);
+    const int H = sh->units, end = col + w;
+    for (int q = 0, j = backward ? end : col; backward ? j > col : j < end; q++) {
+        const int j0 = backward ? run_start(sh->ps, col, j) : j;
+        const int j1 = backward ? j : fl_wrun_end(sh->ps, j, end);
+        const float *W = fl_wcol(sh->wh, sh->ps, j0);
         if (sh->overlap)
-            fl_matvec_side(W, H, e - j, sh->ldh, 0, h, z + (j - col), backward,
-                           j == col ? side : NULL, s, n);
+            fl_matvec_side(W, H, j1 - j0, sh->ldh, 0, h, z + (j0 - col), backward,
+                           q == 0 ? side : NULL, s, n);
         else
-            fl_matvec(W, H, e - j, sh->ldh, h, z + (j - col), 1, backward);
-        j = e;
+            fl_matvec(W, H, j1 - j0, sh->ldh, h, z + (j0 - col), 1, backward);
+        j = backward ? j0 : j1;
     }
 }
 
@@ -403,12 +415,13 @@ int fl_parallel_overlap_rows(int units, int inputs, int threads) {
     return 2 * FL_OVERLAP_STEPS + (int)((xt + 4LL * units - 1) / (4LL * units));
 }
 
-size_t fl_parallel_copy_floats(int units, int threads) {
+size_t fl_parallel_copy_floats(int units, int threads, size_t ps) {
     if (threads > FL_MAX_THREADS) threads = FL_MAX_THREADS;
     size_t total = 0; /* the parts' blocks, each on a 64-byte boundary */
     for (int k = 0; k < threads; k++)
         total += copy_block_floats(
-            units, part_start(units, k + 1, threads) - part_start(units, k, threads));
+            units,
+            part_start(units, k + 1, threads, ps) - part_start(units, k, threads, ps));
     return total;
 }
 
@@ -416,8 +429,8 @@ void fl_parallel_fill_copies(const float *wh, int ldh, size_t ps, int units,
                              int threads, float *wcopy) {
     if (threads > FL_MAX_THREADS) threads = FL_MAX_THREADS;
     for (int k = 0; k < threads; k++) {
-        const int u0 = part_start(units, k, threads);
-        const int w = part_start(units, k + 1, threads) - u0;
+        const int u0 = part_start(units, k, threads, ps);
+        const int w = part_start(units, k + 1, threads, ps) - u0;
         copy_columns(wh, ldh, ps, units, u0, w, wcopy);
         wcopy += copy_block_floats(units, w);
     }
@@ -458,8 +471,8 @@ int fl_parallel_run(const fl_lstm *L, const fl_gate_params *gp,
     float *next = ws + 2 * (size_t)H;
     for (int k = 0; k < threads; k++) {
         part *p = &parts[k];
-        const int u0 = part_start(H, k, threads);
-        const int u1 = part_start(H, k + 1, threads);
+        const int u0 = part_start(H, k, threads, ps);
+        const int u1 = part_start(H, k + 1, threads, ps);
         const size_t w = (size_t)(u1 - u0);
         p->sh = &sh;
         p->u0 = u0;

@@ -16,8 +16,9 @@ size_t fl_parallel_workspace_floats(int units);
 #define FL_PAR_COPY_MIN_STEPS 32
 
 /* Floats of workspace for the threads' own contiguous copies of their
- * columns of Wh (H rows x 4H, split between `threads` threads). */
-size_t fl_parallel_copy_floats(int units, int threads);
+ * columns of Wh (H rows x 4H, split between `threads` threads; ps as in
+ * fl_parallel_run, which decides the split). */
+size_t fl_parallel_copy_floats(int units, int threads, size_t ps);
 
 /* Makes the threads' copies of Wh in wcopy on the calling thread, in the
  * layout fl_parallel_run uses (for a call whose threads could not start

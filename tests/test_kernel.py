@@ -9,6 +9,7 @@ import pytest
 from conftest import TOL_F32, oracle_args, random_weights
 
 import fastlstm
+from fastlstm import _core
 from fastlstm import _reference as ref
 from fastlstm.activations import _NAMES
 
@@ -300,16 +301,22 @@ def test_long_batch1_run_on_wh_panels_meets_1e5():
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), y, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("layout", ["auto", "rows"])
 @pytest.mark.parametrize("I", [16, 256, 1024])
 @pytest.mark.parametrize("H", [128, 181, 200, 256, 300, 384, 400])
-def test_panel_copy_rule_mirrors_the_c_core(I, H):
+def test_panel_copy_rule_mirrors_the_c_core(I, H, layout):
     """The chunk budget in Python counts the panel copy of Wh exactly when
     the C core lays it out (FL_WH_PANELS_* mirrored in fastlstm.lstm); a
     call with only the last output (with_y = 0 in C) at several lengths.
-    Layers stored in panels (see test_weight_layout.py) need no copy."""
-    layer = fastlstm.LSTM(
-        np.zeros((I, 4 * H), np.float32), np.zeros((H, 4 * H), np.float32), threads=1
-    )
+    Layers stored in panels (see test_weight_layout.py) need no copy; the
+    "rows" runs keep the copy rule checked for the large ones too."""
+    kernel = np.zeros((I, 4 * H), np.float32)
+    recurrent = np.zeros((H, 4 * H), np.float32)
+    layer = fastlstm.LSTM(kernel, recurrent, threads=1)
+    if layout == "rows":
+        layer._packed = _core.PackedLSTM(
+            kernel, recurrent, None, None, None, 0, 1, weight_layout="rows"
+        )
     stored_in_panels = layer._packed.weight_layout == "panels"
     wh_bytes = 4 * H * -(-4 * H // 128) * 128  # its panels, the last one padded
 
