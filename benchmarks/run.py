@@ -101,12 +101,29 @@ def median_times(calls: list, quick: bool) -> list:
     return [float(np.median(s)) for s in samples]
 
 
-def timed_calls(calls: list, threads: int, quick: bool) -> list:
-    """Median seconds of each (fn, arg): interleaved on one thread, one
-    engine after the other on several (see median_times)."""
-    if threads == 1:
-        return median_times(calls, quick)
-    return [median_time(fn, arg, quick) for fn, arg in calls]
+class Timings:
+    """Median seconds of each engine's call. On one thread the calls are
+    timed together at the end, interleaved (see median_times). On several,
+    each is timed as soon as it is added, right after that engine's own
+    accuracy pass: another engine's pass just before would leave its BLAS
+    or ONNX Runtime workers spinning on the cores this one needs (one run
+    put fastlstm's 2-thread step at 276 us instead of 40 that way)."""
+
+    def __init__(self, threads: int, quick: bool) -> None:
+        self.threads, self.quick = threads, quick
+        self.calls: list = []
+        self.seconds: list = []
+
+    def add(self, fn, arg) -> None:
+        if self.threads == 1:
+            self.calls.append((fn, arg))
+        else:
+            self.seconds.append(median_time(fn, arg, self.quick))
+
+    def result(self) -> list:
+        if self.threads == 1:
+            return median_times(self.calls, self.quick)
+        return self.seconds
 
 
 def make_engines(threads: int, notes: list) -> list:
@@ -133,7 +150,7 @@ def run_step_case(engines, H, I, threads, quick):
         "results": {},
     }
     ref = None
-    diffs, calls = {}, []
+    diffs, timings = {}, Timings(threads, quick)
     for eng in engines:
         fn, final = eng.step(w, 1)
         for x_t in xs:  # accuracy: 50 steps from a zero state
@@ -141,8 +158,8 @@ def run_step_case(engines, H, I, threads, quick):
         h = np.asarray(final(), np.float32)
         ref = h if ref is None else ref
         diffs[eng.name] = float(np.abs(h - ref).max())
-        calls.append((eng.step(w, 1)[0], x))
-    for eng, sec in zip(engines, timed_calls(calls, threads, quick)):
+        timings.add(eng.step(w, 1)[0], x)
+    for eng, sec in zip(engines, timings.result()):
         row["results"][eng.name] = {
             "seconds": sec,
             "us": sec * 1e6,
@@ -168,7 +185,7 @@ def run_seq_case(
         "results": {},
     }
     ref = None
-    timed, diffs, calls = [], {}, []
+    timed, diffs, timings = [], {}, Timings(threads, quick)
     for eng in engines:
         if quick and eng.name == "numpy" and B * T * H > 64 * 100 * 256:
             continue
@@ -177,8 +194,8 @@ def run_seq_case(
         ref = y if ref is None else ref
         diffs[eng.name] = float(np.abs(y - ref).max())
         timed.append(eng)
-        calls.append((fn, x))
-    for eng, sec in zip(timed, timed_calls(calls, threads, quick)):
+        timings.add(fn, x)
+    for eng, sec in zip(timed, timings.result()):
         row["results"][eng.name] = {
             "seconds": sec,
             "us_per_step": sec / T * 1e6,
