@@ -90,7 +90,7 @@ typedef struct fl_blas {
 /* How fl_lstm_create stores [kernel; recurrent_kernel]. Row-major, or in
  * panels of 128 columns, each panel's rows contiguous: a batch-1 step reads
  * weights that stream from L3 faster that way (AMD Zen 4, I=64, H=512:
- * 57 -> 47 us per product). Results are the same either way. */
+ * 60 -> 48 us per product). Results are the same either way. */
 typedef enum fl_weight_layout {
     FL_LAYOUT_AUTO = 0,  /* panels when the weights outgrow a core's L2
                             (1 MB or more, units a multiple of 16) and the

@@ -98,7 +98,7 @@ static void pack_gate_columns(float *dst, size_t ld, size_t ps, const float *src
 /* Layers whose [Wx; Wh] takes at least this much store it in panels by
  * default (FL_LAYOUT_AUTO): more than a Zen 4 core's L2, where a batch-1
  * step streams the weights from L3 and reads panels faster (I=64: H=256
- * 13.1 -> 12.4 us per product, H=512 57 -> 47). Not on AMX CPUs, whose
+ * 13.3 -> 12.6 us per product, H=512 60 -> 48). Not on AMX CPUs, whose
  * input projection reads Wx row-major (and Sapphire Rapids' 2 MB L2
  * showed no gain from panels). */
 #define FL_PANELS_MIN_BYTES ((size_t)1 << 20)
