@@ -121,7 +121,14 @@ _WEIGHT_LAYOUTS = {"auto": FL_LAYOUT_AUTO, "rows": FL_LAYOUT_ROWS,
 
 
 cdef class PackedLSTM:
-    """One LSTM direction packed by the C core. Immutable, thread-safe."""
+    """One LSTM direction packed by the C core. Immutable, thread-safe.
+
+    ``weight_layout`` ("auto", "rows" or "panels") chooses how the core
+    stores the weights; "auto" takes panels of 128 columns for layers of
+    1 MB or more (units a multiple of 16, CPUs without AMX), which a batch-1
+    step streams faster, and rows otherwise. The attribute of the same name
+    says which one is in use. Outputs do not depend on it.
+    """
 
     cdef fl_lstm *_lstm
     cdef readonly int input_size
