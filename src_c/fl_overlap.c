@@ -182,6 +182,33 @@ FL_AVX512 static void tile_finish(tile_state *t, __m512 *s) {
                                   acc[i]);                                     \
     }
 
+/* The k-steps of the tiles still to do that the rows could not carry (and
+ * a masked step's: rows = 0), the tile's sums in registers as in SEGMENT
+ * (I=64, H=32, T=1000: 0.49 -> 0.38 us per step over reading and writing
+ * them in s[] per k-step). A function of its own, so that it leaves the
+ * register allocation of the woven loops alone. */
+FL_AVX512 __attribute__((noinline)) static void tiles_rest(tile_state *t,
+                                                           __m512 *s) {
+    while (t->left > 0) { /* (no tile in flight: g may be NULL) */
+        const fl_side_gemm *g = t->g;
+        const size_t ldw = (size_t)g->ldw;
+        const float *xt = g->xt + (size_t)(g->k - t->left) * TR;
+        const float *wt = t->w + (size_t)(g->k - t->left) * ldw;
+        const __mmask16 cm = t->cmask;
+        __m512 s0 = s[0], s1 = s[1], s2 = s[2], s3 = s[3];
+        __m512 s4 = s[4], s5 = s[5], s6 = s[6], s7 = s[7];
+        __m512 s8 = s[8], s9 = s[9], s10 = s[10], s11 = s[11];
+        __m512 s12 = s[12], s13 = s[13], s14 = s[14], s15 = s[15];
+        for (int kk = t->left; kk > 0; kk--) TILE_KSTEP
+        t->left = 0;
+        s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3;
+        s[4] = s4, s[5] = s5, s[6] = s6, s[7] = s7;
+        s[8] = s8, s[9] = s9, s[10] = s10, s[11] = s11;
+        s[12] = s12, s[13] = s13, s[14] = s14, s[15] = s15;
+        tile_finish(t, s);
+    }
+}
+
 FL_AVX512 static void matvec_side_avx512(const float *W, int rows, int n,
                                          int ld, size_t ps, const float *v,
                                          float *z,
@@ -224,24 +251,7 @@ FL_AVX512 static void matvec_side_avx512(const float *W, int rows, int n,
             }
         }
     }
-    /* k-steps the rows could not carry (and a masked step's: rows = 0),
-     * the tile's sums in registers as in SEGMENT (I=64, H=32, T=1000:
-     * 0.49 -> 0.38 us per step over reading and writing them in s[]) */
-    while (ts.left > 0) {
-        const float *xt = g->xt + (size_t)(g->k - ts.left) * TR;
-        const float *wt = ts.w + (size_t)(g->k - ts.left) * ldw;
-        const __mmask16 cm = ts.cmask;
-        __m512 s0 = s[0], s1 = s[1], s2 = s[2], s3 = s[3];
-        __m512 s4 = s[4], s5 = s[5], s6 = s[6], s7 = s[7];
-        __m512 s8 = s[8], s9 = s[9], s10 = s[10], s11 = s[11];
-        __m512 s12 = s[12], s13 = s[13], s14 = s[14], s15 = s[15];
-        for (; ts.left > 0; ts.left--) TILE_KSTEP
-        s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3;
-        s[4] = s4, s[5] = s5, s[6] = s6, s[7] = s7;
-        s[8] = s8, s[9] = s9, s[10] = s10, s[11] = s11;
-        s[12] = s12, s[13] = s13, s[14] = s14, s[15] = s15;
-        tile_finish(&ts, s);
-    }
+    tiles_rest(&ts, s);
 }
 #endif /* FL_HAVE_OVERLAP */
 
