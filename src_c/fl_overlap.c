@@ -184,9 +184,11 @@ FL_AVX512 static void tile_finish(tile_state *t, __m512 *s) {
 
 /* The k-steps of the tiles still to do that the rows could not carry (and
  * a masked step's: rows = 0), the tile's sums in registers as in SEGMENT
- * (I=64, H=32, T=1000: 0.49 -> 0.38 us per step over reading and writing
- * them in s[] per k-step). A function of its own, so that it leaves the
- * register allocation of the woven loops alone. */
+ * (I=64, H=32, T=1000: 0.49 -> 0.39 us per step over reading and writing
+ * them in s[] per k-step). A function of its own, called only when many
+ * are left: inlined, or called on every step, it cost the woven loops of
+ * I=H layers 2-5% (their register allocation; from Python, H=128 3.34-3.44
+ * -> 3.42-3.54 us per step, H=512 55.6-58.2 -> 55.3-61.9). */
 FL_AVX512 __attribute__((noinline)) static void tiles_rest(tile_state *t,
                                                            __m512 *s) {
     while (t->left > 0) { /* (no tile in flight: g may be NULL) */
@@ -251,7 +253,18 @@ FL_AVX512 static void matvec_side_avx512(const float *W, int rows, int n,
             }
         }
     }
-    tiles_rest(&ts, s);
+    if (ts.left > 16 || (ts.left > 0 && rows == 0))
+        tiles_rest(&ts, s); /* many k-steps left over */
+    while (ts.left > 0) { /* a few k-steps the rows could not carry */
+        const float *xt = g->xt + (size_t)(g->k - ts.left) * TR;
+        const float *wt = ts.w + (size_t)(g->k - ts.left) * ldw;
+        for (; ts.left > 0; ts.left--, xt += TR, wt += ldw) {
+            const __m512 wv = _mm512_maskz_loadu_ps(ts.cmask, wt);
+            for (int r = 0; r < TR; r++)
+                s[r] = _mm512_fmadd_ps(_mm512_set1_ps(xt[r]), wv, s[r]);
+        }
+        tile_finish(&ts, s);
+    }
 }
 #endif /* FL_HAVE_OVERLAP */
 
