@@ -232,3 +232,11 @@ void fl_gemm(FL_GEMM_ARGS) {
 #endif
     gemm_base(A, rows, K, lda, W, n, ldw, Z, ldz, accumulate);
 }
+
+void fl_gemm_cols(const float *A, int rows, int K, int lda, const float *W,
+                  int ldw, size_t ps, int c0, int c1, float *Z, int ldz,
+                  int accumulate) {
+    for (int j = c0; j < c1; j = fl_wrun_end(ps, j, c1))
+        fl_gemm(A, rows, K, lda, fl_wcol(W, ps, j), fl_wrun_end(ps, j, c1) - j, ldw,
+                Z + j, ldz, accumulate);
+}

@@ -35,6 +35,13 @@ void fl_matvec_panels(const float *FL_RESTRICT P, int rows, int n, size_t ps,
  * lda (A), ldw (W) and ldz (Z) (of a matrix in the panel layout, W is a run
  * of columns within one panel). For the per-step recurrent product of a
  * batch, where a BLAS call's packing costs more than it saves. */
+/* Z[:, c0:c1] (+)= A(rows, K) @ W[:, c0:c1] for W row-major (ps = 0) or
+ * in the panel layout (panels ps floats apart), rows ldw floats apart;
+ * column c of Z at Z + c. One fl_gemm per run of adjacent columns. */
+void fl_gemm_cols(const float *A, int rows, int K, int lda, const float *W,
+                  int ldw, size_t ps, int c0, int c1, float *Z, int ldz,
+                  int accumulate);
+
 void fl_gemm(const float *FL_RESTRICT A, int rows, int K, int lda,
              const float *FL_RESTRICT W, int n, int ldw, float *FL_RESTRICT Z,
              int ldz, int accumulate);

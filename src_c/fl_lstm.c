@@ -516,15 +516,12 @@ fl_status fl_lstm_run_workspace_size(const fl_lstm *lstm, const fl_lstm_run *run
 #define FL_SMALL_ROWS 4
 
 /* Z(rows, 4H) (+)= A(rows, K) @ W for W = L->wx or L->wh (K of its rows),
- * on fl_gemm, one call per run of adjacent columns (one per panel in the
- * panel layout). */
+ * on fl_gemm (one call per panel in the panel layout). */
 static void gemm_weights(const fl_lstm *L, const float *A, int rows, int K,
                          int lda, const float *W, int ldw, float *Z, int ldz,
                          int accumulate) {
-    const int n4h = 4 * L->desc.units;
-    for (int j = 0; j < n4h; j = fl_wrun_end(L->ps, j, n4h))
-        fl_gemm(A, rows, K, lda, fl_wcol(W, L->ps, j), fl_wrun_end(L->ps, j, n4h) - j,
-                ldw, Z + j, ldz, accumulate);
+    fl_gemm_cols(A, rows, K, lda, W, ldw, L->ps, 0, 4 * L->desc.units, Z, ldz,
+                 accumulate);
 }
 
 /* The same on BLAS: Z = A @ W (beta 0) or Z += A @ W (beta 1), A's rows K
@@ -542,16 +539,30 @@ static void sgemm_weights(const fl_lstm *L, const fl_blas *blas, const float *A,
     }
 }
 
+/* z[0:n] (+)= v[0:rows] @ W, W's rows ld floats apart, row-major (ps = 0)
+ * or in panels ps floats apart. */
+static void matvec_any(const float *W, int rows, int n, int ld, size_t ps,
+                       const float *v, float *z, int accumulate, int backward) {
+    if (ps)
+        fl_matvec_panels(W, rows, n, ps, v, z, accumulate, backward);
+    else
+        fl_matvec(W, rows, n, ld, v, z, accumulate, backward);
+}
+
 /* z[0:4H] (+)= v[0:rows] @ W for W = L->wx (rows = I, or I + R: [Wx; Wh]
  * as one matrix) or L->wh, either layout. */
 static void matvec_weights(const fl_lstm *L, const float *W, int rows,
                            const float *v, float *z, int accumulate, int backward) {
-    const int n4h = 4 * L->desc.units;
-    if (L->ps)
-        fl_matvec_panels(W, rows, n4h, L->ps, v, z, accumulate, backward);
-    else
-        fl_matvec(W, rows, n4h, L->ldx, v, z, accumulate, backward);
+    matvec_any(W, rows, 4 * L->desc.units, L->ldx, L->ps, v, z, accumulate, backward);
 }
+
+/* The Wh a batch-1 call's recurrent products read: the layer's, or the
+ * call's copy of it in panels (whp, ps = R * FL_PANEL_COLS). */
+typedef struct wh_view {
+    const float *w;
+    int ld;
+    size_t ps;
+} wh_view;
 
 /* G(rows, 4H) = X(rows, I) @ Wx; on AMX tiles when the call laid out
  * their scratch (amx, else NULL) and the product is large enough. */
@@ -571,16 +582,14 @@ static void input_projection(const fl_lstm *L, const fl_blas *blas,
 }
 
 /* G rows (B of them, ldg floats apart) += h(B, R) @ Wh; a matrix-vector
- * product when B == 1 (its column blocks walked backward if asked), read
- * from whp, Wh in the panel layout, when the call made one (else NULL). */
+ * product from the call's view of Wh when B == 1 (its column blocks walked
+ * backward if asked). */
 static void recurrent_product(const fl_lstm *L, const fl_blas *blas,
                               const float *h, int batch, float *G, int ldg,
-                              const float *whp, int backward) {
+                              const wh_view *wh, int backward) {
     const int n4h = 4 * L->desc.units, r = L->R;
-    if (batch == 1 && whp)
-        fl_matvec_panels(whp, r, n4h, (size_t)r * FL_PANEL_COLS, h, G, 1, backward);
-    else if (batch == 1)
-        matvec_weights(L, L->wh, r, h, G, 1, backward);
+    if (batch == 1)
+        matvec_any(wh->w, r, n4h, wh->ld, wh->ps, h, G, 1, backward);
     else if (batch <= FL_OWN_GEMM_MAX_BATCH)
         gemm_weights(L, h, batch, r, r, L->wh, L->ldh, G, ldg, 1);
     else
@@ -809,10 +818,11 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
     if (fused_steps(L, B) && !w.overlap) chunk = 1; /* steps fused one by one */
     const int n_chunks = (T + chunk - 1) / chunk;
     const int par = split_threads(L, B, run->threads);
-    const float *whp = NULL;
+    wh_view wh = {L->wh, L->ldh, L->ps};
     if (w.whp && !par) {
         fl_panels_pack(L->wh, R, (int)row4, L->ldh, (float *)(base + w.whp));
-        whp = (const float *)(base + w.whp);
+        wh = (wh_view){(const float *)(base + w.whp), FL_PANEL_COLS,
+                       (size_t)R * FL_PANEL_COLS};
     }
     /* batch 1 on several threads, each computing its own columns, the
      * whole call in one session of the threads (a lone step without a
@@ -919,15 +929,11 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
             const int scratch = B > 1 && g_b > 1;
             if (scratch)
                 gemm_weights(L, run->h, B, R, R, L->wh, L->ldh, rec, (int)row4, 0);
-            else if (w.overlap && !fused && whp) /* the call's copy in panels */
-                fl_matvec_side(whp, R, (int)row4, FL_PANEL_COLS,
-                               (size_t)R * FL_PANEL_COLS, run->h, Gt,
-                               (k + run->sweep) & 1, side_on ? &side : NULL, s, n);
             else if (w.overlap && !fused)
-                fl_matvec_side(L->wh, R, (int)row4, L->ldh, L->ps, run->h, Gt,
+                fl_matvec_side(wh.w, R, (int)row4, wh.ld, wh.ps, run->h, Gt,
                                (k + run->sweep) & 1, side_on ? &side : NULL, s, n);
             else if (!fused)
-                recurrent_product(L, blas, run->h, B, Gt, (int)(g_b * row4), whp,
+                recurrent_product(L, blas, run->h, B, Gt, (int)(g_b * row4), &wh,
                                   (k + run->sweep) & 1);
 
             /* gates; without projection m is h itself (Gt no longer needs

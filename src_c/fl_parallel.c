@@ -171,10 +171,9 @@ static int run_chunk(part *p, int t0, int n, float *G, int ready, int nt0) {
     const float *x = run->x + (size_t)t0 * (size_t)I; /* batch 1: both
                                                           layouts agree */
     for (size_t g = 0; g < 4 && !ready; g++) {
-        const int c0 = (int)(g * H) + p->u0, c1 = c0 + (int)w;
-        for (int j = c0; j < c1; j = fl_wrun_end(sh->ps, j, c1))
-            fl_gemm(x, n, I, I, fl_wcol(sh->wx, sh->ps, j),
-                    fl_wrun_end(sh->ps, j, c1) - j, sh->ldx, G + j, (int)row4, 0);
+        const int c0 = (int)(g * H) + p->u0;
+        fl_gemm_cols(x, n, I, I, sh->wx, sh->ldx, sh->ps, c0, c0 + (int)w, G,
+                     (int)row4, 0);
     }
     fl_side_gemm side[4];
     const int weave = sh->overlap && nt0 >= 0 && nt0 + sh->chunk <= T;

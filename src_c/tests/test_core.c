@@ -247,6 +247,22 @@ done:
     free(W); free(U); free(bias); free(peep); free(proj); free(x); free(mask); free(len);
 }
 
+/* The run options of a random config (cf->P already set): peepholes,
+ * bias, clips, direction, masks, lengths, output at masked steps, chunks
+ * of up to max_chunk steps, layout. */
+static void random_options(config *cf, int max_chunk) {
+    cf->peep = urand() < 0.3;
+    cf->bias = urand() < 0.8;
+    cf->cell_clip = urand() < 0.2;
+    cf->proj_clip = cf->P && urand() < 0.5;
+    cf->reverse = urand() < 0.3;
+    cf->masked = urand() < 0.4;
+    cf->lengths = urand() < 0.3;
+    cf->zero_out = urand() < 0.5;
+    cf->chunk = urand() < 0.4 ? 1 + (int)(urand() * max_chunk) : 0;
+    cf->batch_major = urand() < 0.5;
+}
+
 static void test_configs(void) {
     for (int rep = 0; rep < 200; rep++) {
         config cf;
@@ -258,16 +274,7 @@ static void test_configs(void) {
         cf.T = 1 + (int)(urand() * 12);
         cf.act = urand() < 0.5 ? FL_ACT_TANH : (fl_activation)(int)(urand() * FL_ACT_COUNT);
         cf.ract = urand() < 0.5 ? FL_ACT_SIGMOID : (fl_activation)(int)(urand() * 4);
-        cf.peep = urand() < 0.3;
-        cf.bias = urand() < 0.8;
-        cf.cell_clip = urand() < 0.2;
-        cf.proj_clip = cf.P && urand() < 0.5;
-        cf.reverse = urand() < 0.3;
-        cf.masked = urand() < 0.4;
-        cf.lengths = urand() < 0.3;
-        cf.zero_out = urand() < 0.5;
-        cf.chunk = urand() < 0.4 ? 1 + (int)(urand() * 4) : 0;
-        cf.batch_major = urand() < 0.5;
+        random_options(&cf, 4);
         if (cf.act == FL_ACT_EXPONENTIAL && cf.T > 3) cf.T = 3; /* c grows as e^e^.. */
         run_config(&cf);
     }
@@ -319,16 +326,7 @@ static void test_panel_layout(void) {
         if (cf.B == 260) cf.T = 1 + (int)(urand() * 2);
         cf.act = FL_ACT_TANH;
         cf.ract = urand() < 0.8 ? FL_ACT_SIGMOID : FL_ACT_HARD_SIGMOID_K2;
-        cf.peep = urand() < 0.25;
-        cf.bias = urand() < 0.8;
-        cf.cell_clip = urand() < 0.15;
-        cf.proj_clip = cf.P && urand() < 0.5;
-        cf.reverse = urand() < 0.3;
-        cf.masked = urand() < 0.3;
-        cf.lengths = urand() < 0.2;
-        cf.zero_out = urand() < 0.5;
-        cf.chunk = urand() < 0.3 ? 1 + (int)(urand() * 9) : 0;
-        cf.batch_major = urand() < 0.5;
+        random_options(&cf, 9);
         run_config(&cf);
     }
 }
