@@ -4,6 +4,7 @@
 # already validated and converted their arrays, the checks below are the
 # safety net that keeps any path into C from crashing.
 from libc.stdint cimport int32_t, uint8_t
+from libc.stdlib cimport getenv
 from libc.string cimport memset
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc
 from scipy.linalg.cython_blas cimport sgemm, sgemv
@@ -63,6 +64,14 @@ def amx_available():
     """Whether this CPU and OS run input projections on AMX tiles
     (float32 accuracy through a three-way bfloat16 split)."""
     return bool(fl_amx_available())
+
+
+cdef bint _env_on(const char *name) noexcept:
+    """Whether an environment variable is set to a non-empty value (read
+    from the C environment, which os.environ updates: much cheaper per call
+    than os.environ.get)."""
+    cdef const char *v = getenv(name)
+    return v is not NULL and v[0] != 0
 
 
 def overlap_available():
@@ -237,14 +246,15 @@ cdef class PackedLSTM:
                 bint reverse=False, bint zero_output=False,
                 bint check_finite=True, int chunk_steps=0,
                 uint8_t[::1] work=None, int threads=1, ThreadPool pool=None,
-                bint amx=True, bint overlap=True):
+                object amx=None, object overlap=None):
         """Runs the layer; h, c (and seen) are updated in place.
 
         x is (batch, steps, I) when batch_major else (steps, batch, I); mask
         and y follow the same layout. amx=False keeps the input projection
         off AMX tiles (see amx_available); overlap=False keeps batch-1
-        input projections on BLAS (see overlap_available). Raises on any
-        inconsistency.
+        input projections on BLAS (see overlap_available); None (default)
+        leaves each to the environment (FASTLSTM_NO_AMX,
+        FASTLSTM_NO_OVERLAP). Raises on any inconsistency.
         """
         if self._lstm is NULL:
             raise ShapeError("PackedLSTM was not initialized")
@@ -291,8 +301,9 @@ cdef class PackedLSTM:
         run.pool = _pool_of(pool)
         run.sweep = 0
         run.keep_copies = 0
-        run.no_amx = not amx
-        run.no_overlap = not overlap
+        run.no_amx = _env_on(b"FASTLSTM_NO_AMX") if amx is None else not amx
+        run.no_overlap = (_env_on(b"FASTLSTM_NO_OVERLAP") if overlap is None
+                          else not overlap)
 
         # the run's own size includes per-thread weight copies (faster); a
         # caller's workspace of the plain size also works, without them

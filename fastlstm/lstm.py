@@ -177,6 +177,9 @@ class LSTM:
             spec.cell_clip,
             spec.proj_clip,
         )
+        # sizes as plain ints: every call reads them (spec's are computed)
+        self._I, self._H = spec.input_size, spec.units
+        self._P, self._R = spec.proj_size, spec.output_size
 
     def __reduce__(self) -> tuple:
         """Pickles the spec (NumPy weights) and options, never the packed C
@@ -188,11 +191,11 @@ class LSTM:
 
     # -- description ---------------------------------------------------------
     spec = property(lambda self: self._spec, doc="The layer's LSTMSpec.")
-    input_size = property(lambda self: self._spec.input_size)
-    units = property(lambda self: self._spec.units)
-    proj_size = property(lambda self: self._spec.proj_size)
+    input_size = property(lambda self: self._I)
+    units = property(lambda self: self._H)
+    proj_size = property(lambda self: self._P)
     output_size = property(
-        lambda self: self._spec.output_size, doc="Width of h and of each output step."
+        lambda self: self._R, doc="Width of h and of each output step."
     )
     go_backwards = property(lambda self: self._spec.go_backwards)
     return_sequences = property(lambda self: self._spec.return_sequences)
@@ -242,7 +245,7 @@ class LSTM:
     def _initial_state(
         self, initial_state: Any, batch: int, name: str = "initial_state"
     ) -> tuple[np.ndarray, np.ndarray]:
-        R, H = self.output_size, self.units
+        R, H = self._R, self._H
         if initial_state is None:
             return (np.zeros((batch, R), np.float32), np.zeros((batch, H), np.float32))
         h0, c0 = _inputs.pair_input(initial_state, name)
@@ -265,7 +268,7 @@ class LSTM:
         """Runs the kernel; updates h, c (and seen) in place. Returns the
         output sequence (layout of x, processing order) or None, and the
         last output or None."""
-        R = self.output_size
+        R = self._R
         threads = self._threads_for(p.batch, p.steps)
         data_bytes = self._data_bytes(p, sequences)
         y = None
@@ -291,15 +294,13 @@ class LSTM:
                 chunk_steps=chunk_steps_for(
                     p.batch,
                     p.steps,
-                    self.units,
+                    self._H,
                     data_bytes,
                     self._copy_bytes(p.batch, p.steps, threads, data_bytes),
                 ),
                 work=work,
                 threads=threads,
                 pool=pool,
-                amx=not os.environ.get("FASTLSTM_NO_AMX"),
-                overlap=not os.environ.get("FASTLSTM_NO_OVERLAP"),
             )
         except NonFiniteError:
             _inputs.raise_nonfinite(p.x, p.valid(), self._time_major, p.name)
@@ -307,7 +308,7 @@ class LSTM:
 
     def _weight_bytes(self) -> int:
         """Bytes of the kernel and recurrent kernel ([Wx; Wh], float32)."""
-        return 4 * 4 * self.units * (self.input_size + self.output_size)
+        return 16 * self._H * (self._I + self._R)
 
     def _copy_bytes(self, batch: int, steps: int, threads: int, data_bytes: int) -> int:
         """Workspace bytes of the copies of the recurrent kernel a batch-1
@@ -317,8 +318,8 @@ class LSTM:
         layer stored in panels already needs no panel copy."""
         if batch != 1:
             return 0
-        wh_bytes = 4 * 4 * self.units * self.output_size
-        if threads >= 2 and not self.proj_size and self.units >= 128:
+        wh_bytes = 16 * self._H * self._R
+        if threads >= 2 and not self._P and self._H >= 128:
             return wh_bytes
         if (
             self._packed.weight_layout == "rows"
@@ -327,13 +328,13 @@ class LSTM:
             and 20 * (wh_bytes + GATE_BUFFER_MIN) <= 9 * data_bytes
         ):
             # panels of 128 columns, the last one padded to full width
-            return 4 * self.output_size * -(-4 * self.units // 128) * 128
+            return 4 * self._R * -(-4 * self._H // 128) * 128
         return 0
 
     def _data_bytes(self, p: _Prepared, sequences: bool) -> int:
         """Bytes of this call's weights, inputs and outputs."""
-        outputs = 4 * p.batch * self.output_size * (p.steps if sequences else 1)
-        return self._weight_bytes() + p.x.nbytes + outputs
+        outputs = 4 * p.batch * self._R * (p.steps if sequences else 1)
+        return 16 * self._H * (self._I + self._R) + p.x.nbytes + outputs
 
     def _threads_for(self, batch: int, steps: int) -> int:
         """Threads for one call. Only batch 1 without projection splits (each
@@ -342,7 +343,7 @@ class LSTM:
         and 1 elsewhere, so small layers never get slower."""
         if self._threads is not None:
             return self._threads
-        if batch == 1 and not self.proj_size and self.units >= 256 and steps >= 16:
+        if batch == 1 and not self._P and self._H >= 256 and steps >= 16:
             return min(2, os.cpu_count() or 1)
         return 1
 

@@ -48,7 +48,11 @@ def real_array(value: Any, name: str) -> np.ndarray:
     """``value`` as an array of a real numeric dtype, not yet converted (so
     its shape can be checked before a copy is made); refuses bool, complex,
     strings and objects with a DTypeError naming ``name``."""
-    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
+    if (
+        not isinstance(value, np.ndarray)
+        and hasattr(value, "detach")
+        and hasattr(value, "numpy")
+    ):  # a torch tensor
         value = value.detach().cpu().numpy()
     try:
         arr = np.asarray(value)
