@@ -890,7 +890,9 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas,
                     .xt = xt, .rows = chunk, .k = (int)I, .w = L->wx,
                     .ps = L->ps, .n = (int)row4, .ldw = L->ldx,
                     .out = G + (size_t)((ci + 1) & 1) * (size_t)chunk * row4,
-                    .ldo = (int)row4};
+                    .ldo = (int)row4,
+                    .prefetch = (size_t)R * row4 * sizeof(float) >
+                                FL_OVERLAP_PREFETCH_MIN_BYTES};
             }
             next_ready = side_on;
         } else if (!run->batch_major) {

@@ -27,9 +27,10 @@ _Static_assert(FL_PANEL_COLS == 128, "fl_matvec_side reads 128-wide panels");
 /* Rows of a projection tile: the chunk's steps (its columns: one vector). */
 #define TR FL_OVERLAP_STEPS
 
-/* The tile's Wx rows are ldw floats apart, often in L3: each is asked for
- * this many k-steps ahead (Zen 4, I=H=512: 75 -> 64 us per step; without
- * it the overlap lost to the plain path there). */
+/* The tile's Wx rows are ldw floats apart, often in L3: where the caller
+ * asks (fl_side_gemm.prefetch), each is asked for this many k-steps ahead
+ * (Zen 4, I=H=512: 75 -> 64 us per step; without it the overlap lost to
+ * the plain path there). */
 #define WX_PREFETCH_ROWS 24
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
@@ -104,7 +105,8 @@ FL_AVX512 static void tile_finish(tile_state *t, __m512 *s) {
 #define TILE_KSTEP                                                             \
     {                                                                          \
         const __m512 wv = _mm512_maskz_loadu_ps(cm, wt);                       \
-        _mm_prefetch((const char *)(wt + WX_PREFETCH_ROWS * ldw), _MM_HINT_T0); \
+        if (wx_prefetch)                                                       \
+            _mm_prefetch((const char *)(wt + WX_PREFETCH_ROWS * ldw), _MM_HINT_T0); \
         s0 = _mm512_fmadd_ps(_mm512_set1_ps(xt[0]), wv, s0);                   \
         s1 = _mm512_fmadd_ps(_mm512_set1_ps(xt[1]), wv, s1);                   \
         s2 = _mm512_fmadd_ps(_mm512_set1_ps(xt[2]), wv, s2);                   \
@@ -191,6 +193,7 @@ FL_AVX512 static void tile_finish(tile_state *t, __m512 *s) {
  * -> 3.42-3.54 us per step, H=512 55.6-58.2 -> 55.3-61.9). */
 FL_AVX512 __attribute__((noinline)) static void tiles_rest(tile_state *t,
                                                            __m512 *s) {
+    const int wx_prefetch = t->g && t->g->prefetch;
     while (t->left > 0) { /* (no tile in flight: g may be NULL) */
         const fl_side_gemm *g = t->g;
         const size_t ldw = (size_t)g->ldw;
@@ -211,11 +214,12 @@ FL_AVX512 __attribute__((noinline)) static void tiles_rest(tile_state *t,
     }
 }
 
-FL_AVX512 static void matvec_side_avx512(const float *W, int rows, int n,
-                                         int ld, size_t ps, const float *v,
-                                         float *z,
-                                         int backward, const fl_side_gemm *g,
-                                         int tile0, int tile1) {
+/* One body, compiled twice: with and without the Wx prefetch (a run-time
+ * test inside the woven loops cost I=H=512 8%). */
+FL_AVX512 static inline __attribute__((always_inline)) void
+matvec_side_body(const float *W, int rows, int n, int ld, size_t ps,
+                 const float *v, float *z, int backward, const fl_side_gemm *g,
+                 int tile0, int tile1, const int wx_prefetch) {
     tile_state ts = {.g = g, .tile = tile0, .tile_end = tile1, .left = 0};
     const size_t ldw = g ? (size_t)g->ldw : 0;
     __m512 s[TR];
@@ -266,6 +270,21 @@ FL_AVX512 static void matvec_side_avx512(const float *W, int rows, int n,
         tile_finish(&ts, s);
     }
 }
+
+FL_AVX512 static void matvec_side_plain(const float *W, int rows, int n, int ld,
+                                        size_t ps, const float *v, float *z,
+                                        int backward, const fl_side_gemm *g,
+                                        int tile0, int tile1) {
+    matvec_side_body(W, rows, n, ld, ps, v, z, backward, g, tile0, tile1, 0);
+}
+
+FL_AVX512 static void matvec_side_prefetch(const float *W, int rows, int n,
+                                           int ld, size_t ps, const float *v,
+                                           float *z, int backward,
+                                           const fl_side_gemm *g, int tile0,
+                                           int tile1) {
+    matvec_side_body(W, rows, n, ld, ps, v, z, backward, g, tile0, tile1, 1);
+}
 #endif /* FL_HAVE_OVERLAP */
 
 int fl_overlap_available(void) {
@@ -285,8 +304,11 @@ void fl_matvec_side(const float *FL_RESTRICT W, int rows, int n, int ld,
     const long long tiles = side ? (side->n + 15) / 16 : 0;
     const int tile0 = (int)(tiles * step / steps);
     const int tile1 = (int)(tiles * (step + 1) / steps);
-    matvec_side_avx512(W, rows, n, ld, ps, v, z, backward,
-                       tile0 < tile1 ? side : NULL, tile0, tile1);
+    if (tile0 < tile1 && side->prefetch)
+        matvec_side_prefetch(W, rows, n, ld, ps, v, z, backward, side, tile0, tile1);
+    else
+        matvec_side_plain(W, rows, n, ld, ps, v, z, backward,
+                          tile0 < tile1 ? side : NULL, tile0, tile1);
 #else
     (void)W, (void)rows, (void)n, (void)ld, (void)ps, (void)v, (void)z, (void)backward;
     (void)side, (void)step, (void)steps;

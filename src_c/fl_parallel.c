@@ -185,7 +185,8 @@ static int run_chunk(part *p, int t0, int n, float *G, int ready, int nt0) {
             side[g] = (fl_side_gemm){.xt = p->xt, .rows = sh->chunk, .k = I,
                                      .w = sh->wx, .ps = sh->ps, .col = (int)col,
                                      .n = (int)w, .ldw = sh->ldx,
-                                     .out = Gn + col, .ldo = (int)row4};
+                                     .out = Gn + col, .ldo = (int)row4,
+                                     .prefetch = 1};
         }
     }
     for (int s = 0; s < n; s++) {
