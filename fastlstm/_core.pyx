@@ -134,7 +134,7 @@ cdef class PackedLSTM:
 
     ``weight_layout`` ("auto", "rows" or "panels") chooses how the core
     stores the weights; "auto" takes panels of 128 columns for layers of
-    1 MB or more (units a multiple of 16, CPUs without AMX), which a batch-1
+    256 KB or more (units a multiple of 16, CPUs without AMX), which a batch-1
     step streams faster, and rows otherwise. The attribute of the same name
     says which one is in use. Outputs do not depend on it.
     """

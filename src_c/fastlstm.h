@@ -92,9 +92,9 @@ typedef struct fl_blas {
  * weights that stream from L3 faster that way (AMD Zen 4, I=64, H=512:
  * 60 -> 48 us per product). Results are the same either way. */
 typedef enum fl_weight_layout {
-    FL_LAYOUT_AUTO = 0,  /* panels when the weights outgrow a core's L2
-                            (1 MB or more, units a multiple of 16) and the
-                            CPU has no AMX, else rows */
+    FL_LAYOUT_AUTO = 0,  /* panels from 256 KB of weights (units a
+                            multiple of 16) when the CPU has no AMX, else
+                            rows */
     FL_LAYOUT_ROWS = 1,
     FL_LAYOUT_PANELS = 2 /* needs units % 16 == 0 (else FL_ERR_UNSUPPORTED) */
 } fl_weight_layout;

@@ -96,12 +96,15 @@ static void pack_gate_columns(float *dst, size_t ld, size_t ps, const float *src
 }
 
 /* Layers whose [Wx; Wh] takes at least this much store it in panels by
- * default (FL_LAYOUT_AUTO): more than a Zen 4 core's L2, where a batch-1
- * step streams the weights from L3 and reads panels faster (I=64: H=256
- * 13.3 -> 12.6 us per product, H=512 60 -> 48). Not on AMX CPUs, whose
- * input projection reads Wx row-major (and Sapphire Rapids' 2 MB L2
- * showed no gain from panels). */
-#define FL_PANELS_MIN_BYTES ((size_t)1 << 20)
+ * default (FL_LAYOUT_AUTO). Beyond a Zen 4 core's L2, where a batch-1 step
+ * streams the weights from L3, panels read faster (I=64: H=256 13.3 ->
+ * 12.6 us per product, H=512 60 -> 48); from 256 KB, with Wh in L2, they
+ * still help batch-1 calls a little (Python, I=H=128, T=1000: 3.54 -> 3.38
+ * us per step; a step at I=64, H=128 4.11 -> 4.00) and leave batches of
+ * 2-32 within 1-2% (one B=4 case 6% slower). Not on AMX CPUs, whose input
+ * projection reads Wx row-major (and Sapphire Rapids' 2 MB L2 showed no
+ * gain from panels). */
+#define FL_PANELS_MIN_BYTES ((size_t)256 << 10)
 
 /* Whether the layer stores its weights in panels (fl_weight_layout). */
 static int layout_panels(const fl_lstm_desc *d, size_t I, size_t R, size_t H) {

@@ -41,13 +41,15 @@ def pair(rng, I, H, **kw) -> tuple[fastlstm.LSTM, fastlstm.LSTM]:
 
 
 def test_auto_layout_by_size():
-    """Automatic: panels from 1 MB of [Wx; Wh] (units a multiple of 16) on
+    """Automatic: panels from 256 KB of [Wx; Wh] (units a multiple of 16) on
     CPUs without AMX, rows otherwise."""
     rng = np.random.default_rng(0)
     big = fastlstm.LSTM(**random_weights(rng, 64, 512))._packed
-    small = fastlstm.LSTM(**random_weights(rng, 64, 128))._packed
+    edge = fastlstm.LSTM(**random_weights(rng, 1, 128))._packed  # 258 KB
+    small = fastlstm.LSTM(**random_weights(rng, 64, 96))._packed  # 240 KB
     odd = fastlstm.LSTM(**random_weights(rng, 600, 300))._packed  # 300 % 16 != 0
-    assert big.weight_layout == ("rows" if _core.amx_available() else "panels")
+    for layer in (big, edge):
+        assert layer.weight_layout == ("rows" if _core.amx_available() else "panels")
     assert small.weight_layout == "rows"
     assert odd.weight_layout == "rows"
 
