@@ -55,6 +55,7 @@ static int valid_activation(fl_activation a) {
  * bits are all ones. Branch-free over blocks so the loop vectorizes (the
  * per-element isfinite with an early exit cost ~1 ms per call on a 3 MB
  * batch input, 3% of that call). */
+FL_CLONES
 static int all_finite(const float *v, size_t n) {
     for (size_t k0 = 0; k0 < n; k0 += 1024) {
         const size_t k1 = n - k0 < 1024 ? n : k0 + 1024;
@@ -637,6 +638,9 @@ static fl_status check_run(const fl_lstm *L, const fl_blas *blas,
 }
 
 static int valid_rows_finite(const fl_lstm_run *run, size_t I) {
+    if (!run->mask && !run->lengths) /* every row: one scan (B=1, T=1000,
+                                        I=32: 6.4 -> 1.5 us) */
+        return all_finite(run->x, (size_t)run->steps * (size_t)run->batch * I);
     for (int t = 0; t < run->steps; t++)
         for (int b = 0; b < run->batch; b++)
             if (fl_step_status(run, t, b) == FL_STEP_VALID &&
