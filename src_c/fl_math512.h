@@ -2,12 +2,16 @@
  * fl_math512.h - fl_math.h's sigmoid and tanh on 16 floats at a time with
  * AVX-512 intrinsics, for the gate loops of the AVX-512 kernels.
  *
- * Same reductions, polynomials and branch choices as fl_math.h, with two
- * instructions the portable C cannot name: vrndscaleps rounds x/ln2 to an
- * integer and vscalefps applies 2^n (it saturates to 0 and inf by itself).
- * Results below FLT_MIN flush to zero under the kernels' FTZ, as fl_expf's
- * do. The measured error is the same as
- * fl_math.h's (tests/test_math.py runs both through fl_activation_apply).
+ * Same reductions, polynomial coefficients and branch choices as
+ * fl_math.h, with two instructions the portable C cannot name: vrndscaleps
+ * rounds x/ln2 to an integer and vscalefps applies 2^n (it saturates to 0
+ * and inf by itself). The exp polynomial is evaluated in Estrin's form, not
+ * Horner's: a batch-1 step of a small layer waits on the gate chain (two
+ * exps deep), and the shorter chain took I=H=32, T=1000 from 0.296 to 0.289
+ * us per step (C). Results below FLT_MIN flush to zero under the kernels'
+ * FTZ, as fl_expf's do. Measured error against float64: sigmoid 1.5e-7,
+ * tanh 1.4e-7 relative (tests/test_math.py runs both through
+ * fl_activation_apply).
  *
  * Include only from code compiled for x86-64-v4 (FL_HAVE_MATH512).
  */
@@ -31,14 +35,17 @@ FL_V4 __m512 fl_exp16(__m512 x) {
         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(nf, _mm512_set1_ps(0.693359375f), xc);
     r = _mm512_fnmadd_ps(nf, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    const __m512 er = _mm512_add_ps(
-        _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
+    /* the degree-5 polynomial in Estrin's form: three independent pairs,
+     * then two steps in r^2 (a shorter dependency chain than Horner's) */
+    const __m512 r2 = _mm512_mul_ps(r, r);
+    const __m512 a = _mm512_fmadd_ps(_mm512_set1_ps(1.9875691500e-4f), r,
+                                     _mm512_set1_ps(1.3981999507e-3f));
+    const __m512 b = _mm512_fmadd_ps(_mm512_set1_ps(8.3334519073e-3f), r,
+                                     _mm512_set1_ps(4.1665795894e-2f));
+    const __m512 c = _mm512_fmadd_ps(_mm512_set1_ps(1.6666665459e-1f), r,
+                                     _mm512_set1_ps(5.0000001201e-1f));
+    const __m512 p = _mm512_fmadd_ps(_mm512_fmadd_ps(a, r2, b), r2, c);
+    const __m512 er = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0f));
     return _mm512_scalef_ps(er, nf);
 }
 
