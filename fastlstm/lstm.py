@@ -334,7 +334,7 @@ class LSTM:
     def _data_bytes(self, p: _Prepared, sequences: bool) -> int:
         """Bytes of this call's weights, inputs and outputs."""
         outputs = 4 * p.batch * self._R * (p.steps if sequences else 1)
-        return 16 * self._H * (self._I + self._R) + p.x.nbytes + outputs
+        return self._weight_bytes() + p.x.nbytes + outputs
 
     def _threads_for(self, batch: int, steps: int) -> int:
         """Threads for one call. Only batch 1 without projection splits (each
