@@ -43,10 +43,13 @@ if NATIVE:
     compile_args.append("-march=native")
 
 c_sources = sorted(str(p) for p in Path("src_c").glob("fl_*.c"))
+# a changed header rebuilds every source (setuptools does not scan includes)
+c_headers = sorted(str(p) for p in Path("src_c").glob("*.h"))
 
 extension = Extension(
     "fastlstm._core",
     sources=["fastlstm/_core.pyx", *c_sources],
+    depends=c_headers,
     include_dirs=["src_c", numpy.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     libraries=["m"],

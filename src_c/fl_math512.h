@@ -88,6 +88,27 @@ FL_V4 __m512 fl_tanh16(__m512 x) {
         _mm512_set1_epi32(0x7fffffff), 0xe4));
 }
 
+/* sigmoid(a) * tanh(b) as one division: with ea = e^-a and eb = e^-2b,
+ *   1 / (1 + ea) * (1 - eb) / (1 + eb) = (1 - eb) / ((1 + ea) (1 + eb)).
+ * The cell needs this product twice (i * tanh(g) and o * tanh(c)): two
+ * divisions instead of four, and without fl_tanh16's polynomial near 0 and
+ * its blend and sign steps. Both exponents are capped at 40 so the product
+ * of the denominators stays finite (e^80 < FLT_MAX): sigmoid(a < -40) is
+ * then 4e-18 instead of smaller, tanh(b < -20) is -1 either way. The error
+ * is absolute: at most 2.5e-7 against float64 (1.3e-7 for tanh alone);
+ * relative precision near b = 0 is lost where the result is far below the
+ * rounding error of the cell sum it joins. I=H=32, T=1000, per step (C,
+ * median of alternating runs): 0.290 -> 0.270 us; 128 3.13 -> 3.06; LSTM
+ * outputs move < 1e-6. */
+FL_V4 __m512 fl_sig_tanh16(__m512 a, __m512 b) {
+    const __m512 cap = _mm512_set1_ps(40.0f), one = _mm512_set1_ps(1.0f);
+    /* min(cap, -x) keeps a NaN (the second operand wins on NaN) */
+    const __m512 ea = fl_exp16(_mm512_min_ps(cap, _mm512_sub_ps(_mm512_setzero_ps(), a)));
+    const __m512 eb = fl_exp16(_mm512_min_ps(cap, _mm512_mul_ps(b, _mm512_set1_ps(-2.0f))));
+    return _mm512_div_ps(_mm512_sub_ps(one, eb),
+                         _mm512_mul_ps(_mm512_add_ps(one, ea), _mm512_add_ps(one, eb)));
+}
+
 /* Lanes 0 .. n-1 of a 16-float vector (all of them for n >= 16). */
 static inline __mmask16 fl_mask16(size_t n) {
     return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
@@ -96,15 +117,14 @@ static inline __mmask16 fl_mask16(size_t n) {
 /* The LSTM cell on one vector of 16 units, from the pre-activations of
  * gates i, f, o, g (bias included):
  *   c = sigmoid(f) * c + sigmoid(i) * tanh(g),  h = sigmoid(o) * tanh(c)
+ * (i * tanh(g) and o * tanh(c) by fl_sig_tanh16)
  * (lanes outside m are neither read nor written). */
 FL_V4 void fl_cell16(__m512 zi, __m512 zf, __m512 zo, __m512 zg,
                      float *c, float *h, __mmask16 m) {
-    const __m512 i = fl_sigmoid16(zi), f = fl_sigmoid16(zf);
-    const __m512 o = fl_sigmoid16(zo), g = fl_tanh16(zg);
-    const __m512 cn =
-        _mm512_fmadd_ps(f, _mm512_maskz_loadu_ps(m, c), _mm512_mul_ps(i, g));
+    const __m512 cn = _mm512_fmadd_ps(fl_sigmoid16(zf), _mm512_maskz_loadu_ps(m, c),
+                                      fl_sig_tanh16(zi, zg));
     _mm512_mask_storeu_ps(c, m, cn);
-    _mm512_mask_storeu_ps(h, m, _mm512_mul_ps(o, fl_tanh16(cn)));
+    _mm512_mask_storeu_ps(h, m, fl_sig_tanh16(zo, cn));
 }
 
 /* fl_cell16 on four independent vectors of 16 units at once (c[q], h[q]
@@ -115,18 +135,15 @@ FL_V4 void fl_cell16(__m512 zi, __m512 zf, __m512 zo, __m512 zg,
 FL_V4 void fl_cell16x4(const __m512 *zi, const __m512 *zf, const __m512 *zo,
                        const __m512 *zg, float *const *c, float *const *h,
                        __mmask16 m) {
-    __m512 i[4], f[4], o[4], g[4], cn[4];
-    for (int q = 0; q < 4; q++) i[q] = fl_sigmoid16(zi[q]);
+    __m512 ig[4], f[4], cn[4];
+    for (int q = 0; q < 4; q++) ig[q] = fl_sig_tanh16(zi[q], zg[q]);
     for (int q = 0; q < 4; q++) f[q] = fl_sigmoid16(zf[q]);
-    for (int q = 0; q < 4; q++) g[q] = fl_tanh16(zg[q]);
-    for (int q = 0; q < 4; q++) o[q] = fl_sigmoid16(zo[q]);
     for (int q = 0; q < 4; q++) {
-        cn[q] = _mm512_fmadd_ps(f[q], _mm512_maskz_loadu_ps(m, c[q]),
-                                _mm512_mul_ps(i[q], g[q]));
+        cn[q] = _mm512_fmadd_ps(f[q], _mm512_maskz_loadu_ps(m, c[q]), ig[q]);
         _mm512_mask_storeu_ps(c[q], m, cn[q]);
     }
     for (int q = 0; q < 4; q++)
-        _mm512_mask_storeu_ps(h[q], m, _mm512_mul_ps(o[q], fl_tanh16(cn[q])));
+        _mm512_mask_storeu_ps(h[q], m, fl_sig_tanh16(zo[q], cn[q]));
 }
 
 #undef FL_V4

@@ -16,6 +16,7 @@
 
 #include "fastlstm.h"
 #include "fl_amx.h"
+#include "fl_gates.h"
 #include "naive_blas.h"
 
 static int n_passed = 0, n_failed = 0;
@@ -1080,7 +1081,70 @@ static void test_amx_forward(void) {
     fl_lstm_free(L);
 }
 
+/* The activations inside the cell (fl_gates_row), read back through c:
+ * with z_f = -120 (f = 0) and z_i = z_o = 30 (i = o = 1), c = tanh(z_g) and
+ * h = tanh(c); with z_g = 30 (g = 1) instead, c = sigmoid(z_i). With
+ * AVX-512 the cell's tanh is accurate in absolute terms (fl_math512.h,
+ * fl_sig_tanh16: 1.3e-7), its sigmoid in relative ones; both over whole
+ * vectors and a masked tail. */
+static void test_cell_activations(void) {
+    enum { H = 1000, ROUNDS = 40 };
+    float *z = malloc(sizeof(float) * 4 * H), *c = malloc(sizeof(float) * H);
+    float *h = malloc(sizeof(float) * H), *bias = calloc(4 * H, sizeof(float));
+    const fl_gate_params gp = {.units = H, .act = FL_ACT_TANH,
+                               .ract = FL_ACT_SIGMOID, .bias = bias};
+    double tanh_abs = 0, tanh_h_abs = 0, sig_rel = 0;
+    int special_ok = 1;
+    for (int r = 0; r < 2 * ROUNDS; r++) {
+        const int sig = r >= ROUNDS; /* second half: sigmoid */
+        for (int j = 0; j < H; j++) {
+            /* x from -20 to 20 over all rounds, plus a random offset */
+            const float x = -20.0f + 40.0f * (float)((r % ROUNDS) * H + j) /
+                                         (ROUNDS * H) + nrand(1e-3f);
+            z[j] = sig ? x : 30.0f;            /* i */
+            z[H + j] = -120.0f;                /* f */
+            z[2 * H + j] = 30.0f;              /* o */
+            z[3 * H + j] = sig ? 30.0f : x;    /* g */
+            c[j] = nrand(5.0f);
+        }
+        float xs[H];
+        for (int j = 0; j < H; j++) xs[j] = sig ? z[j] : z[3 * H + j];
+        fl_gates_row(&gp, z, c, h);
+        for (int j = 0; j < H; j++) {
+            if (sig) {
+                const double want = 1.0 / (1.0 + exp(-(double)xs[j]));
+                const double e = fabs(c[j] - want) / want;
+                if (e > sig_rel) sig_rel = e;
+            } else {
+                const double e = fabs(c[j] - tanh((double)xs[j]));
+                const double eh = fabs(h[j] - tanh((double)c[j]));
+                if (e > tanh_abs) tanh_abs = e;
+                if (eh > tanh_h_abs) tanh_h_abs = eh;
+            }
+        }
+    }
+    CHECK(tanh_abs <= 2e-7, "cell tanh(g) off by %.3g", tanh_abs);
+    CHECK(tanh_h_abs <= 2e-7, "cell tanh(c) off by %.3g", tanh_h_abs);
+    CHECK(sig_rel <= 2.5e-7, "cell sigmoid off by %.3g (relative)", sig_rel);
+    /* NaN goes through; infinities and large values saturate */
+    const float special[] = {NAN, INFINITY, -INFINITY, 100.0f, -100.0f, 1e30f, -1e30f};
+    const float want[] = {NAN, 1.0f, -1.0f, 1.0f, -1.0f, 1.0f, -1.0f};
+    fl_gate_params g7 = gp;
+    g7.units = 7; /* rows of 7 units: one masked vector */
+    for (int j = 0; j < 7; j++) {
+        z[j] = 30.0f, z[7 + j] = -120.0f, z[14 + j] = 30.0f;
+        z[21 + j] = special[j];
+        c[j] = 0.0f;
+    }
+    fl_gates_row(&g7, z, c, h);
+    for (int j = 0; j < 7; j++)
+        if (!(want[j] != want[j] ? c[j] != c[j] : c[j] == want[j])) special_ok = 0;
+    CHECK(special_ok, "cell tanh of NaN / inf / large values");
+    free(z), free(c), free(h), free(bias);
+}
+
 int main(void) {
+    test_cell_activations();
     test_pool();
     test_threads_agree();
     test_configs();
