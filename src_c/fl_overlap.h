@@ -27,7 +27,7 @@ typedef struct fl_side_gemm {
     int prefetch; /* 1: prefetch the tiles' Wx rows a few k-steps ahead */
 } fl_side_gemm;
 
-/* Single-thread calls ask for that prefetch from this many bytes of Wh on:
+/* Single-thread calls ask for that prefetch above this many bytes of Wh:
  * where the weights stream from L3 it pays (I=H=512: 71 us per step
  * without it, 55-58 with), where Wh still fits L2 it only costs (I=H=256
  * 13.40 -> 13.02 us, 128 3.33 -> 3.31; 384 about even). Zen 4, 1 MB L2. */

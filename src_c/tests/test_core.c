@@ -1095,20 +1095,20 @@ static void test_cell_activations(void) {
                                .ract = FL_ACT_SIGMOID, .bias = bias};
     double tanh_abs = 0, tanh_h_abs = 0, sig_rel = 0;
     int special_ok = 1;
+    float xs[H]; /* the round's arguments (z is scratch for fl_gates_row) */
     for (int r = 0; r < 2 * ROUNDS; r++) {
         const int sig = r >= ROUNDS; /* second half: sigmoid */
         for (int j = 0; j < H; j++) {
             /* x from -20 to 20 over all rounds, plus a random offset */
             const float x = -20.0f + 40.0f * (float)((r % ROUNDS) * H + j) /
                                          (ROUNDS * H) + nrand(1e-3f);
+            xs[j] = x;
             z[j] = sig ? x : 30.0f;            /* i */
             z[H + j] = -120.0f;                /* f */
             z[2 * H + j] = 30.0f;              /* o */
             z[3 * H + j] = sig ? 30.0f : x;    /* g */
             c[j] = nrand(5.0f);
         }
-        float xs[H];
-        for (int j = 0; j < H; j++) xs[j] = sig ? z[j] : z[3 * H + j];
         fl_gates_row(&gp, z, c, h);
         for (int j = 0; j < H; j++) {
             if (sig) {
