@@ -49,6 +49,13 @@ class Global:
 
 
 @dataclass
+class Raw:
+    """Opcodes spliced into the pickle as they are (for hostile files)."""
+
+    data: bytes
+
+
+@dataclass
 class Storages:
     """Storage key -> raw bytes, and tensors made from arrays."""
 
@@ -102,7 +109,9 @@ class Emitter:
         self.w(b"c" + module.encode() + b"\n" + name.encode() + b"\n")
 
     def emit(self, obj) -> None:  # noqa: C901
-        if obj is None:
+        if isinstance(obj, Raw):
+            self.w(obj.data)
+        elif obj is None:
             self.w(b"N")
         elif obj is True:
             self.w(b"\x88")

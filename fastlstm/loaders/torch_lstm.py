@@ -82,10 +82,12 @@ def flatten_state_dict(obj: Any, where: str) -> dict[str, Any]:
     non-array leaves (epoch numbers, optimizer hyper-parameters) are kept
     out."""
     flat: dict[str, Any] = {}
+    seen: set[int] = set()  # a dict the file refers to twice is walked once
 
     def walk(node: Mapping, prefix: str, depth: int) -> None:
-        if depth > MAX_DEPTH:
+        if depth > MAX_DEPTH or id(node) in seen:
             return
+        seen.add(id(node))
         for key, value in node.items():
             name = prefix + str(key)
             if isinstance(value, Mapping):

@@ -10,33 +10,34 @@ Two layouts (pytorch/pytorch:torch/serialization.py):
   ``sys_info`` dict and the object, then the pickled list of storage keys,
   then per key an int64 element count followed by the storage's bytes.
 
-The object is unpickled by ``RestrictedUnpickler``: ``find_class`` returns
-objects from an explicit allow-list (OrderedDict, the tensor rebuild
-functions implemented here with NumPy, storage types, plain containers) and
-raises ``ModelFormatError`` naming any other global, so nothing in the file
-can run code. Tensors come back as NumPy arrays (float16, bfloat16 and
-float64 as float32; integer and bool tensors keep their dtype).
+The object is unpickled by fastlstm's own restricted interpreter
+(``restricted_pickle``) with the allow-list ``ALLOWED_GLOBALS`` (OrderedDict,
+the tensor rebuild functions implemented here with NumPy, storage types,
+plain containers); any other global is refused by name, nothing in the file
+can run code, and no object outside the load can be changed by it.
+Tensors come back as NumPy arrays (float16, bfloat16 and float64 as
+float32; integer and bool tensors keep their dtype).
 """
 
 from __future__ import annotations
 
-import _compat_pickle
 import collections
-import io
 import os
-import pickle
-import pickletools
-import struct
+import reprlib
+import types
 import zipfile
 import zlib
+from collections.abc import Mapping
 from typing import Any, BinaryIO
 
 import numpy as np
 
 from fastlstm.errors import ModelFormatError
+from fastlstm.loaders._budget import ByteBudget
+from fastlstm.loaders.restricted_pickle import Call, unpickle_bytes
 
 __all__ = [
-    "RestrictedUnpickler",
+    "ALLOWED_GLOBALS",
     "LEGACY_MAGIC",
     "is_legacy_torch_file",
     "load_torch_file",
@@ -48,11 +49,16 @@ LEGACY_PROTOCOL = 1001
 # LONG1 opcode + 10 little-endian bytes, as pickle protocol >= 2 writes it
 _MAGIC_BYTES = b"\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little")
 
-MAX_PICKLE_BYTES = 256 << 20  # data.pkl: metadata only, never this large
+# data.pkl holds metadata only (about 200 bytes per tensor, so 20,000
+# tensors fit); the restricted unpickler's time and memory are linear in it.
+MAX_PICKLE_BYTES = 4 << 20
 MAX_STORAGE_BYTES = 1 << 34  # 16 GiB: one storage
 MAX_TENSOR_ELEMENTS = 1 << 32
 MAX_NDIM = 32
 MAX_RATIO = 200  # a compressed member inflating more than this is refused
+# Tensors may view their storages more than once (tied or overlapping
+# views); all of a load's tensors together may copy twice what is stored.
+TENSOR_EXPANSION = 2
 # What zipfile (and zlib under it) raise on corrupt archives: bad headers,
 # undecodable names, unknown compression methods, encryption, bad streams.
 ZIP_ERRORS = (
@@ -85,12 +91,16 @@ _FLOAT_KINDS = ("FloatStorage", "DoubleStorage", "HalfStorage", "BFloat16Storage
 
 
 class StorageType:
-    """Stands for ``torch.FloatStorage`` & co. in the unpickled object."""
+    """Stands for ``torch.FloatStorage`` & co. in the unpickled object.
+    Shared by every load, so it is immutable."""
 
     __slots__ = ("name",)
 
     def __init__(self, name: str) -> None:
-        self.name = name
+        object.__setattr__(self, "name", name)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError("storage types are immutable")
 
     @property
     def dtype(self) -> np.dtype:
@@ -143,37 +153,39 @@ class LazyTensor:
         if len(self.size) > MAX_NDIM:
             raise ModelFormatError(f"tensor has {len(self.size)} dimensions")
 
-    def materialize(self, where: str) -> np.ndarray:
+    def materialize(self, where: str, budget: ByteBudget) -> np.ndarray:
+        """The tensor as a new array, after checking in bytes that the view
+        stays inside its storage and that the copy fits the load's budget
+        (a zero-stride view of one element may not become gigabytes)."""
         st = self.storage
         base = st.array(where)
         numel = 1
         for n in self.size:
             numel *= n
+        item = base.dtype.itemsize
         if numel > MAX_TENSOR_ELEMENTS:
             raise ModelFormatError(
                 f"{where}: a tensor of shape {self.size} is above the "
                 f"{MAX_TENSOR_ELEMENTS}-element limit"
             )
+        budget.spend(numel * item, f"tensor of shape {self.size}")
         if numel == 0:
-            out = np.zeros(self.size, base.dtype)
-        else:
-            reach = sum((n - 1) * s for n, s in zip(self.size, self.stride))
-            last = self.offset + reach
-            if self.offset < 0 or last >= base.shape[0]:
-                raise ModelFormatError(
-                    f"{where}: tensor of shape {self.size}, stride {self.stride} "
-                    f"at offset {self.offset} reaches element {last} of storage "
-                    f"{st.key!r}, which holds {base.shape[0]}"
-                )
-            item = base.dtype.itemsize
-            view = np.lib.stride_tricks.as_strided(
-                base[self.offset :],
-                shape=self.size,
-                strides=tuple(s * item for s in self.stride),
-                writeable=False,
+            return _widen(np.zeros(self.size, base.dtype), st.type.name)
+        reach = sum((n - 1) * s for n, s in zip(self.size, self.stride))
+        first, last = self.offset * item, (self.offset + reach + 1) * item
+        if last > base.shape[0] * item:
+            raise ModelFormatError(
+                f"{where}: tensor of shape {self.size}, stride {self.stride} "
+                f"at offset {self.offset} reaches byte {last} of storage "
+                f"{st.key!r}, which holds {base.shape[0] * item}"
             )
-            out = np.array(view, copy=True, order="C")
-        return _widen(out, st.type.name)
+        view = np.lib.stride_tricks.as_strided(
+            base[first // item :],
+            shape=self.size,
+            strides=tuple(s * item for s in self.stride),
+            writeable=False,
+        )
+        return _widen(np.array(view, copy=True, order="C"), st.type.name)
 
 
 def _widen(arr: np.ndarray, storage_name: str) -> np.ndarray:
@@ -243,29 +255,33 @@ def _codecs_encode(text: Any, encoding: str = "utf-8") -> bytes:
     return text.encode("latin1")
 
 
+def _ordered_dict(*args: Any) -> collections.OrderedDict:
+    return collections.OrderedDict(*args)
+
+
 _TORCH_MODULES = ("torch", "torch.cuda", "torch.storage")
-ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-    ("torch", "Size"): _size,
-    ("_codecs", "encode"): _codecs_encode,
+_ALLOWED: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): Call(_ordered_dict, "OrderedDict", copies=True),
+    ("torch._utils", "_rebuild_tensor"): Call(_rebuild_tensor, "_rebuild_tensor"),
+    ("torch._utils", "_rebuild_tensor_v2"): Call(
+        _rebuild_tensor_v2, "_rebuild_tensor_v2"
+    ),
+    ("torch._utils", "_rebuild_parameter"): Call(
+        _rebuild_parameter, "_rebuild_parameter"
+    ),
+    ("torch._utils", "_rebuild_parameter_with_state"): Call(
+        _rebuild_parameter, "_rebuild_parameter_with_state"
+    ),
+    ("torch", "Size"): Call(_size, "torch.Size"),
+    ("_codecs", "encode"): Call(_codecs_encode, "_codecs.encode"),
 }
 for _module in ("builtins", "__builtin__"):
-    for _name, _obj in (
-        ("set", set),
-        ("frozenset", frozenset),
-        ("dict", dict),
-        ("list", list),
-        ("tuple", tuple),
-    ):
-        ALLOWED_GLOBALS[(_module, _name)] = _obj
+    for _kind in (set, frozenset, dict, list, tuple):
+        _ALLOWED[(_module, _kind.__name__)] = Call(_kind, _kind.__name__, copies=True)
 for _module in _TORCH_MODULES:
     for _name in STORAGE_DTYPES:
-        ALLOWED_GLOBALS[(_module, _name)] = StorageType(_name)
-ALLOWED_GLOBALS[("torch.storage", "TypedStorage")] = StorageType("UntypedStorage")
+        _ALLOWED[(_module, _name)] = StorageType(_name)
+_ALLOWED[("torch.storage", "TypedStorage")] = StorageType("UntypedStorage")
 # dtype objects (torch.float32 ...) are only ever compared, never called
 for _name in (
     "float32",
@@ -284,41 +300,19 @@ for _name in (
     "uint8",
     "bool",
 ):
-    ALLOWED_GLOBALS[("torch", _name)] = f"torch.{_name}"
+    _ALLOWED[("torch", _name)] = f"torch.{_name}"
+ALLOWED_GLOBALS: Mapping[tuple[str, str], Any] = types.MappingProxyType(_ALLOWED)
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """An Unpickler that resolves only allow-listed globals.
+class _StorageTable:
+    """The persistent ids of one load: ``('storage', type, key, location,
+    numel[, view])`` become ``StorageRef`` objects, shared by key."""
 
-    ``find_class`` raises ModelFormatError for any other (module, name), so
-    a pickle that would call ``os.system`` stops before anything runs.
-    Persistent ids ``('storage', type, key, location, numel[, view])``
-    become ``StorageRef`` objects, shared by key.
-    """
-
-    def __init__(self, file: BinaryIO, where: str = "<pickle>") -> None:
-        super().__init__(file, encoding="utf-8")
+    def __init__(self, where: str) -> None:
         self.where = where
         self.storages: dict[str, StorageRef] = {}
 
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return ALLOWED_GLOBALS[(module, name)]
-        except (KeyError, TypeError):
-            pass
-        # name it as Python 3 would import it (protocol 2 writes py2 names)
-        if (module, name) in _compat_pickle.NAME_MAPPING:
-            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
-        elif module in _compat_pickle.IMPORT_MAPPING:
-            module = _compat_pickle.IMPORT_MAPPING[module]
-        raise ModelFormatError(
-            f"{self.where}: refusing to load global '{module}.{name}': only "
-            "tensors, storages and plain containers (dict, list, tuple, "
-            "OrderedDict) are read from PyTorch files, nothing is executed. "
-            "Save model.state_dict() rather than the model object."
-        )
-
-    def persistent_load(self, pid: Any) -> StorageRef:
+    def __call__(self, pid: Any) -> StorageRef:
         if not (
             isinstance(pid, tuple)
             and len(pid) in (5, 6)
@@ -367,111 +361,55 @@ class RestrictedUnpickler(pickle.Unpickler):
         return vref
 
 
+_ADVICE = (
+    "Only tensors, storages and plain containers (dict, list, tuple, "
+    "OrderedDict) are read from PyTorch files, nothing is executed. Save "
+    "model.state_dict() rather than the model object."
+)
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
+
+
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) < 120 else text[:117] + "..."
+    """A bounded repr (file-made objects may nest deeply or be huge)."""
+    return _REPR.repr(value)
 
 
-# A pickle that stores into memo slot n makes CPython's unpickler grow its
-# memo table to n entries, and a FRAME opcode makes it read (allocate) the
-# declared frame size: a few corrupt bytes can ask for gigabytes. Legitimate
-# state_dicts use a few memo slots per tensor.
-MAX_MEMO_INDEX = 1_000_000
-_MEMO_OPS = {"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"}
+def _unpickle(data: bytes, where: str, pos: int = 0) -> tuple[Any, _StorageTable, int]:
+    """The object of the pickle at data[pos:], its storages, and the offset
+    just past it."""
+    table = _StorageTable(where)
+    obj, end = unpickle_bytes(data, where, ALLOWED_GLOBALS, table, pos, _ADVICE)
+    return obj, table, end
 
 
-class _BoundedReader:
-    """read(n) never asks the file for more than what is left in it."""
-
-    def __init__(self, fh: BinaryIO, remaining: int) -> None:
-        self._fh, self._left = fh, remaining
-
-    def read(self, n: int = -1) -> bytes:
-        n = self._left if n is None or n < 0 else min(n, self._left)
-        data = self._fh.read(n)
-        self._left -= len(data)
-        return data
-
-    def readline(self) -> bytes:
-        line = self._fh.readline(max(self._left, 0))
-        self._left -= len(line)
-        return line
-
-    def tell(self) -> int:
-        return self._fh.tell()
+MAX_NESTING = 200
 
 
-def _prescan(fh: BinaryIO, where: str) -> None:
-    """Walks the next pickle's opcodes without running any of them and
-    refuses absurd memo indices and frame sizes before the real unpickler
-    sees them. Leaves fh where it was."""
-    start = fh.tell()
-    fh.seek(0, io.SEEK_END)
-    end = fh.tell()
-    fh.seek(start)
-    try:
-        for op, arg, pos in pickletools.genops(_BoundedReader(fh, end - start)):
-            if op.name in _MEMO_OPS and isinstance(arg, int) and arg > MAX_MEMO_INDEX:
-                raise ModelFormatError(
-                    f"{where}: pickle memo index {arg} at byte {pos} is absurd "
-                    f"(limit {MAX_MEMO_INDEX})"
-                )
-            if op.name == "FRAME" and isinstance(arg, int) and arg > end - start:
-                raise ModelFormatError(
-                    f"{where}: pickle frame of {arg} bytes at byte {pos} is longer "
-                    "than the file"
-                )
-    except ModelFormatError:
-        raise
-    except (ValueError, EOFError, UnicodeDecodeError, struct.error) as exc:
-        raise ModelFormatError(f"{where}: corrupt pickle data: {exc!r}") from exc
-    finally:
-        fh.seek(start)
+def materialize(obj: Any, where: str, budget: ByteBudget) -> Any:
+    """Replaces every LazyTensor in nested containers by its array. Each
+    object is converted once (a tensor or container the pickle refers to
+    twice stays shared), so the work is linear in the pickle."""
+    done: dict[int, Any] = {}
 
+    def convert(node: Any, depth: int) -> Any:
+        key = id(node)
+        if key in done:
+            return done[key]
+        if depth > MAX_NESTING:
+            raise ModelFormatError(f"{where}: containers nest too deeply")
+        if isinstance(node, LazyTensor):
+            out: Any = node.materialize(where, budget)
+        elif isinstance(node, dict):  # OrderedDict included
+            out = type(node)((k, convert(v, depth + 1)) for k, v in node.items())
+        elif isinstance(node, (list, tuple)):
+            out = type(node)(convert(v, depth + 1) for v in node)
+        else:
+            return node
+        done[key] = out
+        return out
 
-def _unpickle(data: bytes | BinaryIO, where: str) -> tuple[Any, RestrictedUnpickler]:
-    fh = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
-    _prescan(fh, where)
-    up = RestrictedUnpickler(fh, where)
-    try:
-        return up.load(), up
-    except ModelFormatError:
-        raise
-    except RecursionError as exc:
-        raise ModelFormatError(f"{where}: the pickle nests too deeply") from exc
-    except (
-        pickle.UnpicklingError,
-        EOFError,
-        ValueError,
-        TypeError,
-        AttributeError,
-        IndexError,
-        KeyError,
-        struct.error,
-        MemoryError,
-        OverflowError,
-        UnicodeDecodeError,
-    ) as exc:
-        raise ModelFormatError(f"{where}: corrupt pickle data: {exc!r}") from exc
-
-
-def materialize(obj: Any, where: str, _depth: int = 0) -> Any:
-    """Replaces every LazyTensor in nested containers by its array."""
-    if _depth > 200:
-        raise ModelFormatError(f"{where}: containers nest too deeply")
-    if isinstance(obj, LazyTensor):
-        return obj.materialize(where)
-    if isinstance(obj, collections.OrderedDict):
-        return collections.OrderedDict(
-            (k, materialize(v, where, _depth + 1)) for k, v in obj.items()
-        )
-    if isinstance(obj, dict):
-        return {k: materialize(v, where, _depth + 1) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [materialize(v, where, _depth + 1) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(materialize(v, where, _depth + 1) for v in obj)
-    return obj
+    return convert(obj, 0)
 
 
 # --- zip archives ------------------------------------------------------------
@@ -553,8 +491,9 @@ def load_torch_zip(zf: zipfile.ZipFile, where: str) -> Any:
             raise ModelFormatError(f"{where}: byteorder is {raw!r}")
         order = raw.decode()
     pkl = _zip_member(zf, prefix + "data.pkl", MAX_PICKLE_BYTES, where)
-    obj, up = _unpickle(pkl, f"{where}: data.pkl")
-    for ref in up.storages.values():
+    obj, table, _ = _unpickle(pkl, f"{where}: data.pkl")
+    stored = 0
+    for ref in table.storages.values():
         if ref.root is not None:
             continue
         dtype = ref.type.dtype
@@ -570,7 +509,8 @@ def load_torch_zip(zf: zipfile.ZipFile, where: str) -> Any:
             )
         raw = _zip_member(zf, member, MAX_STORAGE_BYTES, where, need=nbytes)
         ref.data = np.frombuffer(raw, dtype, count=ref.numel)
-    return materialize(obj, where)
+        stored += nbytes
+    return materialize(obj, where, ByteBudget(where, stored, TENSOR_EXPANSION))
 
 
 # --- legacy (non-zip) files ---------------------------------------------------
@@ -582,33 +522,37 @@ def is_legacy_torch_file(head: bytes) -> bool:
 
 
 def load_torch_legacy(fh: BinaryIO, size: int, where: str) -> Any:
-    magic, _ = _unpickle(fh, where)
+    head = fh.read(min(size, MAX_PICKLE_BYTES))
+    magic, _, pos = _unpickle(head, where)
     if magic != LEGACY_MAGIC:
         raise ModelFormatError(f"{where}: not a PyTorch file (bad magic number)")
-    protocol, _ = _unpickle(fh, where)
+    protocol, _, pos = _unpickle(head, where, pos)
     if protocol != LEGACY_PROTOCOL:
         raise ModelFormatError(
-            f"{where}: unsupported legacy PyTorch protocol {protocol!r}"
+            f"{where}: unsupported legacy PyTorch protocol {_short(protocol)}"
         )
-    sys_info, _ = _unpickle(fh, where)
+    sys_info, _, pos = _unpickle(head, where, pos)
     little = True
     if isinstance(sys_info, dict):
-        little = bool(sys_info.get("little_endian", True))
-    obj, up = _unpickle(fh, where)
-    keys, _ = _unpickle(fh, where)
+        little = sys_info.get("little_endian", True) is not False
+    obj, table, pos = _unpickle(head, where, pos)
+    keys, _, pos = _unpickle(head, where, pos)
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise ModelFormatError(f"{where}: the storage key list is corrupt")
+    fh.seek(pos)
     order = "<" if little else ">"
+    stored = 0
     for key in keys:
-        ref = up.storages.get(key)
-        if ref is None:
+        ref = table.storages.get(key)
+        if ref is None or ref.data is not None:
             raise ModelFormatError(
-                f"{where}: storage {key!r} follows the pickle but is not used in it"
+                f"{where}: storage {key!r} follows the pickle but is not used in "
+                "it, or comes twice"
             )
-        head = fh.read(8)
-        if len(head) != 8:
+        raw_numel = fh.read(8)
+        if len(raw_numel) != 8:
             raise ModelFormatError(f"{where}: truncated before storage {key!r}")
-        numel = int.from_bytes(head, "little" if little else "big", signed=True)
+        numel = int.from_bytes(raw_numel, "little" if little else "big", signed=True)
         dtype = ref.type.dtype.newbyteorder(order)
         if numel != ref.numel:
             raise ModelFormatError(
@@ -624,10 +568,13 @@ def load_torch_legacy(fh: BinaryIO, size: int, where: str) -> Any:
         if len(raw) != nbytes:
             raise ModelFormatError(f"{where}: storage {key!r} is truncated")
         ref.data = np.frombuffer(raw, dtype)
-    missing = [k for k, r in up.storages.items() if r.root is None and r.data is None]
+        stored += nbytes
+    missing = [
+        k for k, r in table.storages.items() if r.root is None and r.data is None
+    ]
     if missing:
         raise ModelFormatError(f"{where}: storages {missing[:5]} have no data")
-    return materialize(obj, where)
+    return materialize(obj, where, ByteBudget(where, stored, TENSOR_EXPANSION))
 
 
 def load_torch_file(path: str | os.PathLike) -> Any:

@@ -1,0 +1,68 @@
+"""Hostile files (tests/hostile_files.py) are harmless: each is loaded in a
+child process, which must end with a fastlstm error naming the file and the
+expected reason, within a generous time (a hang detector, not a speed
+test), under 1 GB of peak memory, with no byte of another file in any
+message or result."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hostile_files import CASES, SECRET, write_secret
+
+CHILD = Path(__file__).parent / "hostile_child.py"
+TIMEOUT_S = 10
+MAX_RSS_BYTES = 1 << 30
+
+
+def run_child(path, kwargs=None, predict=None) -> tuple[dict, int]:
+    """The child's report and its peak RSS in bytes."""
+    arg = json.dumps(
+        {
+            "path": str(path),
+            "kwargs": kwargs or {},
+            "predict": predict,
+            "secret": SECRET.hex(),
+        }
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
+    proc = subprocess.Popen(
+        [sys.executable, str(CHILD), arg],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            proc.kill()
+            os.wait4(proc.pid, 0)
+            pytest.fail(f"loading {path} hung for more than {TIMEOUT_S} s")
+        time.sleep(0.02)
+    out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, f"child died ({proc.returncode}): {err[-2000:]}"
+    return json.loads(out.strip().splitlines()[-1]), usage.ru_maxrss * 1024
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_hostile_file_is_refused(tmp_path, name):
+    write_secret(tmp_path)
+    case = CASES[name](tmp_path)
+    report, rss = run_child(case.path, case.kwargs, case.predict)
+    assert "error" in report, f"{name} loaded: {report}"
+    assert report["fastlstm_error"], report
+    assert str(case.path) in report["message"] or case.path.name in report["message"]
+    assert re.search(case.match, report["message"]), report["message"]
+    assert not report["leak"]
+    assert rss < MAX_RSS_BYTES, f"{name}: peak RSS {rss >> 20} MiB"
