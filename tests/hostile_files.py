@@ -11,12 +11,15 @@ opaque blobs are committed.
 
 from __future__ import annotations
 
+import os
 import struct
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import h5py
 import numpy as np
 from torch_files import Emitter, Storages
 
@@ -175,3 +178,194 @@ def _busywork(folder: Path) -> Case:
     interpreter's time is linear in it and bounded."""
     body = b"N0" * ((4 << 20) // 2 - 16) + b"\xff"
     return Case(torch_zip(folder, body), r"opcode 0xff is not allowed")
+
+
+# --- HDF5 (Keras .h5 and the weights inside .keras archives) ----------------
+
+LSTM_CONFIG = {
+    "class_name": "Sequential",
+    "config": {
+        "name": "s",
+        "layers": [
+            {
+                "class_name": "InputLayer",
+                "config": {"name": "inp", "batch_input_shape": [None, 4, 2]},
+            },
+            {"class_name": "LSTM", "config": {"name": "lstm", "units": 3}},
+        ],
+    },
+}
+LSTM_ARRAYS = {
+    "kernel:0": np.full((2, 12), 0.1, np.float32),
+    "recurrent_kernel:0": np.full((3, 12), 0.1, np.float32),
+    "bias:0": np.zeros(12, np.float32),
+}
+
+
+def keras_h5(
+    folder: Path,
+    kernel: Callable[[h5py.Group, str, np.ndarray], None] | None = None,
+    model_config: str | None = None,
+) -> Path:
+    """A Keras 2 .h5 of Sequential([Input((4, 2)), LSTM(3)]); ``kernel``
+    writes the kernel dataset its own (hostile) way."""
+    import json
+
+    path = folder / "hostile.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["keras_version"] = "2.15.0"
+        f.attrs["model_config"] = model_config or json.dumps(LSTM_CONFIG)
+        g = f.create_group("model_weights")
+        g.attrs["layer_names"] = np.array([b"lstm"])
+        layer = g.create_group("lstm")
+        names = [f"lstm/lstm_cell/{n}" for n in LSTM_ARRAYS]
+        layer.attrs["weight_names"] = np.array([n.encode() for n in names])
+        cell = layer.create_group("lstm/lstm_cell")
+        for name, arr in LSTM_ARRAYS.items():
+            if name == "kernel:0" and kernel is not None:
+                kernel(cell, name, arr)
+            else:
+                cell.create_dataset(name, data=arr)
+    return path
+
+
+@case("h5_external_raw_data")
+def _h5_external(folder: Path) -> Case:
+    """The kernel's raw data kept in another file (HDF5 external storage)."""
+    secret = write_secret(folder)
+
+    def kernel(g, name, arr):
+        g.create_dataset(name, arr.shape, "<f4", external=[(str(secret), 0, 96)])
+
+    return Case(keras_h5(folder, kernel), r"outside the file \(external")
+
+
+def _vds_kernel(source: Path, make_source: bool):
+    def kernel(g, name, arr):
+        if make_source:
+            with h5py.File(source, "w") as s:
+                s.create_dataset("x", data=np.frombuffer(SECRET[:96], "<f4"))
+        layout = h5py.VirtualLayout(shape=(24,), dtype="<f4")
+        layout[:] = h5py.VirtualSource(str(source), "x", shape=(24,))
+        g.create_virtual_dataset(name, layout)
+
+    return kernel
+
+
+@case("h5_virtual_dataset")
+def _h5_vds(folder: Path) -> Case:
+    """The kernel a virtual dataset whose source is another HDF5 file."""
+    path = keras_h5(folder, _vds_kernel(folder / "source.h5", True))
+    return Case(path, r"outside the file \(a virtual dataset")
+
+
+@case("h5_virtual_dataset_from_fifo")
+def _h5_vds_fifo(folder: Path) -> Case:
+    """A virtual dataset sourced from a FIFO: reading it would block."""
+    fifo = folder / "fifo.h5"
+    os.mkfifo(fifo)
+    path = keras_h5(folder, _vds_kernel(fifo, False))
+    return Case(path, r"outside the file \(a virtual dataset")
+
+
+@case("h5_unknown_filter")
+def _h5_filter(folder: Path) -> Case:
+    """A chunk that needs a filter plugin (bzip2, id 307) to decode."""
+
+    def kernel(g, name, arr):
+        ds = g.create_dataset(
+            name,
+            arr.shape,
+            "<f4",
+            chunks=arr.shape,
+            compression=307,
+            allow_unknown_filter=True,
+        )
+        ds.id.write_direct_chunk((0, 0), arr.tobytes())
+
+    return Case(keras_h5(folder, kernel), r"filter\(s\) \[307\]")
+
+
+@case("h5_giant_chunk")
+def _h5_giant_chunk(folder: Path) -> Case:
+    """A 2 x 12 kernel kept in one gzip chunk of 256 MiB (256 KB on disk):
+    reading it would inflate the whole chunk."""
+
+    def kernel(g, name, arr):
+        chunk = (1 << 13, 1 << 13)
+        ds = g.create_dataset(
+            name,
+            arr.shape,
+            "<f4",
+            chunks=chunk,
+            maxshape=(None, None),
+            compression="gzip",
+        )
+        z = zlib.compressobj(1)
+        zero = bytes(1 << 24)
+        parts = [z.compress(zero) for _ in range((chunk[0] * chunk[1] * 4) >> 24)]
+        ds.id.write_direct_chunk((0, 0), b"".join(parts) + z.flush())
+
+    return Case(keras_h5(folder, kernel), r"chunks of \d+ bytes")
+
+
+@case("h5_strings_claiming_bfloat16")
+def _h5_vlen_bf16(folder: Path) -> Case:
+    """Variable-length strings as the kernel, with dtype="bfloat16"."""
+
+    def kernel(g, name, arr):
+        ds = g.create_dataset(
+            name,
+            data=np.array(["x" * 1000] * 24, dtype=object),
+            dtype=h5py.string_dtype(),
+        )
+        ds.attrs["dtype"] = "bfloat16"
+
+    return Case(keras_h5(folder, kernel), r"claims bfloat16 but stores")
+
+
+# --- text from a file used as a path ------------------------------------------
+
+
+@case("h5_model_config_names_dev_zero")
+def _config_dev_zero(folder: Path) -> Case:
+    return Case(
+        keras_h5(folder, model_config="/dev/zero"),
+        r"model_config attribute is not valid JSON",
+    )
+
+
+@case("h5_model_config_names_fifo")
+def _config_fifo(folder: Path) -> Case:
+    fifo = folder / "config.fifo"
+    os.mkfifo(fifo)
+    return Case(
+        keras_h5(folder, model_config=str(fifo)),
+        r"model_config attribute is not valid JSON",
+    )
+
+
+@case("h5_model_config_names_other_json")
+def _config_other_json(folder: Path) -> Case:
+    import json
+
+    other = folder / "other.json"
+    other.write_text(json.dumps(LSTM_CONFIG))
+    return Case(
+        keras_h5(folder, model_config=str(other)),
+        r"model_config attribute is not valid JSON",
+    )
+
+
+@case("keras_archive_config_names_other_json")
+def _archive_config_path(folder: Path) -> Case:
+    import json
+
+    other = folder / "other.json"
+    other.write_text(json.dumps(LSTM_CONFIG))
+    path = folder / "hostile.keras"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("config.json", str(other))
+        zf.writestr("metadata.json", '{"keras_version": "3.5.0"}')
+        zf.writestr("model.weights.h5", b"")
+    return Case(path, r"config\.json")

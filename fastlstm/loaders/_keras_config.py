@@ -10,41 +10,61 @@ file loaders.
 
 from __future__ import annotations
 
-import json
 import os
+import stat
 from typing import Any
 
-from fastlstm.errors import ModelFormatError
+from fastlstm.errors import ConfigError, ModelFormatError
+from fastlstm.loaders._json import MAX_JSON_BYTES, check_depth, parse_json
 from fastlstm.spec import LayerSpec, ModelSpec, NodeSpec, TensorRef
 
 INPUT_CLASSES = ("InputLayer",)
 
 
 def load_config(config: Any, what: str) -> dict:
-    """A model config from a dict, a JSON string/bytes, or a JSON file path."""
+    """The architecture a caller passed as ``config=``: a dict, JSON text
+    (str or bytes), or the path of a JSON file. Only this argument may name
+    a file; text found inside a model file goes to ``config_from_text``."""
     if isinstance(config, os.PathLike):
         config = os.fspath(config)
     if isinstance(config, bytes):
-        config = config.decode("utf-8")
-    if isinstance(config, str):
-        text = config
-        if not text.lstrip().startswith("{"):
-            try:
-                with open(text, encoding="utf-8") as fh:
-                    text = fh.read()
-            except OSError as exc:
-                raise ModelFormatError(
-                    f"{what}: cannot read config file: {exc}"
-                ) from exc
         try:
-            config = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ModelFormatError(
-                f"{what}: model config is not valid JSON: {exc}"
-            ) from exc
+            config = config.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{what}: config= bytes are not UTF-8: {exc}") from None
+    if isinstance(config, str) and not config.lstrip().startswith("{"):
+        config = _read_config_file(config, what)
+    if isinstance(config, str):
+        return config_from_text(config, what, "the config= JSON")
     if not isinstance(config, dict):
-        raise ModelFormatError(f"{what}: model config must be a JSON object")
+        raise ConfigError(
+            f"{what}: config= must be a dict, JSON text or a JSON file path, not "
+            f"{type(config).__name__}"
+        )
+    check_depth(config, what, "the config= dict")
     return config
+
+
+def config_from_text(text: str | bytes, where: str, what: str) -> dict:
+    """A model config parsed from JSON text (never opened as a path)."""
+    config = parse_json(text, where, what)
+    if not isinstance(config, dict):
+        raise ModelFormatError(f"{where}: {what} is not a JSON object (model config)")
+    return config
+
+
+def _read_config_file(path: str, what: str) -> str:
+    try:
+        with open(path, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise ConfigError(f"{what}: config file {path!r} is not a regular file")
+            data = fh.read(MAX_JSON_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read config file: {exc}") from exc
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what}: config file {path!r} is not UTF-8") from exc
 
 
 def parse_model_config(

@@ -15,7 +15,11 @@ import h5py
 
 from fastlstm.errors import ModelFormatError
 from fastlstm.loaders import _h5
-from fastlstm.loaders._keras_config import load_config, parse_model_config
+from fastlstm.loaders._keras_config import (
+    config_from_text,
+    load_config,
+    parse_model_config,
+)
 from fastlstm.loaders._weights import attach_weights
 from fastlstm.spec import ModelSpec
 
@@ -26,11 +30,13 @@ def load_keras_h5(path: str, f: h5py.File, config: Any = None) -> ModelSpec:
         if "model_weights" not in f:
             raise ModelFormatError(f"{path}: has a model_config but no model_weights")
         weights_group = _h5.get(f, "model_weights", path)
-        file_config = _h5.attr(f, "model_config", path)
         if config is None:
+            file_config = _h5.attr(f, "model_config", path)
             if file_config is None:
                 raise ModelFormatError(f"{path}: model_config attribute is missing")
-            config = _h5.text(file_config)
+            cfg = config_from_text(
+                _h5.text(file_config), path, "the model_config attribute"
+            )
         fmt = "Keras .h5 (full model)"
     else:
         weights_group = f
@@ -49,8 +55,10 @@ def load_keras_h5(path: str, f: h5py.File, config: Any = None) -> ModelSpec:
             _h5.attr(f, "keras_version", path, "1"),
         )
     )
+    if config is not None:
+        cfg = load_config(config, path)
     skeleton = parse_model_config(
-        load_config(config, path), keras_version=version, source=path, source_format=fmt
+        cfg, keras_version=version, source=path, source_format=fmt
     )
     saved = read_layer_weights(weights_group, path)
     return attach_weights(skeleton, saved, path)
@@ -60,10 +68,11 @@ def read_layer_weights(group: h5py.Group, path: str) -> dict[str, list]:
     """{layer name: [arrays in weight_names order]} for layers with weights,
     in the file's layer order."""
     out: dict[str, list] = {}
+    budget = _h5.budget_for(group.file, path)
     for name in _h5.name_list(group, "layer_names", path):
         where = f"{path}: layer {name!r}"
         g = _h5.get(group, name, where)
         names = _h5.name_list(g, "weight_names", where)
         if names:
-            out[name] = [_h5.read_array(g, wn, where) for wn in names]
+            out[name] = [_h5.read_array(g, wn, where, budget) for wn in names]
     return out

@@ -12,7 +12,6 @@ objects, and finally ``vars/0``, ``vars/1``, ...
 from __future__ import annotations
 
 import io
-import json
 import re
 import zipfile
 from typing import Any
@@ -22,8 +21,14 @@ import h5py
 from fastlstm.errors import ModelFormatError, UnsupportedLayerError
 from fastlstm.keras_layers import OP_CLASSES, WEIGHTED_CLASSES
 from fastlstm.loaders import _h5
+from fastlstm.loaders._budget import ByteBudget
 from fastlstm.loaders._h5_vlen import image_of
-from fastlstm.loaders._keras_config import load_config, parse_model_config
+from fastlstm.loaders._json import parse_json
+from fastlstm.loaders._keras_config import (
+    config_from_text,
+    load_config,
+    parse_model_config,
+)
 from fastlstm.loaders._weights import attach_weights
 from fastlstm.loaders.torch_pickle import ZIP_ERRORS
 from fastlstm.spec import ModelSpec
@@ -78,14 +83,14 @@ def load_keras_zip(
         )
     meta = {}
     if "metadata.json" in names:
-        try:
-            meta = json.loads(_member(zf, "metadata.json", path))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ModelFormatError(f"{path}: metadata.json is not JSON: {exc}") from exc
+        meta = parse_json(_member(zf, "metadata.json", path), path, "metadata.json")
+        if not isinstance(meta, dict):
+            raise ModelFormatError(f"{path}: metadata.json is not a JSON object")
     version = keras_version or str(meta.get("keras_version", "3"))
-    cfg = load_config(
-        config if config is not None else _member(zf, "config.json", path), path
-    )
+    if config is not None:
+        cfg = load_config(config, path)
+    else:
+        cfg = config_from_text(_member(zf, "config.json", path), path, "config.json")
     data = _member(zf, "model.weights.h5", path)
     try:
         f = h5py.File(io.BytesIO(data), "r")
@@ -130,6 +135,7 @@ def read_path_weights(
         raise ModelFormatError(f"{path}: no 'layers' group: not a Keras 3 weights file")
     out: dict[str, list] = {}
     counters: dict[str, int] = {}
+    budget = _h5.budget_for(f.file, path)
     for ls in spec.layers:
         if ls.class_name in OP_CLASSES or (
             sequential and ls.class_name == "InputLayer"
@@ -145,24 +151,26 @@ def read_path_weights(
             key = ls.name  # tf.keras 2.13-era archives name groups by layer
         where = f"{path}: layer {ls.name!r} ({ls.class_name}) at {top}/{key}"
         out[ls.name] = _collect(
-            _h5.get(container, key, where), ls.class_name, ls.config, where
+            _h5.get(container, key, where), ls.class_name, ls.config, where, budget
         )
     return out
 
 
-def _vars(g: h5py.Group, where: str) -> list:
+def _vars(g: h5py.Group, where: str, budget: ByteBudget) -> list:
     v = _h5.get(g, "vars", where)
     keys = sorted(v.keys(), key=lambda s: int(s) if s.isdigit() else 1 << 30)
-    return [_h5.read_array(v, k, where) for k in keys]
+    return [_h5.read_array(v, k, where, budget) for k in keys]
 
 
-def _collect(g: h5py.Group, class_name: str, cfg: dict, where: str) -> list:
+def _collect(
+    g: h5py.Group, class_name: str, cfg: dict, where: str, budget: ByteBudget
+) -> list:
     if class_name in ("LSTM", "CuDNNLSTM"):
-        return _vars(_h5.get(g, "cell", where), where)
+        return _vars(_h5.get(g, "cell", where), where, budget)
     if class_name in ("Dense", "Embedding"):
-        return _vars(g, where)
+        return _vars(g, where, budget)
     if class_name == "TimeDistributed":
-        return _vars(_h5.get(g, "layer", where), where)
+        return _vars(_h5.get(g, "layer", where), where, budget)
     if class_name == "Bidirectional":
         inner = cfg.get("layer") or {}
         back = cfg.get("backward_layer") or inner
@@ -171,19 +179,21 @@ def _collect(g: h5py.Group, class_name: str, cfg: dict, where: str) -> list:
             inner.get("class_name"),
             inner.get("config", {}),
             where,
+            budget,
         )
         bw = _collect(
             _h5.get(g, "backward_layer", where),
             back.get("class_name"),
             back.get("config", {}),
             where,
+            budget,
         )
         return fw + bw
     if class_name == "RNN":
         cell = cfg.get("cell") or {}
         cg = _h5.get(g, "cell", where)
         if cell.get("class_name") != "StackedRNNCells" and not isinstance(cell, list):
-            return _vars(cg, where)
+            return _vars(cg, where, budget)
         cells = cell if isinstance(cell, list) else cell["config"]["cells"]
         cells_group = _h5.get(cg, "cells", where)
         out, counters = [], {}
@@ -192,7 +202,9 @@ def _collect(g: h5py.Group, class_name: str, cfg: dict, where: str) -> list:
             k = counters.get(base, 0)
             counters[base] = k + 1
             out += _vars(
-                _h5.get(cells_group, base if k == 0 else f"{base}_{k}", where), where
+                _h5.get(cells_group, base if k == 0 else f"{base}_{k}", where),
+                where,
+                budget,
             )
         return out
     raise UnsupportedLayerError(f"{where}: no weight layout known for {class_name}")
