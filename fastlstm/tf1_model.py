@@ -235,7 +235,8 @@ def _variable_source(source: Any) -> tuple[list[str], Any, str]:
             flat[str(k)] = np.asarray(v)
         return list(flat), flat.__getitem__, "<variables>"
     path = os.fspath(source)
-    from fastlstm.loaders import _tf1_prefix
+    from fastlstm.loaders import _tf1_prefix, sniff
+    from fastlstm.loaders.npz_format import read_npz
 
     prefix = _tf1_prefix(path)
     if prefix is not None:
@@ -243,16 +244,9 @@ def _variable_source(source: Any) -> tuple[list[str], Any, str]:
 
         reader = CheckpointReader(prefix)
         return reader.names, reader.get, prefix
-    if os.path.isfile(path):
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-        if head[:2] == b"PK":
-            try:
-                with np.load(path, allow_pickle=False) as npz:
-                    arrays = {k: npz[k] for k in npz.files}
-            except (OSError, ValueError, EOFError) as exc:
-                raise ModelFormatError(f"{path}: unreadable .npz: {exc}") from exc
-            return list(arrays), arrays.__getitem__, path
+    if os.path.isfile(path) and sniff(path) == "zip":
+        arrays = read_npz(path)
+        return list(arrays), arrays.__getitem__, path
     raise ModelFormatError(
         f"{path}: not a TF checkpoint (no {path}.index) nor an .npz of variables"
     )

@@ -369,3 +369,120 @@ def _archive_config_path(folder: Path) -> Case:
         zf.writestr("metadata.json", '{"keras_version": "3.5.0"}')
         zf.writestr("model.weights.h5", b"")
     return Case(path, r"config\.json")
+
+
+# --- TF1 checkpoints -----------------------------------------------------------
+
+
+def tf1_bundle(prefix: Path) -> Path:
+    from tf_bundle import write_bundle
+
+    rng = np.random.default_rng(0)
+    write_bundle(
+        prefix,
+        {
+            "rnn/lstm_cell/kernel": rng.normal(0, 0.1, (5, 12)).astype(np.float32),
+            "rnn/lstm_cell/bias": np.zeros(12, np.float32),
+        },
+    )
+    return prefix
+
+
+def _tf1_state_pointing_to(folder: Path, target: str) -> Path:
+    model = folder / "model"
+    model.mkdir()
+    (model / "checkpoint").write_text(f'model_checkpoint_path: "{target}"\n')
+    return model
+
+
+@case("tf1_checkpoint_state_points_up")
+def _tf1_relative_escape(folder: Path) -> Case:
+    """model_checkpoint_path "../elsewhere/x": another folder's checkpoint."""
+    (folder / "elsewhere").mkdir()
+    tf1_bundle(folder / "elsewhere" / "x")
+    model = _tf1_state_pointing_to(folder, "../elsewhere/x")
+    return Case(model, r"lies outside")
+
+
+@case("tf1_checkpoint_state_absolute_elsewhere")
+def _tf1_absolute_escape(folder: Path) -> Case:
+    (folder / "elsewhere").mkdir()
+    target = tf1_bundle(folder / "elsewhere" / "y")
+    model = _tf1_state_pointing_to(folder, str(target))
+    return Case(model, r"lies outside")
+
+
+@case("tf1_data_shard_is_a_link")
+def _tf1_shard_link(folder: Path) -> Case:
+    """The data shard a symbolic link to another file of the same size."""
+    prefix = tf1_bundle(folder / "model.ckpt")
+    shard = folder / "model.ckpt.data-00000-of-00001"
+    secret = folder / "secret.bin"
+    secret.write_bytes(SECRET[: shard.stat().st_size].ljust(shard.stat().st_size))
+    shard.unlink()
+    shard.symlink_to(secret)
+    return Case(prefix, r"is a symbolic link")
+
+
+@case("tf1_data_shard_is_a_fifo")
+def _tf1_shard_fifo(folder: Path) -> Case:
+    prefix = tf1_bundle(folder / "model.ckpt")
+    shard = folder / "model.ckpt.data-00000-of-00001"
+    shard.unlink()
+    os.mkfifo(shard)
+    return Case(prefix, r"not a regular file \(a FIFO\)")
+
+
+@case("model_path_is_dev_zero")
+def _dev_zero(folder: Path) -> Case:
+    return Case(Path("/dev/zero"), r"not a regular file \(a character device\)")
+
+
+@case("model_path_is_a_fifo")
+def _model_fifo(folder: Path) -> Case:
+    fifo = folder / "model.h5"
+    os.mkfifo(fifo)
+    return Case(fifo, r"not a regular file \(a FIFO\)")
+
+
+# --- .npz archives ---------------------------------------------------------------
+
+
+def _npy_header(shape: tuple, descr: str = "<f4") -> bytes:
+    from numpy.lib import format as npy_format
+
+    d = {"descr": descr, "fortran_order": False, "shape": shape}
+    import io
+
+    out = io.BytesIO()
+    npy_format.write_array_header_1_0(out, d)
+    return out.getvalue()
+
+
+@case("npz_header_declares_gigabytes")
+def _npz_shape(folder: Path) -> Case:
+    """A 100-byte member whose .npy header declares 2^28 floats: NumPy
+    would allocate 1 GiB before finding the data missing."""
+    path = folder / "vars.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("rnn/lstm_cell/kernel.npy", _npy_header((1 << 28,)) + bytes(100))
+    return Case(path, r"declares shape \(268435456,\)")
+
+
+@case("npz_inflation_bomb")
+def _npz_bomb(folder: Path) -> Case:
+    """64 MiB of zeros deflated to about 64 KB."""
+    path = folder / "vars.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        zf.writestr(
+            "rnn/lstm_cell/kernel.npy", _npy_header((1 << 24,)) + bytes(1 << 26)
+        )
+    return Case(path, r"would inflate \d+ bytes to \d+; refused")
+
+
+@case("npz_object_array")
+def _npz_objects(folder: Path) -> Case:
+    path = folder / "vars.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("rnn/lstm_cell/kernel.npy", _npy_header((2,), "|O") + b"\x80\x02N.")
+    return Case(path, r"holds Python objects")

@@ -133,7 +133,7 @@ def test_absurd_or_truncated_header(tmp_path):
     with pytest.raises(fastlstm.ModelFormatError, match="truncated"):
         load_safetensors(path)
     path.write_bytes(struct.pack("<Q", 4) + b"{x]}")
-    with pytest.raises(fastlstm.ModelFormatError, match="header is not JSON"):
+    with pytest.raises(fastlstm.ModelFormatError, match="header is not valid JSON"):
         load_safetensors(path)
     path.write_bytes(struct.pack("<Q", 2) + b"[]")
     with pytest.raises(fastlstm.ModelFormatError, match="not a JSON object"):

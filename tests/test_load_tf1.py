@@ -414,7 +414,7 @@ def test_checkpoint_state_file(tmp_path, rng):
     )
     assert fastlstm.load(tmp_path).input_size == 3
     (tmp_path / "checkpoint").unlink()
-    with pytest.raises(fastlstm.ModelFormatError, match="cannot read"):
+    with pytest.raises(fastlstm.ModelFormatError, match="exactly one .index"):
         fastlstm.load(tmp_path)  # two .index files, no state file: ambiguous
 
 
@@ -520,3 +520,18 @@ def test_live_tensorflow_checkpoint(tmp_path):
     got = {"of": of, "ob": ob, "c1": sf[1].c, "h1": sf[1].h, "cb": sb.c, "hb": sb.h}
     for key, value in got.items():
         assert close(value, ref[key]), key
+
+
+def test_checkpoint_state_with_absolute_path_from_elsewhere(tmp_path, rng):
+    """TF's Saver writes absolute paths into the state file: a folder moved
+    elsewhere still loads, by the prefix's base name inside the folder."""
+    v = cell_vars(rng, "rnn/lstm_cell", 3, 4)
+    write_bundle(tmp_path / "model.ckpt-5", v)
+    (tmp_path / "checkpoint").write_text(
+        'model_checkpoint_path: "/old/machine/train/model.ckpt-5"\n'
+    )
+    model = fastlstm.load(tmp_path)
+    assert model.input_size == 3
+    x = rng.normal(0, 1, (2, 6, 3)).astype(np.float32)
+    moved = fastlstm.load(tmp_path / "model.ckpt-5")
+    np.testing.assert_array_equal(model(x)[0], moved(x)[0])

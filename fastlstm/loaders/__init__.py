@@ -25,6 +25,7 @@ from fastlstm.errors import (
     NonFiniteError,
     ShapeError,
 )
+from fastlstm.loaders._files import check_regular, open_model_file
 from fastlstm.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -119,8 +120,13 @@ def sniff(path: str) -> str:
 
     if _tf1_prefix(path) is not None:
         return "tf1"
+    if os.path.isdir(path):
+        raise ModelFormatError(
+            f"{path}: a folder, not a model file (a TF checkpoint folder needs a "
+            "'checkpoint' state file or exactly one .index file)"
+        )
     try:
-        with open(path, "rb") as fh:
+        with open_model_file(path) as fh:
             head = fh.read(32)
             size = os.fstat(fh.fileno()).st_size
             if head[:8] == HDF5_MAGIC:
@@ -169,7 +175,7 @@ def _family(path: str) -> str:
         from fastlstm.loaders.torch_pickle import ZIP_ERRORS
 
         try:
-            with zipfile.ZipFile(path) as zf:
+            with open_model_file(path) as fh, zipfile.ZipFile(fh) as zf:
                 kind = _zip_kind(zf, path)
         except FastLSTMError:
             raise
@@ -208,11 +214,13 @@ def load_spec(
     if kind == "zip":
         from fastlstm.loaders.torch_pickle import ZIP_ERRORS
 
+        fh = open_model_file(path)
         try:
-            zf = zipfile.ZipFile(path)
+            zf = zipfile.ZipFile(fh)
         except ZIP_ERRORS as exc:
+            fh.close()
             raise ModelFormatError(f"{path}: corrupt zip archive: {exc}") from exc
-        with zf:
+        with fh, zf:
             zkind = _zip_kind(zf, path)
             if zkind != "keras":
                 raise ModelFormatError(
@@ -220,6 +228,7 @@ def load_spec(
                     "files, use fastlstm.load(path) for it"
                 )
             return load_keras_zip(path, zf, config, keras_version)
+    check_regular(path)
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
@@ -339,7 +348,9 @@ def load(
     path = os.fspath(path)
     family = _family(path)
     if family == "npz":
-        obj = _read_npz(path)
+        from fastlstm.loaders.npz_format import read_npz
+
+        obj = read_npz(path)
         family = _mapping_family(obj)
         _check_options(family, path, given)
         return _load_family(family, obj, path, given)
@@ -354,16 +365,6 @@ def load(
         # weights the file holds that fail validation: the file is bad (as
         # the Keras loaders report it), whatever the array check said
         raise ModelFormatError(f"{path}: {exc}") from exc
-
-
-def _read_npz(path: str) -> dict:
-    import numpy as np
-
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise ModelFormatError(f"{path}: unreadable .npz archive: {exc}") from exc
 
 
 def _load_family(family: str, obj: Any, where: str, given: dict) -> Any:

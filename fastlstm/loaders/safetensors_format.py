@@ -8,13 +8,14 @@ interpreted; float tensors come back as float32 NumPy arrays.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 import numpy as np
 
 from fastlstm.errors import ModelFormatError
+from fastlstm.loaders._files import open_model_file
+from fastlstm.loaders._json import parse_json
 
 __all__ = ["load_safetensors", "looks_like_safetensors", "parse_safetensors"]
 
@@ -59,10 +60,9 @@ def parse_safetensors(data: bytes | memoryview, where: str) -> dict[str, np.ndar
             f"{where}: header of {n} bytes but the file has only {len(data) - 8} "
             "after the length field (truncated)"
         )
-    try:
-        header = json.loads(bytes(data[8 : 8 + n]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFormatError(f"{where}: the header is not JSON: {exc}") from exc
+    header = parse_json(
+        bytes(data[8 : 8 + n]), where, "the safetensors header", MAX_HEADER_BYTES
+    )
     if not isinstance(header, dict):
         raise ModelFormatError(f"{where}: the header is not a JSON object")
     buffer = data[8 + n :]
@@ -135,7 +135,7 @@ def _tensor(
 def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = os.fspath(path)
     try:
-        with open(path, "rb") as fh:
+        with open_model_file(path) as fh:
             data = fh.read()
     except OSError as exc:
         raise ModelFormatError(f"{path}: cannot read the file: {exc}") from exc

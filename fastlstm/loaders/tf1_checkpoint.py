@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from fastlstm.errors import ModelFormatError, UnsupportedLayerError
+from fastlstm.loaders._files import companion_path, open_companion, open_model_file
 
 __all__ = ["CheckpointReader", "latest_checkpoint", "is_checkpoint_index"]
 
@@ -244,13 +245,13 @@ def read_table(data: bytes, where: str) -> list[tuple[bytes, bytes]]:
 
 def is_checkpoint_index(path: str) -> bool:
     try:
-        with open(path, "rb") as fh:
+        with open_model_file(path) as fh:
             fh.seek(0, os.SEEK_END)
             if fh.tell() < FOOTER_SIZE:
                 return False
             fh.seek(-8, os.SEEK_END)
             return int.from_bytes(fh.read(8), "little") == TABLE_MAGIC
-    except OSError:
+    except (OSError, ModelFormatError):
         return False
 
 
@@ -302,21 +303,19 @@ def _entry(name: str, value: bytes, where: str) -> Entry:
 
 
 def latest_checkpoint(folder: str) -> str | None:
-    """The prefix named by ``<folder>/checkpoint`` (model_checkpoint_path), or
-    the only ``*.index`` in the folder."""
+    """The prefix named by ``<folder>/checkpoint`` (model_checkpoint_path),
+    or the only ``*.index`` in the folder. The named prefix is used if it
+    lies in the folder; TF's Saver writes absolute paths, so a prefix
+    elsewhere is looked for by its base name in the folder; anything else
+    is refused (the caller may still pass any prefix explicitly)."""
     state = os.path.join(folder, "checkpoint")
-    if os.path.isfile(state):
-        try:
-            with open(state, encoding="utf-8", errors="replace") as fh:
-                text = fh.read(1 << 20)
-        except OSError:
-            return None
+    if os.path.lexists(state):
+        with open_companion(folder, "checkpoint", state) as fh:
+            text = fh.read(1 << 20).decode("utf-8", errors="replace")
         m = re.search(r'^model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"', text, re.M)
         if m:
-            name = m.group(1).encode().decode("unicode_escape")
-            prefix = name if os.path.isabs(name) else os.path.join(folder, name)
-            if os.path.isfile(prefix + ".index"):
-                return prefix
+            name = re.sub(r"\\(.)", r"\1", m.group(1))
+            return _prefix_in_folder(folder, name, state)
     try:
         found = [n for n in os.listdir(folder) if n.endswith(".index")]
     except OSError:
@@ -324,6 +323,21 @@ def latest_checkpoint(folder: str) -> str | None:
     if len(found) == 1:
         return os.path.join(folder, found[0][: -len(".index")])
     return None
+
+
+def _prefix_in_folder(folder: str, name: str, where: str) -> str:
+    candidate = name if os.path.isabs(name) else os.path.join(folder, name)
+    base = os.path.basename(candidate)
+    if base and os.path.realpath(os.path.dirname(candidate)) == os.path.realpath(
+        folder
+    ):
+        return companion_path(folder, base, where)
+    if base and os.path.isfile(os.path.join(folder, base + ".index")):
+        return companion_path(folder, base, where)
+    raise ModelFormatError(
+        f"{where}: model_checkpoint_path {name!r} lies outside {folder} and "
+        f"{base!r} is not in it; pass the checkpoint prefix itself to load it"
+    )
 
 
 class CheckpointReader:
@@ -337,7 +351,7 @@ class CheckpointReader:
         where = prefix + ".index"
         self.where = where
         try:
-            with open(where, "rb") as fh:
+            with open_model_file(where) as fh:
                 size = os.fstat(fh.fileno()).st_size
                 if size > MAX_INDEX_BYTES:
                     raise ModelFormatError(f"{where}: index of {size} bytes refused")
@@ -400,14 +414,15 @@ class CheckpointReader:
             )
         if not 0 <= e.shard < self.num_shards:
             raise ModelFormatError(f"{where} names shard {e.shard}")
-        shard = f"{self.prefix}.data-{e.shard:05d}-of-{self.num_shards:05d}"
+        folder, stem = os.path.split(self.prefix)
+        shard = f"{stem}.data-{e.shard:05d}-of-{self.num_shards:05d}"
         try:
-            with open(shard, "rb") as fh:
+            with open_companion(folder or ".", shard, where) as fh:
                 total = os.fstat(fh.fileno()).st_size
                 if e.offset + e.size > total:
                     raise ModelFormatError(
                         f"{where} spans bytes [{e.offset}, {e.offset + e.size}) of "
-                        f"{os.path.basename(shard)}, which has {total} (truncated)"
+                        f"{shard}, which has {total} (truncated)"
                     )
                 fh.seek(e.offset)
                 raw = fh.read(e.size)

@@ -34,6 +34,7 @@ import numpy as np
 
 from fastlstm.errors import ModelFormatError
 from fastlstm.loaders._budget import ByteBudget
+from fastlstm.loaders._files import open_model_file
 from fastlstm.loaders.restricted_pickle import Call, unpickle_bytes
 
 __all__ = [
@@ -582,7 +583,7 @@ def load_torch_file(path: str | os.PathLike) -> Any:
     tensors as NumPy arrays. Never imports torch or runs code from the file."""
     path = os.fspath(path)
     try:
-        with open(path, "rb") as fh:
+        with open_model_file(path) as fh:
             head = fh.read(32)
             size = os.fstat(fh.fileno()).st_size
             if head[:4] == b"PK\x03\x04" or head[:4] == b"PK\x05\x06":
