@@ -64,10 +64,15 @@ class ThreadPool:
     threads: int
     def __init__(self, threads: int) -> None: ...
 
+class StreamGuard:
+    busy: bool
+    def __enter__(self) -> StreamGuard: ...
+    def __exit__(self, *exc: object) -> bool: ...
+
 class StreamCore:
     batch: int
     threads: int
-    busy: bool
+    guard: StreamGuard
     def _init_core(
         self,
         packed: PackedLSTM,

@@ -164,9 +164,9 @@ cdef class PackedLSTM:
         cdef fl_lstm *out = NULL
         cdef fl_status st
 
-        if self._lstm is not NULL:  # __init__ called again: drop the old layer
-            fl_lstm_free(self._lstm)
-            self._lstm = NULL
+        if self._lstm is not NULL:  # another thread may be running on it
+            raise TypeError("a PackedLSTM is immutable: __init__ runs once; "
+                            "create a new PackedLSTM instead")
         _expect(kernel.shape[1] % 4 == 0, "kernel width must be 4*units")
         desc.input_size = kernel.shape[0]
         desc.units = kernel.shape[1] // 4
@@ -335,13 +335,36 @@ cdef class PackedLSTM:
         _check(st, "LSTM forward")
 
 
+_BUSY_MESSAGE = ("this stream is being used by another thread; streams hold "
+                 "mutable state, create one stream per thread")
+
+
+cdef class StreamGuard:
+    """One stream's busy flag. ``with guard:`` tests and sets it with no
+    Python code in between, so under the GIL the two are one step: a second
+    thread gets StreamError instead of running on the same state. Every
+    stream takes its guard before any work and releases it after the last
+    layer."""
+
+    cdef readonly bint busy
+
+    def __enter__(self):
+        if self.busy:
+            raise StreamError(_BUSY_MESSAGE)
+        self.busy = True
+        return self
+
+    def __exit__(self, *exc):
+        self.busy = False
+        return False
+
+
 cdef class StreamCore:
     """The per-step path of a stream, kept in C: fastlstm.lstm.LSTMStream
     subclasses it, so ``stream.step(x)`` calls this method directly.
 
     Holds the stream's state arrays (h, c, seen), a workspace for one step,
-    and a busy flag that turns concurrent use of one stream into a
-    StreamError instead of corrupted state.
+    and the stream's guard (``guard``), taken before any work of ``step``.
     """
 
     cdef PackedLSTM _packed_core
@@ -357,7 +380,7 @@ cdef class StreamCore:
     cdef size_t _work_bytes
     cdef bint _zero_output
     cdef bint _check_finite
-    cdef public bint busy
+    cdef readonly StreamGuard guard
     cdef int _sweep
     cdef int _keep_copies
     cdef readonly int threads
@@ -365,6 +388,9 @@ cdef class StreamCore:
 
     def _init_core(self, PackedLSTM packed, int batch, bint zero_output,
                    bint check_finite, int threads=1):
+        if self.guard is not None:  # another thread may be stepping
+            raise TypeError("a stream is initialised once; create a new one")
+        self.guard = StreamGuard()
         self.threads = threads
         self._pool = ThreadPool(threads) if threads > 1 else None
         self._packed_core = packed
@@ -384,7 +410,6 @@ cdef class StreamCore:
         self._workp = cnp.PyArray_DATA(self._work)
         self._zero_output = zero_output
         self._check_finite = check_finite
-        self.busy = False
         self._sweep = 0
 
     def step(self, x, mask=None, out=None):
@@ -393,15 +418,22 @@ cdef class StreamCore:
         ``mask`` (batch,) marks the rows whose step is valid; ``out`` is an
         optional preallocated float32 (batch, R) array to write into.
         """
+        cdef StreamGuard guard = self.guard
+        if guard is None:
+            raise StreamError("this stream was not initialised")
+        if guard.busy:  # test and set with no Python code between: atomic
+            raise StreamError(_BUSY_MESSAGE)
+        guard.busy = True
+        try:
+            return self._step(x, mask, out)
+        finally:
+            guard.busy = False
+
+    cdef object _step(self, x, mask, out):
         cdef cnp.ndarray xa
         cdef cnp.ndarray ma
         cdef cnp.ndarray oa
         cdef PackedLSTM p = self._packed_core
-        if self.busy:
-            raise StreamError(
-                "this stream is being used by another thread; streams hold "
-                "mutable state, create one stream per thread"
-            )
         if not (cnp.PyArray_CheckExact(x)
                 and cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_FLOAT32
                 and cnp.PyArray_NDIM(<cnp.ndarray>x) == 2
@@ -453,11 +485,9 @@ cdef class StreamCore:
         run.no_amx = 0  # as the workspace was sized
         run.no_overlap = 0
         cdef fl_status st
-        self.busy = True
         with nogil:
             st = fl_lstm_forward(p._lstm, &_BLAS, &run, self._workp,
                                  self._work_bytes)
-        self.busy = False
         self._sweep ^= 1  # the next step reads the weights the other way
         if self._keep_copies == 1 and st == FL_OK:
             self._keep_copies = 2  # the copies are in the workspace now

@@ -8,6 +8,7 @@ from typing import Any, Union
 import numpy as np
 
 from fastlstm import _inputs
+from fastlstm._core import StreamGuard
 from fastlstm.errors import ConfigError, ShapeError, StreamError
 from fastlstm.lstm import (
     LSTM,
@@ -252,6 +253,9 @@ class StackStream:
 
     def __init__(self, streams: list[LSTMStream]) -> None:
         self._streams = streams
+        # held from before the first layer to after the last, so two threads
+        # cannot interleave layers of one stream
+        self._guard = StreamGuard()
 
     batch_size = property(lambda self: self._streams[0].batch_size)
 
@@ -259,34 +263,39 @@ class StackStream:
         refuse_pickle(self)
 
     def step(self, x: Any, mask: Any = None) -> np.ndarray:
-        for s in self._streams:
-            x = s.step(x, mask)
-        return x
+        with self._guard:
+            for s in self._streams:
+                x = s.step(x, mask)
+            return x
 
     def feed(self, x: Any, mask: Any = None) -> np.ndarray:
-        for s in self._streams:
-            x = s.feed(x, mask)
-        return x
+        with self._guard:
+            for s in self._streams:
+                x = s.feed(x, mask)
+            return x
 
     def reset(self) -> None:
-        for s in self._streams:
-            s.reset()
+        with self._guard:
+            for s in self._streams:
+                s.reset()
 
     @property
     def state(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """One (h, c) pair per layer."""
-        return [s.state for s in self._streams]
+        with self._guard:
+            return [s.state for s in self._streams]
 
     @state.setter
     def state(self, value: Sequence[tuple[Any, Any]]) -> None:
-        n = len(self._streams)
-        if not _inputs.is_sequence(value, n):
-            raise ShapeError(
-                f"state must be a list holding one (h, c) pair per "
-                f"layer ({n}), got {_describe(value)}"
-            )
-        for s, v in zip(self._streams, value):
-            s.state = v
+        with self._guard:
+            n = len(self._streams)
+            if not _inputs.is_sequence(value, n):
+                raise ShapeError(
+                    f"state must be a list holding one (h, c) pair per "
+                    f"layer ({n}), got {_describe(value)}"
+                )
+            for s, v in zip(self._streams, value):
+                s.state = v
 
 
 def _describe(value: Any) -> str:

@@ -500,7 +500,7 @@ class LSTMStream(StreamCore):
 
     def reset(self) -> None:
         """Zeroes h and c (and forgets which rows have seen a valid step)."""
-        with _Busy(self):
+        with self.guard:
             self._h.fill(0.0)
             self._c.fill(0.0)
             self._seen.fill(0)
@@ -508,19 +508,20 @@ class LSTMStream(StreamCore):
     @property
     def state(self) -> tuple[np.ndarray, np.ndarray]:
         """Copies of (h, c): (batch, R) and (batch, units)."""
-        return self._h.copy(), self._c.copy()
+        with self.guard:
+            return self._h.copy(), self._c.copy()
 
     @state.setter
     def state(self, value: tuple[ArrayLike, ArrayLike]) -> None:
-        h0, c0 = _inputs.pair_input(value, "state")
-        policy = self._layer.nan_policy
-        h = _inputs.state_input(
-            h0, self._batch, self._layer.output_size, "state[0] (h)", policy
-        )
-        c = _inputs.state_input(
-            c0, self._batch, self._layer.units, "state[1] (c)", policy
-        )
-        with _Busy(self):
+        with self.guard:
+            h0, c0 = _inputs.pair_input(value, "state")
+            policy = self._layer.nan_policy
+            h = _inputs.state_input(
+                h0, self._batch, self._layer.output_size, "state[0] (h)", policy
+            )
+            c = _inputs.state_input(
+                c0, self._batch, self._layer.units, "state[1] (c)", policy
+            )
             self._h[...] = h
             self._c[...] = c
             # as with initial_state=: masked steps before the first valid one
@@ -529,14 +530,14 @@ class LSTMStream(StreamCore):
 
     def feed(self, x: ArrayLike, mask: ArrayLike | None = None) -> np.ndarray:
         """Runs a chunk of steps and returns the output of every step."""
-        layer = self._layer
-        xs, B, T = _inputs.sequence_input(x, layer.input_size, layer.time_major)
-        if B != self._batch:
-            raise ShapeError(
-                f"x has batch size {B} but the stream was made for {self._batch}"
-            )
-        p = _prepare(xs, B, T, layer.time_major, mask, None)
-        with _Busy(self):
+        with self.guard:
+            layer = self._layer
+            xs, B, T = _inputs.sequence_input(x, layer.input_size, layer.time_major)
+            if B != self._batch:
+                raise ShapeError(
+                    f"x has batch size {B} but the stream was made for {self._batch}"
+                )
+            p = _prepare(xs, B, T, layer.time_major, mask, None)
             y, _ = layer._run(
                 p, self._h, self._c, True, seen=self._seen, pool=self._pool
             )
@@ -554,23 +555,3 @@ class LSTMStream(StreamCore):
         if mask is not None:
             valid = self._step_mask(mask).astype(bool).reshape(self._batch, 1)
         _inputs.raise_nonfinite(x.reshape(self._batch, 1, -1), valid, False)
-
-
-class _Busy:
-    """Refuses (instead of corrupting) concurrent use of one stream."""
-
-    __slots__ = ("_stream",)
-
-    def __init__(self, stream: StreamCore) -> None:
-        self._stream = stream
-
-    def __enter__(self) -> None:
-        if self._stream.busy:
-            raise StreamError(
-                "this stream is being used by another thread; streams hold "
-                "mutable state, create one stream per thread"
-            )
-        self._stream.busy = True
-
-    def __exit__(self, *exc: object) -> None:
-        self._stream.busy = False

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from fastlstm import _inputs
+from fastlstm._core import StreamGuard
 from fastlstm.errors import DTypeError, FastLSTMError, ShapeError, StreamError
 from fastlstm.keras_layers import (
     BidirectionalLayer,
@@ -355,6 +356,8 @@ class ModelStream:
             n for n, layer in model._layers.items() if isinstance(layer, Recurrent)
         ]
         self._ctx = RunContext({n: Carry([]) for n in names})
+        # held for a whole step or chunk through every layer
+        self._guard = StreamGuard()
 
     batch_size = property(lambda self: self._batch)
 
@@ -364,8 +367,9 @@ class ModelStream:
         refuse_pickle(self)
 
     def reset(self) -> None:
-        for carry in self._ctx.carries.values():
-            carry.states.clear()
+        with self._guard:
+            for carry in self._ctx.carries.values():
+                carry.states.clear()
 
     def _run_flat(self, x: Inputs) -> list:
         """Runs a chunk (batch, time, ...) per input; returns the outputs."""
@@ -379,11 +383,16 @@ class ModelStream:
 
     def feed(self, x: Inputs) -> Any:
         """Runs a chunk (batch, time, ...) per input; returns the outputs."""
-        return self._model._structured(self._run_flat(x))
+        with self._guard:
+            return self._model._structured(self._run_flat(x))
 
     def step(self, x: Inputs) -> Any:
         """Runs one time step: each input (batch, ...) without the time axis."""
 
+        with self._guard:
+            return self._step(x)
+
+    def _step(self, x: Inputs) -> Any:
         def add_time(a):
             return np.asarray(a)[:, None]
 

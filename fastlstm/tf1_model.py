@@ -210,16 +210,18 @@ class TF1LSTMStream(StackStream):
 
     @property
     def state(self) -> Any:
-        states = [LSTMStateTuple(s.state[1], s.state[0]) for s in self._streams]
+        with self._guard:
+            states = [LSTMStateTuple(s.state[1], s.state[0]) for s in self._streams]
         return self._model._pack(states, 0)
 
     @state.setter
     def state(self, value: Any) -> None:
-        pairs = self._model._unpack(value, 0, "state")
-        if pairs is None:
-            raise ShapeError("state must be an LSTMStateTuple (c, h) or a tuple")
-        for s, p in zip(self._streams, pairs):
-            s.state = p
+        with self._guard:
+            pairs = self._model._unpack(value, 0, "state")
+            if pairs is None:
+                raise ShapeError("state must be an LSTMStateTuple (c, h) or a tuple")
+            for s, p in zip(self._streams, pairs):
+                s.state = p
 
 
 # --- loading -------------------------------------------------------------------

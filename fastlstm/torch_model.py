@@ -267,11 +267,16 @@ class TorchLSTMStream(StackStream):
 
     @property
     def state(self) -> tuple[np.ndarray, np.ndarray]:
-        pairs = [s.state for s in self._streams]
+        with self._guard:
+            pairs = [s.state for s in self._streams]
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
     @state.setter
     def state(self, value: tuple[Any, Any]) -> None:
+        with self._guard:
+            self._set_state(value)
+
+    def _set_state(self, value: tuple[Any, Any]) -> None:
         h, c = _inputs.pair_input(value, "state")
         h = real_array(h, "state[0] (h)")
         c = real_array(c, "state[1] (c)")
