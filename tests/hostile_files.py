@@ -486,3 +486,70 @@ def _npz_objects(folder: Path) -> Case:
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("rnn/lstm_cell/kernel.npy", _npy_header((2,), "|O") + b"\x80\x02N.")
     return Case(path, r"holds Python objects")
+
+
+# --- ONNX external data -----------------------------------------------------------
+
+ONNX_FIXTURE = Path(__file__).parent / "fixtures" / "onnx" / "torch_export_lstm"
+
+
+def onnx_with_external(folder: Path, location: str, **fields) -> Path:
+    """The fixture LSTM with its weight W kept in ``location`` (external
+    data); ``fields`` override the offset/length written for it."""
+    import onnx
+
+    model = onnx.load(ONNX_FIXTURE / "model.onnx")
+    for t in model.graph.initializer:
+        if len(t.dims) == 3:  # the LSTM's W, R
+            raw = t.raw_data or onnx.numpy_helper.to_array(t).tobytes()
+            t.ClearField("raw_data")
+            t.ClearField("float_data")
+            t.data_location = onnx.TensorProto.EXTERNAL
+            info = {"location": location, "offset": "0", "length": str(len(raw))}
+            info.update({k: str(v) for k, v in fields.items()})
+            for key, value in info.items():
+                entry = t.external_data.add()
+                entry.key, entry.value = key, value
+            break
+    path = folder / "model.onnx"
+    onnx.save(model, path)
+    return path
+
+
+@case("onnx_external_data_up_a_folder")
+def _onnx_up(folder: Path) -> Case:
+    write_secret(folder)
+    (folder / "m").mkdir()
+    return Case(onnx_with_external(folder / "m", "../secret.bin"), r"not a file name")
+
+
+@case("onnx_external_data_absolute_path")
+def _onnx_abs(folder: Path) -> Case:
+    secret = write_secret(folder)
+    return Case(onnx_with_external(folder, str(secret)), r"not a file name")
+
+
+@case("onnx_external_data_is_a_link")
+def _onnx_link(folder: Path) -> Case:
+    secret = write_secret(folder)
+    (folder / "w.bin").symlink_to(secret)
+    return Case(onnx_with_external(folder, "w.bin"), r"is a symbolic link")
+
+
+@case("onnx_external_data_is_a_fifo")
+def _onnx_fifo(folder: Path) -> Case:
+    os.mkfifo(folder / "w.bin")
+    return Case(onnx_with_external(folder, "w.bin"), r"not a regular file \(a FIFO\)")
+
+
+@case("onnx_external_data_past_the_end")
+def _onnx_past_end(folder: Path) -> Case:
+    (folder / "w.bin").write_bytes(bytes(64))
+    return Case(onnx_with_external(folder, "w.bin"), r"beyond the end")
+
+
+@case("onnx_external_data_wrong_length")
+def _onnx_length(folder: Path) -> Case:
+    (folder / "w.bin").write_bytes(bytes(1 << 16))
+    path = onnx_with_external(folder, "w.bin", length=1 << 40)
+    return Case(path, r"dims and type need")

@@ -561,3 +561,32 @@ def test_fuzz_findings_are_model_format_errors(finding):
     pytest.importorskip("onnx")
     with pytest.raises(fastlstm.ModelFormatError, match="corrupt ONNX model"):
         fastlstm.load(finding)
+
+
+def test_external_data_in_the_model_folder(tmp_path):
+    """A model saved with onnx's own external-data writer (all tensors in
+    one file beside it) gives the same outputs as the same model with its
+    tensors inside; as bytes, it is refused (no folder to read from)."""
+    onnx = pytest.importorskip("onnx")
+    src = FIXTURES / "torch_export_lstm"
+    model = onnx.load(src / "model.onnx")
+    onnx.save_model(
+        model,
+        tmp_path / "model.onnx",
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
+    assert (tmp_path / "weights.bin").stat().st_size > 0
+    x = np.load(src / "ref.npz")["x"]
+    inside = fastlstm.load(src / "model.onnx")
+    outside = fastlstm.load(tmp_path / "model.onnx")
+    for a, b in zip(
+        inside.run(None, {inside.input_names[0]: x}),
+        outside.run(None, {outside.input_names[0]: x}),
+    ):
+        np.testing.assert_array_equal(a, b)
+    data = (tmp_path / "model.onnx").read_bytes()
+    with pytest.raises(fastlstm.ModelFormatError, match="as bytes may not refer"):
+        from_onnx(data)

@@ -44,6 +44,11 @@ class ByteBudget:
         self.limit = stored * expansion + SLACK_BYTES
         self.left = self.limit
 
+    def add_stored(self, nbytes: int) -> None:
+        """More bytes the load really holds (a companion file opened)."""
+        self.limit += nbytes
+        self.left += nbytes
+
     def spend(self, nbytes: int, what: str) -> None:
         check_allocation(nbytes, self.where, what)
         if nbytes > self.left:

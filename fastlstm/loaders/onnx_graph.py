@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,8 @@ from fastlstm.errors import (
     ShapeError,
     UnsupportedLayerError,
 )
+from fastlstm.loaders._budget import ByteBudget, check_allocation
+from fastlstm.loaders._files import open_companion, open_model_file
 
 __all__ = ["Graph", "Node", "read_onnx", "GLUE_OPS", "SUPPORTED_OPS", "run_glue"]
 
@@ -69,6 +72,9 @@ class Graph:
     source: str = ""
 
 
+MIN_ONNX_VERSION = (1, 17)  # refuses external-data traversal itself
+
+
 def _import_onnx() -> Any:
     try:
         import onnx
@@ -76,8 +82,14 @@ def _import_onnx() -> Any:
     except ImportError as exc:
         raise ImportError(
             "reading .onnx files needs the optional 'onnx' package: "
-            "pip install fastlstm[onnx]  (or pip install onnx)"
+            "pip install fastlstm[onnx]  (or pip install 'onnx>=1.17')"
         ) from exc
+    version = tuple(int(p) for p in re.findall(r"\d+", onnx.__version__)[:2])
+    if version < MIN_ONNX_VERSION:
+        raise ImportError(
+            f"reading .onnx files needs onnx >= 1.17, found {onnx.__version__}: "
+            "pip install -U onnx"
+        )
     return onnx
 
 
@@ -109,37 +121,128 @@ def corrupt_model_error(where: str, exc: BaseException) -> ModelFormatError:
 
 
 def read_onnx(source: Any) -> Graph:
-    """A Graph from an .onnx path, its bytes, or an onnx.ModelProto."""
+    """A Graph from an .onnx path, its bytes, or an onnx.ModelProto.
+
+    External data (tensors kept in other files) is read here, not by onnx:
+    only from regular files in the model's own folder, each range checked
+    against the file's real size and the load's byte budget. A model given
+    as bytes or a ModelProto may not refer to external data."""
     onnx = _import_onnx()
     where = "<onnx model>"
+    folder = None
     if isinstance(source, (str, os.PathLike)):
         where = os.fspath(source)
-        try:
-            model = onnx.load(where)
-        except Exception as exc:  # protobuf DecodeError, OSError, ValidationError
-            raise ModelFormatError(
-                f"{where}: not a readable ONNX model: {type(exc).__name__}: {exc}"
-            ) from exc
+        folder = os.path.dirname(where) or "."
+        with open_model_file(where) as fh:
+            data = fh.read()
+        model = _parse(onnx, data, where)
+        budget = ByteBudget(where, len(data))
     elif isinstance(source, (bytes, bytearray)):
-        try:
-            model = onnx.load_model_from_string(bytes(source))
-        except Exception as exc:
-            raise ModelFormatError(
-                f"{where}: not a readable ONNX model: {exc}"
-            ) from exc
+        model = _parse(onnx, bytes(source), where)
+        budget = ByteBudget(where, len(source))
     elif isinstance(source, onnx.ModelProto):
         model = source
+        budget = ByteBudget(where, model.ByteSize())
     else:
         raise TypeError(
             "an ONNX model is read from a path, bytes or onnx.ModelProto, got "
             f"{type(source).__name__}"
         )
     try:
+        read_external_data(onnx, model, folder, where, budget)
         return _graph_of(onnx, model, where)
     except FastLSTMError:
         raise
     except CORRUPT_FIELD_ERRORS as exc:
         raise corrupt_model_error(where, exc) from exc
+
+
+def _parse(onnx: Any, data: bytes, where: str) -> Any:
+    try:
+        return onnx.load_model_from_string(data)
+    except Exception as exc:  # protobuf DecodeError and kin
+        raise ModelFormatError(
+            f"{where}: not a readable ONNX model: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _tensors(model: Any, where: str) -> list:
+    """Every TensorProto of the main graph: initializers and node attributes
+    (subgraphs are refused later, before any of their tensors is read)."""
+    g = model.graph
+    if len(g.sparse_initializer):
+        raise UnsupportedLayerError(f"{where}: sparse initializers are not supported")
+    out = list(g.initializer)
+    for node in g.node:
+        for a in node.attribute:
+            if a.HasField("t"):
+                out.append(a.t)
+            out.extend(a.tensors)
+    return out
+
+
+def read_external_data(
+    onnx: Any, model: Any, folder: str | None, where: str, budget: ByteBudget
+) -> None:
+    """Replaces every external-data reference by the bytes it names."""
+    opened: dict[str, int] = {}
+    for t in _tensors(model, where):
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {kv.key: kv.value for kv in t.external_data}
+        what = f"{where}: tensor {t.name!r}"
+        if folder is None:
+            raise ModelFormatError(
+                f"{what} keeps its data in {info.get('location')!r}; a model given "
+                "as bytes may not refer to other files: load it from its path"
+            )
+        location = info.get("location", "")
+        try:
+            offset = int(info.get("offset", 0))
+            length = int(info["length"]) if "length" in info else None
+        except ValueError:
+            raise ModelFormatError(f"{what}: bad external data offset/length") from None
+        expected = _tensor_bytes(onnx, t, what)
+        if length is None:
+            length = expected
+        if offset < 0 or length != expected:
+            raise ModelFormatError(
+                f"{what}: external data of {length} bytes at offset {offset}, but "
+                f"its dims and type need {expected}"
+            )
+        with open_companion(folder, location, what) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if location not in opened:
+                opened[location] = size
+                budget.add_stored(size)
+            if offset + length > size:
+                raise ModelFormatError(
+                    f"{what}: external data [{offset}, {offset + length}) lies "
+                    f"beyond the end of {location!r} ({size} bytes)"
+                )
+            budget.spend(length, f"tensor {t.name!r}")
+            fh.seek(offset)
+            raw = fh.read(length)
+        if len(raw) != length:
+            raise ModelFormatError(f"{what}: {location!r} is truncated")
+        t.raw_data = raw
+        del t.external_data[:]
+        t.data_location = onnx.TensorProto.DEFAULT
+
+
+def _tensor_bytes(onnx: Any, t: Any, what: str) -> int:
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    except (KeyError, TypeError, ValueError):
+        raise ModelFormatError(f"{what}: element type {t.data_type}") from None
+    if t.data_type == onnx.TensorProto.STRING:
+        raise ModelFormatError(f"{what}: string tensors cannot be external data")
+    n = 1
+    for d in t.dims:
+        if d < 0:
+            raise ModelFormatError(f"{what}: negative dimension {d}")
+        n *= d
+    return check_allocation(n * itemsize, what, "external data")
 
 
 def _graph_of(onnx: Any, model: Any, where: str) -> Graph:
