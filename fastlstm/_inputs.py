@@ -3,8 +3,9 @@ argument. Everything the C core receives has passed through here."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -12,6 +13,27 @@ from fastlstm.errors import ConfigError, DTypeError, NonFiniteError, ShapeError
 from fastlstm.spec import MAX_DIM, real_array
 
 NAN_POLICIES = ("raise", "propagate")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reports_memory(what: str) -> Callable[[F], F]:
+    """A public method whose MemoryError (sizes the caller asked for that
+    do not fit) comes out as a ShapeError saying what and how large (NumPy's
+    message gives the size and shape)."""
+
+    def wrap(method: F) -> F:
+        @functools.wraps(method)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except MemoryError as exc:
+                raise ShapeError(
+                    f"not enough memory for {what}: {exc or 'allocation failed'}"
+                ) from None
+
+        return run  # type: ignore[return-value]
+
+    return wrap
 
 
 def check_nan_policy(nan_policy: str) -> str:

@@ -30,7 +30,7 @@ from fastlstm.errors import (
     UnsupportedLayerError,
 )
 from fastlstm.lstm import LSTM, _prepare
-from fastlstm.spec import LayerSpec, LSTMSpec
+from fastlstm.spec import MAX_DIM, LayerSpec, LSTMSpec, check_elements
 
 Mask = Any  # np.ndarray of bool, or None
 
@@ -112,14 +112,26 @@ _ELEMENTWISE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+def activation_name(value: Any, where: str) -> str:
+    """The name of a Keras activation given as a string, None (linear) or a
+    serialized dict (``{"class_name": ..., "config": {"name": ...}}``)."""
+    if isinstance(value, dict):
+        config = value.get("config")
+        inner = config.get("name") if isinstance(config, dict) else None
+        value = inner if inner is not None else value.get("class_name")
+    if value is None:
+        return "linear"
+    if not isinstance(value, str):
+        raise UnsupportedLayerError(
+            f"{where}: activation {str(value)[:100]!r} is not a name or a "
+            "serialized activation"
+        )
+    return value
+
+
 def dense_activation(name: Any, flavor: KerasFlavor, where: str) -> Callable:
     """A float32 -> float32 function for a Keras activation name."""
-    if isinstance(name, dict):
-        name = name.get("config", {}).get("name", name.get("class_name"))
-    if name is None:
-        name = "linear"
-    if not isinstance(name, str):
-        raise UnsupportedLayerError(f"{where}: activation {name!r} is not supported")
+    name = activation_name(name, where)
     key = name.lower()
     if key == "hard_sigmoid":
         k3 = flavor.hard_sigmoid == Activation.HARD_SIGMOID_K3
@@ -143,9 +155,8 @@ def dense_activation(name: Any, flavor: KerasFlavor, where: str) -> Callable:
 
 
 def recurrent_activation(name: Any, flavor: KerasFlavor, where: str) -> Activation:
-    if isinstance(name, dict):
-        name = name.get("config", {}).get("name", name.get("class_name"))
-    if isinstance(name, str) and name.lower() == "hard_sigmoid":
+    name = activation_name(name, where)
+    if name.lower() == "hard_sigmoid":
         return flavor.hard_sigmoid
     try:
         return parse_activation(name or "linear", where)
@@ -335,8 +346,18 @@ class Reshaping(Layer):
             target = tuple(int(d) for d in cfg["target_shape"])
             self.fn = lambda x: x.reshape((x.shape[0], *target))
         else:  # RepeatVector
-            n = int(cfg["n"])
-            self.fn = lambda x: np.repeat(x[:, None, :], n, axis=1)
+            n = cfg.get("n")
+            if isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= MAX_DIM:
+                raise ModelFormatError(
+                    f"layer {self.name!r} (RepeatVector): n={str(n)[:40]} is not a "
+                    f"count from 1 to {MAX_DIM}"
+                )
+
+            def repeat(x: np.ndarray) -> np.ndarray:
+                check_elements((x.shape[0], n, *x.shape[1:]), f"{self.name!r} output")
+                return np.repeat(x[:, None, :], n, axis=1)
+
+            self.fn = repeat
 
     def call(self, inputs, masks, node, ctx):
         x = np.asarray(inputs[0], np.float32)

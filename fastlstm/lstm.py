@@ -94,6 +94,7 @@ class LSTM:
     with ``return_sequences``; with ``return_state`` a list ``[output, h, c]``.
     """
 
+    @_inputs.reports_memory("the LSTM's weights")
     def __init__(
         self,
         kernel: ArrayLike,
@@ -219,6 +220,7 @@ class LSTM:
         )
 
     # -- stateless inference -------------------------------------------------
+    @_inputs.reports_memory("the call's inputs, outputs or workspace")
     def __call__(
         self,
         x: ArrayLike,
@@ -364,6 +366,7 @@ class LSTM:
         return self._probed_stream_threads
 
     # -- stateful inference --------------------------------------------------
+    @_inputs.reports_memory("the stream's state and workspace")
     def stream(self, batch_size: int) -> LSTMStream:
         """A stateful stream over this layer for ``batch_size`` rows."""
         return LSTMStream(self, batch_size)

@@ -101,6 +101,7 @@ class Model:
         )
 
     # -- inference ---------------------------------------------------------------
+    @_inputs.reports_memory("the model's inputs, outputs or intermediate arrays")
     def predict(self, x: Inputs, batch_size: int | None = None) -> Any:
         """Runs the model; splits the batch into ``batch_size`` pieces if given
         (stateful layers carry state from piece to piece, as in Keras)."""
@@ -142,6 +143,7 @@ class Model:
         for carry in self._carries.values():
             carry.states.clear()
 
+    @_inputs.reports_memory("the stream's state")
     def stream(self, batch_size: int) -> ModelStream:
         """Step-by-step streaming through the model (recurrent state kept)."""
         return ModelStream(self, batch_size)

@@ -671,3 +671,36 @@ def test_stream_works_after_its_model_is_deleted(kind):
     same(stream.step(x), want)
     stream.reset()
     same(stream.step(x), want)
+
+
+_TOO_LARGE = """
+import resource, numpy as np, fastlstm
+resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+k = np.broadcast_to(np.float32(0), (2**15, 2**17))
+for make in (
+    lambda: fastlstm.LSTM(k, k),
+    lambda: fastlstm.LSTM(np.zeros((3, 4096), np.float32),
+                          np.zeros((1024, 4096), np.float32)).stream(2**24),
+):
+    try:
+        make()
+        print("made")
+    except fastlstm.ShapeError as exc:
+        print("ShapeError:", exc)
+"""
+
+
+def test_sizes_that_do_not_fit_in_memory_name_the_size():
+    """A broadcast kernel of 2^32 elements and a stream of batch 2^24 pass
+    the size limits but cannot be allocated (here, under a 6 GiB address
+    space limit): a ShapeError giving NumPy's size, not a MemoryError."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _TOO_LARGE], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert len(out) == 2, out
+    assert "not enough memory for the LSTM's weights" in out[0] and "GiB" in out[0]
+    assert "not enough memory for the stream's state" in out[1]
+    assert "64.0 GiB" in out[1]

@@ -60,9 +60,12 @@ def test_hostile_file_is_refused(tmp_path, name):
     write_secret(tmp_path)
     case = CASES[name](tmp_path)
     report, rss = run_child(case.path, case.kwargs, case.predict)
+    assert not report["leak"]
+    assert rss < MAX_RSS_BYTES, f"{name}: peak RSS {rss >> 20} MiB"
+    if case.match is None:  # legitimate, if unusual: loads (and runs)
+        assert report.get("loaded") and report.get("predicted", True), report
+        return
     assert "error" in report, f"{name} loaded: {report}"
     assert report["fastlstm_error"], report
     assert str(case.path) in report["message"] or case.path.name in report["message"]
     assert re.search(case.match, report["message"]), report["message"]
-    assert not report["leak"]
-    assert rss < MAX_RSS_BYTES, f"{name}: peak RSS {rss >> 20} MiB"

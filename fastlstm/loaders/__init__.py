@@ -10,9 +10,10 @@ code from the file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import h5py
@@ -201,10 +202,15 @@ def load_spec(
     text, a JSON file path or a dict). keras_version: override the version
     recorded in the file (it picks hard_sigmoid's definition and mask rules).
     """
+    path = os.fspath(path)
+    with load_errors(path):
+        return _load_keras_spec(path, config, keras_version)
+
+
+def _load_keras_spec(path: str, config: Any, keras_version: str | None) -> ModelSpec:
     from fastlstm.loaders.keras_h5 import load_keras_h5
     from fastlstm.loaders.keras_v3 import load_keras_zip, load_weights_h5
 
-    path = os.fspath(path)
     kind = sniff(path)
     if kind not in ("zip", "hdf5"):
         raise ModelFormatError(
@@ -346,6 +352,11 @@ def load(
         _check_options(family, "<dict>", given)
         return _load_family(family, path, "<dict>", given)
     path = os.fspath(path)
+    with load_errors(path):
+        return _load_path(path, given)
+
+
+def _load_path(path: str, given: dict) -> Any:
     family = _family(path)
     if family == "npz":
         from fastlstm.loaders.npz_format import read_npz
@@ -358,13 +369,45 @@ def load(
     if family == "keras":
         from fastlstm.model import Model
 
-        return Model(load_spec(path, config=config, keras_version=keras_version))
+        return Model(
+            load_spec(
+                path, config=given["config"], keras_version=given["keras_version"]
+            )
+        )
     try:
         return _load_family(family, None, path, given)
     except (NonFiniteError, ShapeError, DTypeError) as exc:
         # weights the file holds that fail validation: the file is bad (as
         # the Keras loaders report it), whatever the array check said
         raise ModelFormatError(f"{path}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def load_errors(path: str) -> Iterator[None]:
+    """Every failure while loading ``path`` comes out as a FastLSTMError
+    naming it: the readers raise their own with reasons; this is the net
+    under them for what a file's structure can still provoke (a type where
+    another was expected, deep nesting, exhausted memory)."""
+    try:
+        yield
+    except FastLSTMError as exc:
+        if path in str(exc):
+            raise
+        raise type(exc)(f"{path}: {exc}") from exc
+    except ImportError:  # an optional package the format needs (onnx)
+        raise
+    except RecursionError:
+        raise ModelFormatError(
+            f"{path}: the file's structure nests too deeply"
+        ) from None
+    except MemoryError:
+        raise ModelFormatError(
+            f"{path}: loading needs more memory than is available"
+        ) from None
+    except Exception as exc:
+        raise ModelFormatError(
+            f"{path}: malformed model file ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def _load_family(family: str, obj: Any, where: str, given: dict) -> Any:

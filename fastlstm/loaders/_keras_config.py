@@ -19,6 +19,9 @@ from fastlstm.loaders._json import MAX_JSON_BYTES, check_depth, parse_json
 from fastlstm.spec import LayerSpec, ModelSpec, NodeSpec, TensorRef
 
 INPUT_CLASSES = ("InputLayer",)
+# Far above real models (the largest Keras applications have under 1,000),
+# and a bound on the work a config can ask for.
+MAX_LAYERS = 20_000
 
 
 def load_config(config: Any, what: str) -> dict:
@@ -77,6 +80,12 @@ def parse_model_config(
         raise ModelFormatError(
             f"{source}: model config has no class_name/config envelope"
         ) from exc
+    entries = inner.get("layers") if isinstance(inner, dict) else inner
+    if isinstance(entries, list) and len(entries) > MAX_LAYERS:
+        raise ModelFormatError(
+            f"{source}: the model config lists {len(entries)} layers, above the "
+            f"limit of {MAX_LAYERS}"
+        )
     try:
         if class_name == "Sequential":
             spec = _sequential(inner)
@@ -306,31 +315,47 @@ def _structure(value: Any, counter: Any) -> Any:
 def _topological(
     nodes_by_layer: dict[str, list[NodeSpec]], outputs: list[TensorRef]
 ) -> list[NodeSpec]:
-    """The nodes the outputs depend on, each after its inputs."""
+    """The nodes the outputs depend on, each after its inputs. Iterative:
+    a graph's depth comes from the file (a chain of thousands of layers)."""
     order: list[NodeSpec] = []
     state: dict[tuple[str, int], int] = {}  # 1 = visiting, 2 = done
-
-    def visit(layer: str, index: int) -> None:
-        key = (layer, index)
-        if state.get(key) == 2:
-            return
-        if state.get(key) == 1:
-            raise ModelFormatError(f"the model graph has a cycle at layer {layer!r}")
-        nodes = nodes_by_layer.get(layer)
-        if nodes is None:
-            raise ModelFormatError(f"the model graph refers to unknown layer {layer!r}")
-        if index >= len(nodes):
-            raise ModelFormatError(f"layer {layer!r} has no call number {index}")
-        state[key] = 1
-        node = nodes[index]
-        deps = list(node.inputs) + list(node.initial_state)
-        if node.mask is not None:
-            deps.append(node.mask)
-        for ref in deps:
-            visit(ref.layer, ref.node)
-        state[key] = 2
-        order.append(node)
-
-    for ref in outputs:
-        visit(ref.layer, ref.node)
+    for out in outputs:
+        # (layer, call index, the node's dependencies not yet visited)
+        stack: list[tuple[str, int, list[TensorRef] | None]] = [
+            (out.layer, out.node, None)
+        ]
+        while stack:
+            layer, index, deps = stack.pop()
+            key = (layer, index)
+            if deps is None:  # first visit
+                if state.get(key) == 2:
+                    continue
+                if state.get(key) == 1:
+                    raise ModelFormatError(
+                        f"the model graph has a cycle at layer {layer!r}"
+                    )
+                node = _node(nodes_by_layer, layer, index)
+                state[key] = 1
+                deps = list(node.inputs) + list(node.initial_state)
+                if node.mask is not None:
+                    deps.append(node.mask)
+                deps.reverse()
+            if deps:
+                ref = deps.pop()
+                stack.append((layer, index, deps))
+                stack.append((ref.layer, ref.node, None))
+                continue
+            state[key] = 2
+            order.append(nodes_by_layer[layer][index])
     return order
+
+
+def _node(
+    nodes_by_layer: dict[str, list[NodeSpec]], layer: str, index: int
+) -> NodeSpec:
+    nodes = nodes_by_layer.get(layer)
+    if nodes is None:
+        raise ModelFormatError(f"the model graph refers to unknown layer {layer!r}")
+    if not 0 <= index < len(nodes):
+        raise ModelFormatError(f"layer {layer!r} has no call number {index}")
+    return nodes[index]
