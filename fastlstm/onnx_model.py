@@ -38,6 +38,7 @@ from fastlstm.loaders.onnx_graph import (
     Graph,
     Node,
     corrupt_model_error,
+    glue_budget,
     read_onnx,
     run_glue,
 )
@@ -448,6 +449,7 @@ class OnnxModel:
         consts: dict[str, Any] = dict(graph.initializers)
         self._lstm: dict[int, _LSTMNode] = {}
         self._pending: list[int] = []
+        budget = glue_budget(graph.source, graph.initializers.values())
         for k, node in enumerate(graph.nodes):
             if node.op not in SUPPORTED_OPS or node.domain not in ("", "ai.onnx"):
                 raise UnsupportedLayerError(
@@ -474,7 +476,7 @@ class OnnxModel:
                 continue
             if all(n in consts or n == "" for n in node.inputs) and node.op != "Shape":
                 ins = [consts.get(n) if n else None for n in node.inputs]
-                for name, value in zip(node.outputs, run_glue(node, ins)):
+                for name, value in zip(node.outputs, run_glue(node, ins, budget)):
                     if name:
                         consts[name] = value
             else:
@@ -543,6 +545,7 @@ class OnnxModel:
                 if hasattr(value, "detach") and hasattr(value, "numpy"):
                     value = value.detach().cpu().numpy()
                 env[name] = np.asarray(value)
+        budget = glue_budget(f"{self.graph.source}: run", env.values())
         for k in self._pending:
             node = self.graph.nodes[k]
             ins = []
@@ -556,7 +559,10 @@ class OnnxModel:
                         "not given"
                     )
                 ins.append(env[name] if name else None)
-            outs = self._lstm[k].run(ins) if k in self._lstm else run_glue(node, ins)
+            if k in self._lstm:
+                outs = self._lstm[k].run(ins)
+            else:
+                outs = run_glue(node, ins, budget)
             for name, value in zip(node.outputs, outs):
                 if name:
                     env[name] = value

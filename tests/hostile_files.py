@@ -705,3 +705,50 @@ def _repeat_vector(folder: Path) -> Case:
         r"RepeatVector\): n=1000000000 is not a count",
         predict=(1, 2),
     )
+
+
+def onnx_graph_file(folder: Path, nodes: list, inits: list, output: str) -> Path:
+    """A small ONNX model of glue nodes, its output ``output``."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        nodes,
+        "hostile",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    path = folder / "model.onnx"
+    onnx.save(model, path)
+    return path
+
+
+@case("onnx_constant_of_shape_16_gib")
+def _onnx_cos(folder: Path) -> Case:
+    """A 100-byte graph folding ConstantOfShape([2^32]) at load."""
+    from onnx import helper, numpy_helper
+
+    shape = numpy_helper.from_array(np.array([1 << 32], np.int64), "shape")
+    node = helper.make_node("ConstantOfShape", ["shape"], ["y"])
+    return Case(onnx_graph_file(folder, [node], [shape], "y"), r"ConstantOfShape")
+
+
+@case("onnx_concat_one_initializer_1000_times")
+def _onnx_concat(folder: Path) -> Case:
+    from onnx import helper, numpy_helper
+
+    w = numpy_helper.from_array(np.zeros(1 << 18, np.float32), "w")
+    node = helper.make_node("Concat", ["w"] * 1000, ["y"], axis=0)
+    return Case(onnx_graph_file(folder, [node], [w], "y"), r"Concat")
+
+
+@case("onnx_gather_repeats_an_initializer")
+def _onnx_gather(folder: Path) -> Case:
+    from onnx import helper, numpy_helper
+
+    w = numpy_helper.from_array(np.zeros((1, 1 << 16), np.float32), "w")
+    idx = numpy_helper.from_array(np.zeros(1 << 16, np.int64), "i")
+    node = helper.make_node("Gather", ["w", "i"], ["y"], axis=0)
+    return Case(onnx_graph_file(folder, [node], [w, idx], "y"), r"Gather")

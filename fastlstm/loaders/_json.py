@@ -26,8 +26,7 @@ def parse_json(
     ``what`` (corrupt, too large, nested too deeply)."""
     if len(text) > max_bytes:
         raise ModelFormatError(
-            f"{where}: {what} has {len(text)} bytes, above the {max_bytes}-byte "
-            "limit"
+            f"{where}: {what} has {len(text)} bytes, above the {max_bytes}-byte limit"
         )
     try:
         if isinstance(text, bytes):

@@ -28,9 +28,21 @@ from fastlstm.errors import (
 from fastlstm.loaders._budget import ByteBudget, check_allocation
 from fastlstm.loaders._files import open_companion, open_model_file
 
-__all__ = ["Graph", "Node", "read_onnx", "GLUE_OPS", "SUPPORTED_OPS", "run_glue"]
+__all__ = [
+    "Graph",
+    "Node",
+    "read_onnx",
+    "GLUE_OPS",
+    "SUPPORTED_OPS",
+    "glue_budget",
+    "run_glue",
+]
 
-MAX_ELEMENTS = 1 << 31  # refuse glue results (ConstantOfShape, Reshape) beyond this
+# Glue ops that allocate (ConstantOfShape, Concat, Gather, Cast) charge their
+# results, in bytes and before allocating, to a budget of this many times
+# the bytes they start from: the model's constants when folding at load,
+# constants plus the caller's inputs for a run (ByteBudget adds 64 MiB).
+GLUE_EXPANSION = 16
 
 # TensorProto.DataType -> NumPy
 ONNX_DTYPES = {
@@ -310,17 +322,23 @@ def _axis(axis: int, ndim: int, node: Node) -> int:
     return axis % ndim
 
 
-def _check_size(shape: tuple, node: Node) -> None:
+def _charge(shape: tuple, itemsize: int, node: Node, budget: ByteBudget) -> None:
+    """Charges a result of ``shape`` to ``budget`` before it is allocated."""
     n = 1
     for d in shape:
         if d < 0:
             raise ShapeError(f"{node.describe()}: negative dimension in {shape}")
         n *= d
-    if n > MAX_ELEMENTS:
-        raise ShapeError(f"{node.describe()}: a tensor of shape {shape} is too large")
+    budget.spend(n * itemsize, f"{node.describe()}'s result of shape {shape}")
 
 
-def _constant(node: Node, ins: list) -> list:
+def glue_budget(where: str, arrays: Any) -> ByteBudget:
+    """The budget of glue results computed from ``arrays``."""
+    stored = sum(int(np.asarray(a).nbytes) for a in arrays if a is not None)
+    return ByteBudget(where, stored, GLUE_EXPANSION)
+
+
+def _constant(node: Node, ins: list, budget: ByteBudget) -> list:
     a = node.attrs
     for key in ("value", "value_float", "value_floats", "value_int", "value_ints"):
         if key in a:
@@ -336,21 +354,23 @@ def _constant(node: Node, ins: list) -> list:
     )
 
 
-def _constant_of_shape(node: Node, ins: list) -> list:
+def _constant_of_shape(node: Node, ins: list, budget: ByteBudget) -> list:
     shape = tuple(_ints(ins[0], node, 0))
-    _check_size(shape, node)
     value = node.attrs.get("value")
     value = np.zeros(1, np.float32) if value is None else np.asarray(value)
+    if value.size != 1:
+        raise ModelFormatError(f"{node.describe()}: value must hold one element")
+    _charge(shape, value.dtype.itemsize, node, budget)
     return [np.full(shape, value.reshape(-1)[0], dtype=value.dtype)]
 
 
-def _shape(node: Node, ins: list) -> list:
+def _shape(node: Node, ins: list, budget: ByteBudget) -> list:
     shape = np.asarray(_need(ins[0], node, 0).shape, np.int64)
     start, end = node.attrs.get("start", 0), node.attrs.get("end")
     return [shape[start:end]]
 
 
-def _gather(node: Node, ins: list) -> list:
+def _gather(node: Node, ins: list, budget: ByteBudget) -> list:
     data = _need(ins[0], node, 0)
     idx = _need(ins[1], node, 1)
     if idx.dtype.kind not in "iu":
@@ -359,6 +379,8 @@ def _gather(node: Node, ins: list) -> list:
     n = data.shape[axis]
     if idx.size and (idx.min() < -n or idx.max() >= n):
         raise ShapeError(f"{node.describe()}: index out of range for size {n}")
+    shape = data.shape[:axis] + idx.shape + data.shape[axis + 1 :]
+    _charge(shape, data.dtype.itemsize, node, budget)
     return [np.take(data, np.where(idx < 0, idx + n, idx), axis=axis)]
 
 
@@ -368,7 +390,7 @@ def _axes(node: Node, ins: list, k: int) -> list[int] | None:
     return node.attrs.get("axes")
 
 
-def _unsqueeze(node: Node, ins: list) -> list:
+def _unsqueeze(node: Node, ins: list, budget: ByteBudget) -> list:
     x = _need(ins[0], node, 0)
     axes = _axes(node, ins, 1)
     if axes is None:
@@ -380,7 +402,7 @@ def _unsqueeze(node: Node, ins: list) -> list:
     return [out]
 
 
-def _squeeze(node: Node, ins: list) -> list:
+def _squeeze(node: Node, ins: list, budget: ByteBudget) -> list:
     x = _need(ins[0], node, 0)
     axes = _axes(node, ins, 1)
     if axes is None:
@@ -394,18 +416,21 @@ def _squeeze(node: Node, ins: list) -> list:
     return [np.squeeze(x, axis=axes)]
 
 
-def _concat(node: Node, ins: list) -> list:
+def _concat(node: Node, ins: list, budget: ByteBudget) -> list:
     parts = [np.asarray(x) for x in ins if x is not None]
     if not parts:
         raise ModelFormatError(f"{node.describe()}: no inputs")
     axis = _axis(node.attrs.get("axis", 0), parts[0].ndim, node)
+    budget.spend(
+        sum(int(p.nbytes) for p in parts), f"{node.describe()}'s concatenation"
+    )
     try:
         return [np.concatenate(parts, axis=axis)]
     except ValueError as exc:
         raise ShapeError(f"{node.describe()}: {exc}") from None
 
 
-def _slice(node: Node, ins: list) -> list:
+def _slice(node: Node, ins: list, budget: ByteBudget) -> list:
     x = _need(ins[0], node, 0)
     if len(ins) > 1:  # opset >= 10: starts, ends, axes, steps as inputs
         starts = _ints(ins[1], node, 1)
@@ -429,7 +454,7 @@ def _slice(node: Node, ins: list) -> list:
     return [x[tuple(index)]]
 
 
-def _transpose(node: Node, ins: list) -> list:
+def _transpose(node: Node, ins: list, budget: ByteBudget) -> list:
     x = _need(ins[0], node, 0)
     perm = node.attrs.get("perm")
     if perm is not None and sorted(perm) != list(range(x.ndim)):
@@ -437,7 +462,7 @@ def _transpose(node: Node, ins: list) -> list:
     return [np.transpose(x, perm)]
 
 
-def _reshape(node: Node, ins: list) -> list:
+def _reshape(node: Node, ins: list, budget: ByteBudget) -> list:
     x = _need(ins[0], node, 0)
     if len(ins) > 1:
         shape = _ints(ins[1], node, 1)
@@ -459,14 +484,16 @@ def _reshape(node: Node, ins: list) -> list:
         raise ShapeError(f"{node.describe()}: {exc}") from None
 
 
-def _cast(node: Node, ins: list) -> list:
+def _cast(node: Node, ins: list, budget: ByteBudget) -> list:
     to = node.attrs.get("to")
     if to not in ONNX_DTYPES:
         raise UnsupportedLayerError(f"{node.describe()}: Cast to type {to}")
-    return [_need(ins[0], node, 0).astype(ONNX_DTYPES[to])]
+    x = _need(ins[0], node, 0)
+    _charge(x.shape, np.dtype(ONNX_DTYPES[to]).itemsize, node, budget)
+    return [x.astype(ONNX_DTYPES[to])]
 
 
-def _identity(node: Node, ins: list) -> list:
+def _identity(node: Node, ins: list, budget: ByteBudget) -> list:
     return [_need(ins[0], node, 0)]
 
 
@@ -487,5 +514,7 @@ GLUE_OPS = {
 SUPPORTED_OPS = frozenset(GLUE_OPS) | {"LSTM"}
 
 
-def run_glue(node: Node, ins: list) -> list:
-    return GLUE_OPS[node.op](node, ins)
+def run_glue(node: Node, ins: list, budget: ByteBudget) -> list:
+    """The outputs of a glue node; what it allocates is charged to
+    ``budget`` first (see glue_budget)."""
+    return GLUE_OPS[node.op](node, ins, budget)
