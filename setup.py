@@ -1,4 +1,5 @@
-"""Builds fastlstm._core from fastlstm/_core.pyx and the C core in src_c/.
+"""Builds fastlstm._core from fastlstm/_core.pyx and the C core in src_c/,
+and the readers' compiled helper fastlstm.loaders._sstable.
 
 Environment switches:
   FASTLSTM_DEBUG=1     Cython bounds/wraparound checks on, -O0 -g
@@ -57,6 +58,15 @@ extension = Extension(
     extra_link_args=link_args,
 )
 
+# The readers' helper parses hostile bytes: it keeps Cython's bounds checks
+# (its own directives), and knows nothing of the runtime.
+sstable = Extension(
+    "fastlstm.loaders._sstable",
+    sources=["fastlstm/loaders/_sstable.pyx"],
+    extra_compile_args=[c for c in compile_args if not c.startswith("-std")],
+    extra_link_args=link_args,
+)
+
 directives = {
     "language_level": 3,
     "boundscheck": DEBUG,
@@ -66,4 +76,4 @@ directives = {
     "embedsignature": True,
 }
 
-setup(ext_modules=cythonize([extension], compiler_directives=directives))
+setup(ext_modules=cythonize([extension, sstable], compiler_directives=directives))

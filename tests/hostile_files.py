@@ -752,3 +752,38 @@ def _onnx_gather(folder: Path) -> Case:
     idx = numpy_helper.from_array(np.zeros(1 << 16, np.int64), "i")
     node = helper.make_node("Gather", ["w", "i"], ["y"], axis=0)
     return Case(onnx_graph_file(folder, [node], [w, idx], "y"), r"Gather")
+
+
+def tf1_index_of_block(prefix: Path, data_block: bytes, last_key: bytes) -> Path:
+    """A checkpoint .index whose one data block is ``data_block`` (and an
+    empty data shard)."""
+    from tf_bundle import TABLE_MAGIC, block, framed, varint
+
+    index = bytearray(framed(data_block, False))
+    index_block = block([(last_key, varint(0) + varint(len(data_block)))])
+    index_off = len(index)
+    index += framed(index_block, False)
+    meta_off = len(index)
+    meta = block([])
+    index += framed(meta, False)
+    footer = varint(meta_off) + varint(len(meta)) + varint(index_off)
+    footer += varint(len(index_block))
+    footer += bytes(40 - len(footer)) + TABLE_MAGIC.to_bytes(8, "little")
+    Path(f"{prefix}.index").write_bytes(bytes(index) + footer)
+    Path(f"{prefix}.data-00000-of-00001").write_bytes(b"")
+    return prefix
+
+
+@case("tf1_index_keys_grow_quadratically")
+def _tf1_quadratic_keys(folder: Path) -> Case:
+    """200,000 entries of 5 bytes, each key one byte longer than the last
+    (shared = all of it): 2 * 10^10 bytes of keys from a 1 MB index."""
+    from tf_bundle import varint
+
+    n = 200_000
+    entries = bytearray(b"\x00\x01\x00a")
+    for k in range(1, n):
+        entries += varint(k) + b"\x01\x00a"
+    raw = bytes(entries) + (0).to_bytes(4, "little") + (1).to_bytes(4, "little")
+    prefix = tf1_index_of_block(folder / "model.ckpt", raw, b"a" * 8)
+    return Case(prefix, r"keys expand beyond")

@@ -23,16 +23,25 @@ from typing import Any
 import numpy as np
 
 from fastlstm.errors import ModelFormatError, UnsupportedLayerError
+from fastlstm.loaders import _sstable
 from fastlstm.loaders._files import companion_path, open_companion, open_model_file
+from fastlstm.loaders._sstable import crc32c
 
-__all__ = ["CheckpointReader", "latest_checkpoint", "is_checkpoint_index"]
+__all__ = [
+    "CheckpointReader",
+    "crc32c",
+    "latest_checkpoint",
+    "is_checkpoint_index",
+]
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48
-MAX_INDEX_BYTES = 1 << 30
+# An index entry takes about 100 bytes: 64 MiB is over half a million tensors.
+MAX_INDEX_BYTES = 64 << 20
+MAX_ENTRIES = 1_000_000
+KEY_EXPANSION = 16  # the full keys may take 16x the index (+ 1 MiB)
 MAX_TENSOR_BYTES = 1 << 34
 MAX_NDIM = 32
-CRC_CHECK_BYTES = 1 << 20  # tensors up to this size have their CRC32C checked
 
 # DataType enum (tensorflow/core/framework/types.proto) -> NumPy dtype
 DTYPES = {
@@ -55,27 +64,6 @@ FLOAT_TYPES = (1, 2, 14, 19)
 
 
 # --- CRC32C (Castagnoli), as leveldb masks it ---------------------------------
-
-
-def _crc_table() -> list[int]:
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC_TABLE = _crc_table()
-
-
-def crc32c(data: bytes, crc: int = 0) -> int:
-    crc ^= 0xFFFFFFFF
-    table = _CRC_TABLE
-    for b in data:
-        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
 
 
 def unmask_crc(masked: int) -> int:
@@ -131,51 +119,11 @@ def proto_fields(buf: bytes, where: str) -> list[tuple[int, Any]]:
 
 
 def snappy_decompress(data: bytes, where: str, limit: int = MAX_INDEX_BYTES) -> bytes:
-    """Raw snappy (the block format leveldb tables use)."""
-    n, pos = _varint(data, 0, where)
-    if n > limit:
-        raise ModelFormatError(f"{where}: snappy block claims {n} bytes")
-    out = bytearray()
-    while pos < len(data):
-        tag = data[pos]
-        pos += 1
-        kind = tag & 3
-        if kind == 0:  # literal
-            length = tag >> 2
-            if length >= 60:
-                nbytes = length - 59
-                if pos + nbytes > len(data):
-                    raise ModelFormatError(f"{where}: truncated snappy literal")
-                length = int.from_bytes(data[pos : pos + nbytes], "little")
-                pos += nbytes
-            length += 1
-            if pos + length > len(data):
-                raise ModelFormatError(f"{where}: truncated snappy literal")
-            out += data[pos : pos + length]
-            pos += length
-        else:
-            if kind == 1:
-                length = ((tag >> 2) & 7) + 4
-                if pos >= len(data):
-                    raise ModelFormatError(f"{where}: truncated snappy copy")
-                offset = ((tag >> 5) << 8) | data[pos]
-                pos += 1
-            else:
-                length = (tag >> 2) + 1
-                size = 2 if kind == 2 else 4
-                if pos + size > len(data):
-                    raise ModelFormatError(f"{where}: truncated snappy copy")
-                offset = int.from_bytes(data[pos : pos + size], "little")
-                pos += size
-            if offset == 0 or offset > len(out):
-                raise ModelFormatError(f"{where}: bad snappy copy offset")
-            for _ in range(length):  # copies may overlap their own output
-                out.append(out[-offset])
-        if len(out) > n:
-            raise ModelFormatError(f"{where}: snappy block overruns its length")
-    if len(out) != n:
-        raise ModelFormatError(f"{where}: snappy block is {len(out)} bytes, not {n}")
-    return bytes(out)
+    """Raw snappy (the block format leveldb tables use), compiled."""
+    try:
+        return _sstable.snappy_decompress(data, limit)
+    except ModelFormatError as exc:
+        raise ModelFormatError(f"{where}: {exc}") from None
 
 
 # --- the SSTable -----------------------------------------------------------------
@@ -187,37 +135,40 @@ def _block(data: bytes, offset: int, size: int, where: str) -> bytes:
             f"{where}: block handle [{offset}, +{size}] lies outside the "
             f"{len(data)}-byte index file"
         )
-    contents = data[offset : offset + size]
+    view = memoryview(data)
+    contents = view[offset : offset + size]
     kind = data[offset + size]
     stored = int.from_bytes(data[offset + size + 1 : offset + size + 5], "little")
-    if crc32c(data[offset : offset + size + 1]) != unmask_crc(stored):
+    if crc32c(view[offset : offset + size + 1]) != unmask_crc(stored):
         raise ModelFormatError(f"{where}: checksum mismatch in the block at {offset}")
     if kind == 0:
-        return contents
+        return bytes(contents)
     if kind == 1:
         return snappy_decompress(contents, where)
     raise ModelFormatError(f"{where}: unknown block compression type {kind}")
 
 
-def _entries(block: bytes, where: str) -> list[tuple[bytes, bytes]]:
-    if len(block) < 4:
-        raise ModelFormatError(f"{where}: block too short")
-    restarts = int.from_bytes(block[-4:], "little")
-    end = len(block) - 4 - 4 * restarts
-    if restarts < 1 or end < 0:
-        raise ModelFormatError(f"{where}: bad restart count {restarts}")
-    out, pos, key = [], 0, b""
-    while pos < end:
-        shared, pos = _varint(block, pos, where)
-        fresh, pos = _varint(block, pos, where)
-        vlen, pos = _varint(block, pos, where)
-        if shared > len(key) or pos + fresh + vlen > end:
-            raise ModelFormatError(f"{where}: corrupt block entry")
-        key = key[:shared] + block[pos : pos + fresh]
-        pos += fresh
-        out.append((key, block[pos : pos + vlen]))
-        pos += vlen
-    return out
+class _Keys:
+    """What the full keys of one index may take: prefix compression lets a
+    few bytes describe a long key, and a block of such entries quadratically
+    many bytes. Bounded by KEY_EXPANSION times the index's size, and the
+    entries by MAX_ENTRIES."""
+
+    def __init__(self, index_bytes: int, where: str) -> None:
+        self.left = KEY_EXPANSION * index_bytes + (1 << 20)
+        self.entries = 0
+        self.where = where
+
+    def entries_of(self, block: bytes) -> list[tuple[bytes, bytes]]:
+        try:
+            out, used = _sstable.block_entries(
+                block, self.left, MAX_ENTRIES - self.entries
+            )
+        except ModelFormatError as exc:
+            raise ModelFormatError(f"{self.where}: {exc}") from None
+        self.left -= used
+        self.entries += len(out)
+        return out
 
 
 def read_table(data: bytes, where: str) -> list[tuple[bytes, bytes]]:
@@ -235,11 +186,12 @@ def read_table(data: bytes, where: str) -> list[tuple[bytes, bytes]]:
     index_off, pos = _varint(footer, pos, where)
     index_size, pos = _varint(footer, pos, where)
     body = data[: len(data) - FOOTER_SIZE]
+    keys = _Keys(len(data), where)
     out = []
-    for _, handle in _entries(_block(body, index_off, index_size, where), where):
+    for _, handle in keys.entries_of(_block(body, index_off, index_size, where)):
         off, p = _varint(handle, 0, where)
         size, _ = _varint(handle, p, where)
-        out.extend(_entries(_block(body, off, size, where), where))
+        out.extend(keys.entries_of(_block(body, off, size, where)))
     return out
 
 
@@ -432,7 +384,7 @@ class CheckpointReader:
             ) from exc
         if len(raw) != e.size:
             raise ModelFormatError(f"{where}: the data file is truncated")
-        if e.crc is not None and e.size <= CRC_CHECK_BYTES:
+        if e.crc is not None:
             if crc32c(raw) != unmask_crc(e.crc):
                 raise ModelFormatError(f"{where}: checksum mismatch (corrupt data)")
         arr = np.frombuffer(raw, dtype).reshape(e.shape)
