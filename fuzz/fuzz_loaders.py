@@ -1,9 +1,14 @@
-"""Byte-level mutation fuzzer for fastlstm's model loaders.
+"""Mutation fuzzer for fastlstm's model loaders.
 
-Seeds are the real fixtures in tests/fixtures/. Each input is a seed with a
-few random mutations (bit flips, byte overwrites with interesting values,
-inserts, deletes, truncation, block duplication, splices with another seed),
-written to a temporary file and passed to ``fastlstm.load`` in-process.
+Seeds are the real fixtures in tests/fixtures/. Each input is a seed either
+with a few byte mutations (bit flips, byte overwrites with interesting
+values, inserts, deletes, truncation, block duplication, splices with
+another seed) or rebuilt by a structure-aware mutator of its format
+(fuzz/mutators.py: pickle opcodes over the allow-list, HDF5 storage,
+filters, external files and types, JSON trees, ONNX attributes and shapes,
+TF1 index entries, .npy headers), written to a temporary folder and passed
+to ``fastlstm.load`` in-process. ``--mode`` picks bytes, structure, or
+both (mixed, the default: half each).
 
 Allowed outcomes: a successful load, ModelFormatError, UnsupportedLayerError
 or ConfigError. Anything else (another exception type, more than
@@ -12,6 +17,7 @@ is a finding: the input is saved under fuzz/findings/<loader>/ with a .txt
 beside it naming the outcome and traceback.
 
     python fuzz/fuzz_loaders.py --loader keras_h5 --count 100000 --seed 1
+    python fuzz/fuzz_loaders.py --loader onnx --mode structure --count 20000
     python fuzz/fuzz_loaders.py --loader all --count 1000 --seed 1
 
 A crash of the interpreter itself (segfault) ends the run: the input being
@@ -38,6 +44,8 @@ FIXTURES = ROOT / "tests" / "fixtures"
 FINDINGS = Path(__file__).resolve().parent / "findings"
 
 sys.path.insert(0, str(ROOT))
+import mutators  # noqa: E402
+
 import fastlstm  # noqa: E402
 from fastlstm.errors import (  # noqa: E402
     ConfigError,
@@ -65,6 +73,8 @@ class Target:
     seeds: list[Path]
     suffix: str
     load: Callable[[Path, Path], object] = None  # (mutated file, seed) -> model
+    # (seed bytes, rng, work folder) -> a structurally mutated file's bytes
+    structured: Callable[[bytes, random.Random, Path], bytes] | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -128,10 +138,39 @@ def targets() -> dict[str, Target]:
             "onnx", sorted((FIXTURES / "onnx").glob("*/model.onnx")), ".onnx"
         ),
     }
+    t["npz"] = Target("npz", sorted(tf1.glob("*/variables.npz")), ".npz")
+    structured = {
+        "keras_h5": lambda d, r, w: mutators.mutate_hdf5(d, r, w),
+        "keras_weights": lambda d, r, w: mutators.mutate_hdf5(d, r, w),
+        "keras_zip": mutators.mutate_keras_zip,
+        "torch_zip": lambda d, r, w: mutators.mutate_torch_zip(d, r),
+        "torch_legacy": lambda d, r, w: mutators.mutate_torch_legacy(d, r),
+        "safetensors": lambda d, r, w: mutators.mutate_safetensors(d, r),
+        "tf1_index": lambda d, r, w: mutators.mutate_tf1_index(d, r),
+        "onnx": lambda d, r, w: mutators.mutate_onnx(d, r),
+        "npz": lambda d, r, w: mutators.mutate_npz(d, r),
+    }
     for target in t.values():
         if target.load is None:
             target.load = _load_plain
+        target.structured = structured.get(target.name)
     return t
+
+
+def make_input(
+    target: Target, seed: bytes, rng: random.Random, others: list, work: Path, mode: str
+) -> bytes:
+    """One input: a structural mutation (when the target has a mutator and
+    the mode asks for one) or byte mutations. A mutator that cannot handle
+    its seed falls back to bytes."""
+    if target.structured is not None and (
+        mode == "structure" or (mode == "mixed" and rng.random() < 0.5)
+    ):
+        try:
+            return target.structured(seed, rng, work)
+        except Exception:  # noqa: BLE001 - the mutator's problem, not the loader's
+            pass
+    return mutate(seed, rng, others)
 
 
 def mutate(data: bytes, rng: random.Random, others: list[bytes]) -> bytes:
@@ -197,6 +236,7 @@ def run(
     max_rss_mb: float = 1024.0,
     quiet: bool = False,
     save: bool = True,
+    mode: str = "mixed",
 ) -> dict:
     """Fuzzes one loader; returns counts of each outcome and the findings."""
     if target.name == "onnx":
@@ -218,11 +258,11 @@ def run(
         tmp = Path(tmp)
         for k in range(count):
             seed_path, seed_data = rng.choice(seeds)
-            data = mutate(seed_data, rng, others)
             work = tmp / f"{k % 2}"
             work.mkdir(exist_ok=True)
             for f in work.iterdir():
                 f.unlink()
+            data = make_input(target, seed_data, rng, others, work, mode)
             name = seed_path.name if target.name.startswith("tf1") else "input"
             path = work / (
                 name + ("" if target.name.startswith("tf1") else target.suffix)
@@ -300,12 +340,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=2.0, help="seconds per input")
     ap.add_argument("--max-rss-mb", type=float, default=1024.0)
+    ap.add_argument("--mode", default="mixed", choices=["bytes", "structure", "mixed"])
     args = ap.parse_args(argv)
     names = list(all_targets) if args.loader == "all" else [args.loader]
     failed = False
     for name in names:
         stats = run(
-            all_targets[name], args.count, args.seed, args.timeout, args.max_rss_mb
+            all_targets[name],
+            args.count,
+            args.seed,
+            args.timeout,
+            args.max_rss_mb,
+            mode=args.mode,
         )
         if "skipped" in stats:
             print(f"[{name}] skipped: {stats['skipped']}")

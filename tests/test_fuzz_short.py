@@ -1,4 +1,5 @@
-"""A short fixed-seed run of fuzz/fuzz_loaders.py over every loader: mutated
+"""A short fixed-seed run of fuzz/fuzz_loaders.py over every loader, half
+byte mutations and half structure-aware ones (fuzz/mutators.py): mutated
 fixture files must load or raise ModelFormatError, UnsupportedLayerError or
 ConfigError, each within 2 s. (The long runs are done by hand, see the
 harness's docstring.)"""
