@@ -180,7 +180,7 @@ def _one_tensor(tmp_path, **change) -> Path:
         ({"offset": 1}, "reaches byte 52"),
         ({"stride": (4, 2)}, "reaches byte 60"),
         ({"numel": 13}, "holds 48 bytes, the pickle declares 13 x 4 = 52"),
-        ({"numel": 1 << 40}, "above the size limit"),
+        ({"numel": 1 << 40}, "above the 17179869184-byte limit of one allocation"),
         ({"size": (3, 4, 5)}, "differ in rank"),
         ({"size": (3, -4)}, "negative"),
         ({"size": tuple([1] * 40), "stride": tuple([1] * 40)}, "40 dimensions"),

@@ -14,10 +14,10 @@ from fastlstm.errors import ModelFormatError
 
 __all__ = ["MAX_ALLOCATION_BYTES", "SLACK_BYTES", "ByteBudget", "check_allocation"]
 
-# The largest array a load may make: weights of an LSTM with 2^30 float32
-# parameters (e.g. 4 gates x 16384 units x 16384 inputs), above anything the
-# runtime is meant for.
-MAX_ALLOCATION_BYTES = 1 << 32
+# The largest array a load may make: 2^32 float32 values, the largest array
+# the engine accepts (spec.MAX_ELEMENTS). Files must also really store what
+# they declare (ByteBudget), so this cap is the last line, not the first.
+MAX_ALLOCATION_BYTES = 1 << 34
 SLACK_BYTES = 64 << 20
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from fastlstm.errors import ModelFormatError, UnsupportedLayerError
 from fastlstm.loaders import _sstable
+from fastlstm.loaders._budget import check_allocation
 from fastlstm.loaders._files import companion_path, open_companion, open_model_file
 from fastlstm.loaders._sstable import crc32c
 
@@ -40,7 +41,6 @@ FOOTER_SIZE = 48
 MAX_INDEX_BYTES = 64 << 20
 MAX_ENTRIES = 1_000_000
 KEY_EXPANSION = 16  # the full keys may take 16x the index (+ 1 MiB)
-MAX_TENSOR_BYTES = 1 << 34
 MAX_NDIM = 32
 
 # DataType enum (tensorflow/core/framework/types.proto) -> NumPy dtype
@@ -359,7 +359,8 @@ class CheckpointReader:
         count = 1
         for d in e.shape:
             count *= d
-        if count * dtype.itemsize != e.size or e.size > MAX_TENSOR_BYTES:
+        check_allocation(max(count * 4, e.size), where, f"a tensor of shape {e.shape}")
+        if count * dtype.itemsize != e.size:
             raise ModelFormatError(
                 f"{where} has shape {e.shape} ({count} x {dtype.itemsize} bytes) but "
                 f"the index says {e.size} bytes"

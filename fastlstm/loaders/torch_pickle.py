@@ -33,7 +33,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from fastlstm.errors import ModelFormatError
-from fastlstm.loaders._budget import ByteBudget
+from fastlstm.loaders._budget import MAX_ALLOCATION_BYTES, ByteBudget, check_allocation
 from fastlstm.loaders._files import open_model_file
 from fastlstm.loaders.restricted_pickle import Call, unpickle_bytes
 
@@ -53,7 +53,6 @@ _MAGIC_BYTES = b"\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little")
 # data.pkl holds metadata only (about 200 bytes per tensor, so 20,000
 # tensors fit); the restricted unpickler's time and memory are linear in it.
 MAX_PICKLE_BYTES = 4 << 20
-MAX_STORAGE_BYTES = 1 << 34  # 16 GiB: one storage
 MAX_TENSOR_ELEMENTS = 1 << 32
 MAX_NDIM = 32
 MAX_RATIO = 200  # a compressed member inflating more than this is refused
@@ -169,7 +168,9 @@ class LazyTensor:
                 f"{where}: a tensor of shape {self.size} is above the "
                 f"{MAX_TENSOR_ELEMENTS}-element limit"
             )
-        budget.spend(numel * item, f"tensor of shape {self.size}")
+        # float16/bfloat16 widen to float32: charge what the copy will take
+        widened = 4 if st.type.name in _FLOAT_KINDS else item
+        budget.spend(numel * max(item, widened), f"tensor of shape {self.size}")
         if numel == 0:
             return _widen(np.zeros(self.size, base.dtype), st.type.name)
         reach = sum((n - 1) * s for n, s in zip(self.size, self.stride))
@@ -328,11 +329,11 @@ class _StorageTable:
             raise ModelFormatError(
                 f"{self.where}: storage {key!r} has element count {numel!r}"
             )
-        if numel * type_.dtype.itemsize > MAX_STORAGE_BYTES:
-            raise ModelFormatError(
-                f"{self.where}: storage {key!r} declares {numel} elements, "
-                "above the size limit"
-            )
+        check_allocation(
+            numel * type_.dtype.itemsize,
+            self.where,
+            f"storage {key!r} of {numel} elements",
+        )
         view = pid[5] if len(pid) == 6 else None
         ref = self.storages.get(key)
         if ref is None:
@@ -508,7 +509,7 @@ def load_torch_zip(zf: zipfile.ZipFile, where: str) -> Any:
                 f"{where}: storage {member!r} holds {present} bytes, the pickle "
                 f"declares {ref.numel} x {dtype.itemsize} = {nbytes}"
             )
-        raw = _zip_member(zf, member, MAX_STORAGE_BYTES, where, need=nbytes)
+        raw = _zip_member(zf, member, MAX_ALLOCATION_BYTES, where, need=nbytes)
         ref.data = np.frombuffer(raw, dtype, count=ref.numel)
         stored += nbytes
     return materialize(obj, where, ByteBudget(where, stored, TENSOR_EXPANSION))
