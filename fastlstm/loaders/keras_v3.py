@@ -23,7 +23,7 @@ from fastlstm.keras_layers import OP_CLASSES, WEIGHTED_CLASSES
 from fastlstm.loaders import _h5
 from fastlstm.loaders._budget import ByteBudget
 from fastlstm.loaders._h5_vlen import image_of
-from fastlstm.loaders._json import parse_json
+from fastlstm.loaders._json import MAX_JSON_BYTES, parse_json
 from fastlstm.loaders._keras_config import (
     config_from_text,
     load_config,
@@ -44,9 +44,13 @@ def snake_case(name: str) -> str:
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-def _member(zf: zipfile.ZipFile, name: str, path: str) -> bytes:
+def _member(
+    zf: zipfile.ZipFile, name: str, path: str, limit: int = MAX_MEMBER_BYTES
+) -> bytes:
+    """The member's bytes, after checking its declared size against
+    ``limit`` and the compression ratio cap (before anything inflates)."""
     info = zf.getinfo(name)
-    if info.file_size > MAX_MEMBER_BYTES or (
+    if info.file_size > limit or (
         info.compress_size
         and info.file_size > MAX_RATIO * info.compress_size
         and info.file_size > (1 << 20)
@@ -83,14 +87,18 @@ def load_keras_zip(
         )
     meta = {}
     if "metadata.json" in names:
-        meta = parse_json(_member(zf, "metadata.json", path), path, "metadata.json")
+        meta = parse_json(
+            _member(zf, "metadata.json", path, MAX_JSON_BYTES), path, "metadata.json"
+        )
         if not isinstance(meta, dict):
             raise ModelFormatError(f"{path}: metadata.json is not a JSON object")
     version = keras_version or str(meta.get("keras_version", "3"))
     if config is not None:
         cfg = load_config(config, path)
     else:
-        cfg = config_from_text(_member(zf, "config.json", path), path, "config.json")
+        cfg = config_from_text(
+            _member(zf, "config.json", path, MAX_JSON_BYTES), path, "config.json"
+        )
     data = _member(zf, "model.weights.h5", path)
     try:
         f = h5py.File(io.BytesIO(data), "r")
