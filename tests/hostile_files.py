@@ -787,3 +787,49 @@ def _tf1_quadratic_keys(folder: Path) -> Case:
     raw = bytes(entries) + (0).to_bytes(4, "little") + (1).to_bytes(4, "little")
     prefix = tf1_index_of_block(folder / "model.ckpt", raw, b"a" * 8)
     return Case(prefix, r"keys expand beyond")
+
+
+KERAS_FIXTURE = Path(__file__).parent / "fixtures" / "keras" / "k3_masking_lstm_keras"
+
+
+@case("keras_archive_weights_in_another_file")
+def _archive_external(folder: Path) -> Case:
+    """A real .keras archive whose LSTM kernel is rewritten as HDF5 external
+    storage naming another file: from inside an archive, relative names
+    resolve against the working directory."""
+    import io
+
+    secret = write_secret(folder)
+    src = zipfile.ZipFile(KERAS_FIXTURE / "model.keras")
+    buf = io.BytesIO(src.read("model.weights.h5"))
+    with h5py.File(buf, "a") as f:
+        g = f["layers/lstm/cell/vars"]
+        shape, dtype = g["0"].shape, g["0"].dtype
+        del g["0"]
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        g.create_dataset("0", shape, dtype, external=[(str(secret), 0, nbytes)])
+    path = folder / "hostile.keras"
+    with zipfile.ZipFile(path, "w") as dst:
+        for info in src.infolist():
+            data = buf.getvalue() if info.filename == "model.weights.h5" else None
+            dst.writestr(info.filename, data or src.read(info))
+    return Case(path, r"outside the file \(external")
+
+
+@case("tf1_checkpoint_state_not_utf8")
+def _tf1_state_bytes(folder: Path) -> Case:
+    """Bytes that are not UTF-8 in the state file (once a
+    UnicodeDecodeError): read as replacement characters, a name in the
+    folder that is not there."""
+    model = folder / "model"
+    model.mkdir()
+    (model / "checkpoint").write_bytes(b'model_checkpoint_path: "\xff\xfe\x80"\n')
+    return Case(model, r"cannot read the file")
+
+
+@case("safetensors_header_nested_deep")
+def _safetensors_deep(folder: Path) -> Case:
+    header = b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    path = folder / "model.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+    return Case(path, r"nests more than 100 levels")

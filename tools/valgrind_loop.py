@@ -1,6 +1,7 @@
 """The Python inference loop tools/valgrind_check.py runs under valgrind:
 stateless calls, a 2-thread call, a 2-thread stream on its worker pool, a
-batch stream, and the bundled Keras model."""
+batch stream, the bundled Keras model, and the readers' compiled helper
+(fastlstm.loaders._sstable) on valid and random bytes."""
 
 from pathlib import Path
 
@@ -33,3 +34,20 @@ del s, s1
 m = fastlstm.load(EXAMPLES / "example_model.h5")
 d = np.load(EXAMPLES / "example_io.npz")
 print(np.abs(m.predict(d[list(d.keys())[0]]) - d[list(d.keys())[1]]).max())
+
+from fastlstm.loaders import _sstable  # noqa: E402
+
+junk = np.random.default_rng(1)
+for n in (0, 1, 7, 8, 9, 100, 4096):
+    _sstable.crc32c(junk.integers(0, 256, n, dtype=np.uint8).tobytes())
+assert _sstable.snappy_decompress(b"\x08\x0cabcd\x01\x04", 100) == b"abcdabcd"
+for _ in range(300):
+    data = junk.integers(0, 256, int(junk.integers(0, 64)), dtype=np.uint8).tobytes()
+    for call in (
+        lambda: _sstable.snappy_decompress(data, 1 << 16),
+        lambda: _sstable.block_entries(data, 1 << 16),
+    ):
+        try:
+            call()
+        except fastlstm.ModelFormatError:
+            pass
