@@ -299,9 +299,10 @@ def _spec(flat: dict, prefix: str, sfx: str, cfg: TorchLSTMConfig, **kw) -> LSTM
     w_hh = flat[prefix + "weight_hh" + sfx].astype(np.float32)
     bias = None
     if cfg.bias:
-        bias = flat[prefix + "bias_ih" + sfx].astype(np.float32) + flat[
-            prefix + "bias_hh" + sfx
-        ].astype(np.float32)
+        b_ih = flat[prefix + "bias_ih" + sfx].astype(np.float32)
+        b_hh = flat[prefix + "bias_hh" + sfx].astype(np.float32)
+        with np.errstate(invalid="ignore", over="ignore"):  # validated next
+            bias = b_ih + b_hh
     proj = None
     if cfg.proj_size:
         proj = flat[prefix + "weight_hr" + sfx].astype(np.float32).T
