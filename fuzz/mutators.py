@@ -199,9 +199,10 @@ def mutate_json_tree(tree, rng: random.Random):
             for _ in range(rng.choice((5, 120, 3000))):
                 new = [new]
         elif action == 3 and isinstance(node, list) and node:  # widen
-            new = node + [node[0]] * rng.choice((10, 1000, 30000))
-            if len(dumps_unbounded(tree)) * len(new) > MAX_TEXT * max(len(node), 1):
-                new = node  # keep the file within MAX_TEXT
+            copies = rng.choice((10, 1000, 30000))
+            if len(dumps_unbounded(node[0])) * copies > MAX_TEXT:
+                copies = 10  # keep the file within MAX_TEXT
+            new = node + [node[0]] * copies
         elif isinstance(node, dict) and node:  # drop or duplicate a key
             new = dict(node)
             k = rng.choice(list(new))
