@@ -69,15 +69,26 @@ def demo() -> int:
     return 0 if ok else 1
 
 
-def inspect(path: str) -> int:
+def inspect(path: str, batch_first: bool | None = None) -> int:
+    note = None
     try:
-        model = fastlstm.load(path)
+        try:
+            kw = {} if batch_first is None else {"batch_first": batch_first}
+            model = fastlstm.load(path, **kw)
+        except fastlstm.ConfigError as exc:
+            if batch_first is not None or "does not record batch_first" not in str(exc):
+                raise
+            # describing the weights does not need it; running them does
+            model = fastlstm.load(path, batch_first=False)
+            note = "not recorded in the file: pass --batch-first or --no-batch-first"
     except fastlstm.FastLSTMError as exc:
         print(f"fastlstm: {exc}", file=sys.stderr)
         return 1
     if not isinstance(model, fastlstm.Model):  # PyTorch, TF1 or ONNX model
         print(f"file:          {path}")
         print(f"model:         {model!r}")
+        if note:
+            print(f"batch_first:   {note}")
         return 0
     spec = model.spec
     print(f"file:          {path}")
@@ -100,10 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("demo", help="run the bundled Keras model and check it")
     ins = sub.add_parser("inspect", help="describe a model file")
     ins.add_argument("file")
+    ins.add_argument(
+        "--batch-first",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="how a PyTorch nn.LSTM takes its input (the file does not record it)",
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo()
-    return inspect(args.file)
+    return inspect(args.file, args.batch_first)
 
 
 if __name__ == "__main__":

@@ -143,12 +143,13 @@ class TorchLSTM:
         state_dict: Any,
         *,
         prefix: str | None = None,
-        batch_first: bool = False,
+        batch_first: bool | None = None,
         nan_policy: str = "raise",
         where: str = "<state_dict>",
     ) -> TorchLSTM:
         """From an nn.LSTM state_dict (arrays or tensors), possibly inside a
-        checkpoint dict or under a prefix (``'lstm.'``, ``'module.'``)."""
+        checkpoint dict or under a prefix (``'lstm.'``, ``'module.'``).
+        ``batch_first`` must be given: a state_dict does not record it."""
         model = from_state_dict(
             state_dict,
             prefix=prefix,
@@ -340,16 +341,23 @@ def from_state_dict(
     state_dict: Any,
     *,
     prefix: str | None = None,
-    batch_first: bool = False,
+    batch_first: bool | None = None,
     nan_policy: str = "raise",
     where: str = "<state_dict>",
 ) -> TorchLSTM | TorchLSTMCell:
     """A TorchLSTM (or TorchLSTMCell) from a state_dict or checkpoint dict of
-    NumPy arrays or torch tensors."""
+    NumPy arrays or torch tensors. A state_dict does not record
+    ``batch_first``: an nn.LSTM needs it given (an nn.LSTMCell has none)."""
     p, kind, flat = find_lstm(state_dict, prefix, where)
     cfg: TorchLSTMConfig = infer_config(flat, p, kind, where)
     if cfg.cell:
         return TorchLSTMCell(cell_spec(flat, p, cfg), nan_policy=nan_policy)
+    if batch_first is None:
+        raise ConfigError(
+            f"{where}: an nn.LSTM state_dict does not record batch_first; pass "
+            "batch_first=True (x of shape (N, L, H_in)) or batch_first=False "
+            "(x of shape (L, N, H_in), nn.LSTM's default), as the model was built"
+        )
     return TorchLSTM(
         lstm_specs(flat, p, cfg), batch_first=batch_first, nan_policy=nan_policy
     )
@@ -364,10 +372,7 @@ def load_torch(
 ) -> TorchLSTM | TorchLSTMCell:
     """Builds the model from an object read from ``path``."""
     return from_state_dict(
-        obj,
-        prefix=prefix,
-        batch_first=bool(batch_first) if batch_first is not None else False,
-        where=os.fspath(path),
+        obj, prefix=prefix, batch_first=batch_first, where=os.fspath(path)
     )
 
 
@@ -377,11 +382,10 @@ def from_torch(
     """A fastlstm model from a live ``nn.LSTM`` / ``nn.LSTMCell``, from a
     module holding one (``prefix=`` picks one of several), or from a
     state_dict (a dict of tensors or arrays). ``batch_first`` defaults to
-    the module's own setting (False for a state_dict)."""
+    the module's own setting; a state_dict does not record it, so for one it
+    must be given."""
     if isinstance(module, Mapping):
-        return from_state_dict(
-            module, prefix=prefix, batch_first=bool(batch_first or False)
-        )
+        return from_state_dict(module, prefix=prefix, batch_first=batch_first)
     if not (hasattr(module, "state_dict") and hasattr(module, "named_modules")):
         raise TypeError(
             "from_torch takes an nn.LSTM, nn.LSTMCell, a module holding one, or a "

@@ -118,7 +118,9 @@ def lstm(**kw) -> fastlstm.LSTM:
 
 
 def torch_model() -> Any:
-    return fastlstm.load(FIXTURES / "torch" / "lstm_basic" / "model.pt")
+    return fastlstm.load(
+        FIXTURES / "torch" / "lstm_basic" / "model.pt", batch_first=False
+    )
 
 
 def torch_cell() -> Any:

@@ -53,7 +53,7 @@ def test_fixture_safetensors():
     if not (folder / "case.json").exists():
         pytest.skip("torch fixtures not generated yet")
     ref = dict(np.load(folder / "ref.npz"))
-    model = fastlstm.load(folder / "model.safetensors")
+    model = fastlstm.load(folder / "model.safetensors", batch_first=False)
     out, (h, c) = model(ref["x"], (ref["h0"], ref["c0"]))
     for g, w in ((out, ref["output"]), (h, ref["h_n"]), (c, ref["c_n"])):
         assert np.abs(g - w).max() <= TOL_F32
@@ -78,7 +78,7 @@ def test_round_trip_dtypes(tmp_path, rng):
         else:
             want = v.astype(np.float32) if v.dtype.kind == "f" else v
         assert got[k].dtype == want.dtype and np.array_equal(got[k], want), k
-    model = fastlstm.load(path)
+    model = fastlstm.load(path, batch_first=False)
     x = rng.normal(size=(5, 2, 3)).astype(np.float32)
     ref = {k: got[k] for k in sd}
     out, _ = model(x)
@@ -90,7 +90,7 @@ def test_empty_tensor_and_prefixed_keys(tmp_path, rng):
     sd["empty"] = np.zeros((0, 3), np.float32)
     path = tmp_path / "m.safetensors"
     write_safetensors(path, sd)
-    assert fastlstm.load(path, prefix="rnn").hidden_size == 4
+    assert fastlstm.load(path, prefix="rnn", batch_first=False).hidden_size == 4
     assert load_safetensors(path)["empty"].shape == (0, 3)
 
 
@@ -149,7 +149,7 @@ def test_truncated_buffer_sniffed_and_refused(tmp_path, rng):
     data = path.read_bytes()
     path.write_bytes(data[:-10])
     with pytest.raises(fastlstm.ModelFormatError, match=r"spans bytes"):
-        fastlstm.load(path)
+        fastlstm.load(path, batch_first=False)
 
 
 def test_live_safetensors(tmp_path):
@@ -161,6 +161,6 @@ def test_live_safetensors(tmp_path):
     x = torch.randn(5, 2, 3)
     with torch.no_grad():
         y, (h, c) = m(x)
-    y2, (h2, c2) = fastlstm.load(path)(x.numpy())
+    y2, (h2, c2) = fastlstm.load(path, batch_first=False)(x.numpy())
     assert np.abs(y2 - y.numpy()).max() <= TOL_F32
     assert np.abs(c2 - c.numpy()).max() <= TOL_F32

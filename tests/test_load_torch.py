@@ -56,8 +56,7 @@ def test_fixture_matches_torch(name):
     kw = {}
     if opts.get("prefix"):
         kw["prefix"] = opts["prefix"]
-    if "batch_first" in opts:
-        kw["batch_first"] = opts["batch_first"]
+    kw["batch_first"] = opts.get("batch_first", False)  # not in the file
     model = fastlstm.load(path, **kw)
     if opts.get("module") == "LSTMCell":
         assert isinstance(model, fastlstm.TorchLSTMCell)
@@ -100,10 +99,12 @@ def test_fixture_checkpoint_prefix_autodetected(name):
     out, _ = model(ref["x"])
     assert worst(out, ref["output"]) <= TOL_F32
     full = ".".join(meta["loader_options"]["container_keys"]) + "."
-    model = fastlstm.load(path, prefix=full + meta["loader_options"]["prefix"])
+    model = fastlstm.load(
+        path, prefix=full + meta["loader_options"]["prefix"], batch_first=False
+    )
     assert model.num_layers == 2
     with pytest.raises(fastlstm.ModelFormatError, match="no LSTM weights under prefix"):
-        fastlstm.load(path, prefix="decoder.")
+        fastlstm.load(path, prefix="decoder.", batch_first=False)
 
 
 def test_fixture_shared_storage_holds_nan_gaps():
@@ -144,7 +145,7 @@ def test_handmade_file_round_trip(tmp_path, rng, cfg, writer):
     assert list(back) == list(sd)
     for k in sd:
         assert back[k].dtype == np.float32 and np.array_equal(back[k], sd[k]), k
-    model = fastlstm.load(path)
+    model = fastlstm.load(path, batch_first=False)
     D = 2 if cfg.get("bidirectional") else 1
     L = cfg.get("num_layers", 1)
     assert (model.num_layers, model.bidirectional, model.proj_size, model.bias) == (
@@ -184,7 +185,7 @@ def test_dtypes_widened_to_float32(tmp_path, rng):
     for k, v in sd.items():
         truncated = (v.view(np.uint32) & 0xFFFF0000).view(np.float32)
         assert got[k].dtype == np.float32 and np.array_equal(got[k], truncated)
-    model = fastlstm.load(path)
+    model = fastlstm.load(path, batch_first=False)
     x = rng.normal(size=(4, 2, 3)).astype(np.float32)
     bf_sd = {
         k: (v.view(np.uint32) & 0xFFFF0000).view(np.float32) for k, v in sd.items()
@@ -277,7 +278,7 @@ def test_unknown_format_lists_every_format(tmp_path):
         match=r"not a model file .*PyTorch state_dict .*safetensors.*TF1 checkpoint"
         r".*ONNX",
     ):
-        fastlstm.load(path)
+        fastlstm.load(path, batch_first=False)
 
 
 def test_inspect_command_describes_torch_files(tmp_path, rng, capsys):
@@ -286,7 +287,12 @@ def test_inspect_command_describes_torch_files(tmp_path, rng, capsys):
     path = tmp_path / "lstm.pt"
     _write_sd(path, lstm_state_dict(rng, 3, 4, num_layers=2))
     assert main(["inspect", str(path)]) == 0
-    assert "TorchLSTM(3, 4, num_layers=2)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "TorchLSTM(3, 4, num_layers=2)" in out
+    assert "batch_first:   not recorded in the file" in out
+    assert main(["inspect", str(path), "--batch-first"]) == 0
+    out = capsys.readouterr().out
+    assert "batch_first=True" in out and "not recorded" not in out
 
 
 def test_big_endian_marker_honoured(tmp_path, rng):
@@ -317,7 +323,7 @@ def test_archive_prefix_taken_from_file(tmp_path, rng):
     sd = lstm_state_dict(rng, 3, 4)
     path = tmp_path / "my.model.pth"
     _write_sd(path, sd, prefix="my.model")
-    assert fastlstm.load(path).hidden_size == 4
+    assert fastlstm.load(path, batch_first=False).hidden_size == 4
 
 
 def test_old_rebuild_functions_and_parameters(tmp_path, rng):
@@ -365,7 +371,7 @@ def test_in_memory_state_dict_and_checkpoint(rng):
         {"net": {"encoder": {"lstm": dict(sd)}}, "fc.weight": np.ones((2, 4))},
     ):
         for make in (fastlstm.from_torch, fastlstm.load):
-            model = make(obj)
+            model = make(obj, batch_first=False)
             assert worst(model(x)[0], want) <= TOL_F32
     model = fastlstm.TorchLSTM.from_state_dict(sd, batch_first=True)
     assert worst(model(x.transpose(1, 0, 2))[0], want.transpose(1, 0, 2)) <= TOL_F32
@@ -381,13 +387,19 @@ def test_ambiguous_prefix_lists_candidates(rng):
         match=r"several LSTMs, under the prefixes 'decoder\.lstm\.', "
         r"'encoder\.lstm\.'; choose one with prefix=",
     ):
-        fastlstm.from_torch(sd)
+        fastlstm.from_torch(sd, batch_first=False)
     with pytest.raises(fastlstm.ModelFormatError, match="matches several LSTMs"):
-        fastlstm.from_torch(sd, prefix="lstm")
-    assert fastlstm.from_torch(sd, prefix="encoder.lstm").input_size == 3
-    assert fastlstm.from_torch(sd, prefix="decoder.lstm.").num_layers == 2
+        fastlstm.from_torch(sd, prefix="lstm", batch_first=False)
+    assert (
+        fastlstm.from_torch(sd, prefix="encoder.lstm", batch_first=False).input_size
+        == 3
+    )
+    assert (
+        fastlstm.from_torch(sd, prefix="decoder.lstm.", batch_first=False).num_layers
+        == 2
+    )
     with pytest.raises(fastlstm.ModelFormatError, match=r"LSTM prefixes in the file"):
-        fastlstm.from_torch(sd, prefix="rnn.")
+        fastlstm.from_torch(sd, prefix="rnn.", batch_first=False)
 
 
 def test_lstm_cell_state_dict(rng):
@@ -409,7 +421,9 @@ def test_lstm_cell_state_dict(rng):
     for t in range(6):
         y = s.step(x[t])
     assert worst(y, want_out[-1]) <= TOL_F32
-    nobias = fastlstm.from_torch({k: v for k, v in sd.items() if "bias" not in k})
+    nobias = fastlstm.from_torch(
+        {k: v for k, v in sd.items() if "bias" not in k}, batch_first=False
+    )
     assert not nobias.bias
 
 
@@ -419,7 +433,7 @@ def test_gru_refused_by_name(rng):
         "gru.weight_hh_l0": rng.normal(size=(12, 4)).astype(np.float32),
     }
     with pytest.raises(fastlstm.UnsupportedLayerError, match=r"look like an nn\.GRU"):
-        fastlstm.from_torch(sd)
+        fastlstm.from_torch(sd, batch_first=False)
 
 
 @pytest.mark.parametrize(
@@ -451,7 +465,7 @@ def test_inconsistent_state_dicts(rng, edit, match):
     edit(sd)
     sd["fc.weight"] = np.ones((2, 2), np.float32)
     with pytest.raises(fastlstm.ModelFormatError, match=match):
-        fastlstm.from_torch(sd)
+        fastlstm.from_torch(sd, batch_first=False)
 
 
 def test_not_a_state_dict(tmp_path):
@@ -461,7 +475,7 @@ def test_not_a_state_dict(tmp_path):
     with pytest.raises(
         fastlstm.ModelFormatError, match="holds a list, not a state_dict"
     ):
-        fastlstm.load(path)
+        fastlstm.load(path, batch_first=False)
 
 
 def test_nonfinite_weights_named(rng):
@@ -469,7 +483,7 @@ def test_nonfinite_weights_named(rng):
     sd["weight_hh_l0"] = sd["weight_hh_l0"].copy()
     sd["weight_hh_l0"][2, 1] = np.nan
     with pytest.raises(fastlstm.NonFiniteError, match="recurrent_kernel holds 1 NaN"):
-        fastlstm.from_torch(sd)
+        fastlstm.from_torch(sd, batch_first=False)
 
 
 # --- TorchLSTM behaviour ----------------------------------------------------------
@@ -478,7 +492,7 @@ def test_nonfinite_weights_named(rng):
 @pytest.fixture
 def bidir(rng):
     sd = lstm_state_dict(rng, 3, 4, num_layers=2, bidirectional=True, proj_size=2)
-    return sd, fastlstm.from_torch(sd)
+    return sd, fastlstm.from_torch(sd, batch_first=False)
 
 
 def test_shapes_like_nn_lstm(rng, bidir):
@@ -573,7 +587,7 @@ def test_options_of_other_formats_refused(tmp_path, rng):
     with pytest.raises(
         fastlstm.ConfigError, match="forget_bias do not apply to PyTorch files"
     ):
-        fastlstm.load(path, forget_bias=1.0)
+        fastlstm.load(path, forget_bias=1.0, batch_first=False)
     with pytest.raises(fastlstm.ModelFormatError, match="load_spec reads Keras files"):
         fastlstm.load_spec(path)
 
@@ -674,3 +688,32 @@ def test_npz_of_state_dict_loads_as_torch(tmp_path, rng):
     x = rng.normal(size=(2, 5, 3)).astype(np.float32)
     want = torch_reference(sd, x.transpose(1, 0, 2), 1, True)[0]
     assert worst(model(x)[0], want.transpose(1, 0, 2)) <= TOL_F32
+
+
+def test_batch_first_is_never_guessed(tmp_path, rng):
+    """A state_dict does not record batch_first: loading an nn.LSTM file
+    (zip, legacy, safetensors-like dict) without it is a ConfigError naming
+    both choices, where a guess of False returned wrong numbers of the
+    right shape. An nn.LSTMCell has no batch_first and loads as before."""
+    sd = lstm_state_dict(rng, 3, 4)
+    path = tmp_path / "lstm.pt"
+    _write_sd(path, sd)
+    for make in (
+        lambda: fastlstm.load(path),
+        lambda: fastlstm.load(sd),
+        lambda: fastlstm.from_torch(sd),
+        lambda: fastlstm.TorchLSTM.from_state_dict(sd),
+    ):
+        with pytest.raises(
+            fastlstm.ConfigError,
+            match=r"does not record batch_first; pass batch_first=True .* or "
+            r"batch_first=False",
+        ):
+            make()
+    x = rng.normal(size=(5, 2, 3)).astype(np.float32)
+    want = torch_reference(sd, x, 1, False)[0]
+    assert worst(fastlstm.load(path, batch_first=False)(x)[0], want) <= TOL_F32
+    got = fastlstm.load(path, batch_first=True)(x.transpose(1, 0, 2))[0]
+    assert worst(got, want.transpose(1, 0, 2)) <= TOL_F32
+    cell = {k.replace("_l0", ""): v for k, v in sd.items()}
+    assert isinstance(fastlstm.load(cell), fastlstm.TorchLSTMCell)

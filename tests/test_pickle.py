@@ -6,6 +6,7 @@ hold running state and refuse to pickle with a clear TypeError."""
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import multiprocessing
 import pickle
 from pathlib import Path
@@ -124,7 +125,10 @@ def test_keras_model_roundtrip(case):
 @pytest.mark.parametrize("case", TORCH_CASES)
 def test_torch_model_roundtrip(case):
     folder = FIXTURES / "torch" / case
-    model = fastlstm.load(next(folder.glob("model.*")))
+    opts = json.loads((folder / "case.json").read_text()).get("loader_options", {})
+    model = fastlstm.load(
+        next(folder.glob("model.*")), batch_first=opts.get("batch_first", False)
+    )
     copy = roundtrip(model)
     assert type(copy) is type(model) and repr(copy) == repr(model)
     ref = np.load(folder / "ref.npz")
@@ -159,7 +163,9 @@ def streams(rng):
     lay = layer(rng)
     yield "LSTMStream", lay.stream(2)
     yield "StackStream", fastlstm.Stack([layer(rng, return_sequences=True)]).stream(2)
-    torch = fastlstm.load(FIXTURES / "torch" / "lstm_basic" / "model.pt")
+    torch = fastlstm.load(
+        FIXTURES / "torch" / "lstm_basic" / "model.pt", batch_first=False
+    )
     yield "TorchLSTMStream", torch.stream(2)
     tf1 = fastlstm.load(FIXTURES / "tf1" / "basic_lstm_cell" / "model.ckpt")
     yield "TF1LSTMStream", tf1.stream(2)
@@ -183,7 +189,9 @@ def test_models_run_in_a_process_pool(rng):
     keras = load_case("k2_stacked_embedding")
     meta, ref = case_info("k2_stacked_embedding")
     kx = inputs_of(meta, ref)[0]
-    torch = fastlstm.load(FIXTURES / "torch" / "lstm_3layer_bidir_proj" / "model.pt")
+    torch = fastlstm.load(
+        FIXTURES / "torch" / "lstm_3layer_bidir_proj" / "model.pt", batch_first=False
+    )
     tx = np.load(FIXTURES / "torch" / "lstm_3layer_bidir_proj" / "ref.npz")["x"]
     with _spawn_pool() as pool:
         got = [

@@ -324,7 +324,9 @@ def load(
     * PyTorch ``torch.save`` state_dicts (zip or legacy, possibly inside a
       checkpoint dict) and ``.safetensors`` -> ``TorchLSTM`` (like
       nn.LSTM) or ``TorchLSTMCell``. prefix: which LSTM when the file holds
-      several (``'lstm.'``, ``'encoder.rnn'``); batch_first (default False).
+      several (``'lstm.'``, ``'encoder.rnn'``); batch_first: required for
+      an nn.LSTM (the file does not record it; guessing gave wrong numbers
+      of the right shape), not for an nn.LSTMCell.
     * TF1 checkpoints (the prefix ``model.ckpt`` of ``model.ckpt.index`` +
       ``.data-*``, or an ``.npz`` keyed by variable names) -> ``TF1LSTM``
       (like dynamic_rnn). scope: which cell when there are several;
@@ -417,7 +419,6 @@ def _load_family(family: str, obj: Any, where: str, given: dict) -> Any:
 
         if obj is None:
             obj = read_torch_object(where)
-        opts.setdefault("batch_first", False)
         return from_state_dict(obj, where=where, **opts)
     if family == "tf1":
         from fastlstm.tf1_model import from_tf1
