@@ -86,6 +86,11 @@ def _load_plain(path: Path, seed: Path) -> object:
     return fastlstm.load(path)
 
 
+def _load_torch(path: Path, seed: Path) -> object:
+    """batch_first given, so loads get past it (a state_dict lacks it)."""
+    return fastlstm.load(path, batch_first=False)
+
+
 def _load_weights(path: Path, seed: Path) -> object:
     return fastlstm.load(path, config=_keras_weights_config(seed))
 
@@ -121,12 +126,17 @@ def targets() -> dict[str, Target]:
             ".weights.h5",
             _load_weights,
         ),
-        "torch_zip": Target("torch_zip", [p for p in pts if _is_zip(p)], ".pt"),
+        "torch_zip": Target(
+            "torch_zip", [p for p in pts if _is_zip(p)], ".pt", _load_torch
+        ),
         "torch_legacy": Target(
-            "torch_legacy", [p for p in pts if not _is_zip(p)], ".pt"
+            "torch_legacy", [p for p in pts if not _is_zip(p)], ".pt", _load_torch
         ),
         "safetensors": Target(
-            "safetensors", sorted(torch.glob("*/*.safetensors")), ".safetensors"
+            "safetensors",
+            sorted(torch.glob("*/*.safetensors")),
+            ".safetensors",
+            _load_torch,
         ),
         "tf1_index": Target(
             "tf1_index", sorted(tf1.glob("*/model.ckpt.index")), "", _load_tf1

@@ -60,9 +60,7 @@ def parse_safetensors(data: bytes | memoryview, where: str) -> dict[str, np.ndar
             f"{where}: header of {n} bytes but the file has only {len(data) - 8} "
             "after the length field (truncated)"
         )
-    header = parse_json(
-        bytes(data[8 : 8 + n]), where, "the safetensors header", MAX_HEADER_BYTES
-    )
+    header = parse_json(bytes(data[8 : 8 + n]), where, "the safetensors header")
     if not isinstance(header, dict):
         raise ModelFormatError(f"{where}: the header is not a JSON object")
     buffer = data[8 + n :]
