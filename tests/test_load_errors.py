@@ -201,3 +201,37 @@ def test_unknown_layer_names_class_and_supported_list(tmp_path):
         r"supported classes: .*Bidirectional.*Dense",
     ):
         fastlstm.load(p)
+
+
+def _saved_model_pb() -> bytes:
+    """The head of a SavedModel proto as TF writes it: schema version 1,
+    one MetaGraphDef whose meta_info_def carries the tag "serve"."""
+    meta_info = b"\x22\x05serve"  # tags
+    meta_graph = b"\x0a" + bytes([len(meta_info)]) + meta_info
+    return b"\x08\x01\x12" + bytes([len(meta_graph)]) + meta_graph
+
+
+def test_saved_model_is_named_not_read_as_onnx(tmp_path):
+    """A SavedModel (folder or saved_model.pb) used to load as an empty
+    ONNX model; it is now refused, naming SavedModel and what to save."""
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "saved_model.pb").write_bytes(_saved_model_pb())
+    (folder / "variables").mkdir()
+    for path in (folder, folder / "saved_model.pb"):
+        with pytest.raises(
+            fastlstm.ModelFormatError, match=r"SavedModel.*model\.keras"
+        ):
+            fastlstm.load(path)
+    renamed = tmp_path / "model.pb"
+    renamed.write_bytes(_saved_model_pb())
+    with pytest.raises(fastlstm.ModelFormatError, match="SavedModel"):
+        fastlstm.load(renamed)
+
+
+def test_onnx_without_a_graph_is_refused(tmp_path):
+    pytest.importorskip("onnx")
+    path = tmp_path / "empty.onnx"
+    path.write_bytes(b"\x08\x07\x12\x07pytorch")
+    with pytest.raises(fastlstm.ModelFormatError, match="no ONNX graph"):
+        fastlstm.load(path)

@@ -85,6 +85,27 @@ def _tf1_prefix(path: str) -> str | None:
     return None
 
 
+SAVED_MODEL_ADVICE = (
+    "fastlstm reads model files, not SavedModels: save the Keras model with "
+    "model.save('model.keras') (or 'model.h5'), or export it to ONNX "
+    "(tf2onnx), and load that file"
+)
+
+
+def _looks_like_saved_model(path: str, head: bytes) -> bool:
+    """A SavedModel proto: field 1 (schema version, varint), then field 2
+    (a MetaGraphDef, whose first field is itself a message), where an ONNX
+    ModelProto has producer_name text."""
+    if os.path.basename(path) in ("saved_model.pb", "saved_model.pbtxt"):
+        return True
+    if len(head) < 6 or head[0] != 0x08 or head[2] != 0x12:
+        return False
+    k = 3
+    while k < len(head) and head[k] & 0x80:
+        k += 1
+    return k + 1 < len(head) and head[k + 1] == 0x0A
+
+
 def _looks_like_onnx(head: bytes) -> bool:
     """ModelProto starts with field 1 (ir_version, varint), then another
     known field (producer_name, graph, opset_import ...)."""
@@ -122,6 +143,11 @@ def sniff(path: str) -> str:
     if _tf1_prefix(path) is not None:
         return "tf1"
     if os.path.isdir(path):
+        for name in ("saved_model.pb", "saved_model.pbtxt"):
+            if os.path.exists(os.path.join(path, name)):
+                raise ModelFormatError(
+                    f"{path}: a TensorFlow SavedModel folder; {SAVED_MODEL_ADVICE}"
+                )
         raise ModelFormatError(
             f"{path}: a folder, not a model file (a TF checkpoint folder needs a "
             "'checkpoint' state file or exactly one .index file)"
@@ -138,6 +164,11 @@ def sniff(path: str) -> str:
                 return "torch_legacy"
             if looks_like_safetensors(head, size):
                 return "safetensors"
+            if _looks_like_saved_model(path, head):
+                raise ModelFormatError(
+                    f"{path}: a TensorFlow SavedModel (saved_model.pb); "
+                    f"{SAVED_MODEL_ADVICE}"
+                )
             if path.lower().endswith(".onnx") or _looks_like_onnx(head):
                 return "onnx"
             offset = 512

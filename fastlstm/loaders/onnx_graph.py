@@ -297,6 +297,10 @@ def _graph_of(onnx: Any, model: Any, where: str) -> Graph:
         )
     inputs = [i.name for i in g.input if i.name not in inits]
     outputs = [o.name for o in g.output]
+    if not outputs:
+        raise ModelFormatError(
+            f"{where}: holds no ONNX graph (no outputs); not an ONNX model"
+        )
     return Graph(nodes, inits, inputs, outputs, opset, where)
 
 
