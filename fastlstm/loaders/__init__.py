@@ -204,7 +204,7 @@ def _zip_kind(zf: zipfile.ZipFile, path: str) -> str:
 def _family(path: str) -> str:
     kind = sniff(path)
     if kind == "zip":
-        from fastlstm.loaders.torch_pickle import ZIP_ERRORS
+        from fastlstm.loaders._zip import ZIP_ERRORS
 
         try:
             with open_model_file(path) as fh, zipfile.ZipFile(fh) as zf:
@@ -249,7 +249,7 @@ def _load_keras_spec(path: str, config: Any, keras_version: str | None) -> Model
             "use fastlstm.load(path) for it"
         )
     if kind == "zip":
-        from fastlstm.loaders.torch_pickle import ZIP_ERRORS
+        from fastlstm.loaders._zip import ZIP_ERRORS
 
         fh = open_model_file(path)
         try:

@@ -30,11 +30,10 @@ from fastlstm.loaders._keras_config import (
     parse_model_config,
 )
 from fastlstm.loaders._weights import attach_weights
-from fastlstm.loaders.torch_pickle import ZIP_ERRORS
+from fastlstm.loaders._zip import read_member
 from fastlstm.spec import ModelSpec
 
 MAX_MEMBER_BYTES = 1 << 31  # refuse archive members that inflate beyond 2 GiB
-MAX_RATIO = 200  # ... or more than 200 times their compressed size
 
 
 def snake_case(name: str) -> str:
@@ -42,29 +41,6 @@ def snake_case(name: str) -> str:
     name = re.sub(r"\W+", "", name)
     name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
-
-
-def _member(
-    zf: zipfile.ZipFile, name: str, path: str, limit: int = MAX_MEMBER_BYTES
-) -> bytes:
-    """The member's bytes, after checking its declared size against
-    ``limit`` and the compression ratio cap (before anything inflates)."""
-    info = zf.getinfo(name)
-    if info.file_size > limit or (
-        info.compress_size
-        and info.file_size > MAX_RATIO * info.compress_size
-        and info.file_size > (1 << 20)
-    ):
-        raise ModelFormatError(
-            f"{path}: archive member {name!r} would inflate to "
-            f"{info.file_size} bytes; refused"
-        )
-    try:
-        return zf.read(name)
-    except ZIP_ERRORS as exc:
-        raise ModelFormatError(
-            f"{path}: cannot read {name!r} from the archive: {exc}"
-        ) from exc
 
 
 def load_keras_zip(
@@ -88,7 +64,9 @@ def load_keras_zip(
     meta = {}
     if "metadata.json" in names:
         meta = parse_json(
-            _member(zf, "metadata.json", path, MAX_JSON_BYTES), path, "metadata.json"
+            read_member(zf, "metadata.json", MAX_JSON_BYTES, path),
+            path,
+            "metadata.json",
         )
         if not isinstance(meta, dict):
             raise ModelFormatError(f"{path}: metadata.json is not a JSON object")
@@ -97,9 +75,9 @@ def load_keras_zip(
         cfg = load_config(config, path)
     else:
         cfg = config_from_text(
-            _member(zf, "config.json", path, MAX_JSON_BYTES), path, "config.json"
+            read_member(zf, "config.json", MAX_JSON_BYTES, path), path, "config.json"
         )
-    data = _member(zf, "model.weights.h5", path)
+    data = read_member(zf, "model.weights.h5", MAX_MEMBER_BYTES, path)
     try:
         f = h5py.File(io.BytesIO(data), "r")
     except OSError as exc:

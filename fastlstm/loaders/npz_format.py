@@ -16,9 +16,9 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from fastlstm.errors import ModelFormatError
-from fastlstm.loaders._budget import ByteBudget
+from fastlstm.loaders._budget import MAX_ALLOCATION_BYTES, ByteBudget
 from fastlstm.loaders._files import open_model_file
-from fastlstm.loaders.torch_pickle import MAX_RATIO, ZIP_ERRORS
+from fastlstm.loaders._zip import MAX_RATIO, ZIP_ERRORS, check_member
 
 __all__ = ["read_npz"]
 
@@ -51,15 +51,7 @@ def _member(
     where = f"{path}: member {name!r}"
     if not name.endswith(".npy"):
         raise ModelFormatError(f"{where} is not an .npy array")
-    if (
-        info.compress_type != zipfile.ZIP_STORED
-        and info.file_size > (1 << 20)
-        and info.file_size > MAX_RATIO * max(info.compress_size, 1)
-    ):
-        raise ModelFormatError(
-            f"{where} would inflate {info.compress_size} bytes to {info.file_size}; "
-            "refused"
-        )
+    check_member(info, MAX_ALLOCATION_BYTES, path)
     budget.spend(info.file_size, name)
     with zf.open(info) as member:
         try:

@@ -171,7 +171,10 @@ class RestrictedUnpickler:
             self._keep.append(obj)
         return obj
 
-    def owned_as(self, obj: Any, kinds: tuple, what: str) -> Any:
+    def target(self, kinds: tuple, what: str) -> Any:
+        """The container on top of the stack, which ``what`` (an opcode)
+        changes: it must be one of ``kinds`` and created by this load."""
+        obj = self.stack[-1] if self.stack else None
         if id(obj) not in self.owned or not isinstance(obj, kinds):
             raise self.fail(
                 f"{what} applied to a {type(obj).__name__} the pickle did not "
@@ -448,23 +451,22 @@ def _memoize(m: RestrictedUnpickler) -> None:
 
 def _append(m: RestrictedUnpickler) -> None:
     value = m.pop()
-    m.owned_as(m.stack[-1] if m.stack else None, (list,), "APPEND").append(value)
+    m.target((list,), "APPEND").append(value)
 
 
 def _appends(m: RestrictedUnpickler) -> None:
     items = m.pop_mark()
-    target = m.stack[-1] if m.stack else None
-    m.owned_as(target, (list,), "APPENDS").extend(items)
+    m.target((list,), "APPENDS").extend(items)
 
 
 def _setitem(m: RestrictedUnpickler) -> None:
     value, key = m.pop(), m.pop()
-    m.owned_as(m.stack[-1] if m.stack else None, _DICTS, "SETITEM")[key] = value
+    m.target(_DICTS, "SETITEM")[key] = value
 
 
 def _setitems(m: RestrictedUnpickler) -> None:
     items = m.pop_mark()
-    target = m.owned_as(m.stack[-1] if m.stack else None, _DICTS, "SETITEMS")
+    target = m.target(_DICTS, "SETITEMS")
     if len(items) % 2:
         raise m.fail("SETITEMS with an odd number of items")
     for k in range(0, len(items), 2):
@@ -473,13 +475,12 @@ def _setitems(m: RestrictedUnpickler) -> None:
 
 def _additems(m: RestrictedUnpickler) -> None:
     items = m.pop_mark()
-    m.owned_as(m.stack[-1] if m.stack else None, (set,), "ADDITEMS").update(items)
+    m.target((set,), "ADDITEMS").update(items)
 
 
 def _build(m: RestrictedUnpickler) -> None:
     state = m.pop()
-    target = m.stack[-1] if m.stack else None
-    m.owned_as(target, _DICTS, "BUILD")
+    m.target(_DICTS, "BUILD")
     if not isinstance(state, (dict, tuple)) and state is not None:
         raise m.fail(f"BUILD with a {type(state).__name__} state")
     # The state (an OrderedDict's _metadata) is not needed and never applied.

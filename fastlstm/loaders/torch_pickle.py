@@ -26,7 +26,6 @@ import os
 import reprlib
 import types
 import zipfile
-import zlib
 from collections.abc import Mapping
 from typing import Any, BinaryIO
 
@@ -35,6 +34,7 @@ import numpy as np
 from fastlstm.errors import ModelFormatError
 from fastlstm.loaders._budget import MAX_ALLOCATION_BYTES, ByteBudget, check_allocation
 from fastlstm.loaders._files import open_model_file
+from fastlstm.loaders._zip import ZIP_ERRORS, read_member
 from fastlstm.loaders.restricted_pickle import Call, unpickle_bytes
 
 __all__ = [
@@ -55,23 +55,9 @@ _MAGIC_BYTES = b"\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little")
 MAX_PICKLE_BYTES = 4 << 20
 MAX_TENSOR_ELEMENTS = 1 << 32
 MAX_NDIM = 32
-MAX_RATIO = 200  # a compressed member inflating more than this is refused
 # Tensors may view their storages more than once (tied or overlapping
 # views); all of a load's tensors together may copy twice what is stored.
 TENSOR_EXPANSION = 2
-# What zipfile (and zlib under it) raise on corrupt archives: bad headers,
-# undecodable names, unknown compression methods, encryption, bad streams.
-ZIP_ERRORS = (
-    zipfile.BadZipFile,
-    zipfile.LargeZipFile,
-    OSError,
-    EOFError,
-    ValueError,
-    NotImplementedError,
-    RuntimeError,
-    OverflowError,
-    zlib.error,
-)
 
 # storage class name -> (NumPy dtype of the stored bytes, little-endian)
 STORAGE_DTYPES = {
@@ -434,46 +420,6 @@ def find_zip_prefix(zf: zipfile.ZipFile, where: str) -> str | None:
     return found[0]
 
 
-def _zip_member(
-    zf: zipfile.ZipFile, name: str, limit: int, where: str, need: int | None = None
-) -> bytes:
-    """The member's bytes (only the first ``need`` when given), after checking
-    its declared size against ``limit`` and ``need`` and refusing members
-    that would inflate far beyond their compressed size (zip bombs)."""
-    try:
-        info = zf.getinfo(name)
-    except KeyError:
-        raise ModelFormatError(f"{where}: archive member {name!r} is missing") from None
-    if info.file_size > limit:
-        raise ModelFormatError(
-            f"{where}: archive member {name!r} declares {info.file_size} bytes, "
-            f"above the {limit}-byte limit"
-        )
-    if (
-        info.compress_type != zipfile.ZIP_STORED
-        and info.file_size > (1 << 20)
-        and info.file_size > MAX_RATIO * max(info.compress_size, 1)
-    ):
-        raise ModelFormatError(
-            f"{where}: archive member {name!r} would inflate {info.compress_size} "
-            f"bytes to {info.file_size}; refused"
-        )
-    if need is not None and info.file_size < need:
-        raise ModelFormatError(
-            f"{where}: archive member {name!r} holds {info.file_size} bytes, "
-            f"{need} needed"
-        )
-    size = info.file_size if need is None else need
-    try:
-        with zf.open(info) as fh:
-            data = fh.read(size)
-    except ZIP_ERRORS as exc:
-        raise ModelFormatError(f"{where}: cannot read {name!r}: {exc}") from exc
-    if len(data) != size:
-        raise ModelFormatError(f"{where}: archive member {name!r} is truncated")
-    return data
-
-
 def load_torch_zip(zf: zipfile.ZipFile, where: str) -> Any:
     prefix = find_zip_prefix(zf, where)
     if prefix is None:
@@ -488,11 +434,11 @@ def load_torch_zip(zf: zipfile.ZipFile, where: str) -> Any:
         )
     order = "little"
     if prefix + "byteorder" in names:
-        raw = _zip_member(zf, prefix + "byteorder", 16, where).strip()
+        raw = read_member(zf, prefix + "byteorder", 16, where).strip()
         if raw not in (b"little", b"big"):
             raise ModelFormatError(f"{where}: byteorder is {raw!r}")
         order = raw.decode()
-    pkl = _zip_member(zf, prefix + "data.pkl", MAX_PICKLE_BYTES, where)
+    pkl = read_member(zf, prefix + "data.pkl", MAX_PICKLE_BYTES, where)
     obj, table, _ = _unpickle(pkl, f"{where}: data.pkl")
     stored = 0
     for ref in table.storages.values():
@@ -509,7 +455,7 @@ def load_torch_zip(zf: zipfile.ZipFile, where: str) -> Any:
                 f"{where}: storage {member!r} holds {present} bytes, the pickle "
                 f"declares {ref.numel} x {dtype.itemsize} = {nbytes}"
             )
-        raw = _zip_member(zf, member, MAX_ALLOCATION_BYTES, where, need=nbytes)
+        raw = read_member(zf, member, MAX_ALLOCATION_BYTES, where, need=nbytes)
         ref.data = np.frombuffer(raw, dtype, count=ref.numel)
         stored += nbytes
     return materialize(obj, where, ByteBudget(where, stored, TENSOR_EXPANSION))
