@@ -493,7 +493,7 @@ def mutate_tf1_index(data: bytes, rng: random.Random) -> bytes:
     """Decodes the seed's index with the project's reader, edits entries
     (shapes, dtypes, offsets, sizes, shards, keys sharing long prefixes)
     and writes a new table with tests/tf_bundle.py (snappy or not)."""
-    from tf_bundle import TABLE_MAGIC, block, framed, varint
+    from tf_bundle import block, index_file
 
     from fastlstm.loaders.tf1_checkpoint import read_table
 
@@ -511,26 +511,13 @@ def mutate_tf1_index(data: bytes, rng: random.Random) -> bytes:
             for k in range(rng.choice((10, 5000)))
         ]
     out.sort(key=lambda kv: kv[0])
-    compress = rng.random() < 0.5
-    index = bytearray()
-    idx_entries = []
-    for chunk in (out[: len(out) // 2], out[len(out) // 2 :]):
-        if not chunk:
-            continue
-        contents = block(chunk, rng.choice((1, 4, 16, 1000)))
-        stored = framed(contents, compress)
-        idx_entries.append((chunk[-1][0], varint(len(index)) + varint(len(stored) - 5)))
-        index += stored
-    index_block = block(idx_entries)
-    index_off = len(index)
-    index += framed(index_block, False)
-    meta_off = len(index)
-    meta = block([])
-    index += framed(meta, False)
-    footer = varint(meta_off) + varint(len(meta)) + varint(index_off)
-    footer += varint(len(index_block))
-    footer += bytes(40 - len(footer)) + TABLE_MAGIC.to_bytes(8, "little")
-    return bytes(index) + footer
+    restart = rng.choice((1, 4, 16, 1000))
+    blocks = [
+        (block(chunk, restart), chunk[-1][0])
+        for chunk in (out[: len(out) // 2], out[len(out) // 2 :])
+        if chunk
+    ]
+    return index_file(blocks, compress=rng.random() < 0.5)
 
 
 def _mutate_entry_proto(value: bytes, rng: random.Random) -> bytes:

@@ -757,19 +757,9 @@ def _onnx_gather(folder: Path) -> Case:
 def tf1_index_of_block(prefix: Path, data_block: bytes, last_key: bytes) -> Path:
     """A checkpoint .index whose one data block is ``data_block`` (and an
     empty data shard)."""
-    from tf_bundle import TABLE_MAGIC, block, framed, varint
+    from tf_bundle import index_file
 
-    index = bytearray(framed(data_block, False))
-    index_block = block([(last_key, varint(0) + varint(len(data_block)))])
-    index_off = len(index)
-    index += framed(index_block, False)
-    meta_off = len(index)
-    meta = block([])
-    index += framed(meta, False)
-    footer = varint(meta_off) + varint(len(meta)) + varint(index_off)
-    footer += varint(len(index_block))
-    footer += bytes(40 - len(footer)) + TABLE_MAGIC.to_bytes(8, "little")
-    Path(f"{prefix}.index").write_bytes(bytes(index) + footer)
+    Path(f"{prefix}.index").write_bytes(index_file([(data_block, last_key)]))
     Path(f"{prefix}.data-00000-of-00001").write_bytes(b"")
     return prefix
 

@@ -30,6 +30,7 @@ def crc32c(data: bytes, crc: int = 0) -> int:
         crc = _CRC_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
     return crc ^ 0xFFFFFFFF
 
+
 DT = {
     np.dtype(np.float32): 1,
     np.dtype(np.float64): 2,
@@ -113,6 +114,33 @@ def framed(contents: bytes, compress: bool, corrupt: bool = False) -> bytes:
     return contents + bytes([kind]) + mask(crc).to_bytes(4, "little")
 
 
+def index_file(
+    blocks: list,
+    compress: bool = False,
+    corrupt_block: bool = False,
+    magic: int = TABLE_MAGIC,
+) -> bytes:
+    """An SSTable of data blocks given as (contents, last key): each block
+    framed (snappy or not, CRC), then the index block, an empty metaindex
+    and the footer."""
+    index = bytearray()
+    handles = []
+    for contents, last_key in blocks:
+        stored = snappy_literal(contents) if compress else contents
+        handles.append((last_key, varint(len(index)) + varint(len(stored))))
+        index += framed(contents, compress, corrupt_block)
+    index_block = block(handles)
+    index_off = len(index)
+    index += framed(index_block, False)
+    meta_off = len(index)
+    meta = block([])
+    index += framed(meta, False)
+    footer = varint(meta_off) + varint(len(meta)) + varint(index_off)
+    footer += varint(len(index_block))
+    footer += bytes(40 - len(footer)) + magic.to_bytes(8, "little")
+    return bytes(index) + footer
+
+
 def write_bundle(
     prefix,
     tensors: dict,
@@ -139,27 +167,13 @@ def write_bundle(
         )
         entries.append((name.encode(), pb))
         data += raw
-    index = bytearray()
-    idx_entries = []
     half = max(1, len(entries) // 2)  # two data blocks: two index handles
-    for chunk in (entries[:half], entries[half:]):
-        if not chunk:
-            continue
-        contents = block(chunk)
-        stored = snappy_literal(contents) if compress else contents
-        off = len(index)
-        index += framed(contents, compress, corrupt_block)
-        idx_entries.append((chunk[-1][0], varint(off) + varint(len(stored))))
-    index_block = block(idx_entries)
-    index_off = len(index)
-    index += framed(index_block, False)
-    meta_off = len(index)
-    meta = block([])
-    index += framed(meta, False)
-    footer = varint(meta_off) + varint(len(meta)) + varint(index_off)
-    footer += varint(len(index_block))
-    footer += bytes(40 - len(footer)) + magic.to_bytes(8, "little")
+    blocks = [
+        (block(chunk), chunk[-1][0])
+        for chunk in (entries[:half], entries[half:])
+        if chunk
+    ]
     with open(f"{prefix}.index", "wb") as fh:
-        fh.write(bytes(index) + footer)
+        fh.write(index_file(blocks, compress, corrupt_block, magic))
     with open(f"{prefix}.data-00000-of-{num_shards:05d}", "wb") as fh:
         fh.write(bytes(data))
