@@ -1,5 +1,5 @@
 """Builds fastlstm._core from fastlstm/_core.pyx and the C core in src_c/,
-and the readers' compiled helper fastlstm.loaders._sstable.
+and the readers' compiled helpers fastlstm.loaders._sstable and _jsonscan.
 
 Environment switches:
   FASTLSTM_DEBUG=1     Cython bounds/wraparound checks on, -O0 -g
@@ -58,14 +58,17 @@ extension = Extension(
     extra_link_args=link_args,
 )
 
-# The readers' helper parses hostile bytes: it keeps Cython's bounds checks
-# (its own directives), and knows nothing of the runtime.
-sstable = Extension(
-    "fastlstm.loaders._sstable",
-    sources=["fastlstm/loaders/_sstable.pyx"],
-    extra_compile_args=[c for c in compile_args if not c.startswith("-std")],
-    extra_link_args=link_args,
-)
+# The readers' helpers parse hostile bytes: they keep Cython's bounds checks
+# (their own directives), and know nothing of the runtime.
+helpers = [
+    Extension(
+        f"fastlstm.loaders.{name}",
+        sources=[f"fastlstm/loaders/{name}.pyx"],
+        extra_compile_args=[c for c in compile_args if not c.startswith("-std")],
+        extra_link_args=link_args,
+    )
+    for name in ("_sstable", "_jsonscan")
+]
 
 directives = {
     "language_level": 3,
@@ -76,4 +79,4 @@ directives = {
     "embedsignature": True,
 }
 
-setup(ext_modules=cythonize([extension, sstable], compiler_directives=directives))
+setup(ext_modules=cythonize([extension, *helpers], compiler_directives=directives))

@@ -6,12 +6,10 @@ result recursively stay far from the interpreter's limit."""
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
-import numpy as np
-
 from fastlstm.errors import ModelFormatError
+from fastlstm.loaders._jsonscan import json_depth
 
 __all__ = ["MAX_JSON_BYTES", "MAX_JSON_DEPTH", "parse_json"]
 
@@ -46,26 +44,10 @@ def parse_json(
     return value
 
 
-_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
-
-
-_STEP = np.zeros(256, np.int8)
-_STEP[[0x5B, 0x7B]] = 1  # [ {
-_STEP[[0x5D, 0x7D]] = -1  # ] }
-_CHUNK = 1 << 20
-
-
 def text_depth(raw: bytes) -> int:
-    """The deepest bracket nesting of JSON text (strings skipped), found at
-    C speed before json.loads builds anything, 1 MiB at a time so that the
-    scan itself needs little memory."""
-    codes = np.frombuffer(_STRINGS.sub(b'""', raw), np.uint8)
-    depth = deepest = 0
-    for start in range(0, codes.size, _CHUNK):
-        levels = np.cumsum(_STEP[codes[start : start + _CHUNK]], dtype=np.int64)
-        deepest = max(deepest, depth + int(levels.max()))
-        depth += int(levels[-1])
-    return deepest
+    """The deepest bracket nesting of JSON text, brackets inside strings
+    skipped (compiled: fastlstm/loaders/_jsonscan.pyx)."""
+    return json_depth(raw)
 
 
 def check_depth(value: Any, where: str, what: str) -> None:

@@ -1,7 +1,9 @@
-"""The readers' compiled helper (fastlstm/loaders/_sstable.pyx): CRC32C
+"""The readers' compiled helpers: fastlstm/loaders/_sstable.pyx (CRC32C
 against a bit-by-bit oracle, snappy against streams whose output is known
-by construction, SSTable blocks against the key budget, and random bytes
-that must end in a result or a ModelFormatError, never a crash."""
+by construction, SSTable blocks against the key budget) and _jsonscan.pyx
+(JSON nesting depth against the depth of what json.loads builds), and
+random bytes that must end in a result or a ModelFormatError, never a
+crash."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from tf_bundle import block, crc32c, varint
 
 import fastlstm
 from fastlstm.loaders import _sstable
+from fastlstm.loaders._jsonscan import json_depth
 
 
 def test_crc32c_check_value_and_oracle():
@@ -95,3 +98,47 @@ def test_block_entries_and_key_budget():
     assert used == sum(len(k) for k, _ in entries)
     with pytest.raises(fastlstm.ModelFormatError, match="keys expand"):
         _sstable.block_entries(raw, 100)
+
+
+def _depth(value) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[]",
+        "{}",
+        '[[1, {"a": "[[[["}]]',
+        r'"\\"',  # a string holding one backslash
+        r'["\\", [1]]',
+        r'["a\\\"]]]", [[[]]]]',
+        '{"k": [{"x": "}}}"}, [[["\\u005b"]]]]}',
+        "7",
+    ],
+)
+def test_json_depth_matches_the_parsed_value(text):
+    import json
+
+    assert json_depth(text.encode()) == _depth(json.loads(text))
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.integers() | st.text(alphabet='[]{}"\\ab'),
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(st.text(alphabet='[]{}"\\ab'), inner, max_size=3)
+        ),
+        max_leaves=30,
+    )
+)
+def test_json_depth_of_random_values(value):
+    import json
+
+    assert json_depth(json.dumps(value).encode()) == _depth(value)
