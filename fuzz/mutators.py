@@ -199,7 +199,7 @@ def mutate_json_tree(tree, rng: random.Random):
             for _ in range(rng.choice((5, 120, 3000))):
                 new = [new]
         elif action == 3 and isinstance(node, list) and node:  # widen
-            copies = rng.choice((10, 1000, 30000))
+            copies = rng.choice((2, 10, 10, 100, 1000, 30000))
             if len(dumps_unbounded(node[0])) * copies > MAX_TEXT:
                 copies = 10  # keep the file within MAX_TEXT
             new = node + [node[0]] * copies
