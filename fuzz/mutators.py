@@ -186,41 +186,72 @@ def _confusing(rng: random.Random, old):
 
 def mutate_json_tree(tree, rng: random.Random):
     """Type confusion, absurd numbers, deepening and widening of a parsed
-    JSON value; returns the new value."""
+    JSON value; returns the new value. A step that would make the text
+    longer than MAX_TEXT is undone (repeated widenings of shared nodes grow
+    exponentially when serialized)."""
     for _ in range(rng.choice((1, 1, 2, 4))):
         nodes = []
         _nodes(tree, nodes)
         parent, key, node = rng.choice(nodes)
-        action = rng.randrange(5)
-        if action <= 1:
-            new = _confusing(rng, node)
-        elif action == 2:  # deepen
-            new = node
-            for _ in range(rng.choice((5, 120, 3000))):
-                new = [new]
-        elif action == 3 and isinstance(node, list) and node:  # widen
-            copies = rng.choice((2, 10, 10, 100, 1000, 30000))
-            if len(dumps_unbounded(node[0])) * copies > MAX_TEXT:
-                copies = 10  # keep the file within MAX_TEXT
-            new = node + [node[0]] * copies
-        elif isinstance(node, dict) and node:  # drop or duplicate a key
-            new = dict(node)
-            k = rng.choice(list(new))
-            if rng.random() < 0.5:
-                del new[k]
-            else:
-                new[k + "_"] = new[k]
-        else:
-            new = _confusing(rng, node)
+        new = _mutated_node(node, rng)
         if parent is None:
-            tree = new
-        else:
-            parent[key] = new
+            if json_size(new) <= MAX_TEXT:
+                tree = new
+            continue
+        parent[key] = new
+        if json_size(tree) > MAX_TEXT:
+            parent[key] = node
     return tree
 
 
+def _mutated_node(node, rng: random.Random):
+    action = rng.randrange(5)
+    if action <= 1:
+        return _confusing(rng, node)
+    if action == 2:  # deepen
+        new = node
+        for _ in range(rng.choice((5, 120, 3000))):
+            new = [new]
+        return new
+    if action == 3 and isinstance(node, list) and node:  # widen
+        return node + [node[0]] * rng.choice((2, 10, 10, 100, 1000, 30000))
+    if isinstance(node, dict) and node:  # drop or duplicate a key
+        new = dict(node)
+        k = rng.choice(list(new))
+        if rng.random() < 0.5:
+            del new[k]
+        else:
+            new[k + "_"] = new[k]
+        return new
+    return _confusing(rng, node)
+
+
+def json_size(tree, memo: dict | None = None, depth: int = 0) -> int:
+    """About how long json.dumps(tree) is, computed without serializing
+    (shared nodes sized once, counted each time they occur)."""
+    memo = {} if memo is None else memo
+    key = id(tree)
+    if key in memo:
+        return memo[key]
+    if depth > 5000:
+        size = 2
+    elif isinstance(tree, list):
+        size = 2 + sum(json_size(v, memo, depth + 1) + 2 for v in tree)
+    elif isinstance(tree, dict):
+        size = 2 + sum(
+            len(str(k)) + 6 + json_size(v, memo, depth + 1) for k, v in tree.items()
+        )
+    else:
+        size = len(repr(tree)) + 2
+    memo[key] = size
+    return size
+
+
 def dumps_unbounded(tree) -> str:
-    """json.dumps that survives the deep trees this module makes."""
+    """json.dumps that survives the deep trees this module makes; a tree
+    whose text would pass MAX_TEXT is never serialized."""
+    if json_size(tree) > MAX_TEXT:
+        return " " * (MAX_TEXT + 1)
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(limit, 20000))
     try:
