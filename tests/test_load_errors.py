@@ -235,3 +235,23 @@ def test_onnx_without_a_graph_is_refused(tmp_path):
     path.write_bytes(b"\x08\x07\x12\x07pytorch")
     with pytest.raises(fastlstm.ModelFormatError, match="no ONNX graph"):
         fastlstm.load(path)
+
+
+def test_npz_weights_that_fail_validation_are_a_format_error(tmp_path):
+    """Non-finite weights in an .npz of TF1 variables are the file's fault:
+    ModelFormatError naming the file, as for every other format (the fuzzer
+    found a NonFiniteError escaping)."""
+    kernel = np.zeros((7, 16), np.float32)
+    kernel[2, 9] = np.nan
+    path = tmp_path / "vars.npz"
+    np.savez(
+        path,
+        **{
+            "rnn/lstm_cell/kernel": kernel,
+            "rnn/lstm_cell/bias": np.zeros(16, np.float32),
+        },
+    )
+    with pytest.raises(
+        fastlstm.ModelFormatError, match=r"vars\.npz: kernel holds 1 NaN"
+    ):
+        fastlstm.load(path)

@@ -391,13 +391,12 @@ def load(
 
 def _load_path(path: str, given: dict) -> Any:
     family = _family(path)
+    obj = None
     if family == "npz":
         from fastlstm.loaders.npz_format import read_npz
 
         obj = read_npz(path)
         family = _mapping_family(obj)
-        _check_options(family, path, given)
-        return _load_family(family, obj, path, given)
     _check_options(family, path, given)
     if family == "keras":
         from fastlstm.model import Model
@@ -408,7 +407,7 @@ def _load_path(path: str, given: dict) -> Any:
             )
         )
     try:
-        return _load_family(family, None, path, given)
+        return _load_family(family, obj, path, given)
     except (NonFiniteError, ShapeError, DTypeError) as exc:
         # weights the file holds that fail validation: the file is bad (as
         # the Keras loaders report it), whatever the array check said
