@@ -160,7 +160,9 @@ def check_dataset(
         )
     nbytes = size * dtype.itemsize
     try:
-        dcpl = ds.id.get_create_plist()
+        # h5py keeps the creation property list it read when it opened the
+        # dataset; reading it again costs more than the other checks together
+        dcpl = getattr(ds, "_dcpl", None) or ds.id.get_create_plist()
         layout = dcpl.get_layout()
         externals = dcpl.get_external_count()
         filters = [dcpl.get_filter(k)[0] for k in range(dcpl.get_nfilters())]
