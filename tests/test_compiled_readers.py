@@ -15,7 +15,7 @@ from tf_bundle import block, crc32c, varint
 
 import fastlstm
 from fastlstm.loaders import _sstable
-from fastlstm.loaders._jsonscan import json_depth
+from fastlstm.loaders._jsonscan import json_structure
 
 
 def test_crc32c_check_value_and_oracle():
@@ -100,6 +100,14 @@ def test_block_entries_and_key_budget():
         _sstable.block_entries(raw, 100)
 
 
+def _containers(value) -> int:
+    if isinstance(value, dict):
+        return 1 + sum(map(_containers, value.values()))
+    if isinstance(value, list):
+        return 1 + sum(map(_containers, value))
+    return 0
+
+
 def _depth(value) -> int:
     if isinstance(value, dict):
         return 1 + max(map(_depth, value.values()), default=0)
@@ -121,10 +129,11 @@ def _depth(value) -> int:
         "7",
     ],
 )
-def test_json_depth_matches_the_parsed_value(text):
+def test_json_structure_matches_the_parsed_value(text):
     import json
 
-    assert json_depth(text.encode()) == _depth(json.loads(text))
+    value = json.loads(text)
+    assert json_structure(text.encode()) == (_depth(value), _containers(value))
 
 
 @settings(max_examples=500, deadline=None)
@@ -138,7 +147,8 @@ def test_json_depth_matches_the_parsed_value(text):
         max_leaves=30,
     )
 )
-def test_json_depth_of_random_values(value):
+def test_json_structure_of_random_values(value):
     import json
 
-    assert json_depth(json.dumps(value).encode()) == _depth(value)
+    want = (_depth(value), _containers(value))
+    assert json_structure(json.dumps(value).encode()) == want

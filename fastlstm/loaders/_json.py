@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from fastlstm.errors import ModelFormatError
-from fastlstm.loaders._jsonscan import json_depth
+from fastlstm.loaders._jsonscan import json_structure
 
 __all__ = ["MAX_JSON_BYTES", "MAX_JSON_DEPTH", "parse_json"]
 
@@ -19,6 +19,9 @@ __all__ = ["MAX_JSON_BYTES", "MAX_JSON_DEPTH", "parse_json"]
 MAX_JSON_BYTES = 16 << 20
 # Keras configs nest about 6 levels per wrapped or nested model.
 MAX_JSON_DEPTH = 100
+# Arrays and objects: a Keras config takes about 50 per layer, so 2,000,000
+# is far above 20,000 layers; json.loads builds them at about 2 per us.
+MAX_JSON_CONTAINERS = 2_000_000
 
 
 def parse_json(
@@ -31,9 +34,15 @@ def parse_json(
             f"{where}: {what} has {len(text)} bytes, above the {max_bytes}-byte limit"
         )
     raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
-    if text_depth(raw) > MAX_JSON_DEPTH:
+    depth, containers = json_structure(raw)
+    if depth > MAX_JSON_DEPTH:
         raise ModelFormatError(
             f"{where}: {what} nests more than {MAX_JSON_DEPTH} levels deep"
+        )
+    if containers > MAX_JSON_CONTAINERS:
+        raise ModelFormatError(
+            f"{where}: {what} holds {containers} arrays and objects, above the "
+            f"limit of {MAX_JSON_CONTAINERS}"
         )
     try:
         value = json.loads(raw.decode("utf-8") if isinstance(text, bytes) else text)
@@ -42,12 +51,6 @@ def parse_json(
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError included
         raise ModelFormatError(f"{where}: {what} is not valid JSON: {exc}") from None
     return value
-
-
-def text_depth(raw: bytes) -> int:
-    """The deepest bracket nesting of JSON text, brackets inside strings
-    skipped (compiled: fastlstm/loaders/_jsonscan.pyx)."""
-    return json_depth(raw)
 
 
 def check_depth(value: Any, where: str, what: str) -> None:

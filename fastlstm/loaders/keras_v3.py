@@ -34,6 +34,8 @@ from fastlstm.loaders._zip import read_member
 from fastlstm.spec import ModelSpec
 
 MAX_MEMBER_BYTES = 1 << 31  # refuse archive members that inflate beyond 2 GiB
+# metadata.json holds a version and a date (about 100 bytes)
+MAX_METADATA_BYTES = 1 << 16
 
 
 def snake_case(name: str) -> str:
@@ -64,7 +66,7 @@ def load_keras_zip(
     meta = {}
     if "metadata.json" in names:
         meta = parse_json(
-            read_member(zf, "metadata.json", MAX_JSON_BYTES, path),
+            read_member(zf, "metadata.json", MAX_METADATA_BYTES, path),
             path,
             "metadata.json",
         )

@@ -9,6 +9,7 @@ interpreted; float tensors come back as float32 NumPy arrays.
 from __future__ import annotations
 
 import os
+import reprlib
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,15 @@ def looks_like_safetensors(head: bytes, size: int) -> bool:
         return False
     n = int.from_bytes(head[:8], "little")
     return 2 <= n <= min(size - 8, MAX_HEADER_BYTES) and head[8:9] == b"{"
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxstring = 3, 8, 60
+
+
+def _short(value: Any) -> str:
+    """A bounded repr: header values may nest deeply or be huge."""
+    return _REPR.repr(value)
 
 
 def parse_safetensors(data: bytes | memoryview, where: str) -> dict[str, np.ndarray]:
@@ -96,13 +106,15 @@ def _tensor(
         or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
         or any(d < 0 for d in shape)
     ):
-        raise ModelFormatError(f"{where}: tensor {name!r} has shape {shape!r}")
+        raise ModelFormatError(f"{where}: tensor {name!r} has shape {_short(shape)}")
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2
         or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
     ):
-        raise ModelFormatError(f"{where}: tensor {name!r} has data_offsets {offsets!r}")
+        raise ModelFormatError(
+            f"{where}: tensor {name!r} has data_offsets {_short(offsets)}"
+        )
     begin, end = offsets
     np_dtype = np.dtype(DTYPES[dtype])
     count = 1
