@@ -1,7 +1,8 @@
-"""JSON from files, parsed with limits: a byte cap and a nesting depth
-checked on the text before parsing (at C speed, without recursion), so that
-json.loads builds nothing for a refused file and the readers that walk the
-result recursively stay far from the interpreter's limit."""
+"""JSON from files, parsed with limits: a byte cap, a nesting depth and a
+count of arrays and objects, checked on the text before parsing (at C speed,
+without recursion), so that json.loads builds nothing for a refused file and
+the readers that walk the result recursively stay far from the
+interpreter's limit."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def parse_json(
     text: str | bytes, where: str, what: str, max_bytes: int = MAX_JSON_BYTES
 ) -> Any:
     """The value of ``text``, or ModelFormatError naming ``where`` and
-    ``what`` (corrupt, too large, nested too deeply)."""
+    ``what`` (corrupt, too large, nested too deeply, too many containers)."""
     if len(text) > max_bytes:
         raise ModelFormatError(
             f"{where}: {what} has {len(text)} bytes, above the {max_bytes}-byte limit"
