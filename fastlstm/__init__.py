@@ -24,7 +24,8 @@ except ImportError as exc:  # pragma: no cover - a broken or foreign build
     ) from None
 
 from fastlstm.activations import Activation
-from fastlstm.composite import Bidirectional, Stack, StackStream
+from fastlstm.engine.lstm import LSTM, LSTMStream
+from fastlstm.engine.recurrent import Bidirectional, Stack, StackStream
 from fastlstm.errors import (
     ConfigError,
     DTypeError,
@@ -35,13 +36,18 @@ from fastlstm.errors import (
     StreamError,
     UnsupportedLayerError,
 )
-from fastlstm.loaders import from_keras, load, load_spec
-from fastlstm.lstm import LSTM, LSTMStream
-from fastlstm.model import Model, ModelStream
-from fastlstm.onnx_model import OnnxModel, from_onnx
-from fastlstm.spec import LSTMSpec, ModelSpec
-from fastlstm.tf1_model import TF1LSTM, TF1LSTMStream, from_tf1
-from fastlstm.torch_model import TorchLSTM, TorchLSTMCell, TorchLSTMStream, from_torch
+from fastlstm.frontends.keras import Model, ModelStream
+from fastlstm.frontends.onnx import OnnxModel, from_onnx
+from fastlstm.frontends.tf1 import TF1LSTM, TF1LSTMStream, from_tf1
+from fastlstm.frontends.torch import (
+    TorchLSTM,
+    TorchLSTMCell,
+    TorchLSTMStream,
+    from_torch,
+)
+from fastlstm.loading import from_keras, load, load_spec
+from fastlstm.model_spec import ModelSpec
+from fastlstm.spec import LSTMSpec
 
 __version__ = "0.1.0"
 

@@ -267,7 +267,7 @@ def test_lengths_match_running_each_row_alone(rng):
 
 def test_chunked_input_projection_matches_single_gemm(rng, monkeypatch):
     """Huge inputs run the input GEMM in chunks of steps: same numbers."""
-    import fastlstm.lstm as lstm_mod
+    import fastlstm.engine.lstm as lstm_mod
 
     w = random_weights(rng, 5, 8)
     x = rng.normal(size=(3, 50, 5)).astype(np.float32)
@@ -306,7 +306,7 @@ def test_long_batch1_run_on_wh_panels_meets_1e5():
 @pytest.mark.parametrize("H", [128, 181, 200, 256, 300, 384, 400])
 def test_panel_copy_rule_mirrors_the_c_core(I, H, layout):
     """The chunk budget in Python counts the panel copy of Wh exactly when
-    the C core lays it out (FL_WH_PANELS_* mirrored in fastlstm.lstm); a
+    the C core lays it out (FL_WH_PANELS_* mirrored in fastlstm.engine.lstm); a
     call with only the last output (with_y = 0 in C) at several lengths.
     Layers stored in panels (see test_weight_layout.py) need no copy; the
     "rows" runs keep the copy rule checked for the large ones too."""

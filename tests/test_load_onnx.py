@@ -18,8 +18,8 @@ from conftest import TOL_F32
 from torch_files import lstm_state_dict
 
 import fastlstm
+from fastlstm.frontends.onnx import OnnxModel, from_onnx
 from fastlstm.loaders.onnx_graph import Graph, Node
-from fastlstm.onnx_model import OnnxModel, from_onnx
 
 FIXTURES = Path(__file__).parent / "fixtures" / "onnx"
 CASES = sorted(p.parent.name for p in FIXTURES.glob("*/case.json"))

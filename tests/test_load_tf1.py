@@ -22,8 +22,8 @@ from conftest import TOL_F32
 from tf_bundle import write_bundle
 
 import fastlstm
+from fastlstm.frontends.tf1 import LSTMStateTuple, from_tf1
 from fastlstm.loaders.tf1_checkpoint import CheckpointReader, snappy_decompress
-from fastlstm.tf1_model import LSTMStateTuple, from_tf1
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tf1"
 CASES = sorted(p.parent.name for p in FIXTURES.glob("*/case.json"))

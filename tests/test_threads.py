@@ -206,7 +206,7 @@ def test_automatic_stream_threads(rng, monkeypatch):
     """Once [Wx; Wh] outgrow STREAM_THREADS_MIN_BYTES, a batch-1 stream takes
     2 threads if a timed probe finds them clearly faster on this host (once
     per layer), else 1; never for batches, projections or small layers."""
-    from fastlstm import lstm as lstm_module
+    from fastlstm.engine import lstm as lstm_module
 
     probes = []
 

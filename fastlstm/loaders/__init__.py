@@ -1,38 +1,50 @@
-"""load(path): detect a model file's format from its bytes and read it.
+"""The format readers: detect a file's format from its bytes, and read it.
 
 Formats: Keras legacy HDF5 (full model or weights-only + config), Keras 3
-``.keras`` archives and ``.weights.h5`` (+ config) -> fastlstm.Model;
-PyTorch ``torch.save`` state_dicts (zip and legacy), ``.safetensors`` ->
-TorchLSTM / TorchLSTMCell; TF1 checkpoints (tensor bundle or ``.npz``) ->
-TF1LSTM; ONNX graphs of LSTM nodes -> OnnxModel. Loading never executes
-code from the file.
+``.keras`` archives and ``.weights.h5`` (+ config); PyTorch ``torch.save``
+state_dicts (zip and legacy) and ``.safetensors``; TF1 checkpoints (tensor
+bundle or ``.npz``); ONNX. Readers know nothing of the engine; reading
+never executes code from the file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import zipfile
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import h5py
 
-from fastlstm.errors import (
-    ConfigError,
-    DTypeError,
-    FastLSTMError,
-    ModelFormatError,
-    NonFiniteError,
-    ShapeError,
-)
+from fastlstm.errors import FastLSTMError, ModelFormatError
 from fastlstm.loaders._files import check_regular, open_model_file
-from fastlstm.spec import ModelSpec
+from fastlstm.loaders._zip import ZIP_ERRORS
+from fastlstm.loaders.keras_h5 import load_keras_h5
+from fastlstm.loaders.keras_layers import canonical_model
+from fastlstm.loaders.keras_v3 import load_keras_zip, load_weights_h5
+from fastlstm.loaders.npz_format import read_npz
+from fastlstm.loaders.safetensors_format import load_safetensors, looks_like_safetensors
+from fastlstm.loaders.tf1_checkpoint import latest_checkpoint
+from fastlstm.loaders.torch_lstm import flatten_state_dict, looks_like_torch
+from fastlstm.loaders.torch_pickle import (
+    find_zip_prefix,
+    is_legacy_torch_file,
+    load_torch_file,
+)
+from fastlstm.model_spec import ModelSpec
 
-if TYPE_CHECKING:
-    from fastlstm.model import Model
-
-__all__ = ["load", "load_spec", "from_keras", "sniff"]
+__all__ = [
+    "sniff",
+    "tf1_prefix",
+    "family_of",
+    "mapping_family",
+    "read_keras",
+    "read_npz",
+    "read_torch_object",
+    "load_errors",
+]
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
@@ -45,35 +57,13 @@ FORMATS = (
     "TF1 checkpoint (prefix of .index + .data-*, or .npz of variables)",
     "ONNX (.onnx graph of LSTM nodes)",
 )
-# options of load() that apply to each family of formats
-OPTIONS = {
-    "keras": ("config", "keras_version"),
-    "torch": ("prefix", "batch_first"),
-    "tf1": (
-        "scope",
-        "forget_bias",
-        "cell_clip",
-        "proj_clip",
-        "activation",
-        "time_major",
-    ),
-    "onnx": (),
-}
-_FAMILY_NAMES = {
-    "keras": "Keras files",
-    "torch": "PyTorch files",
-    "tf1": "TF1 checkpoints",
-    "onnx": "ONNX files",
-}
 
 
-def _tf1_prefix(path: str) -> str | None:
+def tf1_prefix(path: str) -> str | None:
     """The checkpoint prefix when ``path`` names a TF checkpoint: the prefix
     itself, its .index or a .data-* shard, or a folder holding a
     ``checkpoint`` file."""
     if os.path.isdir(path):
-        from fastlstm.loaders.tf1_checkpoint import latest_checkpoint
-
         return latest_checkpoint(path)
     if not os.path.isfile(path) and os.path.isfile(path + ".index"):
         return path
@@ -137,10 +127,7 @@ def sniff(path: str) -> str:
     """The file's format from its first bytes: 'hdf5', 'zip', 'torch_legacy',
     'safetensors', 'onnx', or 'tf1' (a checkpoint prefix or its files).
     HDF5 may sit after a user block of 512, 1024, ... bytes."""
-    from fastlstm.loaders.safetensors_format import looks_like_safetensors
-    from fastlstm.loaders.torch_pickle import is_legacy_torch_file
-
-    if _tf1_prefix(path) is not None:
+    if tf1_prefix(path) is not None:
         return "tf1"
     if os.path.isdir(path):
         for name in ("saved_model.pb", "saved_model.pbtxt"):
@@ -189,8 +176,6 @@ def sniff(path: str) -> str:
 
 def _zip_kind(zf: zipfile.ZipFile, path: str) -> str:
     """'keras', 'torch' or 'npz' for a zip archive."""
-    from fastlstm.loaders.torch_pickle import find_zip_prefix
-
     names = zf.namelist()
     if "config.json" in names:
         return "keras"
@@ -201,11 +186,9 @@ def _zip_kind(zf: zipfile.ZipFile, path: str) -> str:
     return "keras"  # its loader explains what is missing
 
 
-def _family(path: str) -> str:
+def family_of(path: str) -> str:
     kind = sniff(path)
     if kind == "zip":
-        from fastlstm.loaders._zip import ZIP_ERRORS
-
         try:
             with open_model_file(path) as fh, zipfile.ZipFile(fh) as zf:
                 kind = _zip_kind(zf, path)
@@ -224,24 +207,12 @@ def _family(path: str) -> str:
     }.get(kind, kind)
 
 
-def load_spec(
-    path: str | os.PathLike, *, config: Any = None, keras_version: str | None = None
+def read_keras(
+    path: str, config: Any = None, keras_version: str | None = None
 ) -> ModelSpec:
-    """Reads a model file into the canonical ModelSpec.
-
-    config: the architecture for weights-only files (``model.to_json()``
-    text, a JSON file path or a dict). keras_version: override the version
-    recorded in the file (it picks hard_sigmoid's definition and mask rules).
-    """
-    path = os.fspath(path)
-    with load_errors(path):
-        return _load_keras_spec(path, config, keras_version)
-
-
-def _load_keras_spec(path: str, config: Any, keras_version: str | None) -> ModelSpec:
-    from fastlstm.loaders.keras_h5 import load_keras_h5
-    from fastlstm.loaders.keras_v3 import load_keras_zip, load_weights_h5
-
+    """A Keras file's canonical ModelSpec. config: the architecture for
+    weights-only files; keras_version: overrides the file's (it picks
+    hard_sigmoid's definition and mask rules)."""
     kind = sniff(path)
     if kind not in ("zip", "hdf5"):
         raise ModelFormatError(
@@ -249,8 +220,6 @@ def _load_keras_spec(path: str, config: Any, keras_version: str | None) -> Model
             "use fastlstm.load(path) for it"
         )
     if kind == "zip":
-        from fastlstm.loaders._zip import ZIP_ERRORS
-
         fh = open_model_file(path)
         try:
             zf = zipfile.ZipFile(fh)
@@ -264,7 +233,7 @@ def _load_keras_spec(path: str, config: Any, keras_version: str | None) -> Model
                     f"{path}: a {_describe_kind(zkind)}; load_spec reads Keras "
                     "files, use fastlstm.load(path) for it"
                 )
-            return load_keras_zip(path, zf, config, keras_version)
+            return canonical_model(load_keras_zip(path, zf, config, keras_version))
     check_regular(path)
     try:
         f = h5py.File(path, "r")
@@ -295,10 +264,8 @@ def _load_keras_spec(path: str, config: Any, keras_version: str | None) -> Model
                 f"{path}: unreadable Keras HDF5 content: {exc!r}"
             ) from exc
     if keras_version is not None:
-        import dataclasses
-
         spec = dataclasses.replace(spec, keras_version=keras_version)
-    return spec
+    return canonical_model(spec)
 
 
 def _describe_kind(kind: str) -> str:
@@ -310,108 +277,6 @@ def _describe_kind(kind: str) -> str:
         "onnx": "ONNX file",
         "npz": ".npz archive",
     }.get(kind, kind)
-
-
-def _check_options(family: str, where: str, given: dict) -> None:
-    wrong = [k for k, v in given.items() if v is not None and k not in OPTIONS[family]]
-    if wrong:
-        allowed = OPTIONS[family]
-        raise ConfigError(
-            f"{where}: option(s) {', '.join(wrong)} do not apply to "
-            f"{_FAMILY_NAMES[family]}"
-            + (f" (their options: {', '.join(allowed)})" if allowed else "")
-        )
-
-
-def _mapping_family(obj: Mapping) -> str:
-    """'torch' or 'tf1' for a dict of arrays, from its key names."""
-    from fastlstm.loaders.torch_lstm import flatten_state_dict, looks_like_torch
-
-    try:
-        flat = flatten_state_dict(obj, "<dict>")
-    except ModelFormatError:
-        flat = {}
-    return "torch" if looks_like_torch(flat) else "tf1"
-
-
-def load(
-    path: str | os.PathLike | Mapping,
-    *,
-    config: Any = None,
-    keras_version: str | None = None,
-    prefix: str | None = None,
-    batch_first: bool | None = None,
-    scope: str | None = None,
-    forget_bias: float | None = None,
-    cell_clip: float | None = None,
-    proj_clip: float | None = None,
-    activation: str | None = None,
-    time_major: bool | None = None,
-) -> Any:
-    """Loads a model file and returns a ready-to-run model.
-
-    * Keras files -> ``fastlstm.Model``. config: the architecture for
-      weights-only files; keras_version: override the file's version.
-    * PyTorch ``torch.save`` state_dicts (zip or legacy, possibly inside a
-      checkpoint dict) and ``.safetensors`` -> ``TorchLSTM`` (like
-      nn.LSTM) or ``TorchLSTMCell``. prefix: which LSTM when the file holds
-      several (``'lstm.'``, ``'encoder.rnn'``); batch_first: required for
-      an nn.LSTM (the file does not record it; guessing gave wrong numbers
-      of the right shape), not for an nn.LSTMCell.
-    * TF1 checkpoints (the prefix ``model.ckpt`` of ``model.ckpt.index`` +
-      ``.data-*``, or an ``.npz`` keyed by variable names) -> ``TF1LSTM``
-      (like dynamic_rnn). scope: which cell when there are several;
-      forget_bias (default 1.0), cell_clip, proj_clip, activation (default
-      tanh): what the checkpoint does not store; time_major.
-    * ONNX graphs of LSTM nodes -> ``OnnxModel`` (needs the onnx package).
-
-    A dict of arrays (a state_dict, or TF1 variables by name) is accepted
-    in place of a path.
-    """
-    given = {
-        "config": config,
-        "keras_version": keras_version,
-        "prefix": prefix,
-        "batch_first": batch_first,
-        "scope": scope,
-        "forget_bias": forget_bias,
-        "cell_clip": cell_clip,
-        "proj_clip": proj_clip,
-        "activation": activation,
-        "time_major": time_major,
-    }
-    if isinstance(path, Mapping):
-        family = _mapping_family(path)
-        _check_options(family, "<dict>", given)
-        return _load_family(family, path, "<dict>", given)
-    path = os.fspath(path)
-    with load_errors(path):
-        return _load_path(path, given)
-
-
-def _load_path(path: str, given: dict) -> Any:
-    family = _family(path)
-    obj = None
-    if family == "npz":
-        from fastlstm.loaders.npz_format import read_npz
-
-        obj = read_npz(path)
-        family = _mapping_family(obj)
-    _check_options(family, path, given)
-    if family == "keras":
-        from fastlstm.model import Model
-
-        return Model(
-            load_spec(
-                path, config=given["config"], keras_version=given["keras_version"]
-            )
-        )
-    try:
-        return _load_family(family, obj, path, given)
-    except (NonFiniteError, ShapeError, DTypeError) as exc:
-        # weights the file holds that fail validation: the file is bad (as
-        # the Keras loaders report it), whatever the array check said
-        raise ModelFormatError(f"{path}: {exc}") from exc
 
 
 @contextlib.contextmanager
@@ -442,63 +307,17 @@ def load_errors(path: str) -> Iterator[None]:
         ) from exc
 
 
-def _load_family(family: str, obj: Any, where: str, given: dict) -> Any:
-    opts = {k: v for k, v in given.items() if v is not None and k in OPTIONS[family]}
-    if family == "torch":
-        from fastlstm.torch_model import from_state_dict
-
-        if obj is None:
-            obj = read_torch_object(where)
-        return from_state_dict(obj, where=where, **opts)
-    if family == "tf1":
-        from fastlstm.tf1_model import from_tf1
-
-        return from_tf1(where if obj is None else obj, **opts)
-    if family == "onnx":
-        from fastlstm.onnx_model import load_onnx
-
-        return load_onnx(where)
-    raise ModelFormatError(f"{where}: unknown format family {family!r}")
+def mapping_family(obj: Mapping) -> str:
+    """'torch' or 'tf1' for a dict of arrays, from its key names."""
+    try:
+        flat = flatten_state_dict(obj, "<dict>")
+    except ModelFormatError:
+        flat = {}
+    return "torch" if looks_like_torch(flat) else "tf1"
 
 
 def read_torch_object(path: str) -> Any:
     """What a PyTorch or safetensors file holds, tensors as NumPy arrays."""
-    from fastlstm.loaders.safetensors_format import load_safetensors
-    from fastlstm.loaders.torch_pickle import load_torch_file
-
     if sniff(path) == "safetensors":
         return load_safetensors(path)
     return load_torch_file(path)
-
-
-def from_keras(model: Any) -> Model:
-    """A fastlstm.Model from a live Keras (tf.keras, tf_keras or Keras 3)
-    model object: its config and weights, nothing else. Keras is not
-    imported by fastlstm; this only reads the object you pass."""
-    import json
-    import sys
-
-    from fastlstm.loaders._keras_config import parse_model_config
-    from fastlstm.loaders._weights import attach_weights
-    from fastlstm.model import Model
-
-    if not (hasattr(model, "to_json") and hasattr(model, "layers")):
-        raise TypeError(f"from_keras takes a Keras model, got {type(model).__name__}")
-    package = type(model).__module__.split(".")[0]
-    module = sys.modules.get(package)
-    version = getattr(module, "__version__", "3" if package == "keras" else "2")
-    if package in ("tensorflow", "tf_keras") and not str(version).startswith("2"):
-        version = "2." + str(version).split(".", 1)[-1]
-    source = f"<live {type(model).__name__} {getattr(model, 'name', '')!r}>"
-    skeleton = parse_model_config(
-        json.loads(model.to_json()),
-        keras_version=str(version),
-        source=source,
-        source_format="live Keras model",
-    )
-    saved = {}
-    for layer in model.layers:
-        w = layer.get_weights()
-        if w:
-            saved[layer.name] = w
-    return Model(attach_weights(skeleton, saved, source))

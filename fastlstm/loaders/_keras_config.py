@@ -16,7 +16,8 @@ from typing import Any
 
 from fastlstm.errors import ConfigError, ModelFormatError
 from fastlstm.loaders._json import MAX_JSON_BYTES, check_depth, parse_json
-from fastlstm.spec import LayerSpec, ModelSpec, NodeSpec, TensorRef
+from fastlstm.loaders.keras_layers import KerasLayer
+from fastlstm.model_spec import ModelSpec, NodeSpec, TensorRef
 
 INPUT_CLASSES = ("InputLayer",)
 # Far above real models (the largest Keras applications have under 1,000),
@@ -115,12 +116,12 @@ def parse_model_config(
     )
 
 
-def _layer_spec(entry: dict) -> LayerSpec:
+def _layer_spec(entry: dict) -> KerasLayer:
     cfg = dict(entry.get("config") or {})
     name = cfg.get("name") or entry.get("name")
     if not isinstance(name, str):
         raise ModelFormatError(f"layer entry without a name: {entry!r:.200}")
-    return LayerSpec(name=name, class_name=str(entry["class_name"]), config=cfg)
+    return KerasLayer(name=name, class_name=str(entry["class_name"]), config=cfg)
 
 
 def input_shape_of(cfg: dict) -> tuple | None:
@@ -158,7 +159,7 @@ def _sequential(inner: Any) -> dict:
         shape = input_shape_of(layers[0].config) or (
             tuple(build_shape) if build_shape else None
         )
-        inp = LayerSpec(
+        inp = KerasLayer(
             name=_unique("input", layers),
             class_name="InputLayer",
             config={"batch_shape": list(shape) if shape else None},
@@ -179,7 +180,7 @@ def _sequential(inner: Any) -> dict:
     }
 
 
-def _unique(base: str, layers: list[LayerSpec]) -> str:
+def _unique(base: str, layers: list[KerasLayer]) -> str:
     names = {x.name for x in layers}
     name, k = base, 0
     while name in names:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from fastlstm.errors import ModelFormatError
-from fastlstm.keras_layers import WEIGHTED_CLASSES
-from fastlstm.spec import ModelSpec
+from fastlstm.loaders.keras_layers import WEIGHTED_CLASSES
+from fastlstm.model_spec import ModelSpec
 
 
 def attach_weights(spec: ModelSpec, saved: dict[str, list], source: str) -> ModelSpec:

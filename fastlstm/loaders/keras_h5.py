@@ -21,7 +21,7 @@ from fastlstm.loaders._keras_config import (
     parse_model_config,
 )
 from fastlstm.loaders._weights import attach_weights
-from fastlstm.spec import ModelSpec
+from fastlstm.model_spec import ModelSpec
 
 
 def load_keras_h5(path: str, f: h5py.File, config: Any = None) -> ModelSpec:

@@ -19,7 +19,6 @@ from typing import Any
 import h5py
 
 from fastlstm.errors import ModelFormatError, UnsupportedLayerError
-from fastlstm.keras_layers import OP_CLASSES, WEIGHTED_CLASSES
 from fastlstm.loaders import _h5
 from fastlstm.loaders._budget import ByteBudget
 from fastlstm.loaders._h5_vlen import image_of
@@ -31,7 +30,8 @@ from fastlstm.loaders._keras_config import (
 )
 from fastlstm.loaders._weights import attach_weights
 from fastlstm.loaders._zip import read_member
-from fastlstm.spec import ModelSpec
+from fastlstm.loaders.keras_layers import OP_CLASSES, WEIGHTED_CLASSES
+from fastlstm.model_spec import ModelSpec
 
 MAX_MEMBER_BYTES = 1 << 31  # refuse archive members that inflate beyond 2 GiB
 # metadata.json holds a version and a date (about 100 bytes)

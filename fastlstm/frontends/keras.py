@@ -1,4 +1,5 @@
-"""Model: runs a ModelSpec graph (what loaders build) with Keras semantics."""
+"""Keras-shaped model: ``predict``, ``summary``, ``reset_states`` and
+streams over a ModelSpec graph run by the engine."""
 
 from __future__ import annotations
 
@@ -10,18 +11,11 @@ import numpy as np
 
 from fastlstm import _inputs
 from fastlstm._core import StreamGuard
-from fastlstm.errors import DTypeError, FastLSTMError, ShapeError, StreamError
-from fastlstm.keras_layers import (
-    BidirectionalLayer,
-    Carry,
-    InputLayer,
-    KerasFlavor,
-    Layer,
-    Recurrent,
-    RunContext,
-    build_layer,
-)
-from fastlstm.spec import ModelSpec, check_elements
+from fastlstm.engine.graph import Graph, RunContext
+from fastlstm.engine.layers import Layer
+from fastlstm.engine.lstm import refuse_pickle
+from fastlstm.errors import FastLSTMError, ShapeError, StreamError
+from fastlstm.model_spec import ModelSpec
 
 __all__ = ["Model", "ModelStream"]
 
@@ -39,34 +33,15 @@ class Model:
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
-        self.flavor = KerasFlavor.from_version(spec.keras_version, spec.source)
-        self._layers: dict[str, Layer] = {}
-        for ls in spec.layers:
-            self._layers[ls.name] = build_layer(ls, self.flavor)
-        used = {n.layer for n in spec.nodes}
-        self._carries = {name: Carry([]) for name in self._stateful_names(used)}
-        self._time_major = any(
-            getattr(self._layers[n], "time_major", False)
-            for n in used
-            if isinstance(self._layers[n], Recurrent)
-        )
-        self._shapes: tuple[list, list] | None = None
+        self._graph = Graph(spec)
+        self._ctx = self._graph.context()
+        self._shapes: tuple[dict, list] | None = None
 
     def __reduce__(self) -> tuple:
         """Pickles the spec (config and NumPy weights), never C pointers; the
         unpickled model is rebuilt from it. Like a Keras file, the state of
         stateful layers is not pickled: the copy starts from zeros."""
         return (Model, (self.spec,))
-
-    def _stateful_names(self, used: set) -> list[str]:
-        names = []
-        for name in used:
-            layer = self._layers[name]
-            if isinstance(layer, Recurrent) and layer.stateful:
-                names.append(name)
-            elif isinstance(layer, BidirectionalLayer) and layer.stateful:
-                names += [layer.forward.name, layer.backward.name]
-        return names
 
     # -- description -----------------------------------------------------------
     @property
@@ -75,11 +50,11 @@ class Model:
 
     @property
     def layers(self) -> list[Layer]:
-        return list(self._layers.values())
+        return list(self._graph.layers.values())
 
     @property
     def input_names(self) -> list[str]:
-        return [r.layer for r in self.spec.inputs]
+        return self._graph.input_names
 
     @property
     def inputs(self) -> list[tuple]:
@@ -92,11 +67,11 @@ class Model:
         return self._infer_shapes()[1]
 
     def count_params(self) -> int:
-        return sum(layer.param_count() for layer in self._layers.values())
+        return sum(layer.param_count() for layer in self._graph.layers.values())
 
     def __repr__(self) -> str:
         return (
-            f"<fastlstm.Model {self.name!r}: {len(self._layers)} layers, "
+            f"<fastlstm.Model {self.name!r}: {len(self._graph.layers)} layers, "
             f"{self.count_params()} parameters, from {self.spec.source_format}>"
         )
 
@@ -105,142 +80,35 @@ class Model:
     def predict(self, x: Inputs, batch_size: int | None = None) -> Any:
         """Runs the model; splits the batch into ``batch_size`` pieces if given
         (stateful layers carry state from piece to piece, as in Keras)."""
-        arrays = self._input_arrays(x)
-        n = arrays[0].shape[1 if self._time_major else 0]
+        graph = self._graph
+        arrays = graph.input_arrays(x)
+        n = arrays[0].shape[1 if graph.time_major else 0]
         if batch_size is not None:
             batch_size = _inputs.batch_size_input(batch_size)
-        if batch_size is None or batch_size >= n or self._time_major:
-            outs = self._run(arrays, RunContext(self._carries))
+        if batch_size is None or batch_size >= n or graph.time_major:
+            outs = graph.run(arrays, self._ctx)
         else:
             parts = [
-                self._run(
-                    [a[s : s + batch_size] for a in arrays], RunContext(self._carries)
-                )
+                graph.run([a[s : s + batch_size] for a in arrays], self._ctx)
                 for s in range(0, n, batch_size)
             ]
             outs = [
                 np.concatenate([p[i] for p in parts], axis=0)
                 for i in range(len(parts[0]))
             ]
-        return self._structured(outs)
-
-    def _structured(self, outs: list) -> Any:
-        """Outputs nested as Keras returns them; a single output unwrapped."""
-        structure = self.spec.output_structure
-
-        def nest(st):
-            return outs[st] if isinstance(st, int) else [nest(s) for s in st]
-
-        result = outs if structure is None else nest(structure)
-        if isinstance(result, list) and len(result) == 1:
-            return result[0]
-        return result
+        return graph.structured(outs)
 
     __call__ = predict
 
     def reset_states(self) -> None:
         """Forgets the state of stateful layers (zeros at the next call)."""
-        for carry in self._carries.values():
-            carry.states.clear()
+        for carry in self._ctx.carries.values():
+            carry.clear()
 
     @_inputs.reports_memory("the stream's state")
     def stream(self, batch_size: int) -> ModelStream:
         """Step-by-step streaming through the model (recurrent state kept)."""
         return ModelStream(self, batch_size)
-
-    def _input_arrays(self, x: Inputs, streaming: bool = False) -> list[np.ndarray]:
-        """Checked input arrays. A stream feeds pieces of the sequence, so
-        there the declared time length (axis 1 of 3-D inputs) is not
-        enforced."""
-        names = self.input_names
-        if isinstance(x, dict):
-            missing = [n for n in names if n not in x]
-            extra = [k for k in x if k not in names]
-            if missing or extra:
-                raise ShapeError(
-                    f"inputs by name: missing {missing}, unknown {extra}; "
-                    f"the model's inputs are {names}"
-                )
-            items = [x[n] for n in names]
-        elif isinstance(x, (list, tuple)) and len(names) > 1:
-            items = list(x)
-        else:
-            items = [x]
-        if len(items) != len(names):
-            raise ShapeError(
-                f"the model takes {len(names)} inputs {names}, got {len(items)}"
-            )
-        arrays = []
-        for name, item, shape in zip(names, items, self.spec.input_shapes):
-            try:
-                arr = np.asarray(item)
-            except Exception as exc:  # ragged lists and other oddities
-                raise DTypeError(
-                    f"input {name!r} cannot be read as an array: {exc}"
-                ) from exc
-            check_elements(arr.shape, f"input {name!r}")
-            if arr.dtype.kind not in "fiub":
-                raise ShapeError(
-                    f"input {name!r} has dtype {arr.dtype}; numbers expected"
-                )
-            if shape is not None:
-                free = {0, 1} if streaming and len(shape) == 3 else {0}
-                if arr.ndim != len(shape) or any(
-                    d is not None and k not in free and d != s
-                    for k, (d, s) in enumerate(zip(shape, arr.shape))
-                ):
-                    raise ShapeError(
-                        f"input {name!r} has shape {arr.shape} but the model "
-                        f"expects {tuple(shape)} (None = any size)"
-                    )
-            if arr.size == 0:
-                raise ShapeError(f"input {name!r} is empty: shape {arr.shape}")
-            arrays.append(arr)
-        batches = {a.shape[0] for a in arrays} if not self._time_major else set()
-        if len(batches) > 1:
-            raise ShapeError(f"inputs have different batch sizes: {sorted(batches)}")
-        return arrays
-
-    def _run(
-        self, arrays: list[np.ndarray], ctx: RunContext, record: dict | None = None
-    ) -> list[np.ndarray]:
-        """Evaluates the graph; ``record`` (if given) collects each node's
-        output shapes."""
-        values: dict[tuple, tuple] = {}
-        for ref, arr in zip(self.spec.inputs, arrays):
-            values[(ref.layer, ref.node, ref.tensor)] = (arr, None)
-        for node in self.spec.nodes:
-            layer = self._layers[node.layer]
-            if isinstance(layer, InputLayer):
-                if (node.layer, 0, 0) not in values:
-                    raise ShapeError(f"input layer {node.layer!r} got no value")
-                continue
-            got = [values[(r.layer, r.node, r.tensor)] for r in node.inputs]
-            xs = [v[0] for v in got]
-            ms = [v[1] for v in got] if self.spec.implicit_masks else [None] * len(got)
-            if node.mask is not None:
-                mask = values[(node.mask.layer, node.mask.node, node.mask.tensor)][0]
-                ms = [np.asarray(mask, bool)] + ms[1:]
-            if node.initial_state:
-                xs += [
-                    values[(r.layer, r.node, r.tensor)][0] for r in node.initial_state
-                ]
-            try:
-                outs, masks = layer.call(xs, ms, node, ctx)
-            except FastLSTMError as exc:
-                if f"{node.layer!r}" in str(exc):
-                    raise
-                raise type(exc)(
-                    f"layer {node.layer!r} ({layer.class_name}): {exc}"
-                ) from None
-            for i, (o, m) in enumerate(zip(outs, masks)):
-                values[(node.layer, node.index, i)] = (o, m)
-            if record is not None:
-                record[(node.layer, node.index)] = [np.shape(o) for o in outs]
-        if record is not None:
-            for ref, a in zip(self.spec.inputs, arrays):
-                record[(ref.layer, 0)] = [a.shape]
-        return [values[(r.layer, r.node, r.tensor)][0] for r in self.spec.outputs]
 
     # -- summary -------------------------------------------------------------
     def _infer_shapes(self) -> tuple[list, list]:
@@ -256,9 +124,8 @@ class Model:
                 dims = [1] + [t if d is None else d for d in dims[1:]]
                 arrays.append(np.ones(dims, np.float32))
             recorded: dict = {}
-            ctx = RunContext({name: Carry([]) for name in self._carries})
             try:
-                outs = self._run(arrays, ctx, recorded)
+                outs = self._graph.run(arrays, self._graph.context(), recorded)
             except FastLSTMError:
                 self._shapes = ({}, [None] * len(self.spec.outputs))
                 return self._shapes
@@ -283,7 +150,7 @@ class Model:
         per_node, _ = self._infer_shapes()
         rows = []
         for node in self.spec.nodes:
-            layer = self._layers[node.layer]
+            layer = self._graph.layers[node.layer]
             shapes = per_node.get((node.layer, node.index))
             if shapes is None:
                 text = "?"
@@ -343,50 +210,40 @@ class ModelStream:
     """
 
     def __init__(self, model: Model, batch_size: int) -> None:
-        for node in model.spec.nodes:
-            layer = model._layers[node.layer]
-            if not layer.supports_streaming:
-                raise StreamError(
-                    f"layer {layer.name!r} ({layer.class_name}) cannot stream: it "
-                    "needs the whole sequence before its first output"
-                )
-        if model._time_major:
-            raise StreamError("time-major models cannot stream")
-        self._model = model
+        graph = model._graph
+        problem = graph.streaming_problem()
+        if problem is not None:
+            raise StreamError(problem)
+        self._graph = graph
         self._batch = _inputs.batch_size_input(batch_size)
-        names = [
-            n for n, layer in model._layers.items() if isinstance(layer, Recurrent)
-        ]
-        self._ctx = RunContext({n: Carry([]) for n in names})
+        self._ctx: RunContext = graph.context(graph.recurrent_names())
         # held for a whole step or chunk through every layer
         self._guard = StreamGuard()
 
     batch_size = property(lambda self: self._batch)
 
     def __reduce_ex__(self, protocol: object) -> tuple:
-        from fastlstm.lstm import refuse_pickle
-
         refuse_pickle(self)
 
     def reset(self) -> None:
         with self._guard:
             for carry in self._ctx.carries.values():
-                carry.states.clear()
+                carry.clear()
 
     def _run_flat(self, x: Inputs) -> list:
         """Runs a chunk (batch, time, ...) per input; returns the outputs."""
-        arrays = self._model._input_arrays(x, streaming=True)
+        arrays = self._graph.input_arrays(x, streaming=True)
         if arrays[0].shape[0] != self._batch:
             raise ShapeError(
                 f"batch size {arrays[0].shape[0]} but the stream was made "
                 f"for {self._batch}"
             )
-        return self._model._run(arrays, self._ctx)
+        return self._graph.run(arrays, self._ctx)
 
     def feed(self, x: Inputs) -> Any:
         """Runs a chunk (batch, time, ...) per input; returns the outputs."""
         with self._guard:
-            return self._model._structured(self._run_flat(x))
+            return self._graph.structured(self._run_flat(x))
 
     def step(self, x: Inputs) -> Any:
         """Runs one time step: each input (batch, ...) without the time axis."""
@@ -400,10 +257,10 @@ class ModelStream:
 
         if isinstance(x, dict):
             xs: Any = {k: add_time(v) for k, v in x.items()}
-        elif isinstance(x, (list, tuple)) and len(self._model.input_names) > 1:
+        elif isinstance(x, (list, tuple)) and len(self._graph.input_names) > 1:
             xs = [add_time(v) for v in x]
         else:
             xs = add_time(x)
         flat = self._run_flat(xs)
         flat = [o[:, 0] if o.ndim >= 3 and o.shape[1] == 1 else o for o in flat]
-        return self._model._structured(flat)
+        return self._graph.structured(flat)

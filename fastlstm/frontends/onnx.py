@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from fastlstm.engine.lstm import LSTM
 from fastlstm.errors import (
     ConfigError,
     FastLSTMError,
@@ -42,7 +43,6 @@ from fastlstm.loaders.onnx_graph import (
     read_onnx,
     run_glue,
 )
-from fastlstm.lstm import LSTM
 from fastlstm.spec import LSTMSpec
 
 __all__ = ["OnnxModel", "from_onnx", "load_onnx"]

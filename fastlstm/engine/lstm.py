@@ -229,24 +229,15 @@ class LSTM:
         lengths: ArrayLike | None = None,
     ) -> Output:
         p = prepare_call(x, self.input_size, self._time_major, mask, lengths)
-        out, (h, c) = self._forward(p, initial_state, self._spec.return_sequences)
+        h, c = self.make_state(initial_state, p.batch)
+        seq, last = self.run_prepared(p, h, c, self._spec.return_sequences)
+        out = seq if self._spec.return_sequences else last
         return [out, h, c] if self._spec.return_state else out
 
-    def _forward(
-        self,
-        p: _Prepared,
-        initial_state: Any,
-        sequences: bool,
-        name: str = "initial_state",
-    ) -> tuple[np.ndarray, list]:
-        """(output sequence or last output, [h, c]) for prepared inputs."""
-        h, c = self._initial_state(initial_state, p.batch, name)
-        seq, last = self._run(p, h, c, sequences)
-        return (seq if sequences else last), [h, c]
-
-    def _initial_state(
+    def make_state(
         self, initial_state: Any, batch: int, name: str = "initial_state"
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Fresh (h, c) arrays: zeros, or checked copies of a given pair."""
         R, H = self._R, self._H
         if initial_state is None:
             return (np.zeros((batch, R), np.float32), np.zeros((batch, H), np.float32))
@@ -256,9 +247,9 @@ class LSTM:
             _inputs.state_input(c0, batch, H, f"{name}[1] (c)", self._nan_policy),
         )
 
-    def _run(
+    def run_prepared(
         self,
-        p: _Prepared,
+        p: Prepared,
         h: np.ndarray,
         c: np.ndarray,
         sequences: bool,
@@ -333,7 +324,7 @@ class LSTM:
             return 4 * self._R * -(-4 * self._H // 128) * 128
         return 0
 
-    def _data_bytes(self, p: _Prepared, sequences: bool) -> int:
+    def _data_bytes(self, p: Prepared, sequences: bool) -> int:
         """Bytes of this call's weights, inputs and outputs."""
         outputs = 4 * p.batch * self._R * (p.steps if sequences else 1)
         return self._weight_bytes() + p.x.nbytes + outputs
@@ -417,7 +408,7 @@ def refuse_pickle(obj: object) -> None:
     )
 
 
-class _Prepared:
+class Prepared:
     """Validated call inputs in the layout the kernel reads."""
 
     __slots__ = ("x", "batch", "steps", "mask", "lengths", "time_major", "name")
@@ -436,6 +427,18 @@ class _Prepared:
         self.mask, self.lengths, self.time_major = mask, lengths, time_major
         self.name = name  # what x is, for error messages
 
+    def with_input(self, x: np.ndarray, name: str) -> Prepared:
+        """The same call's mask and lengths over another input (the output of
+        the previous layer or cell, same batch and steps)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        return Prepared(
+            x, self.batch, self.steps, self.mask, self.lengths, self.time_major, name
+        )
+
+    def flipped(self, x: np.ndarray) -> np.ndarray:
+        """x reversed along the time axis (processing order <-> time order)."""
+        return np.ascontiguousarray(np.flip(x, axis=0 if self.time_major else 1))
+
     def valid(self) -> np.ndarray | None:
         """Boolean (same layout as x's first two axes) of the steps that run."""
         if self.mask is None and self.lengths is None:
@@ -451,20 +454,20 @@ class _Prepared:
 
 def prepare_call(
     x: Any, input_size: int, time_major: bool, mask: Any, lengths: Any
-) -> _Prepared:
+) -> Prepared:
     """Checks and converts a sequence call's x, mask and lengths."""
     xs, B, T = _inputs.sequence_input(x, input_size, time_major)
-    return _prepare(xs, B, T, time_major, mask, lengths)
+    return prepare(xs, B, T, time_major, mask, lengths)
 
 
-def _prepare(
+def prepare(
     x: np.ndarray, B: int, T: int, time_major: bool, mask: Any, lengths: Any
-) -> _Prepared:
+) -> Prepared:
     m = None
     if mask is not None:
         m = _inputs.mask_input(mask, (T, B) if time_major else (B, T), time_major)
     ln = None if lengths is None else _inputs.lengths_input(lengths, B, T)
-    return _Prepared(x, B, T, m, ln, time_major)
+    return Prepared(x, B, T, m, ln, time_major)
 
 
 class LSTMStream(StreamCore):
@@ -540,8 +543,8 @@ class LSTMStream(StreamCore):
                 raise ShapeError(
                     f"x has batch size {B} but the stream was made for {self._batch}"
                 )
-            p = _prepare(xs, B, T, layer.time_major, mask, None)
-            y, _ = layer._run(
+            p = prepare(xs, B, T, layer.time_major, mask, None)
+            y, _ = layer.run_prepared(
                 p, self._h, self._c, True, seen=self._seen, pool=self._pool
             )
         return y

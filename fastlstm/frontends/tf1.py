@@ -20,6 +20,7 @@ Build it with ``fastlstm.load("model.ckpt")`` (the checkpoint prefix) or
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,9 +28,17 @@ from typing import Any
 import numpy as np
 
 from fastlstm import _inputs
-from fastlstm.composite import StackStream
+from fastlstm.engine.lstm import LSTM, prepare_call
+from fastlstm.engine.recurrent import Bidirectional, Direction, StackStream
 from fastlstm.errors import ConfigError, ModelFormatError, ShapeError, StreamError
-from fastlstm.lstm import LSTM
+from fastlstm.loaders import read_npz, sniff, tf1_prefix
+from fastlstm.loaders.tf1_cell import (
+    cell_spec,
+    find_cells,
+    is_stack_scope,
+    structure_of,
+)
+from fastlstm.loaders.tf1_checkpoint import CheckpointReader
 from fastlstm.spec import LSTMSpec
 
 __all__ = ["LSTMStateTuple", "TF1LSTM", "TF1LSTMStream", "from_tf1"]
@@ -81,6 +90,10 @@ class TF1LSTM:
             for m, layers in zip(multi, (self._fw, self._bw))
         )
         self.scopes = list(scopes or [])
+        self._directions = [Direction(self._fw)]
+        if self._bw is not None:
+            self._directions.append(Direction(self._bw))
+            self._pair = Bidirectional(*self._directions, merge_mode=None)
 
     time_major = property(lambda self: self._time_major)
     bidirectional = property(lambda self: self._bw is not None)
@@ -109,11 +122,10 @@ class TF1LSTM:
     def __call__(
         self, x: Any, sequence_length: Any = None, initial_state: Any = None
     ) -> tuple[Any, Any]:
-        xs, B, T = _inputs.sequence_input(x, self.input_size, self._time_major)
-        lengths = sequence_length
+        p = prepare_call(x, self.input_size, self._time_major, None, sequence_length)
         if self._bw is None:
             states = self._unpack(initial_state, 0, "initial_state")
-            out, st = self._run(self._fw, xs, lengths, states, False)
+            out, st = self._directions[0].run(p, _flat(states), True)
             return out, self._pack(st, 0)
         if initial_state is not None and not _inputs.is_sequence(initial_state, 2):
             raise ShapeError(
@@ -122,28 +134,13 @@ class TF1LSTM:
         init = initial_state or (None, None)
         sf = self._unpack(init[0], 0, "initial_state[0] (fw)")
         sb = self._unpack(init[1], 1, "initial_state[1] (bw)")
-        out_f, st_f = self._run(self._fw, xs, lengths, sf, False)
-        out_b, st_b = self._run(self._bw, xs, lengths, sb, True)
-        return (out_f, out_b), (self._pack(st_f, 0), self._pack(st_b, 1))
-
-    def _run(
-        self,
-        layers: list[LSTM],
-        x: np.ndarray,
-        lengths: Any,
-        states: list | None,
-        backward: bool,
-    ) -> tuple[np.ndarray, list]:
-        axis = 0 if self._time_major else 1
-        out: Any = x
-        st = []
-        for k, layer in enumerate(layers):
-            init = None if states is None else states[k]
-            out, h, c = layer(out, initial_state=init, lengths=lengths)
-            if backward:  # processing order -> input time order
-                out = np.ascontiguousarray(np.flip(out, axis=axis))
-            st.append(LSTMStateTuple(c, h))
-        return out, st
+        if (sf is None) != (sb is None):  # zeros for the one not given
+            sf = sf or _zeros(self._fw, p.batch)
+            sb = sb or _zeros(self._bw, p.batch)
+        both = None if sf is None else _flat(sf) + _flat(sb)
+        (out_f, out_b), st = self._pair.run(p, both, True)
+        n = 2 * len(self._fw)
+        return (out_f, out_b), (self._pack(st[:n], 0), self._pack(st[n:], 1))
 
     def _unpack(self, state: Any, direction: int, name: str) -> list | None:
         """Per-layer (h, c) initial states from TF's (c, h) structure."""
@@ -163,7 +160,9 @@ class TF1LSTM:
             )
         return [(s[1], s[0]) for s in state]
 
-    def _pack(self, states: list, direction: int) -> Any:
+    def _pack(self, flat: list, direction: int) -> Any:
+        """TF's state structure from the engine's [h0, c0, h1, c1, ...]."""
+        states = [LSTMStateTuple(flat[i + 1], flat[i]) for i in range(0, len(flat), 2)]
         return tuple(states) if self._multi[direction] else states[0]
 
     def stream(self, batch_size: int) -> TF1LSTMStream:
@@ -176,18 +175,31 @@ class TF1LSTM:
         return TF1LSTMStream(self, batch_size)
 
 
+def _flat(pairs: list | None) -> list | None:
+    """[h0, c0, h1, c1, ...] from per-layer (h, c) pairs."""
+    return None if pairs is None else [a for pair in pairs for a in pair]
+
+
+def _zeros(cells: list[LSTM], batch: int) -> list[tuple]:
+    return [
+        (
+            np.zeros((batch, c.output_size), np.float32),
+            np.zeros((batch, c.units), np.float32),
+        )
+        for c in cells
+    ]
+
+
 def _build(
     specs: Sequence[LSTMSpec], backward: bool, tm: bool, nan_policy: str, what: str
 ) -> list[LSTM]:
-    import dataclasses
-
     specs = list(specs)
     if not specs:
         raise ConfigError(f"the {what} direction needs at least one cell")
     layers = []
     for k, spec in enumerate(specs):
         spec = dataclasses.replace(
-            spec, go_backwards=backward, return_sequences=True, return_state=True
+            spec, go_backwards=backward, return_sequences=True, return_state=False
         )
         layer = LSTM.from_spec(spec, time_major=tm, nan_policy=nan_policy)
         if k and layer.input_size != layers[-1].output_size:
@@ -211,8 +223,8 @@ class TF1LSTMStream(StackStream):
     @property
     def state(self) -> Any:
         with self._guard:
-            states = [LSTMStateTuple(s.state[1], s.state[0]) for s in self._streams]
-        return self._model._pack(states, 0)
+            flat = [a for s in self._streams for a in s.state]
+        return self._model._pack(flat, 0)
 
     @state.setter
     def state(self, value: Any) -> None:
@@ -237,13 +249,8 @@ def _variable_source(source: Any) -> tuple[list[str], Any, str]:
             flat[str(k)] = np.asarray(v)
         return list(flat), flat.__getitem__, "<variables>"
     path = os.fspath(source)
-    from fastlstm.loaders import _tf1_prefix, sniff
-    from fastlstm.loaders.npz_format import read_npz
-
-    prefix = _tf1_prefix(path)
+    prefix = tf1_prefix(path)
     if prefix is not None:
-        from fastlstm.loaders.tf1_checkpoint import CheckpointReader
-
         reader = CheckpointReader(prefix)
         return reader.names, reader.get, prefix
     if os.path.isfile(path) and sniff(path) == "zip":
@@ -276,12 +283,6 @@ def from_tf1(
     stacks whose cells differ. ``scope`` picks the cells when the checkpoint
     holds several (a cell scope or a prefix such as ``"encoder"``).
     """
-    from fastlstm.loaders.tf1_cell import (
-        cell_spec,
-        find_cells,
-        is_stack_scope,
-        structure_of,
-    )
 
     names, get, where = _variable_source(source)
     try:

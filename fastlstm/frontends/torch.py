@@ -18,14 +18,15 @@ state_dict) you pass it.
 
 from __future__ import annotations
 
-import os
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from fastlstm import _inputs
-from fastlstm.composite import StackStream
+from fastlstm.engine.lstm import LSTM, LSTMStream, prepare_call
+from fastlstm.engine.recurrent import Bidirectional, Stack, StackStream
 from fastlstm.errors import ConfigError, ShapeError, StreamError, UnsupportedLayerError
 from fastlstm.loaders.torch_lstm import (
     TorchLSTMConfig,
@@ -34,7 +35,6 @@ from fastlstm.loaders.torch_lstm import (
     infer_config,
     lstm_specs,
 )
-from fastlstm.lstm import LSTM, LSTMStream
 from fastlstm.spec import LSTMSpec, real_array
 
 __all__ = [
@@ -100,6 +100,10 @@ class TorchLSTM:
             self._layers.append((f, b))
         if problems:
             raise ConfigError("invalid TorchLSTM:\n  - " + "\n  - ".join(problems))
+        self._stack = Stack(
+            [f if b is None else Bidirectional(f, b) for f, b in self._layers],
+            return_state=True,
+        )
         first = self._layers[0][0]
         self.input_size = first.input_size
         self.hidden_size = first.units
@@ -180,29 +184,19 @@ class TorchLSTM:
             arr = arr[None] if self._batch_first else arr[:, None]
         N = arr.shape[0] if self._batch_first else arr.shape[1]
         states = self._initial_states(hx, N, unbatched)
-        if lengths is not None:
-            lengths = (
-                np.atleast_1d(real_array(lengths, "lengths"))
-                if unbatched
-                else (lengths)
-            )
-        D = self.num_directions
-        time_axis = 1 if self._batch_first else 0
-        h_n, c_n = [], []
-        inp: Any = arr
-        for k, (fw, bw) in enumerate(self._layers):
-            s = _pick(states, k * D)
-            out, h, c = fw(inp, initial_state=s, lengths=lengths)
-            h_n.append(h)
-            c_n.append(c)
-            if bw is not None:
-                s = _pick(states, k * D + 1)
-                out_b, h, c = bw(inp, initial_state=s, lengths=lengths)
-                out = np.concatenate([out, np.flip(out_b, axis=time_axis)], axis=-1)
-                h_n.append(h)
-                c_n.append(c)
-            inp = out
-        h_n, c_n = np.stack(h_n), np.stack(c_n)
+        if lengths is not None and unbatched:
+            lengths = np.atleast_1d(real_array(lengths, "lengths"))
+        p = prepare_call(arr, self.input_size, not self._batch_first, None, lengths)
+        init = None
+        if states is not None:
+            D = self.num_directions
+            init = [
+                [a[k * D + d] for d in range(D) for a in states]
+                for k in range(self.num_layers)
+            ]
+        out, per_layer = self._stack.run(p, init)
+        h_n = np.stack([st[i] for st in per_layer for i in range(0, len(st), 2)])
+        c_n = np.stack([st[i] for st in per_layer for i in range(1, len(st), 2)])
         if unbatched:
             out = out[0] if self._batch_first else out[:, 0]
             h_n, c_n = h_n[:, 0], c_n[:, 0]
@@ -244,15 +238,11 @@ class TorchLSTM:
         return TorchLSTMStream(self, batch_size)
 
 
-def _pick(states: Any, index: int) -> tuple | None:
-    return None if states is None else (states[0][index], states[1][index])
-
-
 def _seq(spec: LSTMSpec, backward: bool) -> LSTMSpec:
-    import dataclasses
-
+    """A layer's cell as torch runs it: every step's output, in time order
+    once the Bidirectional flips the reverse direction."""
     return dataclasses.replace(
-        spec, go_backwards=backward, return_sequences=True, return_state=True
+        spec, go_backwards=backward, return_sequences=True, return_state=False
     )
 
 
@@ -327,7 +317,9 @@ class TorchLSTMCell:
             if unbatched:
                 h0, c0 = h0[None], c0[None]
             state = (h0, c0)
-        _, h, c = self._layer(arr[:, None], initial_state=state)
+        p = prepare_call(arr[:, None], self.input_size, False, None, None)
+        h, c = self._layer.make_state(state, p.batch)
+        self._layer.run_prepared(p, h, c, False)
         return (h[0], c[0]) if unbatched else (h, c)
 
     forward = __call__
@@ -360,19 +352,6 @@ def from_state_dict(
         )
     return TorchLSTM(
         lstm_specs(flat, p, cfg), batch_first=batch_first, nan_policy=nan_policy
-    )
-
-
-def load_torch(
-    path: str | os.PathLike,
-    obj: Any,
-    *,
-    prefix: str | None = None,
-    batch_first: bool | None = None,
-) -> TorchLSTM | TorchLSTMCell:
-    """Builds the model from an object read from ``path``."""
-    return from_state_dict(
-        obj, prefix=prefix, batch_first=batch_first, where=os.fspath(path)
     )
 
 

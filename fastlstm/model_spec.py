@@ -1,0 +1,362 @@
+"""The canonical model graph every reader returns and the engine runs.
+
+A ``ModelSpec`` is a graph of layer specs and the calls ("nodes") that
+connect them. Each layer spec holds what the runtime needs and nothing
+framework-specific: weights in the canonical layout (``LSTMSpec`` for
+recurrent cells; ``kernel`` (in, out) for Dense), activation names from
+``fastlstm.activations``, and every framework rule that changes the numbers
+as an explicit field (``zero_output_for_mask``, ``Masking.keep_nan``,
+``ModelSpec.implicit_masks``). ``class_name`` is only what the file called
+the layer, for messages and summaries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import numpy as np
+
+from fastlstm.activations import NUMPY_ACTIVATIONS
+from fastlstm.errors import ModelFormatError
+from fastlstm.spec import MAX_DIM, LSTMSpec
+
+__all__ = [
+    "LayerSpec",
+    "InputSpec",
+    "IdentitySpec",
+    "MaskingSpec",
+    "DenseSpec",
+    "EmbeddingSpec",
+    "ActivationSpec",
+    "ReshapeSpec",
+    "RepeatSpec",
+    "MergeSpec",
+    "MaskOpSpec",
+    "RecurrentSpec",
+    "BidirectionalSpec",
+    "TensorRef",
+    "NodeSpec",
+    "ModelSpec",
+]
+
+MERGE_OPS = ("concat", "add", "subtract", "multiply", "average", "maximum", "minimum")
+MASK_OPS = ("not_equal", "equal", "any", "all", "and", "or", "not")
+MERGE_MODES = ("concat", "sum", "mul", "ave", None)
+
+
+def _finite(name: str, arrays: dict[str, np.ndarray | None]) -> list[str]:
+    return [
+        f"{name}: {what} holds NaN or inf"
+        for what, a in arrays.items()
+        if a is not None and not np.isfinite(a).all()
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    """A layer of the graph: its unique name and what the file called it."""
+
+    name: str
+    class_name: str
+
+    weighted: ClassVar[bool] = False
+
+    def problems(self) -> list[str]:
+        """What is inconsistent in this layer (empty when it is sound)."""
+        return []
+
+    def param_count(self) -> int:
+        return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec(LayerSpec):
+    """A model input (its shape is in ``ModelSpec.input_shapes``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class IdentitySpec(LayerSpec):
+    """Dropout and noise layers: the identity at inference; masks pass."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskingSpec(LayerSpec):
+    """Masks steps whose features all equal ``mask_value`` and zeroes them.
+    ``keep_nan``: zero by multiplying by the mask (NaN stays NaN, tf.keras)
+    rather than by selecting (Keras 3)."""
+
+    mask_value: float = 0.0
+    keep_nan: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseSpec(LayerSpec):
+    """``activation(x @ kernel + bias)`` over the last axis."""
+
+    kernel: np.ndarray = None  # type: ignore[assignment]
+    bias: np.ndarray | None = None
+    activation: str = "linear"
+
+    weighted: ClassVar[bool] = True
+
+    def problems(self) -> list[str]:
+        k, b = self.kernel, self.bias
+        out = []
+        if k is None or k.ndim != 2 or min(k.shape) < 1:
+            return [f"{self.name}: kernel must be (in, out), got {np.shape(k)}"]
+        if b is not None and b.shape != (k.shape[1],):
+            out.append(f"{self.name}: bias {b.shape} does not fit kernel {k.shape}")
+        if self.activation not in NUMPY_ACTIVATIONS:
+            out.append(f"{self.name}: unknown activation {self.activation!r}")
+        return out + _finite(self.name, {"kernel": k, "bias": b})
+
+    def param_count(self) -> int:
+        return int(self.kernel.size + (0 if self.bias is None else self.bias.size))
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddingSpec(LayerSpec):
+    """Rows of ``table`` by token id; ``mask_zero`` masks id 0."""
+
+    table: np.ndarray = None  # type: ignore[assignment]
+    mask_zero: bool = False
+
+    weighted: ClassVar[bool] = True
+
+    def problems(self) -> list[str]:
+        if self.table is None or self.table.ndim != 2 or min(self.table.shape) < 1:
+            return [f"{self.name}: table must be (input_dim, output_dim)"]
+        return _finite(self.name, {"table": self.table})
+
+    def param_count(self) -> int:
+        return int(self.table.size)
+
+
+@dataclasses.dataclass(frozen=True)
+class ActivationSpec(LayerSpec):
+    """An activation on its own; ``axis`` for softmax."""
+
+    activation: str = "linear"
+    axis: int = -1
+
+    def problems(self) -> list[str]:
+        if self.activation not in NUMPY_ACTIVATIONS:
+            return [f"{self.name}: unknown activation {self.activation!r}"]
+        return []
+
+
+@dataclasses.dataclass(frozen=True)
+class ReshapeSpec(LayerSpec):
+    """Reshapes each batch row to ``target_shape`` (None: flattens)."""
+
+    target_shape: tuple | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RepeatSpec(LayerSpec):
+    """Repeats a (batch, features) input ``n`` times along a new time axis."""
+
+    n: int = 1
+
+    def problems(self) -> list[str]:
+        if not 0 < self.n <= MAX_DIM:
+            return [f"{self.name}: n={self.n} is not a count from 1 to {MAX_DIM}"]
+        return []
+
+
+@dataclasses.dataclass(frozen=True)
+class MergeSpec(LayerSpec):
+    """Combines its inputs: one of MERGE_OPS (``axis`` for concat); the
+    output mask is the AND of the inputs' masks."""
+
+    op: str = "concat"
+    axis: int = -1
+
+    def problems(self) -> list[str]:
+        return [] if self.op in MERGE_OPS else [f"{self.name}: merge op {self.op!r}"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskOpSpec(LayerSpec):
+    """A boolean op on masks (Keras 3 records mask computations this way);
+    the second operand is an input or the node's ``constant``."""
+
+    op: str = "not_equal"
+    axis: int | None = None
+    keepdims: bool = False
+
+    def problems(self) -> list[str]:
+        return [] if self.op in MASK_OPS else [f"{self.name}: mask op {self.op!r}"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RecurrentSpec(LayerSpec):
+    """LSTM cells run one after another in one direction of time (one cell
+    for a plain LSTM layer). Every cell's ``go_backwards`` equals the
+    layer's. ``return_state`` appends [h, c] of each cell to the outputs;
+    ``stateful`` keeps the state between calls; ``time_major`` inputs are
+    (time, batch, features)."""
+
+    cells: tuple = ()
+    return_sequences: bool = False
+    return_state: bool = False
+    go_backwards: bool = False
+    stateful: bool = False
+    time_major: bool = False
+
+    weighted: ClassVar[bool] = True
+
+    @property
+    def input_size(self) -> int:
+        return self.cells[0].input_size
+
+    @property
+    def output_size(self) -> int:
+        return self.cells[-1].output_size
+
+    def problems(self) -> list[str]:
+        if not self.cells or not all(isinstance(c, LSTMSpec) for c in self.cells):
+            return [f"{self.name}: needs one or more LSTM cells"]
+        out = []
+        for k, (a, b) in enumerate(zip(self.cells, self.cells[1:])):
+            if b.input_size != a.output_size:
+                out.append(
+                    f"{self.name}: cell {k + 1} takes {b.input_size} features, "
+                    f"cell {k} outputs {a.output_size}"
+                )
+        if any(c.go_backwards != self.go_backwards for c in self.cells):
+            out.append(f"{self.name}: a cell runs the other way in time")
+        return out
+
+    def param_count(self) -> int:
+        return sum(
+            int(a.size)
+            for c in self.cells
+            for a in (c.kernel, c.recurrent_kernel, c.bias, c.peepholes, c.projection)
+            if a is not None
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class BidirectionalSpec(LayerSpec):
+    """A forward and a backward RecurrentSpec over one input; the backward
+    outputs are flipped to time order, then merged (MERGE_MODES; None keeps
+    both). Outputs: the merged output(s), then the forward states, then the
+    backward ones when the halves return states."""
+
+    forward: RecurrentSpec = None  # type: ignore[assignment]
+    backward: RecurrentSpec = None  # type: ignore[assignment]
+    merge_mode: str | None = "concat"
+
+    weighted: ClassVar[bool] = True
+
+    def problems(self) -> list[str]:
+        out = self.forward.problems() + self.backward.problems()
+        if out:
+            return out
+        f, b = self.forward, self.backward
+        if f.go_backwards == b.go_backwards:
+            out.append(f"{self.name}: both halves run in the same direction")
+        if f.input_size != b.input_size:
+            out.append(f"{self.name}: the halves take different inputs")
+        if self.merge_mode not in MERGE_MODES:
+            out.append(f"{self.name}: merge_mode {self.merge_mode!r}")
+        elif self.merge_mode in ("sum", "mul", "ave") and (
+            f.output_size != b.output_size
+        ):
+            out.append(f"{self.name}: merge_mode {self.merge_mode!r} needs equal sizes")
+        return out
+
+    def param_count(self) -> int:
+        return self.forward.param_count() + self.backward.param_count()
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorRef:
+    """Output ``tensor`` of call number ``node`` of layer ``layer``."""
+
+    layer: str
+    node: int = 0
+    tensor: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeSpec:
+    """One call of a layer: positional inputs, plus optional mask and
+    initial-state tensors passed as keyword arguments."""
+
+    layer: str
+    index: int
+    inputs: tuple
+    mask: TensorRef | None = None
+    initial_state: tuple = ()
+    constant: Any = None  # second operand of mask ops such as not_equal
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A model as a graph: ``layers`` (layer specs), ``nodes`` (calls, in an
+    order where inputs come first), the model's ``inputs`` and ``outputs``
+    (TensorRefs) and each input's declared shape."""
+
+    name: str
+    layers: tuple
+    nodes: tuple
+    inputs: tuple
+    outputs: tuple
+    input_shapes: tuple  # batch included (None = any size)
+    keras_version: str = ""  # the producer's version, for the record
+    source_format: str = ""
+    source: str = ""
+    # A layer's input mask passes on implicitly (Keras 1/2, Sequential
+    # models); otherwise only explicit ``mask`` arguments carry masks
+    # (Keras 3 functional configs record every mask a layer received).
+    implicit_masks: bool = True
+    # Nesting of the outputs as the framework returns them, as indices into
+    # ``outputs``: e.g. [0, [1, 2], [3, 4]] for [seq, [h0, c0], [h1, c1]].
+    output_structure: Any = None
+
+    def layer(self, name: str) -> LayerSpec:
+        for spec in self.layers:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def problems(self) -> list[str]:
+        """Every inconsistency of the graph and its layers."""
+        out: list[str] = []
+        names = [ls.name for ls in self.layers]
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            out.append(f"layer names repeat: {dup}")
+        known = set(names)
+        for ls in self.layers:
+            if not isinstance(ls, LayerSpec):
+                out.append(f"{getattr(ls, 'name', ls)!r} is not a layer spec")
+            else:
+                out += ls.problems()
+        made: set[tuple] = {(r.layer, r.node) for r in self.inputs}
+        for node in self.nodes:
+            if node.layer not in known:
+                out.append(f"a node calls unknown layer {node.layer!r}")
+            refs = list(node.inputs) + list(node.initial_state)
+            refs += [node.mask] if node.mask is not None else []
+            late = [r.layer for r in refs if (r.layer, r.node) not in made]
+            if late:
+                out.append(f"node {node.layer}[{node.index}] reads {late} too early")
+            made.add((node.layer, node.index))
+        for r in list(self.inputs) + list(self.outputs):
+            if r.layer not in known:
+                out.append(f"model input/output {r.layer!r} is not a layer")
+        return out
+
+    def validate(self) -> ModelSpec:
+        """Raises one ModelFormatError listing every problem; returns self."""
+        problems = self.problems()
+        if problems:
+            raise ModelFormatError(
+                f"{self.source or self.name}: invalid model:\n  - "
+                + "\n  - ".join(problems)
+            )
+        return self
