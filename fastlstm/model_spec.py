@@ -13,6 +13,7 @@ the layer, for messages and summaries.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -38,6 +39,7 @@ __all__ = [
     "TensorRef",
     "NodeSpec",
     "ModelSpec",
+    "recurrent_chain",
 ]
 
 MERGE_OPS = ("concat", "add", "subtract", "multiply", "average", "maximum", "minimum")
@@ -316,6 +318,9 @@ class ModelSpec:
     # Nesting of the outputs as the framework returns them, as indices into
     # ``outputs``: e.g. [0, [1, 2], [3, 4]] for [seq, [h0, c0], [h1, c1]].
     output_structure: Any = None
+    # The producer's call conventions its front end follows, e.g. torch
+    # {"batch_first": bool}, TF1 {"multi": (fw, bw), "scopes": [...]}.
+    conventions: Mapping = dataclasses.field(default_factory=dict)
 
     def layer(self, name: str) -> LayerSpec:
         for spec in self.layers:
@@ -360,3 +365,43 @@ class ModelSpec:
                 + "\n  - ".join(problems)
             )
         return self
+
+
+def recurrent_chain(
+    layers: Sequence[RecurrentSpec | BidirectionalSpec],
+    *,
+    name: str,
+    source: str = "",
+    source_format: str = "",
+    conventions: Mapping | None = None,
+) -> ModelSpec:
+    """A graph feeding one input ``x`` through recurrent layers in order,
+    each returning every step and its states. Outputs: the last layer's
+    output(s), then every layer's states, layer by layer."""
+    layers = list(layers)
+    nodes = [NodeSpec("x", 0, ())]
+    prev = TensorRef("x")
+    states: list[TensorRef] = []
+    outs: list[TensorRef] = []
+    for ls in layers:
+        nodes.append(NodeSpec(ls.name, 0, (prev,)))
+        prev = TensorRef(ls.name)
+        if isinstance(ls, BidirectionalSpec):
+            n_out = 1 if ls.merge_mode is not None else 2
+            n_states = 2 * (len(ls.forward.cells) + len(ls.backward.cells))
+        else:
+            n_out, n_states = 1, 2 * len(ls.cells)
+        outs = [TensorRef(ls.name, 0, i) for i in range(n_out)]
+        states += [TensorRef(ls.name, 0, n_out + i) for i in range(n_states)]
+    first = layers[0].forward if isinstance(layers[0], BidirectionalSpec) else layers[0]
+    return ModelSpec(
+        name=name,
+        layers=(InputSpec("x", "Input"), *layers),
+        nodes=tuple(nodes),
+        inputs=(TensorRef("x"),),
+        outputs=tuple(outs + states),
+        input_shapes=((None, None, first.input_size),),
+        source=source,
+        source_format=source_format,
+        conventions=dict(conventions or {}),
+    ).validate()

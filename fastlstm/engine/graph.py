@@ -20,10 +20,12 @@ class Graph:
     """The runtime of a ModelSpec. Stateless once built; per-call state
     (stateful layers, streams) lives in the RunContext a caller passes."""
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec, nan_policy: str = "raise") -> None:
         spec.validate()
         self.spec = spec
-        self.layers: dict[str, Layer] = {ls.name: build_layer(ls) for ls in spec.layers}
+        self.layers: dict[str, Layer] = {
+            ls.name: build_layer(ls, nan_policy) for ls in spec.layers
+        }
         used = {n.layer for n in spec.nodes}
         self.stateful_names = [
             name for n in sorted(used) for name in self.layers[n].carry_names()

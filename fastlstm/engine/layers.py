@@ -44,9 +44,13 @@ Mask = Any  # np.ndarray of bool, or None
 
 @dataclasses.dataclass
 class RunContext:
-    """Per-call options: where recurrent layers keep state across calls."""
+    """One call's state: where recurrent layers keep state across calls,
+    and what the caller gives every recurrent layer (sequence lengths,
+    initial states by layer name, [h0, c0, h1, c1, ...])."""
 
     carries: dict  # layer name -> Carry, for stateful layers and streams
+    lengths: Any = None
+    initial_states: dict = dataclasses.field(default_factory=dict)
 
 
 class Layer:
@@ -242,27 +246,34 @@ class MaskOp(Layer):
 # --- recurrent layers -------------------------------------------------------------
 
 
-def direction(spec: RecurrentSpec) -> Direction:
+def direction(spec: RecurrentSpec, nan_policy: str = "raise") -> Direction:
     """The engine's Direction for a RecurrentSpec."""
-    cells = [LSTM.from_spec(c, time_major=spec.time_major) for c in spec.cells]
+    cells = [
+        LSTM.from_spec(c, time_major=spec.time_major, nan_policy=nan_policy)
+        for c in spec.cells
+    ]
     return Direction(cells, return_sequences=spec.return_sequences)
 
 
-def _sequence(layer: Layer, x: Any, mask: Mask, input_size: int, time_major: bool):
-    xs, B, T = _inputs.sequence_input(
-        x, input_size, time_major, f"input of {layer.name!r}"
-    )
-    return prepare(
-        xs, B, T, time_major, None if mask is None else np.asarray(mask, bool), None
-    )
+def _sequence(
+    layer: Layer, x: Any, mask: Mask, ctx: RunContext, input_size: int, tm: bool
+):
+    xs, B, T = _inputs.sequence_input(x, input_size, tm, f"input of {layer.name!r}")
+    mask = None if mask is None else np.asarray(mask, bool)
+    return prepare(xs, B, T, tm, mask, ctx.lengths)
+
+
+def _initial_state(layer: Layer, inputs: list, ctx: RunContext) -> list | None:
+    """Initial states from the graph (after x), else from the caller."""
+    return list(inputs[1:]) or ctx.initial_states.get(layer.name)
 
 
 class Recurrent(Layer):
     """A RecurrentSpec: one direction of one or more LSTM cells."""
 
-    def __init__(self, spec: RecurrentSpec) -> None:
+    def __init__(self, spec: RecurrentSpec, nan_policy: str = "raise") -> None:
         super().__init__(spec)
-        self.direction = direction(spec)
+        self.direction = direction(spec, nan_policy)
         self.streams = not spec.go_backwards
 
     def carry_names(self) -> list[str]:
@@ -271,13 +282,13 @@ class Recurrent(Layer):
     def call(self, inputs, masks, node, ctx):
         spec = self.spec
         mask = _first_mask(masks)
-        init = list(inputs[1:])  # the graph passes initial states after x
+        init = _initial_state(self, inputs, ctx)
         n = 2 * len(spec.cells)
         if init and len(init) != n:
             raise ShapeError(
                 f"layer {self.name!r} takes {n} initial state arrays, got {len(init)}"
             )
-        p = _sequence(self, inputs[0], mask, spec.input_size, spec.time_major)
+        p = _sequence(self, inputs[0], mask, ctx, spec.input_size, spec.time_major)
         y, states = self.direction.run(
             p,
             init or None,
@@ -294,10 +305,12 @@ class Recurrent(Layer):
 class BidirectionalLayer(Layer):
     streams = False
 
-    def __init__(self, spec: BidirectionalSpec) -> None:
+    def __init__(self, spec: BidirectionalSpec, nan_policy: str = "raise") -> None:
         super().__init__(spec)
         self.engine = Bidirectional(
-            direction(spec.forward), direction(spec.backward), spec.merge_mode
+            direction(spec.forward, nan_policy),
+            direction(spec.backward, nan_policy),
+            spec.merge_mode,
         )
 
     def carry_names(self) -> list[str]:
@@ -308,8 +321,8 @@ class BidirectionalLayer(Layer):
     def call(self, inputs, masks, node, ctx):
         fw = self.spec.forward
         mask = _first_mask(masks)
-        init = list(inputs[1:])
-        p = _sequence(self, inputs[0], mask, fw.input_size, fw.time_major)
+        init = _initial_state(self, inputs, ctx)
+        p = _sequence(self, inputs[0], mask, ctx, fw.input_size, fw.time_major)
         carries = (
             ctx.carries.get(self.spec.forward.name),
             ctx.carries.get(self.spec.backward.name),
@@ -345,12 +358,15 @@ _BUILDERS: dict[type, Callable[[Any], Layer]] = {
 }
 
 
-def build_layer(spec: LayerSpec) -> Layer:
-    """The runtime layer for a canonical layer spec."""
+def build_layer(spec: LayerSpec, nan_policy: str = "raise") -> Layer:
+    """The runtime layer for a canonical layer spec; ``nan_policy`` applies
+    to recurrent layers (see fastlstm.LSTM)."""
     builder = _BUILDERS.get(type(spec))
     if builder is None:
         raise ModelFormatError(
             f"layer {spec.name!r}: {type(spec).__name__} is not a layer spec the "
             "engine runs"
         )
+    if isinstance(spec, (RecurrentSpec, BidirectionalSpec)):
+        return builder(spec, nan_policy)
     return builder(spec)

@@ -20,25 +20,19 @@ Build it with ``fastlstm.load("model.ckpt")`` (the checkpoint prefix) or
 from __future__ import annotations
 
 import collections
-import dataclasses
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from fastlstm import _inputs
-from fastlstm.engine.lstm import LSTM, prepare_call
-from fastlstm.engine.recurrent import Bidirectional, Direction, StackStream
+from fastlstm.engine.graph import Graph
+from fastlstm.engine.layers import BidirectionalLayer, RunContext
+from fastlstm.engine.lstm import LSTM
+from fastlstm.engine.recurrent import StackStream
 from fastlstm.errors import ConfigError, ModelFormatError, ShapeError, StreamError
-from fastlstm.loaders import read_npz, sniff, tf1_prefix
-from fastlstm.loaders.tf1_cell import (
-    cell_spec,
-    find_cells,
-    is_stack_scope,
-    structure_of,
-)
-from fastlstm.loaders.tf1_checkpoint import CheckpointReader
+from fastlstm.loaders.tf1_reader import cells_graph, read_tf1
+from fastlstm.model_spec import ModelSpec
 from fastlstm.spec import LSTMSpec
 
 __all__ = ["LSTMStateTuple", "TF1LSTM", "TF1LSTMStream", "from_tf1"]
@@ -72,28 +66,48 @@ class TF1LSTM:
         nan_policy: str = "raise",
         scopes: Sequence[str] | None = None,
     ) -> None:
-        self._time_major = _bool(time_major, "time_major")
-        tm = self._time_major
-        self._fw = _build(forward, False, tm, nan_policy, "forward")
-        self._bw = None
+        time_major = _bool(time_major, "time_major")
+        forward = _cells(forward, "forward")
         if backward is not None:
-            self._bw = _build(backward, True, tm, nan_policy, "backward")
-            if self._bw[0].input_size != self._fw[0].input_size:
+            backward = _cells(backward, "backward")
+            if backward[0].input_size != forward[0].input_size:
                 raise ConfigError(
-                    f"the backward cell takes {self._bw[0].input_size} features, "
-                    f"the forward cell {self._fw[0].input_size}"
+                    f"the backward cell takes {backward[0].input_size} features, "
+                    f"the forward cell {forward[0].input_size}"
                 )
         if not isinstance(multi, tuple):
             multi = (multi, multi)
-        self._multi = tuple(
-            (len(layers or ()) > 1) if m is None else bool(m)
-            for m, layers in zip(multi, (self._fw, self._bw))
+        multi = tuple(
+            (len(cells or ()) > 1) if m is None else bool(m)
+            for m, cells in zip(multi, (forward, backward))
         )
-        self.scopes = list(scopes or [])
-        self._directions = [Direction(self._fw)]
-        if self._bw is not None:
-            self._directions.append(Direction(self._bw))
-            self._pair = Bidirectional(*self._directions, merge_mode=None)
+        graph = cells_graph(forward, backward, multi, time_major, scopes or ())
+        self._setup(graph, nan_policy)
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, *, nan_policy: str = "raise") -> TF1LSTM:
+        """From the graph the TF1 reader makes (``cells_graph``)."""
+        model = cls.__new__(cls)
+        model._setup(spec, nan_policy)
+        return model
+
+    def _setup(self, spec: ModelSpec, nan_policy: str) -> None:
+        self.spec = spec
+        self._graph = Graph(spec, nan_policy)
+        layer = self._graph.layers[spec.layers[1].name]
+        if isinstance(layer, BidirectionalLayer):
+            self._fw = layer.engine.forward_layer.cells
+            self._bw = layer.engine.backward_layer.cells
+            self._time_major = spec.layers[1].forward.time_major
+        else:
+            self._fw, self._bw = layer.direction.cells, None
+            self._time_major = spec.layers[1].time_major
+        self._multi = tuple(spec.conventions["multi"])
+        self.scopes = list(spec.conventions["scopes"])
+
+    def __reduce__(self) -> tuple:
+        """Pickles the graph (NumPy weights), never C pointers."""
+        return (_rebuild, (self.spec, self._fw[0].nan_policy))
 
     time_major = property(lambda self: self._time_major)
     bidirectional = property(lambda self: self._bw is not None)
@@ -122,25 +136,32 @@ class TF1LSTM:
     def __call__(
         self, x: Any, sequence_length: Any = None, initial_state: Any = None
     ) -> tuple[Any, Any]:
-        p = prepare_call(x, self.input_size, self._time_major, None, sequence_length)
+        xs, B, _ = _inputs.sequence_input(x, self.input_size, self._time_major)
+        name = self.spec.layers[1].name
         if self._bw is None:
             states = self._unpack(initial_state, 0, "initial_state")
-            out, st = self._directions[0].run(p, _flat(states), True)
-            return out, self._pack(st, 0)
+            init = {} if states is None else {name: _flat(states)}
+            y, *flat = self._run(xs, sequence_length, init)
+            return y, self._pack(flat, 0)
         if initial_state is not None and not _inputs.is_sequence(initial_state, 2):
             raise ShapeError(
                 "initial_state of a bidirectional model must be (state_fw, state_bw)"
             )
-        init = initial_state or (None, None)
-        sf = self._unpack(init[0], 0, "initial_state[0] (fw)")
-        sb = self._unpack(init[1], 1, "initial_state[1] (bw)")
-        if (sf is None) != (sb is None):  # zeros for the one not given
-            sf = sf or _zeros(self._fw, p.batch)
-            sb = sb or _zeros(self._bw, p.batch)
-        both = None if sf is None else _flat(sf) + _flat(sb)
-        (out_f, out_b), st = self._pair.run(p, both, True)
+        given = initial_state or (None, None)
+        sf = self._unpack(given[0], 0, "initial_state[0] (fw)")
+        sb = self._unpack(given[1], 1, "initial_state[1] (bw)")
+        init = {}
+        if sf is not None or sb is not None:  # zeros for the one not given
+            sf = sf or _zeros(self._fw, B)
+            sb = sb or _zeros(self._bw, B)
+            init = {name: _flat(sf) + _flat(sb)}
+        y_f, y_b, *flat = self._run(xs, sequence_length, init)
         n = 2 * len(self._fw)
-        return (out_f, out_b), (self._pack(st[:n], 0), self._pack(st[n:], 1))
+        return (y_f, y_b), (self._pack(flat[:n], 0), self._pack(flat[n:], 1))
+
+    def _run(self, xs: np.ndarray, lengths: Any, init: dict) -> list:
+        ctx = RunContext({}, lengths=lengths, initial_states=init)
+        return self._graph.run([xs], ctx)
 
     def _unpack(self, state: Any, direction: int, name: str) -> list | None:
         """Per-layer (h, c) initial states from TF's (c, h) structure."""
@@ -190,25 +211,21 @@ def _zeros(cells: list[LSTM], batch: int) -> list[tuple]:
     ]
 
 
-def _build(
-    specs: Sequence[LSTMSpec], backward: bool, tm: bool, nan_policy: str, what: str
-) -> list[LSTM]:
+def _cells(specs: Sequence[LSTMSpec], what: str) -> list[LSTMSpec]:
     specs = list(specs)
     if not specs:
         raise ConfigError(f"the {what} direction needs at least one cell")
-    layers = []
-    for k, spec in enumerate(specs):
-        spec = dataclasses.replace(
-            spec, go_backwards=backward, return_sequences=True, return_state=False
-        )
-        layer = LSTM.from_spec(spec, time_major=tm, nan_policy=nan_policy)
-        if k and layer.input_size != layers[-1].output_size:
+    for k, (a, b) in enumerate(zip(specs, specs[1:])):
+        if b.input_size != a.output_size:
             raise ModelFormatError(
-                f"{what} cell {k} takes {layer.input_size} features but cell "
-                f"{k - 1} outputs {layers[-1].output_size}"
+                f"{what} cell {k + 1} takes {b.input_size} features but cell "
+                f"{k} outputs {a.output_size}"
             )
-        layers.append(layer)
-    return layers
+    return specs
+
+
+def _rebuild(spec: ModelSpec, nan_policy: str) -> TF1LSTM:
+    return TF1LSTM.from_spec(spec, nan_policy=nan_policy)
 
 
 class TF1LSTMStream(StackStream):
@@ -236,31 +253,6 @@ class TF1LSTMStream(StackStream):
                 s.state = p
 
 
-# --- loading -------------------------------------------------------------------
-
-
-def _variable_source(source: Any) -> tuple[list[str], Any, str]:
-    """(names, get(name) -> array, where) for a path or a mapping."""
-    if isinstance(source, Mapping):
-        flat: dict[str, np.ndarray] = {}
-        for k, v in source.items():
-            if hasattr(v, "numpy") and not isinstance(v, np.ndarray):
-                v = v.numpy()  # a tf.Variable / EagerTensor
-            flat[str(k)] = np.asarray(v)
-        return list(flat), flat.__getitem__, "<variables>"
-    path = os.fspath(source)
-    prefix = tf1_prefix(path)
-    if prefix is not None:
-        reader = CheckpointReader(prefix)
-        return reader.names, reader.get, prefix
-    if os.path.isfile(path) and sniff(path) == "zip":
-        arrays = read_npz(path)
-        return list(arrays), arrays.__getitem__, path
-    raise ModelFormatError(
-        f"{path}: not a TF checkpoint (no {path}.index) nor an .npz of variables"
-    )
-
-
 def from_tf1(
     source: Any,
     *,
@@ -283,40 +275,13 @@ def from_tf1(
     stacks whose cells differ. ``scope`` picks the cells when the checkpoint
     holds several (a cell scope or a prefix such as ``"encoder"``).
     """
-
-    names, get, where = _variable_source(source)
-    try:
-        cells = find_cells(names)
-    except ModelFormatError as exc:
-        raise ModelFormatError(f"{where}: {exc}") from None
-    structure = structure_of(cells, scope, where)
-    if proj_clip is not None and not isinstance(proj_clip, Mapping):
-        if all(
-            c.projection is None for c in structure.forward + (structure.backward or ())
-        ):
-            raise ConfigError(
-                f"{where}: proj_clip is set but no cell has a projection "
-                "(projection/kernel)"
-            )
-    opts = dict(
+    spec = read_tf1(
+        source,
+        scope=scope,
         forget_bias=forget_bias,
         cell_clip=cell_clip,
         proj_clip=proj_clip,
         activation=activation,
+        time_major=_bool(time_major, "time_major"),
     )
-    fw = [cell_spec(c, get, where, **opts) for c in structure.forward]
-    bw = None
-    if structure.backward is not None:
-        bw = [cell_spec(c, get, where, **opts) for c in structure.backward]
-    multi = (
-        is_stack_scope(structure.forward[-1].scope),
-        structure.backward is not None and is_stack_scope(structure.backward[-1].scope),
-    )
-    return TF1LSTM(
-        fw,
-        bw,
-        multi=multi,
-        time_major=time_major,
-        nan_policy=nan_policy,
-        scopes=structure.scopes,
-    )
+    return TF1LSTM.from_spec(spec, nan_policy=nan_policy)

@@ -25,16 +25,20 @@ from typing import Any
 import numpy as np
 
 from fastlstm import _inputs
+from fastlstm.engine.graph import Graph
+from fastlstm.engine.layers import BidirectionalLayer, RunContext
 from fastlstm.engine.lstm import LSTM, LSTMStream, prepare_call
-from fastlstm.engine.recurrent import Bidirectional, Stack, StackStream
+from fastlstm.engine.recurrent import StackStream
 from fastlstm.errors import ConfigError, ShapeError, StreamError, UnsupportedLayerError
 from fastlstm.loaders.torch_lstm import (
     TorchLSTMConfig,
     cell_spec,
     find_lstm,
     infer_config,
+    lstm_graph,
     lstm_specs,
 )
+from fastlstm.model_spec import ModelSpec
 from fastlstm.spec import LSTMSpec, real_array
 
 __all__ = [
@@ -66,51 +70,45 @@ class TorchLSTM:
         batch_first: bool = False,
         nan_policy: str = "raise",
     ) -> None:
-        self._batch_first = _bool(batch_first, "batch_first")
+        batch_first = _bool(batch_first, "batch_first")
         layers = list(layers)
         if not layers:
             raise ConfigError("a TorchLSTM needs at least one layer")
-        bidirectional = layers[0][1] is not None
-        tm = not self._batch_first
-        self._layers: list[tuple[LSTM, LSTM | None]] = []
-        problems = []
-        for k, (fw, bw) in enumerate(layers):
-            if (bw is not None) != bidirectional:
-                problems.append(f"layer {k}: every layer or none must have a reverse")
-            f = LSTM.from_spec(_seq(fw, False), time_major=tm, nan_policy=nan_policy)
-            b = None
-            if bw is not None:
-                b = LSTM.from_spec(_seq(bw, True), time_major=tm, nan_policy=nan_policy)
-                if (b.units, b.output_size) != (f.units, f.output_size):
-                    problems.append(f"layer {k}: reverse sizes differ from forward")
-            if (f.units, f.output_size) != (
-                layers[0][0].units,
-                layers[0][0].output_size,
-            ):
-                problems.append(f"layer {k}: sizes differ from layer 0")
-            if k:
-                want = self._layers[-1][0].output_size * (2 if bidirectional else 1)
-                if f.input_size != want:
-                    problems.append(
-                        f"layer {k} takes {f.input_size} features, layer {k - 1} "
-                        f"outputs {want}"
-                    )
-            if b is not None and b.input_size != f.input_size:
-                problems.append(f"layer {k}: reverse input size differs")
-            self._layers.append((f, b))
+        problems = _layer_problems(layers)
         if problems:
             raise ConfigError("invalid TorchLSTM:\n  - " + "\n  - ".join(problems))
-        self._stack = Stack(
-            [f if b is None else Bidirectional(f, b) for f, b in self._layers],
-            return_state=True,
-        )
+        self._setup(lstm_graph(layers, batch_first, "<specs>"), nan_policy)
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, *, nan_policy: str = "raise") -> TorchLSTM:
+        """From the graph the PyTorch reader makes (``lstm_graph``)."""
+        model = cls.__new__(cls)
+        model._setup(spec, nan_policy)
+        return model
+
+    def _setup(self, spec: ModelSpec, nan_policy: str) -> None:
+        self.spec = spec
+        self._graph = Graph(spec, nan_policy)
+        self._batch_first = bool(spec.conventions["batch_first"])
+        self._layers: list[tuple[LSTM, LSTM | None]] = []
+        for ls in spec.layers[1:]:
+            layer = self._graph.layers[ls.name]
+            if isinstance(layer, BidirectionalLayer):
+                pair = layer.engine.forward_layer, layer.engine.backward_layer
+                self._layers.append((pair[0].cells[0], pair[1].cells[0]))
+            else:
+                self._layers.append((layer.direction.cells[0], None))
         first = self._layers[0][0]
         self.input_size = first.input_size
         self.hidden_size = first.units
         self.proj_size = first.proj_size
         self.num_layers = len(self._layers)
-        self.bidirectional = bidirectional
+        self.bidirectional = self._layers[0][1] is not None
         self.bias = first.spec.bias is not None
+
+    def __reduce__(self) -> tuple:
+        """Pickles the graph (NumPy weights), never C pointers."""
+        return (_rebuild, (self.spec, self._layers[0][0].nan_policy))
 
     batch_first = property(lambda self: self._batch_first)
     num_directions = property(lambda self: 2 if self.bidirectional else 1)
@@ -182,21 +180,19 @@ class TorchLSTM:
         unbatched = arr.ndim == 2
         if unbatched:
             arr = arr[None] if self._batch_first else arr[:, None]
-        N = arr.shape[0] if self._batch_first else arr.shape[1]
+        xs, N, T = _inputs.sequence_input(arr, self.input_size, not self._batch_first)
         states = self._initial_states(hx, N, unbatched)
         if lengths is not None and unbatched:
             lengths = np.atleast_1d(real_array(lengths, "lengths"))
-        p = prepare_call(arr, self.input_size, not self._batch_first, None, lengths)
-        init = None
+        init = {}
         if states is not None:
             D = self.num_directions
-            init = [
-                [a[k * D + d] for d in range(D) for a in states]
-                for k in range(self.num_layers)
-            ]
-        out, per_layer = self._stack.run(p, init)
-        h_n = np.stack([st[i] for st in per_layer for i in range(0, len(st), 2)])
-        c_n = np.stack([st[i] for st in per_layer for i in range(1, len(st), 2)])
+            for k, ls in enumerate(self.spec.layers[1:]):
+                init[ls.name] = [a[k * D + d] for d in range(D) for a in states]
+        ctx = RunContext({}, lengths=lengths, initial_states=init)
+        outs = self._graph.run([xs], ctx)
+        out, flat = outs[0], outs[1:]
+        h_n, c_n = np.stack(flat[0::2]), np.stack(flat[1::2])
         if unbatched:
             out = out[0] if self._batch_first else out[:, 0]
             h_n, c_n = h_n[:, 0], c_n[:, 0]
@@ -236,6 +232,34 @@ class TorchLSTM:
                 "needs the whole sequence before its first output"
             )
         return TorchLSTMStream(self, batch_size)
+
+
+def _layer_problems(layers: list) -> list[str]:
+    """What is inconsistent in (forward, reverse-or-None) cells per layer."""
+    bidirectional = layers[0][1] is not None
+    first = layers[0][0]
+    problems = []
+    for k, (f, b) in enumerate(layers):
+        if (b is not None) != bidirectional:
+            problems.append(f"layer {k}: every layer or none must have a reverse")
+        if b is not None and (b.units, b.output_size) != (f.units, f.output_size):
+            problems.append(f"layer {k}: reverse sizes differ from forward")
+        if (f.units, f.output_size) != (first.units, first.output_size):
+            problems.append(f"layer {k}: sizes differ from layer 0")
+        if k:
+            want = layers[k - 1][0].output_size * (2 if bidirectional else 1)
+            if f.input_size != want:
+                problems.append(
+                    f"layer {k} takes {f.input_size} features, layer {k - 1} "
+                    f"outputs {want}"
+                )
+        if b is not None and b.input_size != f.input_size:
+            problems.append(f"layer {k}: reverse input size differs")
+    return problems
+
+
+def _rebuild(spec: ModelSpec, nan_policy: str) -> TorchLSTM:
+    return TorchLSTM.from_spec(spec, nan_policy=nan_policy)
 
 
 def _seq(spec: LSTMSpec, backward: bool) -> LSTMSpec:
@@ -350,9 +374,9 @@ def from_state_dict(
             "batch_first=True (x of shape (N, L, H_in)) or batch_first=False "
             "(x of shape (L, N, H_in), nn.LSTM's default), as the model was built"
         )
-    return TorchLSTM(
-        lstm_specs(flat, p, cfg), batch_first=batch_first, nan_policy=nan_policy
-    )
+    batch_first = _bool(batch_first, "batch_first")
+    graph = lstm_graph(lstm_specs(flat, p, cfg), batch_first, where)
+    return TorchLSTM.from_spec(graph, nan_policy=nan_policy)
 
 
 def from_torch(

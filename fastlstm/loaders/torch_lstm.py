@@ -24,6 +24,12 @@ from typing import Any
 import numpy as np
 
 from fastlstm.errors import ModelFormatError, UnsupportedLayerError
+from fastlstm.model_spec import (
+    BidirectionalSpec,
+    ModelSpec,
+    RecurrentSpec,
+    recurrent_chain,
+)
 from fastlstm.spec import LSTMSpec
 
 __all__ = [
@@ -340,3 +346,49 @@ def cell_spec(flat: dict, prefix: str, cfg: TorchLSTMConfig) -> LSTMSpec:
 def looks_like_torch(flat: Mapping) -> bool:
     """True if any key is an nn.LSTM / nn.LSTMCell parameter name."""
     return bool(_candidates(dict(flat)))
+
+
+def lstm_graph(
+    layers: list[tuple[LSTMSpec, LSTMSpec | None]],
+    batch_first: bool,
+    source: str = "",
+) -> ModelSpec:
+    """The graph of an nn.LSTM from its (forward, reverse-or-None) cells:
+    one layer per torch layer, each returning every step and its states."""
+    specs = []
+    for k, (fw, bw) in enumerate(layers):
+        forward = _direction(f"layer{k}", fw, False, batch_first)
+        if bw is None:
+            specs.append(forward)
+            continue
+        specs.append(
+            BidirectionalSpec(
+                name=f"layer{k}",
+                class_name="LSTM",
+                forward=dataclasses.replace(forward, name=f"layer{k}_forward"),
+                backward=_direction(f"layer{k}_reverse", bw, True, batch_first),
+                merge_mode="concat",
+            )
+        )
+    return recurrent_chain(
+        specs,
+        name="LSTM",
+        source=source,
+        source_format="PyTorch nn.LSTM",
+        conventions={"batch_first": bool(batch_first)},
+    )
+
+
+def _direction(name: str, cell: LSTMSpec, reverse: bool, batch_first: bool):
+    cell = dataclasses.replace(
+        cell, go_backwards=reverse, return_sequences=True, return_state=False
+    )
+    return RecurrentSpec(
+        name=name,
+        class_name="LSTM",
+        cells=(cell,),
+        return_sequences=True,
+        return_state=True,
+        go_backwards=reverse,
+        time_major=not batch_first,
+    )
