@@ -16,7 +16,13 @@ from scipy import special
 
 from fastlstm.errors import ConfigError
 
-__all__ = ["Activation", "parse_activation", "NUMPY_ACTIVATIONS", "numpy_activation"]
+__all__ = [
+    "Activation",
+    "parse_activation",
+    "NUMPY_ACTIVATIONS",
+    "numpy_activation",
+    "GateActivation",
+]
 
 
 class Activation(enum.IntEnum):
@@ -130,3 +136,88 @@ def numpy_activation(name: str, axis: int = -1) -> Callable[[np.ndarray], np.nda
             return np.asarray(fn(x.astype(np.float64)), dtype=np.float32)
 
     return apply
+
+
+# Activations with parameters (ONNX's recurrent-op set); alpha and beta
+# default as ONNX Runtime defaults them when a file gives too few.
+ALPHA_DEFAULTS = {
+    "affine": 1.0,
+    "leakyrelu": 0.01,
+    "thresholdedrelu": 1.0,
+    "scaledtanh": 1.0,
+    "hardsigmoid": 0.2,
+    "elu": 1.0,
+}
+BETA_DEFAULTS = {"affine": 0.0, "scaledtanh": 1.0, "hardsigmoid": 0.5}
+GATE_ACTIVATIONS = frozenset(
+    {"relu", "tanh", "sigmoid", "softsign", "softplus", *ALPHA_DEFAULTS}
+)
+
+
+def _near(x: float, y: float) -> bool:
+    return abs(x - y) <= 1e-7
+
+
+class GateActivation:
+    """An activation of a recurrent cell's gates with parameters: ``name``
+    (lower case, one of GATE_ACTIVATIONS), ``alpha``, ``beta``. Calls compute
+    it in float64; ``core_name`` is the C core's equivalent, if any."""
+
+    __slots__ = ("name", "alpha", "beta")
+
+    def __init__(self, name: str, alpha: float = 0.0, beta: float = 0.0) -> None:
+        self.name, self.alpha, self.beta = name, float(alpha), float(beta)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GateActivation) and (
+            (self.name, self.alpha, self.beta) == (other.name, other.alpha, other.beta)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.alpha, self.beta))
+
+    def __repr__(self) -> str:
+        return f"GateActivation({self.name!r}, {self.alpha:g}, {self.beta:g})"
+
+    def __reduce__(self) -> tuple:
+        return (GateActivation, (self.name, self.alpha, self.beta))
+
+    def __call__(self, v: np.ndarray) -> np.ndarray:
+        n, a, b = self.name, self.alpha, self.beta
+        with np.errstate(over="ignore"):
+            if n in ("sigmoid", "tanh", "relu", "softsign", "softplus"):
+                return NUMPY_ACTIVATIONS[n](v)
+            if n == "affine":
+                return a * v + b
+            if n == "leakyrelu":
+                return np.where(v >= 0, v, a * v)
+            if n == "thresholdedrelu":
+                return np.where(v > a, v, 0.0)
+            if n == "scaledtanh":
+                return a * np.tanh(b * v)
+            if n == "hardsigmoid":
+                return np.clip(a * v + b, 0.0, 1.0)
+            if n == "elu":
+                return np.where(v >= 0, v, a * np.expm1(np.minimum(v, 0.0)))
+        raise ValueError(f"unknown gate activation {n!r}")
+
+    @property
+    def core_name(self) -> str | None:
+        """The C core's name for this function, or None."""
+        n, a, b = self.name, self.alpha, self.beta
+        if n in ("sigmoid", "tanh", "relu", "softsign", "softplus"):
+            return n
+        if n == "elu" and _near(a, 1.0):
+            return "elu"
+        if n == "hardsigmoid" and _near(b, 0.5):
+            if _near(a, 0.2):
+                return "hard_sigmoid_k2"
+            if _near(a, 1 / 6):
+                return "hard_sigmoid_k3"
+        if n == "affine" and _near(a, 1.0) and _near(b, 0.0):
+            return "linear"
+        if n == "scaledtanh" and _near(a, 1.0) and _near(b, 1.0):
+            return "tanh"
+        if n == "leakyrelu" and _near(a, 0.0):
+            return "relu"
+        return None

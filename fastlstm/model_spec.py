@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fastlstm.activations import NUMPY_ACTIVATIONS
+from fastlstm.activations import NUMPY_ACTIVATIONS, GateActivation
 from fastlstm.errors import ModelFormatError
 from fastlstm.spec import MAX_DIM, LSTMSpec
 
@@ -34,6 +34,10 @@ __all__ = [
     "RepeatSpec",
     "MergeSpec",
     "MaskOpSpec",
+    "ConstantSpec",
+    "OpSpec",
+    "ReferenceLSTMSpec",
+    "RecurrentOpSpec",
     "RecurrentSpec",
     "BidirectionalSpec",
     "TensorRef",
@@ -45,6 +49,23 @@ __all__ = [
 MERGE_OPS = ("concat", "add", "subtract", "multiply", "average", "maximum", "minimum")
 MASK_OPS = ("not_equal", "equal", "any", "all", "and", "or", "not")
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
+# Array ops an OpSpec may name, with ONNX's definitions (onnx/docs/
+# Operators.md): the shape and glue ops exporters write around recurrent
+# nodes. engine/ops.py implements exactly these.
+ARRAY_OPS = (
+    "Cast",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Gather",
+    "Identity",
+    "Reshape",
+    "Shape",
+    "Slice",
+    "Squeeze",
+    "Transpose",
+    "Unsqueeze",
+)
 
 
 def _finite(name: str, arrays: dict[str, np.ndarray | None]) -> list[str]:
@@ -275,6 +296,85 @@ class BidirectionalSpec(LayerSpec):
 
 
 @dataclasses.dataclass(frozen=True)
+class ConstantSpec(LayerSpec):
+    """A constant array (an ONNX initializer): no inputs, one output."""
+
+    value: np.ndarray = None  # type: ignore[assignment]
+
+
+@dataclasses.dataclass(frozen=True)
+class OpSpec(LayerSpec):
+    """An array op of ARRAY_OPS with its attributes (ONNX semantics);
+    inputs and outputs by position, a missing optional input as None."""
+
+    op: str = "Identity"
+    attrs: Mapping = dataclasses.field(default_factory=dict)
+
+    def describe(self) -> str:
+        return f"node {self.name!r} ({self.op})"
+
+    def problems(self) -> list[str]:
+        return [] if self.op in ARRAY_OPS else [f"{self.name}: unknown op {self.op!r}"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceLSTMSpec:
+    """An LSTM cell beyond what the C core computes, run on a float64
+    NumPy implementation: gates clipped to [-clip, clip] before their
+    activations, ``input_forget`` (f = 1 - i), distinct candidate (``g``)
+    and output (``h``) activations, activations with parameters. Weights in
+    the canonical layout of LSTMSpec; ``reason`` says why the C core cannot
+    run it."""
+
+    kernel: np.ndarray
+    recurrent_kernel: np.ndarray
+    bias: np.ndarray | None
+    peepholes: np.ndarray | None
+    gate: GateActivation
+    candidate: GateActivation
+    output: GateActivation
+    clip: float | None = None
+    input_forget: bool = False
+    go_backwards: bool = False
+    reason: str = ""
+
+    @property
+    def input_size(self) -> int:
+        return int(self.kernel.shape[0])
+
+    @property
+    def units(self) -> int:
+        return int(self.recurrent_kernel.shape[0])
+
+    output_size = units
+
+
+@dataclasses.dataclass(frozen=True)
+class RecurrentOpSpec(LayerSpec):
+    """A recurrent layer as an array op (ONNX's LSTM): inputs
+    (x, lengths, h0, c0), any but x may be None; outputs (y, h_n, c_n) with a
+    direction axis: y (T, D, B, H), h_n and c_n (D, B, H) in the
+    ``time_major`` layout, else (B, T, D, H) and (B, D, H). ``directions``
+    holds one cell (LSTMSpec or ReferenceLSTMSpec) per direction, forward
+    first; each runs backwards when its ``go_backwards`` says so, and the
+    outputs are in time order."""
+
+    directions: tuple = ()
+    time_major: bool = True
+
+    weighted: ClassVar[bool] = True
+
+    def describe(self) -> str:
+        return f"node {self.name!r} ({self.class_name})"
+
+    def problems(self) -> list[str]:
+        if len(self.directions) not in (1, 2):
+            return [f"{self.name}: needs one or two directions"]
+        sizes = {(d.input_size, d.units) for d in self.directions}
+        return [] if len(sizes) == 1 else [f"{self.name}: directions differ in size"]
+
+
+@dataclasses.dataclass(frozen=True)
 class TensorRef:
     """Output ``tensor`` of call number ``node`` of layer ``layer``."""
 
@@ -345,7 +445,8 @@ class ModelSpec:
         for node in self.nodes:
             if node.layer not in known:
                 out.append(f"a node calls unknown layer {node.layer!r}")
-            refs = list(node.inputs) + list(node.initial_state)
+            refs = [r for r in node.inputs if r is not None]
+            refs += list(node.initial_state)
             refs += [node.mask] if node.mask is not None else []
             late = [r.layer for r in refs if (r.layer, r.node) not in made]
             if late:

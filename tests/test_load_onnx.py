@@ -18,8 +18,14 @@ from conftest import TOL_F32
 from torch_files import lstm_state_dict
 
 import fastlstm
+from fastlstm.activations import GateActivation
+from fastlstm.engine.lstm import LSTM, prepare
+from fastlstm.engine.ops import op_budget, run_op
+from fastlstm.engine.recurrent_op import RecurrentOp
+from fastlstm.engine.reference_lstm import ReferenceLSTM
 from fastlstm.frontends.onnx import OnnxModel, from_onnx
 from fastlstm.loaders.onnx_graph import Graph, Node
+from fastlstm.model_spec import OpSpec, RecurrentOpSpec, ReferenceLSTMSpec
 
 FIXTURES = Path(__file__).parent / "fixtures" / "onnx"
 CASES = sorted(p.parent.name for p in FIXTURES.glob("*/case.json"))
@@ -297,9 +303,20 @@ def test_engine_and_fallback_agree(rng):
     model = OnnxModel(graph)
     X = rng.normal(size=(3, 7, 3)).astype(np.float32)
     seq = np.array([7, 4, 1], np.int32)
-    for d in model._lstm[0].dirs:
-        y1, h1, c1 = d.run(X, seq, None, None)
-        y2, h2, c2 = d._numpy(X, seq, None, None)
+    (op,) = [ls for ls in model.spec.layers if isinstance(ls, RecurrentOpSpec)]
+    p = prepare(X, 3, 7, False, None, seq)
+    sigmoid, tanh = GateActivation("sigmoid"), GateActivation("tanh")
+    for d in op.directions:
+        as_reference = ReferenceLSTMSpec(
+            *(a.astype(np.float64) for a in (d.kernel, d.recurrent_kernel, d.bias)),
+            d.peepholes.astype(np.float64),
+            sigmoid,
+            tanh,
+            tanh,
+            go_backwards=d.go_backwards,
+        )
+        y1, h1, c1 = RecurrentOp._run(LSTM.from_spec(d), p, None)
+        y2, h2, c2 = RecurrentOp._run(ReferenceLSTM(as_reference), p, None)
         assert close(y1, y2) and close(h1, h2) and close(c1, c2)
 
 
@@ -381,16 +398,13 @@ def test_torch_export_style_graph_equals_torch_lstm(rng):
 
 
 def test_slice_gather_reshape_corners():
-    from fastlstm.loaders.onnx_graph import glue_budget
-    from fastlstm.loaders.onnx_graph import run_glue as run_glue_in
-
     x = np.arange(24).reshape(2, 3, 4)
 
     def run_glue(node, ins):
-        return run_glue_in(node, ins, glue_budget("test", ins))
+        return run_op(node, ins, op_budget("test", ins))
 
     big = np.iinfo(np.int64).max
-    node = Node("Slice", "s", [], [], {})
+    node = OpSpec("s", "Slice", "Slice", {})
 
     def sl(*args):
         return run_glue(node, [x] + [np.asarray(a, np.int64) for a in args])[0]
@@ -398,16 +412,21 @@ def test_slice_gather_reshape_corners():
     assert np.array_equal(sl([1], [big], [2]), x[:, :, 1:])
     assert np.array_equal(sl([-1], [-big], [1], [-1]), x[:, ::-1])
     assert np.array_equal(sl([0, 1], [2, 3], [0, 2], [1, 2]), x[0:2, :, 1:3:2])
-    g = run_glue(Node("Gather", "g", [], [], {"axis": 1}), [x, np.array([-1, 0])])[0]
+    g = run_glue(OpSpec("g", "Gather", "Gather", {"axis": 1}), [x, np.array([-1, 0])])[
+        0
+    ]
     assert np.array_equal(g, x[:, [2, 0]])
-    r = run_glue(Node("Reshape", "r", [], [], {}), [x, np.array([0, -1])])[0]
+    r = run_glue(OpSpec("r", "Reshape", "Reshape", {}), [x, np.array([0, -1])])[0]
     assert r.shape == (2, 12)
     with pytest.raises(fastlstm.ShapeError, match=r"node 'g' \(Gather\): index out"):
-        run_glue(Node("Gather", "g", [], [], {}), [x, np.array([5])])
+        run_glue(OpSpec("g", "Gather", "Gather", {}), [x, np.array([5])])
     with pytest.raises(fastlstm.ShapeError, match="cannot squeeze axis 1"):
-        run_glue(Node("Squeeze", "q", [], [], {}), [x, np.array([1])])
+        run_glue(OpSpec("q", "Squeeze", "Squeeze", {}), [x, np.array([1])])
     with pytest.raises(fastlstm.ModelFormatError, match=r"shape \(1048576, 1048576"):
-        run_glue(Node("ConstantOfShape", "c", [], [], {}), [np.array([1 << 20] * 3)])
+        run_glue(
+            OpSpec("c", "ConstantOfShape", "ConstantOfShape", {}),
+            [np.array([1 << 20] * 3)],
+        )
 
 
 @pytest.mark.parametrize(
@@ -472,7 +491,7 @@ def test_bad_call_inputs(rng):
         model(np.zeros((4, 2, 5), np.float32))
     with pytest.raises(fastlstm.ShapeError, match=r"sequence_lens \[4, 9\] outside"):
         model(x, np.array([4, 9]))
-    with pytest.raises(fastlstm.ModelFormatError, match="input X is missing"):
+    with pytest.raises(fastlstm.ConfigError, match="input 'X' is required by"):
         model()
     assert repr(model).startswith("OnnxModel(inputs=['X', 'sequence_lens']")
     y_h = model.run(["Y_h"], {"X": x})

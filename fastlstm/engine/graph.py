@@ -7,10 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from fastlstm.engine.layers import InputLayer, Layer, RunContext, build_layer
+from fastlstm.engine.build import build_layer
+from fastlstm.engine.layers import InputLayer, Layer, RunContext
+from fastlstm.engine.ops import op_budget
 from fastlstm.engine.recurrent import Carry
 from fastlstm.errors import DTypeError, FastLSTMError, ShapeError
-from fastlstm.model_spec import ModelSpec, RecurrentSpec
+from fastlstm.model_spec import ConstantSpec, ModelSpec, OpSpec, RecurrentSpec
 from fastlstm.spec import check_elements
 
 __all__ = ["Graph", "RunContext"]
@@ -34,6 +36,38 @@ class Graph:
             isinstance(ls, RecurrentSpec) and ls.time_major and ls.name in used
             for ls in spec.layers
         )
+        self._folded: dict[tuple, tuple] = {}
+        self._folded_nodes: set[tuple] = set()
+        self._fold_constants()
+
+    def _fold_constants(self) -> None:
+        """Evaluates once the nodes that depend on constants only (array
+        ops over initializers); their allocations are charged to a budget
+        of the constants' bytes."""
+        constants = [
+            ls.value for ls in self.spec.layers if isinstance(ls, ConstantSpec)
+        ]
+        if not constants:
+            return
+        ctx = self.context([])
+        ctx.budget = op_budget(self.spec.source or self.spec.name, constants)
+        for node in self.spec.nodes:
+            layer = self.layers[node.layer]
+            refs = [r for r in node.inputs if r is not None]
+            if not isinstance(layer.spec, (ConstantSpec, OpSpec)) or (
+                isinstance(layer.spec, OpSpec) and layer.spec.op == "Shape"
+            ):
+                continue
+            if not all((r.layer, r.node) in self._folded_nodes for r in refs):
+                continue
+            ins = [
+                None if r is None else self._folded[(r.layer, r.node, r.tensor)][0]
+                for r in node.inputs
+            ]
+            outs, _ = layer.call(ins, [None] * len(ins), node, ctx)
+            for i, o in enumerate(outs):
+                self._folded[(node.layer, node.index, i)] = (o, None)
+            self._folded_nodes.add((node.layer, node.index))
 
     @property
     def input_names(self) -> list[str]:
@@ -103,10 +137,12 @@ class Graph:
     ) -> list[np.ndarray]:
         """Evaluates the graph; ``record`` (if given) collects each node's
         output shapes."""
-        values: dict[tuple, tuple] = {}
+        values: dict[tuple, tuple] = dict(self._folded)
         for ref, arr in zip(self.spec.inputs, arrays):
             values[(ref.layer, ref.node, ref.tensor)] = (arr, None)
         for node in self.spec.nodes:
+            if (node.layer, node.index) in self._folded_nodes:
+                continue
             layer = self.layers[node.layer]
             if isinstance(layer, InputLayer):
                 if (node.layer, 0, 0) not in values:
@@ -134,7 +170,10 @@ class Graph:
         """(arrays, masks) a node passes to its layer: positional inputs,
         then initial states; the explicit mask, else (implicit masks) each
         input's own."""
-        got = [values[(r.layer, r.node, r.tensor)] for r in node.inputs]
+        got = [
+            (None, None) if r is None else values[(r.layer, r.node, r.tensor)]
+            for r in node.inputs
+        ]
         xs = [v[0] for v in got]
         ms = [v[1] for v in got] if self.spec.implicit_masks else [None] * len(got)
         if node.mask is not None:

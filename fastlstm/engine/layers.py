@@ -24,20 +24,12 @@ from fastlstm.model_spec import (
     ActivationSpec,
     BidirectionalSpec,
     DenseSpec,
-    EmbeddingSpec,
-    IdentitySpec,
-    InputSpec,
     LayerSpec,
-    MaskingSpec,
-    MaskOpSpec,
-    MergeSpec,
     RecurrentSpec,
-    RepeatSpec,
-    ReshapeSpec,
 )
 from fastlstm.spec import check_elements
 
-__all__ = ["Layer", "RunContext", "build_layer"]
+__all__ = ["Layer", "RunContext"]
 
 Mask = Any  # np.ndarray of bool, or None
 
@@ -51,6 +43,7 @@ class RunContext:
     carries: dict  # layer name -> Carry, for stateful layers and streams
     lengths: Any = None
     initial_states: dict = dataclasses.field(default_factory=dict)
+    budget: Any = None  # the ByteBudget array ops charge their results to
 
 
 class Layer:
@@ -340,33 +333,3 @@ class BidirectionalLayer(Layer):
             out += states
             masks_out += [None] * len(states)
         return out, masks_out
-
-
-_BUILDERS: dict[type, Callable[[Any], Layer]] = {
-    InputSpec: InputLayer,
-    IdentitySpec: Identity,
-    MaskingSpec: Masking,
-    DenseSpec: Dense,
-    ActivationSpec: Activation,
-    EmbeddingSpec: Embedding,
-    ReshapeSpec: Reshape,
-    RepeatSpec: Repeat,
-    MergeSpec: Merge,
-    MaskOpSpec: MaskOp,
-    RecurrentSpec: Recurrent,
-    BidirectionalSpec: BidirectionalLayer,
-}
-
-
-def build_layer(spec: LayerSpec, nan_policy: str = "raise") -> Layer:
-    """The runtime layer for a canonical layer spec; ``nan_policy`` applies
-    to recurrent layers (see fastlstm.LSTM)."""
-    builder = _BUILDERS.get(type(spec))
-    if builder is None:
-        raise ModelFormatError(
-            f"layer {spec.name!r}: {type(spec).__name__} is not a layer spec the "
-            "engine runs"
-        )
-    if isinstance(spec, (RecurrentSpec, BidirectionalSpec)):
-        return builder(spec, nan_policy)
-    return builder(spec)

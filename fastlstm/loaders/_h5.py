@@ -12,8 +12,8 @@ import h5py
 import numpy as np
 from h5py import h5d, h5z
 
+from fastlstm._budget import ByteBudget
 from fastlstm.errors import ModelFormatError
-from fastlstm.loaders._budget import ByteBudget
 from fastlstm.loaders._h5_vlen import check_vlen_attribute
 
 # Largest dataset a loader reads (elements): far above any LSTM's weights,

@@ -18,9 +18,9 @@ from typing import Any
 
 import h5py
 
+from fastlstm._budget import ByteBudget
 from fastlstm.errors import ModelFormatError, UnsupportedLayerError
 from fastlstm.loaders import _h5
-from fastlstm.loaders._budget import ByteBudget
 from fastlstm.loaders._h5_vlen import image_of
 from fastlstm.loaders._json import MAX_JSON_BYTES, parse_json
 from fastlstm.loaders._keras_config import (

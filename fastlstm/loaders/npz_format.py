@@ -15,8 +15,8 @@ import zipfile
 import numpy as np
 from numpy.lib import format as npy_format
 
+from fastlstm._budget import MAX_ALLOCATION_BYTES, ByteBudget
 from fastlstm.errors import ModelFormatError
-from fastlstm.loaders._budget import MAX_ALLOCATION_BYTES, ByteBudget
 from fastlstm.loaders._files import open_model_file
 from fastlstm.loaders._zip import MAX_RATIO, ZIP_ERRORS, check_member
 

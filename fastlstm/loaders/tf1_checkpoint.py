@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from fastlstm._budget import check_allocation
 from fastlstm.errors import ModelFormatError, UnsupportedLayerError
 from fastlstm.loaders import _sstable
-from fastlstm.loaders._budget import check_allocation
 from fastlstm.loaders._files import companion_path, open_companion, open_model_file
 from fastlstm.loaders._sstable import crc32c
 

@@ -31,8 +31,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from fastlstm._budget import MAX_ALLOCATION_BYTES, ByteBudget, check_allocation
 from fastlstm.errors import ModelFormatError
-from fastlstm.loaders._budget import MAX_ALLOCATION_BYTES, ByteBudget, check_allocation
 from fastlstm.loaders._files import open_model_file
 from fastlstm.loaders._zip import ZIP_ERRORS, read_member
 from fastlstm.loaders.restricted_pickle import Call, unpickle_bytes
