@@ -102,6 +102,27 @@ cdef extern from "fastlstm.h" nogil:
     fl_status fl_lstm_run_workspace_size(const fl_lstm *lstm,
                                          const fl_lstm_run *run,
                                          size_t *out_bytes)
+    ctypedef enum fl_path:
+        FL_PATH_TILES
+        FL_PATH_THREADS
+        FL_PATH_WOVEN
+        FL_PATH_STEPWISE
+        FL_PATH_CHUNKED
+
+    enum:
+        FL_CHUNK_AUTO
+
+    ctypedef struct fl_plan_info:
+        fl_path path
+        int chunk_steps
+        int amx
+        int wh_copy
+        int thread_copies
+        int threads_woven
+        size_t workspace_bytes
+
+    fl_status fl_lstm_plan(const fl_lstm *lstm, const fl_lstm_run *run,
+                           size_t work_bytes, fl_plan_info *out)
     fl_status fl_lstm_forward(const fl_lstm *lstm, const fl_blas *blas,
                               const fl_lstm_run *run, void *work,
                               size_t work_bytes)

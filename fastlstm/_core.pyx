@@ -60,6 +60,11 @@ cdef int _check(fl_status st, str where) except -1:
     raise cls(f"{where}: {fl_status_message(st).decode('ascii')}")
 
 
+# fl_path's names, by value (fastlstm.h)
+PATHS = ("tiles", "threads", "woven", "stepwise", "chunked")
+CHUNK_AUTO = FL_CHUNK_AUTO
+
+
 def amx_available():
     """Whether this CPU and OS run input projections on AMX tiles
     (float32 accuracy through a three-way bfloat16 split)."""
@@ -235,6 +240,41 @@ cdef class PackedLSTM:
         run.no_overlap = not overlap
         _check(fl_lstm_run_workspace_size(self._lstm, &run, &n), "workspace size")
         return n
+
+    def plan(self, int batch, int steps, int chunk_steps=FL_CHUNK_AUTO,
+             int threads=1, bint with_y=True, bint amx=True, bint overlap=True,
+             int keep_copies=0, bint pool=False, work_bytes=None):
+        """How the C core would run a forward call of this size (its one
+        dispatch point, fl_plan.c): a dict with 'path' (one of PATHS),
+        'chunk_steps', 'amx', 'wh_copy', 'thread_copies', 'threads_woven'
+        and 'workspace_bytes'. work_bytes: the caller's workspace (default:
+        the call's own size). pool: the call runs on a thread pool."""
+        if self._lstm is NULL:
+            raise ShapeError("PackedLSTM was not initialized")
+        cdef fl_lstm_run run
+        cdef float y_dummy = 0
+        cdef fl_plan_info info
+        memset(&run, 0, sizeof(run))
+        run.batch = batch
+        run.steps = steps
+        run.chunk_steps = chunk_steps
+        run.threads = threads
+        run.keep_copies = keep_copies
+        run.no_amx = not amx
+        run.no_overlap = not overlap
+        run.y = &y_dummy if with_y else NULL  # planning only tests it for NULL
+        run.pool = <fl_pool *>&y_dummy if pool else NULL
+        cdef size_t limit = <size_t>-1 if work_bytes is None else <size_t>work_bytes
+        _check(fl_lstm_plan(self._lstm, &run, limit, &info), "planning the call")
+        return {
+            "path": PATHS[<int>info.path],
+            "chunk_steps": info.chunk_steps,
+            "amx": bool(info.amx),
+            "wh_copy": bool(info.wh_copy),
+            "thread_copies": bool(info.thread_copies),
+            "threads_woven": bool(info.threads_woven),
+            "workspace_bytes": info.workspace_bytes,
+        }
 
     def forward(self, const float[:, :, ::1] x, bint batch_major,
                 float[:, ::1] h, float[:, ::1] c,

@@ -89,8 +89,8 @@ typedef struct fl_blas {
 
 /* How fl_lstm_create stores [kernel; recurrent_kernel]. Row-major, or in
  * panels of 128 columns, each panel's rows contiguous: a batch-1 step reads
- * weights that stream from L3 faster that way (AMD Zen 4, I=64, H=512:
- * 60 -> 48 us per product). Results are the same either way. */
+ * weights that stream from L3 faster that way. Results are the same
+ * either way. */
 typedef enum fl_weight_layout {
     FL_LAYOUT_AUTO = 0,  /* panels from 256 KB of weights (units a
                             multiple of 16) when the CPU has no AMX, else
@@ -156,7 +156,9 @@ typedef struct fl_lstm_run {
                                 step; for a row past its length there, its
                                 output at its own last valid step. Or NULL */
     int chunk_steps;         /* time steps per input-projection GEMM;
-                                0 = all steps in one GEMM */
+                                0 = all steps in one GEMM; FL_CHUNK_AUTO =
+                                as many as keep the call's peak memory
+                                near 1.4x its weights, inputs and outputs */
     int threads;             /* threads for batch 1 without projection
                                 (each keeps its share of the recurrent
                                 weights in its own cache); 0 or 1 = the
@@ -219,6 +221,36 @@ fl_status fl_lstm_workspace_size(const fl_lstm *lstm, int batch, int steps,
 fl_status fl_lstm_run_workspace_size(const fl_lstm *lstm,
                                      const fl_lstm_run *run,
                                      size_t *out_bytes);
+
+/* The path a forward call takes; fl_lstm_plan says which, and why. */
+typedef enum fl_path {
+    FL_PATH_TILES = 0,    /* batches: each step one fused pass per tile of
+                             16 units over a per-call copy of the weights */
+    FL_PATH_THREADS = 1,  /* batch 1: each step split between threads */
+    FL_PATH_WOVEN = 2,    /* batch 1: each chunk's input projection woven
+                             into the previous chunk's recurrent products */
+    FL_PATH_STEPWISE = 3, /* batch 1, small weights: one [x; h] @ [Wx; Wh]
+                             product per step */
+    FL_PATH_CHUNKED = 4   /* input projection per chunk (BLAS or AMX), then
+                             a recurrent product per step */
+} fl_path;
+
+#define FL_CHUNK_AUTO (-1)
+
+typedef struct fl_plan_info {
+    fl_path path;
+    int chunk_steps;        /* steps per input projection */
+    int amx;                /* input projections may run on AMX tiles */
+    int wh_copy;            /* the call reads a copy of Wh in panels */
+    int thread_copies;      /* threads read their own copies of Wh */
+    int threads_woven;      /* threads weave the input projection */
+    size_t workspace_bytes; /* what the plan lays out */
+} fl_plan_info;
+
+/* How fl_lstm_forward would run `run` in a workspace of work_bytes
+ * (SIZE_MAX: its own size). FL_ERR_ARG if the workspace is too small. */
+fl_status fl_lstm_plan(const fl_lstm *lstm, const fl_lstm_run *run,
+                       size_t work_bytes, fl_plan_info *out);
 
 /* Runs the layer. `work` must hold fl_lstm_workspace_size bytes (or
  * fl_lstm_run_workspace_size's) and be aligned to 64 bytes. On error

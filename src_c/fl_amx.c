@@ -9,8 +9,8 @@
  *     x.w ~ x0.w0 + x0.w1 + x1.w0 + x0.w2 + x1.w1 + x2.w0
  * The dropped terms are below 2^-24 of |x||w|, the size of float32's own
  * rounding, so results stay within float32 GEMM error (tests bound it).
- * Six bfloat16 products still run 1.5-1.9x the rate of OpenBLAS's float32
- * sgemm on this core (batch 1, T=1000, I=H=128: 0.84 -> 0.45 us per step).
+ * Six bfloat16 products still run faster than OpenBLAS's float32 sgemm
+ * on AMX cores (benchmarks/results/design_notes.md).
  *
  * Layouts, all in the caller's scratch:
  *   X parts: for each block of 32 rows and each k-block of 32, the parts

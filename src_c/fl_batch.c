@@ -96,9 +96,8 @@ gate_block16(const float *FL_RESTRICT z, int nu, float *FL_RESTRICT c,
 
 /* The panel row 8 rows ahead (4 cache lines) into L1: a panel of more than
  * ~150 rows does not stay in L1 between row tiles, and the hardware
- * prefetchers alone left the FMA units waiting (B=64, step with gates:
- * H=256 333 -> 317 us, H=512 1120 -> 1048 us). Prefetching past the end of
- * a panel is harmless (prefetches do not fault). */
+ * prefetchers alone left the FMA units waiting. Prefetching past the end
+ * of a panel is harmless (prefetches do not fault). */
 #define FL_PREFETCH_ROW(w)                                                     \
     for (int q = 0; q < 4; q++)                                                \
         __builtin_prefetch((w) + 8 * FL_PANEL_WIDTH + 16 * q, 0, 3);
@@ -137,8 +136,7 @@ gate_block16(const float *FL_RESTRICT z, int nu, float *FL_RESTRICT c,
 /* FL_BATCH_TILE written with AVX-512 intrinsics for the AVX-512 build: the
  * same sums in the same order (bias, then k ascending), but with the row
  * pointers held in registers (GCC's version of the macro reloaded some from
- * the stack every k): B=64 step H=256 304 -> 294 us, H=512 1040 -> 1019 us.
- * Panel rows and z are 64-byte aligned. */
+ * the stack every k). Panel rows and z are 64-byte aligned. */
 #define FL_TILE512_K(TR, A)                                                     \
     {                                                                          \
         const __m512 w0 = _mm512_load_ps(w), w1 = _mm512_load_ps(w + 16);      \

@@ -90,4 +90,11 @@ static inline int fl_step_status(const fl_lstm_run *run, int t, int b) {
     return FL_STEP_VALID;
 }
 
+/* The output rule of every path: a row outputs h at a valid step; zeros
+ * past its length; at a masked step its previous output (FL_MASK_CARRY:
+ * h once the row was seen, zeros before) or zeros (FL_MASK_ZERO). */
+static inline int fl_output_shows_h(int status, int carry, int seen) {
+    return status == FL_STEP_VALID || (status == FL_STEP_MASKED && carry && seen);
+}
+
 #endif /* FL_INTERNAL_H */

@@ -13,11 +13,10 @@
 
 /* Column blocks: 128 wide while the matrix is cache-resident (8 zmm / 16 ymm
  * of partial sums; each row visit reads 8 consecutive cache lines), 64 wide
- * for larger ones, then the last n % 64 columns. Measured per step, batch 1:
- * H=32 0.345 -> 0.31 us, H=128 3.93 -> 3.82 us (sequence) and 4.4 -> 3.97 us
- * (step); but an 8 MB matrix streamed from L3 got 15% slower with 128-wide
- * blocks, hence FL_MV_WIDE_MAX_BYTES. The sums are the same either way:
- * every output adds its rows in the same order. */
+ * for larger ones, then the last n % 64 columns: wide blocks help resident
+ * matrices, but one streamed from L3 got slower with them, hence
+ * FL_MV_WIDE_MAX_BYTES. The sums are the same either way: every output
+ * adds its rows in the same order. */
 #define FL_MV_WIDE_MAX_BYTES (1u << 20)
 
 /* z[j0 : j0+NB] (+)= v @ W[:, j0 : j0+NB], the NB partial sums in registers */
@@ -39,8 +38,7 @@
  * starts each step on the blocks the previous one read last, which are
  * still in cache. A matrix larger than L2 then comes partly from L2 instead
  * of wholly from L3 (cyclic reads of more than the cache size miss on every
- * line): 512 x 2048 (4 MB) 151 -> 100 us, 512 x 1024 (2 MB) 38 -> 28 us.
- * Each output's sum is the same either way. */
+ * line). Each output's sum is the same either way. */
 FL_CLONES
 void fl_matvec(const float *FL_RESTRICT W, int rows, int n, int ld,
                const float *FL_RESTRICT v, float *FL_RESTRICT z,
@@ -94,9 +92,7 @@ void fl_panels_pack(const float *FL_RESTRICT W, int rows, int n, int ld,
 /* Two whole panels at once, A's columns into za and B's into zb: 16 zmm
  * of partial sums, each row visit reading from two sequential streams.
  * Streamed from L3 that keeps more lines in flight than one panel at a
- * time (Zen 4: 576 x 2048 49.4 -> 47.8 us, 1024 x 2048 91 -> 86; the
- * panel layout itself took 576 x 2048 from 60 us in rows to 49.4; no
- * change from L2). */
+ * time; from L2 it makes no difference. */
 __attribute__((target("arch=x86-64-v4"))) static void
 matvec_pair_v4(const float *FL_RESTRICT A, const float *FL_RESTRICT B, int rows,
                const float *FL_RESTRICT v, float *FL_RESTRICT za,
@@ -122,10 +118,9 @@ matvec_pair_v4(const float *FL_RESTRICT A, const float *FL_RESTRICT B, int rows,
 
 /* Each panel is one fl_matvec over a (rows, width) matrix whose rows are
  * adjacent: the block's lines arrive as one sequential stream, which the
- * prefetchers follow better than 8 lines per row, one row stride apart.
- * Measured, batch 1, T=1000, I=H, weights resident in L2: H=256 (Wh 1 MB)
- * 12.85 -> 11.83 us per step, H=384 (2.25 MB) 42-46 -> 41 us; no change at
- * H=128. With AVX-512, whole panels go two at a time (matvec_pair_v4). */
+ * prefetchers follow better than 8 lines per row, one row stride apart
+ * (weights of 1 MB and more; no change for small ones). With AVX-512,
+ * whole panels go two at a time (matvec_pair_v4). */
 void fl_matvec_panels(const float *FL_RESTRICT P, int rows, int n, size_t ps,
                       const float *FL_RESTRICT v, float *FL_RESTRICT z,
                       int accumulate, int backward) {

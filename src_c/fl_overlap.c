@@ -9,8 +9,6 @@
  * streams past is followed by one k-step of a projection tile (16 rows =
  * the next chunk's 16 steps, x 16 gate columns), so the out-of-order core
  * runs both at once; the projection adds Wx / 16 of reads per step.
- * Measured on AMD Zen 4, batch 1, T=1000, I=H, per step: H=128 4.07 ->
- * 3.38 us, 256 17.0 -> 14.0, 384 40.7 -> 34.4, 512 75.6 -> 64.0.
  *
  * Sums are in the same order as fl_matvec (each output adds the rows of U
  * in order, from its starting value) and as a GEMM that adds k in order
@@ -28,9 +26,8 @@ _Static_assert(FL_PANEL_COLS == 128, "fl_matvec_side reads 128-wide panels");
 #define TR FL_OVERLAP_STEPS
 
 /* The tile's Wx rows are ldw floats apart, often in L3: where the caller
- * asks (fl_side_gemm.prefetch), each is asked for this many k-steps ahead
- * (Zen 4, I=H=512: 75 -> 64 us per step; without it the overlap lost to
- * the plain path there). */
+ * asks (fl_side_gemm.prefetch), each is asked for this many k-steps ahead:
+ * without it, weaving lost to the plain path for weights in L3. */
 #define WX_PREFETCH_ROWS 24
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
@@ -186,11 +183,9 @@ FL_AVX512 static void tile_finish(tile_state *t, __m512 *s) {
 
 /* The k-steps of the tiles still to do that the rows could not carry (and
  * a masked step's: rows = 0), the tile's sums in registers as in SEGMENT
- * (I=64, H=32, T=1000: 0.49 -> 0.39 us per step over reading and writing
- * them in s[] per k-step). A function of its own, called only when many
- * are left: inlined, or called on every step, it cost the woven loops of
- * I=H layers 2-5% (their register allocation; from Python, H=128 3.34-3.44
- * -> 3.42-3.54 us per step, H=512 55.6-58.2 -> 55.3-61.9). */
+ * rather than in s[] per k-step. A function of its own, called only when
+ * many are left: inlined, or called on every step, it cost the woven
+ * loops of I=H layers a few percent (their register allocation). */
 FL_AVX512 __attribute__((noinline)) static void tiles_rest(tile_state *t,
                                                            __m512 *s) {
     const int wx_prefetch = t->g && t->g->prefetch;

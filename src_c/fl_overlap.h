@@ -28,9 +28,8 @@ typedef struct fl_side_gemm {
 } fl_side_gemm;
 
 /* Single-thread calls ask for that prefetch above this many bytes of Wh:
- * where the weights stream from L3 it pays (I=H=512: 71 us per step
- * without it, 55-58 with), where Wh still fits L2 it only costs (I=H=256
- * 13.40 -> 13.02 us, 128 3.33 -> 3.31; 384 about even). Zen 4, 1 MB L2. */
+ * where the weights stream from L3 it pays, where Wh still fits L2 it
+ * only costs (set for a 1 MB L2). */
 #define FL_OVERLAP_PREFETCH_MIN_BYTES (3u << 19)
 
 /* xt = x (rows, k; rows ldx floats apart), each k-step's values of the

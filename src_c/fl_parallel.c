@@ -72,16 +72,6 @@ typedef struct part {
     unsigned gen;
 } part;
 
-static void spin_pause(int *spins) {
-#if defined(__SSE2__)
-    _mm_pause();
-#endif
-    if (++*spins > 4000) { /* oversubscribed machine: let others run */
-        sched_yield();
-        *spins = 0;
-    }
-}
-
 static void barrier_wait(barrier *b, unsigned *gen, int n) {
     unsigned g = *gen;
     if ((int)atomic_fetch_add(&b->arrived, 1) == n - 1) {
@@ -89,7 +79,7 @@ static void barrier_wait(barrier *b, unsigned *gen, int n) {
         atomic_store(&b->generation, g + 1);
     } else {
         int spins = 0;
-        while (atomic_load(&b->generation) == g) spin_pause(&spins);
+        while (atomic_load(&b->generation) == g) fl_spin_pause(&spins);
     }
     *gen = g + 1;
 }
@@ -225,9 +215,7 @@ static int run_chunk(part *p, int t0, int n, float *G, int ready, int nt0) {
         }
         if (run->y) {
             float *dst = run->y + fl_tb_index(run, k, 0) * H + (size_t)p->u0;
-            int show = status == FL_STEP_VALID ||
-                       (status == FL_STEP_MASKED && sh->carry && p->seen);
-            if (show)
+            if (fl_output_shows_h(status, sh->carry, p->seen))
                 memcpy(dst, hn + p->u0, w * sizeof(float));
             else
                 memset(dst, 0, w * sizeof(float));
@@ -245,8 +233,7 @@ static void run_part(part *p) {
     /* Each thread copies its own columns of Wh into one contiguous block
      * (on its own core, so they land in its caches). Read in place, a
      * thread's columns are four 1 KB pieces of every 8 KB row (H=512);
-     * contiguous, the prefetchers keep up and more of them stay in L2:
-     * 2 threads at H=512, 2 MB each, 33-48 -> 20-27 us per step. */
+     * contiguous, the prefetchers keep up and more of them stay in L2. */
     if (p->wown && sh->make_copies)
         copy_columns(sh->wh, sh->ldh, sh->ps, sh->units, p->u0, p->w, p->wown);
     int ready = 0; /* this chunk's projections were woven in before */
@@ -261,131 +248,6 @@ static void run_part(part *p) {
         ready = run_chunk(p, t0, t0 + sh->chunk <= T ? sh->chunk : T - t0, G,
                           ready, ci + 1 < sh->n_chunks ? nt0 : -1);
     }
-}
-
-/* ---- the pool ---------------------------------------------------------- */
-
-typedef void (*job_fn)(void *arg, int k);
-
-typedef struct worker {
-    struct fl_pool *pool;
-    int k; /* 1 .. threads-1; the caller is 0 */
-} worker;
-
-struct fl_pool {
-    int threads;
-    pthread_t tids[FL_MAX_THREADS];
-    worker workers[FL_MAX_THREADS];
-    pthread_mutex_t mu;
-    pthread_cond_t wake;
-    /* guarded by mu */
-    unsigned gen; /* bumped once per job */
-    int stop, job_threads;
-    job_fn fn;
-    void *arg;
-    pid_t pid; /* the process whose threads these are (not a fork child) */
-    /* lock-free */
-    atomic_int pending; /* workers still inside the current job */
-    atomic_int busy;    /* a call owns the pool */
-};
-
-static void *worker_main(void *arg) {
-    worker *w = (worker *)arg;
-    fl_pool *pool = w->pool;
-#if defined(__SSE2__)
-    _mm_setcsr(_mm_getcsr() | 0x8040u); /* FTZ | DAZ, as in every caller */
-#endif
-    unsigned seen = 0;
-    for (;;) {
-        pthread_mutex_lock(&pool->mu);
-        while (!pool->stop && pool->gen == seen)
-            pthread_cond_wait(&pool->wake, &pool->mu);
-        if (pool->stop) {
-            pthread_mutex_unlock(&pool->mu);
-            return NULL;
-        }
-        seen = pool->gen;
-        const int take = w->k < pool->job_threads;
-        const job_fn fn = pool->fn;
-        void *job_arg = pool->arg;
-        pthread_mutex_unlock(&pool->mu);
-        if (take) {
-            fn(job_arg, w->k);
-            atomic_fetch_sub(&pool->pending, 1);
-        }
-    }
-}
-
-fl_status fl_pool_create(int threads, fl_pool **out) {
-    if (!out) return FL_ERR_ARG;
-    *out = NULL;
-    if (threads < 2 || threads > FL_MAX_THREADS) return FL_ERR_ARG;
-    fl_pool *pool = (fl_pool *)calloc(1, sizeof *pool);
-    if (!pool) return FL_ERR_NOMEM;
-    if (pthread_mutex_init(&pool->mu, NULL) != 0) {
-        free(pool);
-        return FL_ERR_NOMEM;
-    }
-    if (pthread_cond_init(&pool->wake, NULL) != 0) {
-        pthread_mutex_destroy(&pool->mu);
-        free(pool);
-        return FL_ERR_NOMEM;
-    }
-    atomic_init(&pool->pending, 0);
-    atomic_init(&pool->busy, 0);
-    pool->pid = getpid();
-    pool->threads = 1;
-    for (int k = 1; k < threads; k++) {
-        pool->workers[k].pool = pool;
-        pool->workers[k].k = k;
-        if (pthread_create(&pool->tids[k], NULL, worker_main,
-                           &pool->workers[k]) != 0) {
-            fl_pool_free(pool);
-            return FL_ERR_NOMEM;
-        }
-        pool->threads++;
-    }
-    *out = pool;
-    return FL_OK;
-}
-
-void fl_pool_free(fl_pool *pool) {
-    if (!pool) return;
-    if (pool->pid != getpid()) { /* a fork child: the workers are not here */
-        free(pool);
-        return;
-    }
-    pthread_mutex_lock(&pool->mu);
-    pool->stop = 1;
-    pthread_cond_broadcast(&pool->wake);
-    pthread_mutex_unlock(&pool->mu);
-    for (int k = 1; k < pool->threads; k++) pthread_join(pool->tids[k], NULL);
-    pthread_cond_destroy(&pool->wake);
-    pthread_mutex_destroy(&pool->mu);
-    free(pool);
-}
-
-/* Runs fn(arg, k) for k < threads, k = 0 on the calling thread, and
- * returns 1 when all have finished; 0 (nothing run) if the pool is in use,
- * has fewer threads, or was inherited through fork() (a child process has
- * none of the parent's workers). */
-static int pool_run(fl_pool *pool, int threads, job_fn fn, void *arg) {
-    if (threads > pool->threads || pool->pid != getpid() ||
-        atomic_exchange(&pool->busy, 1))
-        return 0;
-    atomic_store(&pool->pending, threads - 1);
-    pthread_mutex_lock(&pool->mu);
-    pool->fn = fn;
-    pool->arg = arg;
-    pool->job_threads = threads;
-    pool->gen++;
-    pthread_cond_broadcast(&pool->wake);
-    pthread_mutex_unlock(&pool->mu);
-    fn(arg, 0);
-    int spins = 0;
-    while (atomic_load(&pool->pending) > 0) spin_pause(&spins);
-    atomic_store(&pool->busy, 0);
-    return 1;
 }
 
 /* ---- one chunk on several threads -------------------------------------- */
@@ -436,31 +298,32 @@ void fl_parallel_fill_copies(const float *wh, int ldh, size_t ps, int units,
     }
 }
 
-int fl_parallel_run(const fl_lstm *L, const fl_gate_params *gp,
-                    const float *wx, int ldx, const float *wh, int ldh,
-                    size_t ps, const float *bias, const float *peep,
-                    const fl_lstm_run *run, float *G, int chunk, int overlap,
-                    int threads, float *ws, float *wcopy, int make_copies,
-                    uint8_t *seen) {
+int fl_parallel_run(const fl_parallel_job *job, uint8_t *seen) {
+    const fl_gate_params *gp = job->gp;
+    const fl_lstm_run *run = job->run;
+    const size_t ps = job->w->ps;
+    const float *bias = job->w->bias, *peep = job->w->peep;
+    float *G = job->G, *ws = job->ws, *wcopy = job->wcopy;
+    int threads = job->threads;
     const int H = gp->units;
     if (threads > FL_MAX_THREADS) threads = FL_MAX_THREADS;
     shared sh;
     memset(&sh, 0, sizeof sh);
     sh.run = run;
-    sh.wh = wh;
-    sh.ldh = ldh;
-    sh.wx = wx;
-    sh.ldx = ldx;
+    sh.wh = job->w->wh;
+    sh.ldh = job->w->ldh;
+    sh.wx = job->w->wx;
+    sh.ldx = job->w->ldx;
     sh.ps = ps;
-    sh.input_size = fl_lstm_input_size(L);
+    sh.input_size = job->input_size;
     sh.G = G;
     sh.units = H;
-    sh.overlap = overlap;
-    sh.chunk = overlap ? FL_OVERLAP_STEPS : chunk;
+    sh.overlap = job->woven;
+    sh.chunk = job->chunk;
     sh.n_chunks = (run->steps + sh.chunk - 1) / sh.chunk;
-    sh.carry = run->mask_output == FL_MASK_CARRY;
+    sh.carry = job->carry;
     sh.nparts = threads;
-    sh.make_copies = make_copies;
+    sh.make_copies = job->make_copies;
     sh.h[0] = ws;
     sh.h[1] = ws + H;
     memcpy(sh.h[0], run->h, (size_t)H * sizeof(float));
@@ -486,7 +349,7 @@ int fl_parallel_run(const fl_lstm *L, const fl_gate_params *gp,
         float *pb = next + ((4 * w + 15) & ~(size_t)15);
         float *pp = pb + ((4 * w + 15) & ~(size_t)15);
         next = pp + ((3 * w + 15) & ~(size_t)15);
-        p->xt = overlap ? G + (size_t)(2 * FL_OVERLAP_STEPS) * 4 * (size_t)H +
+        p->xt = job->woven ? G + (size_t)(2 * FL_OVERLAP_STEPS) * 4 * (size_t)H +
                               (size_t)k * (size_t)sh.input_size * FL_OVERLAP_STEPS
                         : NULL;
         for (size_t g = 0; g < 4; g++)
@@ -501,7 +364,7 @@ int fl_parallel_run(const fl_lstm *L, const fl_gate_params *gp,
             p->gp.peep = pp;
         }
     }
-    if (run->pool && pool_run(run->pool, threads, part_job, parts))
+    if (run->pool && fl_pool_run(run->pool, threads, part_job, parts))
         goto done;
     pthread_t tids[FL_MAX_THREADS];
     int started = 1;

@@ -265,24 +265,25 @@ def test_lengths_match_running_each_row_alone(rng):
         np.testing.assert_allclose(last, h, atol=1e-7)
 
 
-def test_chunked_input_projection_matches_single_gemm(rng, monkeypatch):
-    """Huge inputs run the input GEMM in chunks of steps: same numbers."""
-    import fastlstm.engine.lstm as lstm_mod
-
+def test_chunked_input_projection_matches_single_gemm(rng):
+    """The input GEMM in chunks of steps (what large calls get): the same
+    numbers as one GEMM over all steps."""
     w = random_weights(rng, 5, 8)
     x = rng.normal(size=(3, 50, 5)).astype(np.float32)
+    layer = fastlstm.LSTM(**w)
     for backwards in (False, True):
-        layer = fastlstm.LSTM(**w, return_sequences=True, go_backwards=backwards)
-        whole = layer(x)
-        monkeypatch.setattr(lstm_mod, "GATE_BUFFER_MIN", 3 * 32 * 4 * 7)
-        monkeypatch.setattr(lstm_mod, "GATE_BUFFER_MAX", 3 * 32 * 4 * 7)
-        assert lstm_mod.chunk_steps_for(3, 50, 8) == 7
-        chunked = layer(x)
-        monkeypatch.undo()
+        outs = []
+        for chunk in (0, 7):
+            h, c = np.zeros((3, 8), np.float32), np.zeros((3, 8), np.float32)
+            y = np.empty((3, 50, 8), np.float32)
+            layer._packed.forward(
+                x, True, h, c, y=y, reverse=backwards, chunk_steps=chunk
+            )
+            outs.append(y)
         # the last chunk may be small enough for the one-row kernel: same math,
         # other summation order
-        np.testing.assert_allclose(whole, chunked, atol=1e-6)
-        assert np.abs(whole).max() > 1e-2
+        np.testing.assert_allclose(outs[0], outs[1], atol=1e-6)
+        assert np.abs(outs[0]).max() > 1e-2
 
 
 def test_long_batch1_run_on_wh_panels_meets_1e5():
@@ -304,34 +305,28 @@ def test_long_batch1_run_on_wh_panels_meets_1e5():
 @pytest.mark.parametrize("layout", ["auto", "rows"])
 @pytest.mark.parametrize("I", [16, 256, 1024])
 @pytest.mark.parametrize("H", [128, 181, 200, 256, 300, 384, 400])
-def test_panel_copy_rule_mirrors_the_c_core(I, H, layout):
-    """The chunk budget in Python counts the panel copy of Wh exactly when
-    the C core lays it out (FL_WH_PANELS_* mirrored in fastlstm.engine.lstm); a
-    call with only the last output (with_y = 0 in C) at several lengths.
-    Layers stored in panels (see test_weight_layout.py) need no copy; the
-    "rows" runs keep the copy rule checked for the large ones too."""
+def test_wh_copy_is_planned_and_laid_out_together(I, H, layout):
+    """A batch-1 call on one thread reads a copy of Wh in panels exactly when
+    the C core's plan says so, and its workspace then holds that copy;
+    short calls, small Wh and layers stored in panels get none, long calls
+    with large Wh and wide inputs do."""
     kernel = np.zeros((I, 4 * H), np.float32)
     recurrent = np.zeros((H, 4 * H), np.float32)
-    layer = fastlstm.LSTM(kernel, recurrent, threads=1)
+    packed = fastlstm.LSTM(kernel, recurrent, threads=1)._packed
     if layout == "rows":
-        layer._packed = _core.PackedLSTM(
+        packed = _core.PackedLSTM(
             kernel, recurrent, None, None, None, 0, 1, weight_layout="rows"
         )
-    stored_in_panels = layer._packed.weight_layout == "panels"
     wh_bytes = 4 * H * -(-4 * H // 128) * 128  # its panels, the last one padded
 
-    def size(T):  # without the overlap, whose gate buffer depends on T
-        return layer._packed.workspace_size(1, T, 2, overlap=False)
+    def plan(T):  # chunks of 2 steps, off the woven path: only the copy varies
+        return packed.plan(1, T, chunk_steps=2, with_y=False, overlap=False)
 
-    base = size(2)  # too short for the copy
+    base = plan(2)["workspace_bytes"]
     for T in (127, 128, 1000, 5000):
-        data = layer._weight_bytes() + 4 * T * I + 4 * H
-        expected = layer._copy_bytes(1, T, 1, data)
-        # with chunks of 2 steps, only the copy depends on T
-        laid_out = size(T) - base
-        assert laid_out in (0, wh_bytes)
-        assert laid_out == expected, (I, H, T)
-        if T == 127 or H in (128, 181) or stored_in_panels:
-            assert expected == 0  # too short; Wh under 512 KB; no copy needed
+        p = plan(T)
+        assert p["workspace_bytes"] - base == (wh_bytes if p["wh_copy"] else 0)
+        if T == 127 or H in (128, 181) or packed.weight_layout == "panels":
+            assert not p["wh_copy"]  # too short; Wh under 512 KB; no copy needed
         elif I == 1024 and H >= 256 and T >= 1000:
-            assert expected == wh_bytes
+            assert p["wh_copy"]

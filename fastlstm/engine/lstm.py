@@ -9,7 +9,7 @@ from typing import Any, Union
 import numpy as np
 
 from fastlstm import _inputs
-from fastlstm._core import PackedLSTM, StreamCore
+from fastlstm._core import CHUNK_AUTO, PackedLSTM, StreamCore
 from fastlstm.activations import Activation
 from fastlstm.errors import ConfigError, NonFiniteError, ShapeError, StreamError
 from fastlstm.spec import LSTMSpec, check_elements
@@ -19,66 +19,17 @@ __all__ = ["LSTM", "LSTMStream"]
 ArrayLike = Any
 Output = Union[np.ndarray, list]
 
-MAX_THREADS = 8  # FL_MAX_THREADS in src_c/fl_parallel.h
+MAX_THREADS = 8  # FL_MAX_THREADS in src_c/fl_pool.h
 # Streams at batch 1 may step on 2 threads once the step's weights ([Wx; Wh],
 # float32) pass this size; below it a step is too short for waking a
-# sleeping worker to pay (I=64, H=256, 1.3 MB: 10.8 us on 1 thread, 13.5 on
-# 2, Sapphire Rapids). Above it, whether 2 threads win depends on the host:
-# on a Sapphire Rapids VM (2 MB L2 per core) H=384 went 76 -> 24 us and
-# H=512 161 -> 66 us; on an AMD EPYC (Zen 4) VM (1 MB L2, waking an idle
-# core costs 20-40 us) H=384 40 -> 44-61 us and H=512 66-68 -> 59-75 us.
-# So the automatic choice times a few steps both ways, once per layer
-# (STREAM_PROBE_STEPS each, ~2 ms at H=512), and keeps 2 threads only when
-# they are clearly faster. The outputs are the same either way, bit for bit.
+# sleeping worker to pay. Above it, whether 2 threads win depends on the
+# host (cache sizes, how long an idle core takes to wake; figures in
+# benchmarks/results/design_notes.md), so the automatic choice times a few
+# steps both ways, once per layer, and keeps 2 threads only when they are
+# clearly faster. The outputs are the same either way, bit for bit.
 STREAM_THREADS_MIN_BYTES = 2 << 20
 STREAM_PROBE_STEPS = 16
 STREAM_PROBE_MARGIN = 0.9
-
-# The input projection of all steps is one GEMM when its gate buffer (4H
-# floats per batch row and step) fits GATE_BUFFER_SHARE of the call's own
-# weights + inputs + outputs, less any other large workspace (the threads'
-# weight copies), but at least GATE_BUFFER_MIN and at most GATE_BUFFER_MAX;
-# otherwise it runs in chunks of whole time steps. That keeps a call's peak
-# memory near 1.4x its data (batch 1, T=1000: H=128 2.0x and H=256 1.75x
-# with the old 4 MB minimum; a 2-thread H=512 call 1.57x before the copies
-# were counted). Same numbers either way.
-GATE_BUFFER_SHARE = 0.4
-GATE_BUFFER_MIN = 256 << 10
-GATE_BUFFER_MAX = 64 << 20
-# Chunks of fewer steps do not use the threads' weight copies
-# (FL_PAR_COPY_MIN_STEPS in src_c/fl_parallel.h).
-PAR_COPY_MIN_STEPS = 32
-# One-thread batch-1 calls of at least WH_PANELS_MIN_STEPS steps whose
-# recurrent kernel has WH_PANELS_MIN_BYTES .. WH_PANELS_MAX_BYTES read a copy
-# of it in the workspace, when the copy and a GATE_BUFFER_MIN gate buffer
-# take at most 45% of the call's data (FL_WH_PANELS_* in src_c/fl_lstm.c).
-WH_PANELS_MIN_STEPS = 128
-WH_PANELS_MIN_BYTES = 512 << 10
-WH_PANELS_MAX_BYTES = 16 << 20
-# On CPUs with AMX-BF16 the input projection of long calls runs on AMX tiles
-# (fastlstm._core.amx_available(); float32 accuracy, 1.5-1.9x BLAS's rate);
-# FASTLSTM_NO_AMX=1 in the environment keeps it on BLAS. Its scratch (at most
-# ~0.8 MB) is not counted in the chunk budget.
-# On AVX-512 CPUs, batch-1 calls of 32+ steps on one thread (inputs at most
-# twice the recurrent width) instead weave each 16-step chunk's input
-# projection into the previous chunk's recurrent products
-# (fastlstm._core.overlap_available(); src_c/fl_overlap.c);
-# FASTLSTM_NO_OVERLAP=1 keeps them on BLAS. Its two chunks of gates are
-# smaller than any chunk budget above.
-
-
-def chunk_steps_for(
-    batch: int, steps: int, units: int, data_bytes: int = 0, other_bytes: int = 0
-) -> int:
-    """Time steps per input-projection GEMM (0 = all of them at once)."""
-    share = GATE_BUFFER_SHARE * data_bytes - other_bytes
-    budget = min(GATE_BUFFER_MAX, max(GATE_BUFFER_MIN, share))
-    per_step = batch * 4 * units * 4
-    if per_step * steps <= budget:
-        return 0
-    # with weight copies in the workspace, chunks long enough to use them
-    # (thread copies need PAR_COPY_MIN_STEPS, the panel copy 2)
-    return max(PAR_COPY_MIN_STEPS if other_bytes else 1, int(budget // per_step))
 
 
 class LSTM:
@@ -262,8 +213,6 @@ class LSTM:
         output sequence (layout of x, processing order) or None, and the
         last output or None."""
         R = self._R
-        threads = self._threads_for(p.batch, p.steps)
-        data_bytes = self._data_bytes(p, sequences)
         y = None
         if sequences:
             check_elements(p.x.shape[:2] + (R,), "the output sequence")
@@ -284,15 +233,9 @@ class LSTM:
                 reverse=self._spec.go_backwards,
                 zero_output=self._spec.zero_output_for_mask,
                 check_finite=self._nan_policy == "raise",
-                chunk_steps=chunk_steps_for(
-                    p.batch,
-                    p.steps,
-                    self._H,
-                    data_bytes,
-                    self._copy_bytes(p.batch, p.steps, threads, data_bytes),
-                ),
+                chunk_steps=CHUNK_AUTO,
                 work=work,
-                threads=threads,
+                threads=self._threads_for(p.batch, p.steps),
                 pool=pool,
             )
         except NonFiniteError:
@@ -302,32 +245,6 @@ class LSTM:
     def _weight_bytes(self) -> int:
         """Bytes of the kernel and recurrent kernel ([Wx; Wh], float32)."""
         return 16 * self._H * (self._I + self._R)
-
-    def _copy_bytes(self, batch: int, steps: int, threads: int, data_bytes: int) -> int:
-        """Workspace bytes of the copies of the recurrent kernel a batch-1
-        call makes: one per thread on several threads (without projection),
-        or one in the panel layout on one thread (large enough kernels and
-        calls; data_bytes is the call's weights, inputs and outputs). A
-        layer stored in panels already needs no panel copy."""
-        if batch != 1:
-            return 0
-        wh_bytes = 16 * self._H * self._R
-        if threads >= 2 and not self._P and self._H >= 128:
-            return wh_bytes
-        if (
-            self._packed.weight_layout == "rows"
-            and steps >= WH_PANELS_MIN_STEPS
-            and WH_PANELS_MIN_BYTES <= wh_bytes <= WH_PANELS_MAX_BYTES
-            and 20 * (wh_bytes + GATE_BUFFER_MIN) <= 9 * data_bytes
-        ):
-            # panels of 128 columns, the last one padded to full width
-            return 4 * self._R * -(-4 * self._H // 128) * 128
-        return 0
-
-    def _data_bytes(self, p: Prepared, sequences: bool) -> int:
-        """Bytes of this call's weights, inputs and outputs."""
-        outputs = 4 * p.batch * self._R * (p.steps if sequences else 1)
-        return self._weight_bytes() + p.x.nbytes + outputs
 
     def _threads_for(self, batch: int, steps: int) -> int:
         """Threads for one call. Only batch 1 without projection splits (each

@@ -16,6 +16,7 @@
 
 #include "fastlstm.h"
 #include "fl_amx.h"
+#include "fl_batch.h"
 #include "fl_gates.h"
 #include "naive_blas.h"
 
@@ -106,6 +107,9 @@ typedef struct config {
     int batch_major;
     int chunk;
     int panels; /* weights in the panel layout (H % 16 == 0) */
+    int threads;
+    int want_path; /* the path the plan must choose (fl_path + 1), or 0 */
+    int want_amx;  /* with want_path: whether the plan uses AMX */
 } config;
 
 /* Naive reference in double, canonical layout (gate order i, f, g, o). */
@@ -208,16 +212,25 @@ static void run_config(const config *cf) {
     for (int k = 0; k < B * H; k++) cr[k] = c[k] = nrand(0.5f);
 
     size_t wb = 0;
-    st = fl_lstm_workspace_size(L, B, T, cf->chunk, &wb);
-    CHECK(st == FL_OK, "workspace_size");
-    void *work = malloc(wb);
     fl_blas blas = {fl_naive_sgemm, fl_naive_sgemv};
     fl_lstm_run run = {.batch = B, .steps = T, .batch_major = cf->batch_major,
                        .x = x, .mask = cf->masked ? mask : NULL,
                        .lengths = cf->lengths ? len : NULL, .reverse = cf->reverse,
                        .mask_output = cf->zero_out ? FL_MASK_ZERO : FL_MASK_CARRY,
                        .check_finite = 1, .h = h, .c = c, .y = y, .y_last = ylast,
-                       .chunk_steps = cf->chunk};
+                       .chunk_steps = cf->chunk, .threads = cf->threads};
+    st = cf->threads > 1 ? fl_lstm_run_workspace_size(L, &run, &wb)
+                         : fl_lstm_workspace_size(L, B, T, cf->chunk, &wb);
+    CHECK(st == FL_OK, "workspace_size");
+    void *work = malloc(wb);
+    if (cf->want_path) {
+        fl_plan_info info;
+        CHECK(fl_lstm_plan(L, &run, wb, &info) == FL_OK, "plan");
+        CHECK((int)info.path == cf->want_path - 1 && info.amx == cf->want_amx,
+              "I=%d H=%d B=%d T=%d threads=%d: path %d amx %d, expected %d amx %d",
+              I, H, B, T, cf->threads, (int)info.path, info.amx, cf->want_path - 1,
+              cf->want_amx);
+    }
 #ifdef FL_COUNT_MALLOC
     long before = n_allocs;
 #endif
@@ -278,6 +291,46 @@ static void test_configs(void) {
         random_options(&cf, 4);
         if (cf.act == FL_ACT_EXPONENTIAL && cf.T > 3) cf.T = 3; /* c grows as e^e^.. */
         run_config(&cf);
+    }
+}
+
+/* Each path of the plan (fl_plan.c) is chosen where it should be and
+ * matches the double reference: batch tiles, threads, woven, stepwise,
+ * chunked on BLAS and on AMX. Paths this CPU lacks (batch tiles and the
+ * woven projection need AVX-512, AMX needs AMX) are expected off, and the
+ * calls then take the path the plan falls back to. */
+static void test_every_path(void) {
+    const int tiles = fl_batch_preferred(), woven = fl_overlap_available();
+    const int amx = fl_amx_available();
+    const struct {
+        int I, H, B, T, threads, peep, chunk;
+        fl_path want;
+        int want_amx;
+    } cases[] = {
+        {5, 16, 8, 16, 1, 0, 0, tiles ? FL_PATH_TILES : FL_PATH_CHUNKED, 0},
+        {8, 128, 1, 40, 2, 0, 0, FL_PATH_THREADS, 0},
+        {8, 16, 1, 40, 1, 0, 0, woven ? FL_PATH_WOVEN : FL_PATH_STEPWISE, 0},
+        {8, 16, 1, 10, 1, 0, 0, FL_PATH_STEPWISE, 0},
+        {8, 64, 1, 10, 1, 0, 1, FL_PATH_STEPWISE, 0},
+        {8, 16, 3, 10, 1, 1, 0, FL_PATH_CHUNKED, 0},
+        {64, 32, 8, 40, 1, 1, 0, FL_PATH_CHUNKED, amx},
+    };
+    if (!tiles) printf("note: no AVX-512 here; batch tiles are not planned\n");
+    if (!woven) printf("note: no AVX-512 here; the woven projection is not planned\n");
+    if (!amx) printf("note: no AMX here; AMX projections are not planned\n");
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        for (int masked = 0; masked < 2; masked++) {
+            config cf;
+            memset(&cf, 0, sizeof cf);
+            cf.I = cases[k].I, cf.H = cases[k].H, cf.B = cases[k].B;
+            cf.T = cases[k].T, cf.threads = cases[k].threads;
+            cf.peep = cases[k].peep, cf.chunk = cases[k].chunk, cf.bias = 1;
+            cf.act = FL_ACT_TANH, cf.ract = FL_ACT_SIGMOID;
+            cf.masked = masked, cf.reverse = masked;
+            cf.want_path = (int)cases[k].want + 1;
+            cf.want_amx = cases[k].want_amx;
+            run_config(&cf);
+        }
     }
 }
 
@@ -1150,6 +1203,7 @@ int main(void) {
     test_pool();
     test_threads_agree();
     test_configs();
+    test_every_path();
     test_batch_panels();
     test_sweep_same_result();
     test_wh_panels();
