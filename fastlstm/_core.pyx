@@ -60,6 +60,21 @@ cdef int _check(fl_status st, str where) except -1:
     raise cls(f"{where}: {fl_status_message(st).decode('ascii')}")
 
 
+cdef fl_lstm_run _sizing_run(int batch, int steps, int chunk_steps, int threads,
+                             int keep_copies, bint amx, bint overlap) noexcept:
+    """A run description for sizing and planning (no arrays)."""
+    cdef fl_lstm_run run
+    memset(&run, 0, sizeof(run))
+    run.batch = batch
+    run.steps = steps
+    run.chunk_steps = chunk_steps
+    run.threads = threads
+    run.keep_copies = keep_copies
+    run.no_amx = not amx
+    run.no_overlap = not overlap
+    return run
+
+
 # fl_path's names, by value (fastlstm.h)
 PATHS = ("tiles", "threads", "woven", "stepwise", "chunked")
 CHUNK_AUTO = FL_CHUNK_AUTO
@@ -229,15 +244,8 @@ cdef class PackedLSTM:
         """Bytes of workspace a forward call of this size needs (with the
         per-thread weight copies a multi-thread batch-1 call can use)."""
         cdef size_t n = 0
-        cdef fl_lstm_run run
-        memset(&run, 0, sizeof(run))
-        run.batch = batch
-        run.steps = steps
-        run.chunk_steps = chunk_steps
-        run.threads = threads
-        run.keep_copies = keep_copies
-        run.no_amx = not amx
-        run.no_overlap = not overlap
+        cdef fl_lstm_run run = _sizing_run(batch, steps, chunk_steps, threads,
+                                           keep_copies, amx, overlap)
         _check(fl_lstm_run_workspace_size(self._lstm, &run, &n), "workspace size")
         return n
 
@@ -251,17 +259,10 @@ cdef class PackedLSTM:
         the call's own size). pool: the call runs on a thread pool."""
         if self._lstm is NULL:
             raise ShapeError("PackedLSTM was not initialized")
-        cdef fl_lstm_run run
         cdef float y_dummy = 0
         cdef fl_plan_info info
-        memset(&run, 0, sizeof(run))
-        run.batch = batch
-        run.steps = steps
-        run.chunk_steps = chunk_steps
-        run.threads = threads
-        run.keep_copies = keep_copies
-        run.no_amx = not amx
-        run.no_overlap = not overlap
+        cdef fl_lstm_run run = _sizing_run(batch, steps, chunk_steps, threads,
+                                           keep_copies, amx, overlap)
         run.y = &y_dummy if with_y else NULL  # planning only tests it for NULL
         run.pool = <fl_pool *>&y_dummy if pool else NULL
         cdef size_t limit = <size_t>-1 if work_bytes is None else <size_t>work_bytes

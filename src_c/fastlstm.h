@@ -76,11 +76,11 @@ typedef enum fl_mask_output {
 
 /* Fortran BLAS (column-major, arguments by pointer, LP64 int). */
 typedef void (*fl_sgemm_fn)(char *transa, char *transb, int *m, int *n, int *k,
-                            float *alpha, float *a, int *lda, float *b,
-                            int *ldb, float *beta, float *c, int *ldc);
-typedef void (*fl_sgemv_fn)(char *trans, int *m, int *n, float *alpha,
-                            float *a, int *lda, float *x, int *incx,
-                            float *beta, float *y, int *incy);
+                            float *alpha, float *a, int *lda, float *b, int *ldb,
+                            float *beta, float *c, int *ldc);
+typedef void (*fl_sgemv_fn)(char *trans, int *m, int *n, float *alpha, float *a,
+                            int *lda, float *x, int *incx, float *beta, float *y,
+                            int *incy);
 
 typedef struct fl_blas {
     fl_sgemm_fn sgemm;
@@ -92,9 +92,9 @@ typedef struct fl_blas {
  * weights that stream from L3 faster that way. Results are the same
  * either way. */
 typedef enum fl_weight_layout {
-    FL_LAYOUT_AUTO = 0,  /* panels from 256 KB of weights (units a
-                            multiple of 16) when the CPU has no AMX, else
-                            rows */
+    FL_LAYOUT_AUTO = 0, /* panels from 256 KB of weights (units a
+                           multiple of 16) when the CPU has no AMX, else
+                           rows */
     FL_LAYOUT_ROWS = 1,
     FL_LAYOUT_PANELS = 2 /* needs units % 16 == 0 (else FL_ERR_UNSUPPORTED) */
 } fl_weight_layout;
@@ -103,9 +103,9 @@ typedef enum fl_weight_layout {
  * (`= {0}` or designated initializers): a field left zero takes its default
  * (weight_layout: FL_LAYOUT_AUTO). */
 typedef struct fl_lstm_desc {
-    int input_size; /* I */
-    int units;      /* H */
-    int proj_size;  /* P; 0 = no projection */
+    int input_size;                     /* I */
+    int units;                          /* H */
+    int proj_size;                      /* P; 0 = no projection */
     fl_activation activation;           /* cell candidate g and act(c) */
     fl_activation recurrent_activation; /* gates i, f, o */
     int use_cell_clip;                  /* clip c to [-cell_clip, cell_clip] */
@@ -134,65 +134,65 @@ typedef struct fl_lstm_run {
     int batch;
     int steps;
     int batch_major;
-    const float *x;          /* (steps, batch, I) or (batch, steps, I),
-                                time in input order */
-    const uint8_t *mask;     /* (steps, batch) or (batch, steps), nonzero =
-                                valid; or NULL */
-    const int32_t *lengths;  /* (batch,): step t is valid iff t < lengths[b];
-                                or NULL. Steps past a row's length output
-                                zeros whatever mask_output says. */
-    int reverse;             /* process t = steps-1 down to 0 */
+    const float *x;             /* (steps, batch, I) or (batch, steps, I),
+                                   time in input order */
+    const uint8_t *mask;        /* (steps, batch) or (batch, steps), nonzero =
+                                   valid; or NULL */
+    const int32_t *lengths;     /* (batch,): step t is valid iff t < lengths[b];
+                                   or NULL. Steps past a row's length output
+                                   zeros whatever mask_output says. */
+    int reverse;                /* process t = steps-1 down to 0 */
     fl_mask_output mask_output; /* output at steps the mask excludes */
-    int check_finite;        /* FL_ERR_NONFINITE if a valid x row has NaN/inf */
-    float *h;                /* (batch, R): initial state in, final out */
-    float *c;                /* (batch, H): initial state in, final out */
-    uint8_t *seen;           /* (batch,) nonzero once a row had a valid step;
-                                a row's carried output is h once seen, zeros
-                                before. In/out; NULL = all rows unseen. */
-    float *y;                /* outputs, (steps, batch, R) or (batch, steps,
-                                R), in processing order (y[k] is input step
-                                steps-1-k when reverse), or NULL */
-    float *y_last;           /* (batch, R): the output of the last processed
-                                step; for a row past its length there, its
-                                output at its own last valid step. Or NULL */
-    int chunk_steps;         /* time steps per input-projection GEMM;
-                                0 = all steps in one GEMM; FL_CHUNK_AUTO =
-                                as many as keep the call's peak memory
-                                near 1.4x its weights, inputs and outputs */
-    int threads;             /* threads for batch 1 without projection
-                                (each keeps its share of the recurrent
-                                weights in its own cache); 0 or 1 = the
-                                calling thread only. At most 8. */
-    fl_pool *pool;           /* run those threads on this pool's workers
-                                (if it has enough), or NULL: start threads
-                                for this call and join them before it
-                                returns */
-    int sweep;               /* 0 or 1: the order in which the first step
-                                of a batch-1 call reads the recurrent
-                                weights; later steps alternate. Results do
-                                not depend on it. A caller running one step
-                                per call should flip it every call, so each
-                                step starts on the weights the previous one
-                                read last, still in cache (a 4 MB layer:
-                                ~1.5x faster per step). */
-    int keep_copies;         /* batch 1 on several threads, where each
-                                thread reads its own copy of its recurrent
-                                weights from the workspace (made per call
-                                for runs of 32+ steps). For a caller that
-                                keeps one workspace for many short calls of
-                                this layer with the same batch, steps and
-                                threads (a stream): 1 = make the copies in
-                                it now, 2 = they are there from an earlier
-                                call with 1, use them. 0 = neither. Size
-                                the workspace with fl_lstm_run_workspace_size
-                                and this field set. */
-    int no_amx;              /* 1: never run the input projection on AMX
-                                tiles (see fl_amx_available); 0 = use them
-                                where the CPU has them. */
-    int no_overlap;          /* 1: never weave the input projection into
-                                the recurrent products (batch 1, one thread,
-                                AVX-512; see src_c/fl_overlap.c); 0 = do
-                                where it applies. For tests and timing. */
+    int check_finite;           /* FL_ERR_NONFINITE if a valid x row has NaN/inf */
+    float *h;                   /* (batch, R): initial state in, final out */
+    float *c;                   /* (batch, H): initial state in, final out */
+    uint8_t *seen;              /* (batch,) nonzero once a row had a valid step;
+                                   a row's carried output is h once seen, zeros
+                                   before. In/out; NULL = all rows unseen. */
+    float *y;                   /* outputs, (steps, batch, R) or (batch, steps,
+                                   R), in processing order (y[k] is input step
+                                   steps-1-k when reverse), or NULL */
+    float *y_last;              /* (batch, R): the output of the last processed
+                                   step; for a row past its length there, its
+                                   output at its own last valid step. Or NULL */
+    int chunk_steps;            /* time steps per input-projection GEMM;
+                                   0 = all steps in one GEMM; FL_CHUNK_AUTO =
+                                   as many as keep the call's peak memory
+                                   near 1.4x its weights, inputs and outputs */
+    int threads;                /* threads for batch 1 without projection
+                                   (each keeps its share of the recurrent
+                                   weights in its own cache); 0 or 1 = the
+                                   calling thread only. At most 8. */
+    fl_pool *pool;              /* run those threads on this pool's workers
+                                   (if it has enough), or NULL: start threads
+                                   for this call and join them before it
+                                   returns */
+    int sweep;                  /* 0 or 1: the order in which the first step
+                                   of a batch-1 call reads the recurrent
+                                   weights; later steps alternate. Results do
+                                   not depend on it. A caller running one step
+                                   per call should flip it every call, so each
+                                   step starts on the weights the previous one
+                                   read last, still in cache (a 4 MB layer:
+                                   ~1.5x faster per step). */
+    int keep_copies;            /* batch 1 on several threads, where each
+                                   thread reads its own copy of its recurrent
+                                   weights from the workspace (made per call
+                                   for runs of 32+ steps). For a caller that
+                                   keeps one workspace for many short calls of
+                                   this layer with the same batch, steps and
+                                   threads (a stream): 1 = make the copies in
+                                   it now, 2 = they are there from an earlier
+                                   call with 1, use them. 0 = neither. Size
+                                   the workspace with fl_lstm_run_workspace_size
+                                   and this field set. */
+    int no_amx;                 /* 1: never run the input projection on AMX
+                                   tiles (see fl_amx_available); 0 = use them
+                                   where the CPU has them. */
+    int no_overlap;             /* 1: never weave the input projection into
+                                   the recurrent products (batch 1, one thread,
+                                   AVX-512; see src_c/fl_overlap.c); 0 = do
+                                   where it applies. For tests and timing. */
 } fl_lstm_run;
 
 fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,
@@ -218,8 +218,7 @@ fl_status fl_lstm_workspace_size(const fl_lstm *lstm, int batch, int steps,
  * steps (or with keep_copies) gets room for each thread's own contiguous
  * copy of its share of the recurrent weights, which it reads faster; a
  * workspace of fl_lstm_workspace_size bytes also works, without them. */
-fl_status fl_lstm_run_workspace_size(const fl_lstm *lstm,
-                                     const fl_lstm_run *run,
+fl_status fl_lstm_run_workspace_size(const fl_lstm *lstm, const fl_lstm_run *run,
                                      size_t *out_bytes);
 
 /* The path a forward call takes; fl_lstm_plan says which, and why. */
@@ -249,15 +248,14 @@ typedef struct fl_plan_info {
 
 /* How fl_lstm_forward would run `run` in a workspace of work_bytes
  * (SIZE_MAX: its own size). FL_ERR_ARG if the workspace is too small. */
-fl_status fl_lstm_plan(const fl_lstm *lstm, const fl_lstm_run *run,
-                       size_t work_bytes, fl_plan_info *out);
+fl_status fl_lstm_plan(const fl_lstm *lstm, const fl_lstm_run *run, size_t work_bytes,
+                       fl_plan_info *out);
 
 /* Runs the layer. `work` must hold fl_lstm_workspace_size bytes (or
  * fl_lstm_run_workspace_size's) and be aligned to 64 bytes. On error
  * nothing is guaranteed about h, c, y. */
 fl_status fl_lstm_forward(const fl_lstm *lstm, const fl_blas *blas,
-                          const fl_lstm_run *run, void *work,
-                          size_t work_bytes);
+                          const fl_lstm_run *run, void *work, size_t work_bytes);
 
 /* Starts threads - 1 sleeping workers (2 <= threads <= 8); the caller's
  * own thread is the first of `threads`. FL_ERR_NOMEM if a thread cannot be

@@ -41,7 +41,9 @@ static int block_rows(int kp) {
     return rows < 32 ? 32 : rows > 512 ? 512 : rows;
 }
 
-static int pad32(int n) { return (n + 31) / 32 * 32; }
+static int pad32(int n) {
+    return (n + 31) / 32 * 32;
+}
 
 /* Rows of X split per block for a product of `rows` rows. */
 static int split_rows(int kp, int rows) {
@@ -64,7 +66,7 @@ size_t fl_amx_scratch_bytes(int K, int rows) {
     return (size_t)mb * (size_t)kp * 6 + (size_t)kp * 32 * 6 + 32 * 32 * 4 + 64;
 }
 
-#define FL_AMX_TARGET \
+#define FL_AMX_TARGET                                                                  \
     __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512bf16")))
 
 typedef struct {
@@ -81,8 +83,8 @@ typedef struct {
  * elements outside the safe range (or NaN). */
 FL_AMX_TARGET static inline __mmask16 split16(__m512 v, __m256i *p0, __m256i *p1,
                                               __m256i *p2) {
-    const __mmask16 bad = _mm512_cmp_ps_mask(_mm512_abs_ps(v), _mm512_set1_ps(SPLIT_LIMIT),
-                                             _CMP_NLT_UQ);
+    const __mmask16 bad =
+        _mm512_cmp_ps_mask(_mm512_abs_ps(v), _mm512_set1_ps(SPLIT_LIMIT), _CMP_NLT_UQ);
     __m256i a = (__m256i)_mm512_cvtneps_pbh(v);
     __m512 r = _mm512_sub_ps(
         v, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(a), 16)));
@@ -108,8 +110,8 @@ FL_AMX_TARGET static int split_x(const float *x, int rows, int K, size_t ldx, in
     for (int i = 0; i < mp; i++) {
         const float *xr = x + (size_t)i * ldx;
         /* row i: block i/32, tile (i%32)/16, tile row i%16 */
-        uint16_t *row = xs + (size_t)(i / 32) * kb * 3072 + (size_t)((i % 32) / 16) * 512 +
-                        (size_t)(i % 16) * 32;
+        uint16_t *row = xs + (size_t)(i / 32) * kb * 3072 +
+                        (size_t)((i % 32) / 16) * 512 + (size_t)(i % 16) * 32;
         for (int k = 0; k < kp; k += 16) {
             const __m512 v = i < rows ? _mm512_maskz_loadu_ps(lanes(K - k), xr + k)
                                       : _mm512_setzero_ps();
@@ -130,9 +132,9 @@ FL_AMX_TARGET static int split_x(const float *x, int rows, int K, size_t ldx, in
 FL_AMX_TARGET static int split_w(const float *W, int K, int N, size_t ldw, int n0,
                                  int kp, uint16_t *ws) {
     /* interleaves two rows' 16 bf16 each into 16 (row k, row k+1) pairs */
-    const __m512i pairs = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10,
-                                           25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19,
-                                           3, 18, 2, 17, 1, 16, 0);
+    const __m512i pairs =
+        _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                         23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     const int kb = kp / 32;
     __mmask16 bad = 0;
     for (int j = 0; j < 2; j++) {
@@ -140,16 +142,19 @@ FL_AMX_TARGET static int split_w(const float *W, int K, int N, size_t ldw, int n
         const __mmask16 cols = lanes(N - c0);
         for (int k = 0; k < kp; k += 2) {
             const __m512 r0 =
-                k < K ? _mm512_maskz_loadu_ps(cols, W + (size_t)k * ldw + c0) : _mm512_setzero_ps();
-            const __m512 r1 = k + 1 < K ? _mm512_maskz_loadu_ps(cols, W + (size_t)(k + 1) * ldw + c0)
-                                        : _mm512_setzero_ps();
+                k < K ? _mm512_maskz_loadu_ps(cols, W + (size_t)k * ldw + c0)
+                      : _mm512_setzero_ps();
+            const __m512 r1 =
+                k + 1 < K ? _mm512_maskz_loadu_ps(cols, W + (size_t)(k + 1) * ldw + c0)
+                          : _mm512_setzero_ps();
             __m256i a[3], b[3];
             bad |= split16(r0, &a[0], &a[1], &a[2]);
             bad |= split16(r1, &b[0], &b[1], &b[2]);
             for (int p = 0; p < 3; p++) {
                 uint16_t *o = ws + ((size_t)(p * 2 + j) * kb + (size_t)(k / 32)) * 512 +
                               (size_t)(k % 32) / 2 * 32;
-                const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(a[p]), b[p], 1);
+                const __m512i both =
+                    _mm512_inserti64x4(_mm512_castsi256_si512(a[p]), b[p], 1);
                 _mm512_store_si512(o, _mm512_permutexvar_epi16(pairs, both));
             }
         }
@@ -158,17 +163,17 @@ FL_AMX_TARGET static int split_w(const float *W, int K, int N, size_t ldw, int n
 }
 
 /* C tiles 0-3 += A tiles 4, 5 (rows) x B tiles 6, 7 (columns) */
-#define FL_AMX_4()           \
-    _tile_dpbf16ps(0, 4, 6); \
-    _tile_dpbf16ps(1, 4, 7); \
-    _tile_dpbf16ps(2, 5, 6); \
+#define FL_AMX_4()                                                                     \
+    _tile_dpbf16ps(0, 4, 6);                                                           \
+    _tile_dpbf16ps(1, 4, 7);                                                           \
+    _tile_dpbf16ps(2, 5, 6);                                                           \
     _tile_dpbf16ps(3, 5, 7)
-#define FL_AMX_A(ap)                \
-    _tile_loadd(4, ap, 64);         \
+#define FL_AMX_A(ap)                                                                   \
+    _tile_loadd(4, ap, 64);                                                            \
     _tile_loadd(5, (ap) + tile, 64)
-#define FL_AMX_B(bp)               \
-    _tile_loadd(6, bp, 64);        \
-    _tile_loadd(7, (bp) + col, 64); \
+#define FL_AMX_B(bp)                                                                   \
+    _tile_loadd(6, bp, 64);                                                            \
+    _tile_loadd(7, (bp) + col, 64);                                                    \
     FL_AMX_4()
 
 /* C tiles 0-3 (rows 0-15 / 16-31 x columns 0-15 / 16-31 of a 32x32 block)
@@ -236,8 +241,8 @@ FL_AMX_TARGET int fl_amx_gemm(const float *x, int M, int K, size_t ldx, const fl
                     const int nr = rows - r0 < 32 ? rows - r0 : 32;
                     const int nc = N - n0 < 32 ? N - n0 : 32;
                     for (int i = 0; i < nr; i++)
-                        memcpy(C + (size_t)(m0 + r0 + i) * ldc + n0, edge + (size_t)i * 32,
-                               (size_t)nc * sizeof(float));
+                        memcpy(C + (size_t)(m0 + r0 + i) * ldc + n0,
+                               edge + (size_t)i * 32, (size_t)nc * sizeof(float));
                 }
             }
         }
@@ -248,7 +253,9 @@ FL_AMX_TARGET int fl_amx_gemm(const float *x, int M, int K, size_t ldx, const fl
 
 #else /* no AMX in this build */
 
-int fl_amx_available(void) { return 0; }
+int fl_amx_available(void) {
+    return 0;
+}
 size_t fl_amx_scratch_bytes(int K, int rows) {
     (void)K;
     (void)rows;

@@ -10,7 +10,7 @@
 
 #include "fastlstm.h" /* fl_amx_available */
 
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11 && \
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11 &&                      \
     defined(__x86_64__) && defined(__linux__)
 #define FL_HAVE_AMX 1
 #else

@@ -30,8 +30,7 @@
 #include "fl_math512.h"
 
 size_t fl_batch_panel_floats(int input_size, int units) {
-    const size_t blocks =
-        ((size_t)units + FL_PANEL_UNITS - 1) / FL_PANEL_UNITS;
+    const size_t blocks = ((size_t)units + FL_PANEL_UNITS - 1) / FL_PANEL_UNITS;
     return blocks * ((size_t)input_size + (size_t)units + 1) * FL_PANEL_WIDTH;
 }
 
@@ -50,8 +49,7 @@ static void pack_row(const float *row, size_t ps, int H, int blk, float *dst) {
 }
 
 void fl_batch_pack(const float *wx, int ldx, const float *wh, int ldh, size_t ps,
-                   const float *bias, int input_size, int units,
-                   float *panels) {
+                   const float *bias, int input_size, int units, float *panels) {
     const int I = input_size, H = units;
     const int blocks = (H + FL_PANEL_UNITS - 1) / FL_PANEL_UNITS;
     const size_t rows = (size_t)I + (size_t)H + 1;
@@ -68,9 +66,10 @@ void fl_batch_pack(const float *wx, int ldx, const float *wh, int ldh, size_t ps
 /* The gates of one batch row for nu units of a block, from its 64
  * pre-activations z = [i | f | o | g] (16 apart): the same formulas and
  * functions as fl_gates.c's sigmoid/tanh loop. */
-static inline __attribute__((always_inline)) void
-gate_block(const float *FL_RESTRICT z, int nu, float *FL_RESTRICT c,
-           float *FL_RESTRICT h) {
+static inline __attribute__((always_inline)) void gate_block(const float *FL_RESTRICT z,
+                                                             int nu,
+                                                             float *FL_RESTRICT c,
+                                                             float *FL_RESTRICT h) {
     for (int j = 0; j < nu; j++) {
         float i = fl_sigmoidf(z[j]);
         float f = fl_sigmoidf(z[FL_PANEL_UNITS + j]);
@@ -98,38 +97,38 @@ gate_block16(const float *FL_RESTRICT z, int nu, float *FL_RESTRICT c,
  * ~150 rows does not stay in L1 between row tiles, and the hardware
  * prefetchers alone left the FMA units waiting. Prefetching past the end
  * of a panel is harmless (prefetches do not fault). */
-#define FL_PREFETCH_ROW(w)                                                     \
-    for (int q = 0; q < 4; q++)                                                \
+#define FL_PREFETCH_ROW(w)                                                             \
+    for (int q = 0; q < 4; q++)                                                        \
         __builtin_prefetch((w) + 8 * FL_PANEL_WIDTH + 16 * q, 0, 3);
 
 /* acc[r] += a[r][k] * (panel row at w), k = 0 .. K-1, w advancing a row
  * per k: the x rows against Wx, then the h rows against Wh. */
-#define FL_TILE_ROWS(TR, K)                                                    \
-    for (int k = 0; k < (K); k++, w += FL_PANEL_WIDTH) {                       \
-        FL_PREFETCH_ROW(w)                                                     \
-        for (int r = 0; r < TR; r++) {                                         \
-            const float s = a[r][k];                                           \
-            for (int j = 0; j < FL_PANEL_WIDTH; j++) acc[r][j] += s * w[j];    \
-        }                                                                      \
+#define FL_TILE_ROWS(TR, K)                                                            \
+    for (int k = 0; k < (K); k++, w += FL_PANEL_WIDTH) {                               \
+        FL_PREFETCH_ROW(w)                                                             \
+        for (int r = 0; r < TR; r++) {                                                 \
+            const float s = a[r][k];                                                   \
+            for (int j = 0; j < FL_PANEL_WIDTH; j++) acc[r][j] += s * w[j];            \
+        }                                                                              \
     }
 
 /* Pre-activations of TR rows from r0 on: bias + x @ Wx + h @ Wh, into z
  * (64 floats per row). The accumulators (TR x 64 floats) stay in vector
  * registers for the whole K loop. */
-#define FL_BATCH_TILE(TR)                                                      \
-    for (; r0 + TR <= r1; r0 += TR) {                                          \
-        float acc[TR][FL_PANEL_WIDTH];                                         \
-        for (int r = 0; r < TR; r++)                                           \
-            for (int j = 0; j < FL_PANEL_WIDTH; j++) acc[r][j] = bias[j];      \
-        const float *FL_RESTRICT w = panel;                                    \
-        const float *a[TR];                                                    \
-        for (int r = 0; r < TR; r++) a[r] = x + (size_t)(r0 + r) * ldxr;       \
-        FL_TILE_ROWS(TR, I)                                                    \
-        for (int r = 0; r < TR; r++) a[r] = h + (size_t)(r0 + r) * H;          \
-        FL_TILE_ROWS(TR, H)                                                    \
-        for (int r = 0; r < TR; r++)                                           \
-            for (int j = 0; j < FL_PANEL_WIDTH; j++)                           \
-                z[(size_t)(r0 + r - g0) * FL_PANEL_WIDTH + j] = acc[r][j];     \
+#define FL_BATCH_TILE(TR)                                                              \
+    for (; r0 + TR <= r1; r0 += TR) {                                                  \
+        float acc[TR][FL_PANEL_WIDTH];                                                 \
+        for (int r = 0; r < TR; r++)                                                   \
+            for (int j = 0; j < FL_PANEL_WIDTH; j++) acc[r][j] = bias[j];              \
+        const float *FL_RESTRICT w = panel;                                            \
+        const float *a[TR];                                                            \
+        for (int r = 0; r < TR; r++) a[r] = x + (size_t)(r0 + r) * ldxr;               \
+        FL_TILE_ROWS(TR, I)                                                            \
+        for (int r = 0; r < TR; r++) a[r] = h + (size_t)(r0 + r) * H;                  \
+        FL_TILE_ROWS(TR, H)                                                            \
+        for (int r = 0; r < TR; r++)                                                   \
+            for (int j = 0; j < FL_PANEL_WIDTH; j++)                                   \
+                z[(size_t)(r0 + r - g0) * FL_PANEL_WIDTH + j] = acc[r][j];             \
     }
 
 #ifdef FL_HAVE_MATH512
@@ -137,55 +136,53 @@ gate_block16(const float *FL_RESTRICT z, int nu, float *FL_RESTRICT c,
  * same sums in the same order (bias, then k ascending), but with the row
  * pointers held in registers (GCC's version of the macro reloaded some from
  * the stack every k). Panel rows and z are 64-byte aligned. */
-#define FL_TILE512_K(TR, A)                                                     \
-    {                                                                          \
-        const __m512 w0 = _mm512_load_ps(w), w1 = _mm512_load_ps(w + 16);      \
-        const __m512 w2 = _mm512_load_ps(w + 32), w3 = _mm512_load_ps(w + 48); \
-        FL_PREFETCH_ROW(w)                                                     \
-        for (int r = 0; r < TR; r++) {                                         \
-            const __m512 s = _mm512_set1_ps(A);                                \
-            acc[r][0] = _mm512_fmadd_ps(s, w0, acc[r][0]);                     \
-            acc[r][1] = _mm512_fmadd_ps(s, w1, acc[r][1]);                     \
-            acc[r][2] = _mm512_fmadd_ps(s, w2, acc[r][2]);                     \
-            acc[r][3] = _mm512_fmadd_ps(s, w3, acc[r][3]);                     \
-        }                                                                      \
-        w += FL_PANEL_WIDTH;                                                   \
+#define FL_TILE512_K(TR, A)                                                            \
+    {                                                                                  \
+        const __m512 w0 = _mm512_load_ps(w), w1 = _mm512_load_ps(w + 16);              \
+        const __m512 w2 = _mm512_load_ps(w + 32), w3 = _mm512_load_ps(w + 48);         \
+        FL_PREFETCH_ROW(w)                                                             \
+        for (int r = 0; r < TR; r++) {                                                 \
+            const __m512 s = _mm512_set1_ps(A);                                        \
+            acc[r][0] = _mm512_fmadd_ps(s, w0, acc[r][0]);                             \
+            acc[r][1] = _mm512_fmadd_ps(s, w1, acc[r][1]);                             \
+            acc[r][2] = _mm512_fmadd_ps(s, w2, acc[r][2]);                             \
+            acc[r][3] = _mm512_fmadd_ps(s, w3, acc[r][3]);                             \
+        }                                                                              \
+        w += FL_PANEL_WIDTH;                                                           \
     }
 
-#define FL_DEFINE_TILE512(TR)                                                  \
-    __attribute__((target("arch=x86-64-v4"), always_inline)) static inline    \
-    void tile512_##TR(const float *FL_RESTRICT panel,                          \
-                      const float *FL_RESTRICT bias, int I, int H,             \
-                      const float *FL_RESTRICT x, size_t ldxr,                 \
-                      const float *FL_RESTRICT h, float *FL_RESTRICT zt) {     \
-        __m512 acc[TR][4];                                                     \
-        for (int r = 0; r < TR; r++)                                           \
-            for (int q = 0; q < 4; q++)                                        \
-                acc[r][q] = _mm512_load_ps(bias + 16 * q);                     \
-        const float *FL_RESTRICT w = panel;                                    \
-        const float *a[TR];                                                    \
-        for (int r = 0; r < TR; r++) a[r] = x + (size_t)r * ldxr;              \
-        for (int k = 0; k < I; k++) FL_TILE512_K(TR, a[r][k])                   \
-        for (int r = 0; r < TR; r++) a[r] = h + (size_t)r * H;                 \
-        for (int k = 0; k < H; k++) FL_TILE512_K(TR, a[r][k])                   \
-        for (int r = 0; r < TR; r++)                                           \
-            for (int q = 0; q < 4; q++)                                        \
-                _mm512_store_ps(zt + r * FL_PANEL_WIDTH + 16 * q, acc[r][q]);  \
+#define FL_DEFINE_TILE512(TR)                                                          \
+    __attribute__((target("arch=x86-64-v4"), always_inline)) static inline void        \
+    tile512_##TR(const float *FL_RESTRICT panel, const float *FL_RESTRICT bias, int I, \
+                 int H, const float *FL_RESTRICT x, size_t ldxr,                       \
+                 const float *FL_RESTRICT h, float *FL_RESTRICT zt) {                  \
+        __m512 acc[TR][4];                                                             \
+        for (int r = 0; r < TR; r++)                                                   \
+            for (int q = 0; q < 4; q++) acc[r][q] = _mm512_load_ps(bias + 16 * q);     \
+        const float *FL_RESTRICT w = panel;                                            \
+        const float *a[TR];                                                            \
+        for (int r = 0; r < TR; r++) a[r] = x + (size_t)r * ldxr;                      \
+        for (int k = 0; k < I; k++) FL_TILE512_K(TR, a[r][k])                          \
+        for (int r = 0; r < TR; r++) a[r] = h + (size_t)r * H;                         \
+        for (int k = 0; k < H; k++) FL_TILE512_K(TR, a[r][k])                          \
+        for (int r = 0; r < TR; r++)                                                   \
+            for (int q = 0; q < 4; q++)                                                \
+                _mm512_store_ps(zt + r * FL_PANEL_WIDTH + 16 * q, acc[r][q]);          \
     }
 FL_DEFINE_TILE512(6)
 FL_DEFINE_TILE512(4)
 
-#define FL_BATCH_TILE512(TR)                                                   \
-    for (; r0 + TR <= r1; r0 += TR)                                            \
-        tile512_##TR(panel, bias, I, H, x + (size_t)r0 * ldxr, ldxr,           \
+#define FL_BATCH_TILE512(TR)                                                           \
+    for (; r0 + TR <= r1; r0 += TR)                                                    \
+        tile512_##TR(panel, bias, I, H, x + (size_t)r0 * ldxr, ldxr,                   \
                      h + (size_t)r0 * H, z + (size_t)(r0 - g0) * FL_PANEL_WIDTH);
 
 /* The gates of rows r0 .. r1-1 of a block with fl_cell16x4, four rows at a
  * time; a group with a skipped row, and the last r1 - r0 < 4 rows, go row by
  * row through gate_block16. */
 __attribute__((target("arch=x86-64-v4"), always_inline)) static inline void
-gate_rows16(const float *FL_RESTRICT z, int r0, int r1, int nu, int H,
-            int u0, float *FL_RESTRICT c, float *FL_RESTRICT h_out,
+gate_rows16(const float *FL_RESTRICT z, int r0, int r1, int nu, int H, int u0,
+            float *FL_RESTRICT c, float *FL_RESTRICT h_out,
             const uint8_t *FL_RESTRICT skip) {
     const __mmask16 m = fl_mask16((size_t)nu);
     int r = r0;
@@ -228,11 +225,11 @@ gate_rows(const float *FL_RESTRICT z, int r0, int r1, int nu, int H, int u0,
                        c + (size_t)r * H + u0, h_out + (size_t)r * H + u0);
 }
 
-#define FL_BATCH_ARGS                                                          \
-    const float *FL_RESTRICT panels, int I, int H, const float *FL_RESTRICT x, \
-        size_t ldxr, const float *FL_RESTRICT h, int rows,                     \
-        float *FL_RESTRICT c, float *FL_RESTRICT h_out,                        \
-        const uint8_t *FL_RESTRICT skip, float *FL_RESTRICT z
+#define FL_BATCH_ARGS                                                                  \
+    const float *FL_RESTRICT panels, int I, int H, const float *FL_RESTRICT x,         \
+        size_t ldxr, const float *FL_RESTRICT h, int rows, float *FL_RESTRICT c,       \
+        float *FL_RESTRICT h_out, const uint8_t *FL_RESTRICT skip,                     \
+        float *FL_RESTRICT z
 
 /* Unit blocks outside; inside, groups of up to FL_BATCH_GROUP rows: their
  * pre-activations (a 24 KB buffer that stays in L1), then their gates in
@@ -240,36 +237,31 @@ gate_rows(const float *FL_RESTRICT z, int r0, int r1, int nu, int H, int u0,
  * gates right after each register tile ran 1.6x slower: 46 vs 29 us per
  * step at B=64, H=256). Each panel is read once per row tile while it is
  * still in L2; h_out never aliases h. */
-#define FL_BATCH_BODY(TILES, GATES)                                            \
-    const int blocks = (H + FL_PANEL_UNITS - 1) / FL_PANEL_UNITS;              \
-    const size_t prow = (size_t)I + (size_t)H + 1;                             \
-    for (int blk = 0; blk < blocks; blk++) {                                   \
-        const float *FL_RESTRICT panel =                                       \
-            panels + (size_t)blk * prow * FL_PANEL_WIDTH;                      \
-        const float *FL_RESTRICT bias = panel + (prow - 1) * FL_PANEL_WIDTH;   \
-        const int u0 = blk * FL_PANEL_UNITS;                                   \
-        const int nu =                                                         \
-            H - u0 < FL_PANEL_UNITS ? H - u0 : FL_PANEL_UNITS;                 \
-        for (int g0 = 0; g0 < rows; g0 += FL_BATCH_GROUP) {                    \
-            const int r1 =                                                     \
-                rows - g0 < FL_BATCH_GROUP ? rows : g0 + FL_BATCH_GROUP;       \
-            int r0 = g0;                                                       \
-            TILES                                                              \
-            GATES(z, g0, r1, nu, H, u0, c, h_out, skip);                       \
-        }                                                                      \
+#define FL_BATCH_BODY(TILES, GATES)                                                    \
+    const int blocks = (H + FL_PANEL_UNITS - 1) / FL_PANEL_UNITS;                      \
+    const size_t prow = (size_t)I + (size_t)H + 1;                                     \
+    for (int blk = 0; blk < blocks; blk++) {                                           \
+        const float *FL_RESTRICT panel = panels + (size_t)blk * prow * FL_PANEL_WIDTH; \
+        const float *FL_RESTRICT bias = panel + (prow - 1) * FL_PANEL_WIDTH;           \
+        const int u0 = blk * FL_PANEL_UNITS;                                           \
+        const int nu = H - u0 < FL_PANEL_UNITS ? H - u0 : FL_PANEL_UNITS;              \
+        for (int g0 = 0; g0 < rows; g0 += FL_BATCH_GROUP) {                            \
+            const int r1 = rows - g0 < FL_BATCH_GROUP ? rows : g0 + FL_BATCH_GROUP;    \
+            int r0 = g0;                                                               \
+            TILES                                                                      \
+            GATES(z, g0, r1, nu, H, u0, c, h_out, skip);                               \
+        }                                                                              \
     }
 
 /* Row tiles: AVX-512 6 rows (24 zmm accumulators), then 4, 2, 1; the
  * portable build 2 rows, then 1. */
-#define FL_TILES_V4                                                            \
+#define FL_TILES_V4                                                                    \
     FL_BATCH_TILE512(6) FL_BATCH_TILE512(4) FL_BATCH_TILE(2) FL_BATCH_TILE(1)
 #define FL_TILES_SMALL FL_BATCH_TILE(2) FL_BATCH_TILE(1)
 
 #ifdef FL_HAVE_MATH512
-__attribute__((target("arch=x86-64-v4"))) static void
-batch_step_v4(FL_BATCH_ARGS) {
-    FL_BATCH_BODY(FL_TILES_V4, gate_rows16)
-}
+__attribute__((target("arch=x86-64-v4"))) static void batch_step_v4(FL_BATCH_ARGS){
+    FL_BATCH_BODY(FL_TILES_V4, gate_rows16)}
 #define FL_HAVE_ISA_BATCH 1
 #endif
 

@@ -8,8 +8,8 @@
 
 #include "fl_internal.h"
 
-#define FL_PANEL_UNITS 16                      /* units per panel */
-#define FL_PANEL_WIDTH (4 * FL_PANEL_UNITS)    /* i, f, o, g of each unit */
+#define FL_PANEL_UNITS 16                   /* units per panel */
+#define FL_PANEL_WIDTH (4 * FL_PANEL_UNITS) /* i, f, o, g of each unit */
 
 /* Whether fl_batch_step is the faster batch path on this machine (AVX-512,
  * or a build without per-ISA kernels). */
@@ -22,8 +22,7 @@ size_t fl_batch_panel_floats(int input_size, int units);
  * panel layout when ps != 0, see fl_internal.h) and the bias (4H) into
  * panels (fl_batch_panel_floats floats). */
 void fl_batch_pack(const float *wx, int ldx, const float *wh, int ldh, size_t ps,
-                   const float *bias, int input_size, int units,
-                   float *panels);
+                   const float *bias, int input_size, int units, float *panels);
 
 /* Rows whose pre-activations are buffered at a time (a multiple of the
  * 6-row AVX-512 tile): the caller's scratch z holds FL_BATCH_GROUP *
@@ -35,9 +34,8 @@ void fl_batch_pack(const float *wx, int ldx, const float *wh, int ldh, size_t ps
  * are computed but neither c nor h_out is written for them; skip may be
  * NULL. h_out must not overlap h. */
 void fl_batch_step(const float *FL_RESTRICT panels, int I, int H,
-                   const float *FL_RESTRICT x, size_t ldxr,
-                   const float *FL_RESTRICT h, int rows, float *FL_RESTRICT c,
-                   float *FL_RESTRICT h_out, const uint8_t *FL_RESTRICT skip,
-                   float *FL_RESTRICT z);
+                   const float *FL_RESTRICT x, size_t ldxr, const float *FL_RESTRICT h,
+                   int rows, float *FL_RESTRICT c, float *FL_RESTRICT h_out,
+                   const uint8_t *FL_RESTRICT skip, float *FL_RESTRICT z);
 
 #endif /* FL_BATCH_H */

@@ -90,8 +90,8 @@ static void input_projection(const fl_lstm *L, const fl_blas *blas, const float 
                              int rows, float *G, void *amx) {
     const int n4h = 4 * L->desc.units, k = L->desc.input_size;
     if (amx && rows >= FL_AMX_MIN_ROWS &&
-        fl_amx_gemm(x, rows, k, (size_t)k, L->wx, n4h, (size_t)L->ldx, G,
-                    (size_t)n4h, amx))
+        fl_amx_gemm(x, rows, k, (size_t)k, L->wx, n4h, (size_t)L->ldx, G, (size_t)n4h,
+                    amx))
         return; /* else (a value out of AMX's range) BLAS redoes all of G */
     if (rows <= FL_SMALL_ROWS) {
         for (int r = 0; r < rows; r++)
@@ -137,8 +137,8 @@ static void write_last(const fl_lstm_run *run, int R, int masked, int carry,
         /* a row that ended early reports its own last valid output */
         if (status == FL_STEP_PAST_LENGTH) status = FL_STEP_MASKED;
         write_output(run->h, R, status,
-                        carry || (run->lengths && t_last >= run->lengths[b]), seen, b,
-                        run->y_last + (size_t)b * R);
+                     carry || (run->lengths && t_last >= run->lengths[b]), seen, b,
+                     run->y_last + (size_t)b * R);
     }
 }
 
@@ -167,7 +167,8 @@ static void tiles_outputs(const pass *ps, int s, const float *cur, float *next,
         if (status == FL_STEP_VALID)
             ps->seen[b] = 1;
         else /* the state is carried over a skipped step */
-            memcpy(next + (size_t)b * H, cur + (size_t)b * H, (size_t)H * sizeof(float));
+            memcpy(next + (size_t)b * H, cur + (size_t)b * H,
+                   (size_t)H * sizeof(float));
         float *dst = run->y ? run->y + fl_tb_index(run, s, b) * (size_t)H : NULL;
         if (dst && streaming && status == FL_STEP_VALID)
             copy_row_streaming(dst, next + (size_t)b * H, H);
@@ -250,7 +251,8 @@ static int forward_threads(const pass *ps) {
     return 0;
 }
 
-/* ---- FL_PATH_CHUNKED, _STEPWISE and _WOVEN: one chunk loop ------------------------ */
+/* ---- FL_PATH_CHUNKED, _STEPWISE and _WOVEN: one chunk loop ------------------------
+ */
 
 /* Where a chunk's pre-activations lie: row (s, b) at G + (s * g_t + b * g_b)
  * * 4H; and, woven, the next chunk's projection being made meanwhile. */
@@ -271,19 +273,25 @@ static void project_woven(const pass *ps, int ci, int n_chunks, int t0, int n,
     const size_t row4 = 4 * (size_t)L->desc.units;
     float *G = (float *)(ps->base + ps->plan->gates);
     cv->g_t = cv->g_b = 1; /* batch 1: both layouts agree */
-    if (!*next_ready) input_projection(L, ps->blas, run->x + (size_t)t0 * I, n, cv->G, NULL);
+    if (!*next_ready)
+        input_projection(L, ps->blas, run->x + (size_t)t0 * I, n, cv->G, NULL);
     const int nt0 = run->reverse ? t0 - chunk : t0 + chunk;
     const int on = ci + 1 < n_chunks && nt0 + chunk <= run->steps;
     cv->side = NULL;
     if (on) {
         float *xt = (float *)(ps->base + ps->plan->xt);
         fl_side_xt_fill(run->x + (size_t)nt0 * I, chunk, I, I, xt);
-        *side = (fl_side_gemm){
-            .xt = xt, .rows = chunk, .k = I, .w = L->wx, .ps = L->ps,
-            .n = (int)row4, .ldw = L->ldx,
-            .out = G + (size_t)((ci + 1) & 1) * (size_t)chunk * row4,
-            .ldo = (int)row4,
-            .prefetch = (size_t)L->R * row4 * sizeof(float) > FL_OVERLAP_PREFETCH_MIN_BYTES};
+        *side = (fl_side_gemm){.xt = xt,
+                               .rows = chunk,
+                               .k = I,
+                               .w = L->wx,
+                               .ps = L->ps,
+                               .n = (int)row4,
+                               .ldw = L->ldx,
+                               .out = G + (size_t)((ci + 1) & 1) * (size_t)chunk * row4,
+                               .ldo = (int)row4,
+                               .prefetch = (size_t)L->R * row4 * sizeof(float) >
+                                           FL_OVERLAP_PREFETCH_MIN_BYTES};
         cv->side = side;
     }
     *next_ready = on;
@@ -414,7 +422,7 @@ static void run_chunk_steps(const pass *ps, int t0, int n, const chunk_view *cv)
             if (status == FL_STEP_VALID) ps->seen[b] = 1;
             if (run->y)
                 write_output(run->h, R, status, ps->carry, ps->seen, b,
-                                run->y + fl_tb_index(run, k, b) * (size_t)R);
+                             run->y + fl_tb_index(run, k, b) * (size_t)R);
         }
     }
 }
@@ -457,7 +465,8 @@ static fl_status check_run(const fl_lstm *L, const fl_blas *blas,
         return FL_ERR_ARG;
     if (run->lengths)
         for (int b = 0; b < run->batch; b++)
-            if (run->lengths[b] < 0 || run->lengths[b] > run->steps) return FL_ERR_SHAPE;
+            if (run->lengths[b] < 0 || run->lengths[b] > run->steps)
+                return FL_ERR_SHAPE;
     return FL_OK;
 }
 
@@ -535,8 +544,8 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas, const fl_lstm_ru
 /* Denormals are flushed to zero inside the kernel (FTZ/DAZ set on entry and
  * the caller's setting restored on exit): a state that decays towards zero
  * would otherwise slow every operation on it by ~100x. */
-fl_status fl_lstm_forward(const fl_lstm *L, const fl_blas *blas,
-                          const fl_lstm_run *run, void *work, size_t work_bytes) {
+fl_status fl_lstm_forward(const fl_lstm *L, const fl_blas *blas, const fl_lstm_run *run,
+                          void *work, size_t work_bytes) {
 #if defined(__SSE2__)
     const unsigned int saved = _mm_getcsr();
     _mm_setcsr(saved | 0x8040u); /* FTZ (bit 15) | DAZ (bit 6) */

@@ -55,20 +55,20 @@ static inline float fl_act_scalar(fl_activation act, float x) {
 
 /* One loop per activation so each loop body is branch-free and vectorizes;
  * the switch is outside the loops. */
-#define FL_ACT_LOOP(expr)                                                      \
-    for (size_t k = 0; k < n; k++) {                                           \
-        float x = v[k];                                                        \
-        v[k] = (expr);                                                         \
-    }                                                                          \
+#define FL_ACT_LOOP(expr)                                                              \
+    for (size_t k = 0; k < n; k++) {                                                   \
+        float x = v[k];                                                                \
+        v[k] = (expr);                                                                 \
+    }                                                                                  \
     return
 
 #ifdef FL_HAVE_MATH512
 /* Sigmoid and tanh loops with fl_math512.h's AVX-512 functions (the last
  * n % 16 elements through a masked load and store). */
-#define FL_ACT512_LOOP(fn)                                                     \
-    for (size_t k = 0; k < n; k += 16) {                                       \
-        const __mmask16 m = fl_mask16(n - k);                                  \
-        _mm512_mask_storeu_ps(v + k, m, fn(_mm512_maskz_loadu_ps(m, v + k)));  \
+#define FL_ACT512_LOOP(fn)                                                             \
+    for (size_t k = 0; k < n; k += 16) {                                               \
+        const __mmask16 m = fl_mask16(n - k);                                          \
+        _mm512_mask_storeu_ps(v + k, m, fn(_mm512_maskz_loadu_ps(m, v + k)));          \
     }
 
 __attribute__((target("arch=x86-64-v4"))) static void
@@ -76,14 +76,11 @@ act_sigmoid_v4(float *FL_RESTRICT v, size_t n) {
     FL_ACT512_LOOP(fl_sigmoid16)
 }
 __attribute__((target("arch=x86-64-v4"))) static void
-act_tanh_v4(float *FL_RESTRICT v, size_t n) {
-    FL_ACT512_LOOP(fl_tanh16)
-}
+act_tanh_v4(float *FL_RESTRICT v, size_t n){FL_ACT512_LOOP(fl_tanh16)}
 #endif
 
 FL_CLONES
-static void act_apply_portable(fl_activation act, float *FL_RESTRICT v,
-                               size_t n);
+    static void act_apply_portable(fl_activation act, float *FL_RESTRICT v, size_t n);
 
 void fl_act_apply(fl_activation act, float *FL_RESTRICT v, size_t n) {
 #ifdef FL_HAVE_MATH512
@@ -100,8 +97,7 @@ void fl_act_apply(fl_activation act, float *FL_RESTRICT v, size_t n) {
 }
 
 FL_CLONES
-static void act_apply_portable(fl_activation act, float *FL_RESTRICT v,
-                               size_t n) {
+static void act_apply_portable(fl_activation act, float *FL_RESTRICT v, size_t n) {
     switch (act) {
     case FL_ACT_TANH:
         FL_ACT_LOOP(fl_tanhf(x));
@@ -209,7 +205,7 @@ gates_sigmoid_tanh_v4(int units, const float *FL_RESTRICT bias,
         float *cp[4], *hp[4];
         for (size_t q = 0; q < 4; q++) {
             const size_t u = j + 16 * q;
-#define FL_PRE(g)                                                              \
+#define FL_PRE(g)                                                                      \
     _mm512_add_ps(_mm512_loadu_ps(z + (g) * H + u), _mm512_loadu_ps(bias + (g) * H + u))
             zi[q] = FL_PRE(FL_GATE_I);
             zf[q] = FL_PRE(FL_GATE_F);
@@ -223,8 +219,8 @@ gates_sigmoid_tanh_v4(int units, const float *FL_RESTRICT bias,
     }
     for (; j < H; j += 16) {
         const __mmask16 m = fl_mask16(H - j);
-#define FL_PRE(q)                                                              \
-    _mm512_add_ps(_mm512_maskz_loadu_ps(m, z + (q) * H + j),                   \
+#define FL_PRE(q)                                                                      \
+    _mm512_add_ps(_mm512_maskz_loadu_ps(m, z + (q) * H + j),                           \
                   _mm512_maskz_loadu_ps(m, bias + (q) * H + j))
         fl_cell16(FL_PRE(FL_GATE_I), FL_PRE(FL_GATE_F), FL_PRE(FL_GATE_O),
                   FL_PRE(FL_GATE_G), c + j, out + j, m);
@@ -233,8 +229,8 @@ gates_sigmoid_tanh_v4(int units, const float *FL_RESTRICT bias,
 }
 #endif
 
-void fl_gates_row(const fl_gate_params *p, float *FL_RESTRICT z,
-                  float *FL_RESTRICT c, float *FL_RESTRICT out) {
+void fl_gates_row(const fl_gate_params *p, float *FL_RESTRICT z, float *FL_RESTRICT c,
+                  float *FL_RESTRICT out) {
     if (p->ract == FL_ACT_SIGMOID && p->act == FL_ACT_TANH && !p->peep &&
         !p->use_cell_clip) {
 #ifdef FL_HAVE_MATH512

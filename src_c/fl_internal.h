@@ -17,9 +17,9 @@
 
 /* Hot loops are compiled once per instruction set (AVX-512, AVX2+FMA,
  * baseline) and the best is picked at load time; no -march flag needed. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) &&                 \
     !defined(FL_NO_CLONES) && !defined(__SANITIZE_ADDRESS__)
-#define FL_CLONES \
+#define FL_CLONES                                                                      \
     __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define FL_CLONES
@@ -73,6 +73,18 @@ static inline int fl_mul_size(size_t a, size_t b, size_t *out) {
 static inline int fl_round_up(size_t n, size_t *out) {
     if (n > SIZE_MAX - (FL_ALIGN - 1)) return 0;
     *out = (n + (FL_ALIGN - 1)) & ~(size_t)(FL_ALIGN - 1);
+    return 1;
+}
+
+/* Adds an aligned region of n floats at *offset (bytes), its start to *at;
+ * returns 0 on overflow. */
+static inline int fl_region_add(size_t *offset, size_t n_floats, size_t *at) {
+    size_t bytes, rounded;
+    if (!fl_mul_size(n_floats, sizeof(float), &bytes)) return 0;
+    if (!fl_round_up(bytes, &rounded)) return 0;
+    if (*offset > SIZE_MAX - rounded) return 0;
+    *at = *offset;
+    *offset += rounded;
     return 1;
 }
 

@@ -20,16 +20,16 @@
 #define FL_MV_WIDE_MAX_BYTES (1u << 20)
 
 /* z[j0 : j0+NB] (+)= v @ W[:, j0 : j0+NB], the NB partial sums in registers */
-#define FL_MV_BLOCK(NB, j0)                                                    \
-    {                                                                          \
-        float acc[NB];                                                         \
-        for (int j = 0; j < NB; j++) acc[j] = accumulate ? z[j0 + j] : 0.0f;   \
-        for (int k = 0; k < rows; k++) {                                       \
-            const float s = v[k];                                              \
-            const float *FL_RESTRICT w = W + (size_t)k * (size_t)ld + j0;      \
-            for (int j = 0; j < NB; j++) acc[j] += s * w[j];                   \
-        }                                                                      \
-        for (int j = 0; j < NB; j++) z[j0 + j] = acc[j];                       \
+#define FL_MV_BLOCK(NB, j0)                                                            \
+    {                                                                                  \
+        float acc[NB];                                                                 \
+        for (int j = 0; j < NB; j++) acc[j] = accumulate ? z[j0 + j] : 0.0f;           \
+        for (int k = 0; k < rows; k++) {                                               \
+            const float s = v[k];                                                      \
+            const float *FL_RESTRICT w = W + (size_t)k * (size_t)ld + j0;              \
+            for (int j = 0; j < NB; j++) acc[j] += s * w[j];                           \
+        }                                                                              \
+        for (int j = 0; j < NB; j++) z[j0 + j] = acc[j];                               \
     }
 
 /* Columns [0, n_wide) go in 128-wide blocks, [n_wide, n_main) in 64-wide
@@ -41,11 +41,10 @@
  * line). Each output's sum is the same either way. */
 FL_CLONES
 void fl_matvec(const float *FL_RESTRICT W, int rows, int n, int ld,
-               const float *FL_RESTRICT v, float *FL_RESTRICT z,
-               int accumulate, int backward) {
+               const float *FL_RESTRICT v, float *FL_RESTRICT z, int accumulate,
+               int backward) {
     const int n_main = n - n % 64;
-    const int wide =
-        (size_t)rows * (size_t)n * sizeof(float) <= FL_MV_WIDE_MAX_BYTES;
+    const int wide = (size_t)rows * (size_t)n * sizeof(float) <= FL_MV_WIDE_MAX_BYTES;
     const int n_wide = wide ? n_main - n_main % 128 : 0;
     if (!backward) {
         for (int j0 = 0; j0 < n_wide; j0 += 128) FL_MV_BLOCK(128, j0)
@@ -83,7 +82,7 @@ void fl_panels_pack(const float *FL_RESTRICT W, int rows, int n, int ld,
     }
 }
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) &&                 \
     !defined(FL_NO_CLONES)
 #define FL_HAVE_ISA_KERNELS 1
 #endif
@@ -95,8 +94,8 @@ void fl_panels_pack(const float *FL_RESTRICT W, int rows, int n, int ld,
  * time; from L2 it makes no difference. */
 __attribute__((target("arch=x86-64-v4"))) static void
 matvec_pair_v4(const float *FL_RESTRICT A, const float *FL_RESTRICT B, int rows,
-               const float *FL_RESTRICT v, float *FL_RESTRICT za,
-               float *FL_RESTRICT zb, int accumulate) {
+               const float *FL_RESTRICT v, float *FL_RESTRICT za, float *FL_RESTRICT zb,
+               int accumulate) {
     float a[FL_PANEL_COLS], b[FL_PANEL_COLS];
     for (int j = 0; j < FL_PANEL_COLS; j++) {
         a[j] = accumulate ? za[j] : 0.0f;
@@ -122,8 +121,8 @@ matvec_pair_v4(const float *FL_RESTRICT A, const float *FL_RESTRICT B, int rows,
  * (weights of 1 MB and more; no change for small ones). With AVX-512,
  * whole panels go two at a time (matvec_pair_v4). */
 void fl_matvec_panels(const float *FL_RESTRICT P, int rows, int n, size_t ps,
-                      const float *FL_RESTRICT v, float *FL_RESTRICT z,
-                      int accumulate, int backward) {
+                      const float *FL_RESTRICT v, float *FL_RESTRICT z, int accumulate,
+                      int backward) {
     const int np = (n + FL_PANEL_COLS - 1) / FL_PANEL_COLS;
     const int nfull = n / FL_PANEL_COLS;
 #ifdef FL_HAVE_ISA_KERNELS
@@ -145,8 +144,7 @@ void fl_matvec_panels(const float *FL_RESTRICT P, int rows, int n, size_t ps,
         (void)pairs, (void)p2, (void)nfull;
 #endif
         const int w = n - j0 < FL_PANEL_COLS ? n - j0 : FL_PANEL_COLS;
-        fl_matvec(P + (size_t)p * ps, rows, w, FL_PANEL_COLS, v, z + j0, accumulate,
-                  0);
+        fl_matvec(P + (size_t)p * ps, rows, w, FL_PANEL_COLS, v, z + j0, accumulate, 0);
         q++;
     }
 }
@@ -160,48 +158,46 @@ void fl_matvec_panels(const float *FL_RESTRICT P, int rows, int n, size_t ps,
  * set: AVX-512 12 x 32 (24 zmm accumulators), AVX2 4 x 16 (8 ymm), baseline
  * 4 x 8.
  */
-#define FL_GEMM_TILE(TR, TC)                                                   \
-    for (; r0 + TR <= rows; r0 += TR) {                                        \
-        float acc[TR][TC];                                                     \
-        for (int r = 0; r < TR; r++)                                           \
-            for (int j = 0; j < TC; j++)                                       \
-                acc[r][j] =                                                    \
-                    accumulate ? Z[(size_t)(r0 + r) * ldz + j0 + j] : 0.0f;    \
-        for (int k = 0; k < K; k++) {                                          \
-            const float *FL_RESTRICT w = W + (size_t)k * ldw + j0;             \
-            for (int r = 0; r < TR; r++) {                                     \
-                const float s = A[(size_t)(r0 + r) * lda + k];                 \
-                for (int j = 0; j < TC; j++) acc[r][j] += s * w[j];            \
-            }                                                                  \
-        }                                                                      \
-        for (int r = 0; r < TR; r++)                                           \
-            for (int j = 0; j < TC; j++)                                       \
-                Z[(size_t)(r0 + r) * ldz + j0 + j] = acc[r][j];                \
+#define FL_GEMM_TILE(TR, TC)                                                           \
+    for (; r0 + TR <= rows; r0 += TR) {                                                \
+        float acc[TR][TC];                                                             \
+        for (int r = 0; r < TR; r++)                                                   \
+            for (int j = 0; j < TC; j++)                                               \
+                acc[r][j] = accumulate ? Z[(size_t)(r0 + r) * ldz + j0 + j] : 0.0f;    \
+        for (int k = 0; k < K; k++) {                                                  \
+            const float *FL_RESTRICT w = W + (size_t)k * ldw + j0;                     \
+            for (int r = 0; r < TR; r++) {                                             \
+                const float s = A[(size_t)(r0 + r) * lda + k];                         \
+                for (int j = 0; j < TC; j++) acc[r][j] += s * w[j];                    \
+            }                                                                          \
+        }                                                                              \
+        for (int r = 0; r < TR; r++)                                                   \
+            for (int j = 0; j < TC; j++)                                               \
+                Z[(size_t)(r0 + r) * ldz + j0 + j] = acc[r][j];                        \
     }
 
-#define FL_GEMM_BODY(TR, TC)                                                   \
-    int j0 = 0;                                                                \
-    for (; j0 + TC <= n; j0 += TC) {                                           \
-        int r0 = 0;                                                            \
-        FL_GEMM_TILE(TR, TC)                                                   \
-        FL_GEMM_TILE(4, TC)                                                    \
-        FL_GEMM_TILE(1, TC)                                                    \
-    }                                                                          \
-    for (int r = 0; r < rows && j0 < n; r++) { /* leftover columns */         \
-        float *FL_RESTRICT z = Z + (size_t)r * ldz;                            \
-        if (!accumulate)                                                       \
-            for (int j = j0; j < n; j++) z[j] = 0.0f;                          \
-        for (int k = 0; k < K; k++) {                                          \
-            const float s = A[(size_t)r * lda + k];                            \
-            const float *FL_RESTRICT w = W + (size_t)k * ldw;                  \
-            for (int j = j0; j < n; j++) z[j] += s * w[j];                     \
-        }                                                                      \
+#define FL_GEMM_BODY(TR, TC)                                                           \
+    int j0 = 0;                                                                        \
+    for (; j0 + TC <= n; j0 += TC) {                                                   \
+        int r0 = 0;                                                                    \
+        FL_GEMM_TILE(TR, TC)                                                           \
+        FL_GEMM_TILE(4, TC)                                                            \
+        FL_GEMM_TILE(1, TC)                                                            \
+    }                                                                                  \
+    for (int r = 0; r < rows && j0 < n; r++) { /* leftover columns */                  \
+        float *FL_RESTRICT z = Z + (size_t)r * ldz;                                    \
+        if (!accumulate)                                                               \
+            for (int j = j0; j < n; j++) z[j] = 0.0f;                                  \
+        for (int k = 0; k < K; k++) {                                                  \
+            const float s = A[(size_t)r * lda + k];                                    \
+            const float *FL_RESTRICT w = W + (size_t)k * ldw;                          \
+            for (int j = j0; j < n; j++) z[j] += s * w[j];                             \
+        }                                                                              \
     }
 
-#define FL_GEMM_ARGS                                                           \
-    const float *FL_RESTRICT A, int rows, int K, int lda,                      \
-        const float *FL_RESTRICT W, int n, int ldw, float *FL_RESTRICT Z,      \
-        int ldz, int accumulate
+#define FL_GEMM_ARGS                                                                   \
+    const float *FL_RESTRICT A, int rows, int K, int lda, const float *FL_RESTRICT W,  \
+        int n, int ldw, float *FL_RESTRICT Z, int ldz, int accumulate
 
 #ifdef FL_HAVE_ISA_KERNELS
 __attribute__((target("arch=x86-64-v4"))) static void gemm_v4(FL_GEMM_ARGS) {
@@ -212,7 +208,9 @@ __attribute__((target("arch=x86-64-v3"))) static void gemm_v3(FL_GEMM_ARGS) {
 }
 #endif
 
-static void gemm_base(FL_GEMM_ARGS) { FL_GEMM_BODY(4, 8) }
+static void gemm_base(FL_GEMM_ARGS) {
+    FL_GEMM_BODY(4, 8)
+}
 
 void fl_gemm(FL_GEMM_ARGS) {
 #ifdef FL_HAVE_ISA_KERNELS
@@ -228,9 +226,8 @@ void fl_gemm(FL_GEMM_ARGS) {
     gemm_base(A, rows, K, lda, W, n, ldw, Z, ldz, accumulate);
 }
 
-void fl_gemm_cols(const float *A, int rows, int K, int lda, const float *W,
-                  int ldw, size_t ps, int c0, int c1, float *Z, int ldz,
-                  int accumulate) {
+void fl_gemm_cols(const float *A, int rows, int K, int lda, const float *W, int ldw,
+                  size_t ps, int c0, int c1, float *Z, int ldz, int accumulate) {
     for (int j = c0; j < c1; j = fl_wrun_end(ps, j, c1))
         fl_gemm(A, rows, K, lda, fl_wcol(W, ps, j), fl_wrun_end(ps, j, c1) - j, ldw,
                 Z + j, ldz, accumulate);

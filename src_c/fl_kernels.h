@@ -13,8 +13,8 @@
  * result is the same; alternating it between steps keeps more of a large W
  * in cache). Runtime-dispatched to AVX-512 / AVX2+FMA code. */
 void fl_matvec(const float *FL_RESTRICT W, int rows, int n, int ld,
-               const float *FL_RESTRICT v, float *FL_RESTRICT z,
-               int accumulate, int backward);
+               const float *FL_RESTRICT v, float *FL_RESTRICT z, int accumulate,
+               int backward);
 
 /* Floats of a (rows, n) matrix in the panel layout with panels rows *
  * FL_PANEL_COLS floats apart (see fl_internal.h). */
@@ -28,8 +28,8 @@ void fl_panels_pack(const float *FL_RESTRICT W, int rows, int n, int ld,
 /* fl_matvec on a matrix in the panel layout (panels ps floats apart); the
  * same sums, bit for bit. `backward` visits the panels in reverse order. */
 void fl_matvec_panels(const float *FL_RESTRICT P, int rows, int n, size_t ps,
-                      const float *FL_RESTRICT v, float *FL_RESTRICT z,
-                      int accumulate, int backward);
+                      const float *FL_RESTRICT v, float *FL_RESTRICT z, int accumulate,
+                      int backward);
 
 /* Z(rows, n) (+)= A(rows, K) @ W(K, n); row-major with leading dimensions
  * lda (A), ldw (W) and ldz (Z) (of a matrix in the panel layout, W is a run
@@ -38,12 +38,11 @@ void fl_matvec_panels(const float *FL_RESTRICT P, int rows, int n, size_t ps,
 /* Z[:, c0:c1] (+)= A(rows, K) @ W[:, c0:c1] for W row-major (ps = 0) or
  * in the panel layout (panels ps floats apart), rows ldw floats apart;
  * column c of Z at Z + c. One fl_gemm per run of adjacent columns. */
-void fl_gemm_cols(const float *A, int rows, int K, int lda, const float *W,
-                  int ldw, size_t ps, int c0, int c1, float *Z, int ldz,
-                  int accumulate);
+void fl_gemm_cols(const float *A, int rows, int K, int lda, const float *W, int ldw,
+                  size_t ps, int c0, int c1, float *Z, int ldz, int accumulate);
 
 void fl_gemm(const float *FL_RESTRICT A, int rows, int K, int lda,
-             const float *FL_RESTRICT W, int n, int ldw, float *FL_RESTRICT Z,
-             int ldz, int accumulate);
+             const float *FL_RESTRICT W, int n, int ldw, float *FL_RESTRICT Z, int ldz,
+             int accumulate);
 
 #endif /* FL_KERNELS_H */

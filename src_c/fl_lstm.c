@@ -78,8 +78,7 @@ static void pack_gate_columns(float *dst, size_t ld, size_t ps, const float *src
 
 /* Whether the layer stores its weights in panels (fl_weight_layout). */
 static int layout_panels(const fl_lstm_desc *d, size_t I, size_t R, size_t H) {
-    if (d->weight_layout != FL_LAYOUT_AUTO)
-        return d->weight_layout == FL_LAYOUT_PANELS;
+    if (d->weight_layout != FL_LAYOUT_AUTO) return d->weight_layout == FL_LAYOUT_PANELS;
     /* dimensions are at most 2^24: no overflow */
     return H % 16 == 0 && (I + R) * 4 * H * sizeof(float) >= FL_PANELS_MIN_BYTES &&
            !fl_amx_available();
@@ -110,36 +109,24 @@ static char *alloc_weights(size_t bytes) {
 }
 
 static fl_status check_desc(const fl_lstm_desc *d) {
-    if (d->input_size < 1 || d->units < 1 || d->proj_size < 0)
-        return FL_ERR_SHAPE;
+    if (d->input_size < 1 || d->units < 1 || d->proj_size < 0) return FL_ERR_SHAPE;
     if (d->input_size > FL_MAX_DIM || d->units > FL_MAX_DIM ||
         d->proj_size > FL_MAX_DIM)
         return FL_ERR_OVERFLOW;
-    if (!valid_activation(d->activation) ||
-        !valid_activation(d->recurrent_activation))
+    if (!valid_activation(d->activation) || !valid_activation(d->recurrent_activation))
         return FL_ERR_UNSUPPORTED;
     if (d->use_cell_clip && !(d->cell_clip > 0.0f && isfinite(d->cell_clip)))
         return FL_ERR_ARG;
     if (d->use_proj_clip &&
         (d->proj_size == 0 || !(d->proj_clip > 0.0f && isfinite(d->proj_clip))))
         return FL_ERR_ARG;
-    if ((int)d->weight_layout < FL_LAYOUT_AUTO || (int)d->weight_layout > FL_LAYOUT_PANELS)
+    if ((int)d->weight_layout < FL_LAYOUT_AUTO ||
+        (int)d->weight_layout > FL_LAYOUT_PANELS)
         return FL_ERR_ARG;
     /* a block of 16 units' gate columns must not straddle two panels */
     if (d->weight_layout == FL_LAYOUT_PANELS && d->units % 16 != 0)
         return FL_ERR_UNSUPPORTED;
     return FL_OK;
-}
-
-/* Adds an aligned region of n floats to a layout; returns 0 on overflow. */
-static int region_add(size_t *offset, size_t n_floats, size_t *at) {
-    size_t bytes, rounded;
-    if (!fl_mul_size(n_floats, sizeof(float), &bytes)) return 0;
-    if (!fl_round_up(bytes, &rounded)) return 0;
-    if (*offset > SIZE_MAX - rounded) return 0;
-    *at = *offset;
-    *offset += rounded;
-    return 1;
 }
 
 fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,
@@ -168,18 +155,19 @@ fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,
         n_wh = 0;
     }
 
-    if (!fl_all_finite(kernel, I * 4 * H) || !fl_all_finite(recurrent_kernel, R * 4 * H) ||
+    if (!fl_all_finite(kernel, I * 4 * H) ||
+        !fl_all_finite(recurrent_kernel, R * 4 * H) ||
         (bias && !fl_all_finite(bias, 4 * H)) ||
         (peepholes && !fl_all_finite(peepholes, 3 * H)) ||
         (projection && !fl_all_finite(projection, n_proj)))
         return FL_ERR_NONFINITE;
 
     size_t total = 0, at_wx, at_wh = 0, at_bias, at_peep = 0, at_proj = 0;
-    if (!region_add(&total, n_wx, &at_wx) ||
-        (n_wh && !region_add(&total, n_wh, &at_wh)) ||
-        !region_add(&total, 4 * H, &at_bias) ||
-        (peepholes && !region_add(&total, 3 * H, &at_peep)) ||
-        (projection && !region_add(&total, n_proj, &at_proj)))
+    if (!fl_region_add(&total, n_wx, &at_wx) ||
+        (n_wh && !fl_region_add(&total, n_wh, &at_wh)) ||
+        !fl_region_add(&total, 4 * H, &at_bias) ||
+        (peepholes && !fl_region_add(&total, 3 * H, &at_peep)) ||
+        (projection && !fl_region_add(&total, n_proj, &at_proj)))
         return FL_ERR_OVERFLOW;
 
     fl_lstm *m = (fl_lstm *)calloc(1, sizeof *m);

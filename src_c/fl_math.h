@@ -41,10 +41,10 @@ static inline float fl_bits_to_float(int32_t i) {
 }
 
 static inline float fl_expf(float x) {
-    const float max_x = 88.72283935546875f;  /* ln(FLT_MAX) rounded down */
+    const float max_x = 88.72283935546875f;   /* ln(FLT_MAX) rounded down */
     const float min_x = -103.97208404541016f; /* ln(2^-150): below it, 0 */
     const float log2e = 1.44269504088896341f;
-    const float c1 = 0.693359375f;    /* ln2 split in two for reduction */
+    const float c1 = 0.693359375f; /* ln2 split in two for reduction */
     const float c2 = -2.12194440e-4f;
     const float round_magic = 12582912.0f; /* 1.5 * 2^23 */
 

@@ -18,7 +18,7 @@
 #ifndef FL_MATH512_H
 #define FL_MATH512_H
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) &&                 \
     !defined(FL_NO_CLONES)
 #define FL_HAVE_MATH512 1
 #include <immintrin.h>
@@ -30,9 +30,9 @@
 FL_V4 __m512 fl_exp16(__m512 x) {
     /* max(min_x, x) keeps a NaN x (the second operand wins on NaN) */
     const __m512 xc = _mm512_max_ps(_mm512_set1_ps(-103.97208404541016f), x);
-    const __m512 nf = _mm512_roundscale_ps(
-        _mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
-        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 nf =
+        _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(nf, _mm512_set1_ps(0.693359375f), xc);
     r = _mm512_fnmadd_ps(nf, _mm512_set1_ps(-2.12194440e-4f), r);
     /* the degree-5 polynomial in Estrin's form: three independent pairs,
@@ -50,8 +50,8 @@ FL_V4 __m512 fl_exp16(__m512 x) {
 }
 
 FL_V4 __m512 fl_abs16(__m512 x) {
-    return _mm512_castsi512_ps(_mm512_and_si512(
-        _mm512_castps_si512(x), _mm512_set1_epi32(0x7fffffff)));
+    return _mm512_castsi512_ps(
+        _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7fffffff)));
 }
 
 /* 1 / (1 + e^-x). Unlike fl_sigmoidf this needs no branch on the sign:
@@ -59,8 +59,8 @@ FL_V4 __m512 fl_abs16(__m512 x) {
  * is capped at e^100 = inf, so x = -inf gives 0, not inf - inf). */
 FL_V4 __m512 fl_sigmoid16(__m512 x) {
     /* min(cap, -x) keeps a NaN (the second operand wins on NaN) */
-    const __m512 nx = _mm512_min_ps(_mm512_set1_ps(100.0f),
-                                    _mm512_sub_ps(_mm512_setzero_ps(), x));
+    const __m512 nx =
+        _mm512_min_ps(_mm512_set1_ps(100.0f), _mm512_sub_ps(_mm512_setzero_ps(), x));
     const __m512 one = _mm512_set1_ps(1.0f);
     return _mm512_div_ps(one, _mm512_add_ps(one, fl_exp16(nx)));
 }
@@ -83,9 +83,9 @@ FL_V4 __m512 fl_tanh16(__m512 x) {
     const __mmask16 lo = _mm512_cmp_ps_mask(ax, _mm512_set1_ps(0.625f), _CMP_LT_OQ);
     const __m512 t = _mm512_mask_blend_ps(lo, large, small);
     /* copy the sign bit of x */
-    return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(
-        _mm512_castps_si512(t), _mm512_castps_si512(x),
-        _mm512_set1_epi32(0x7fffffff), 0xe4));
+    return _mm512_castsi512_ps(
+        _mm512_ternarylogic_epi32(_mm512_castps_si512(t), _mm512_castps_si512(x),
+                                  _mm512_set1_epi32(0x7fffffff), 0xe4));
 }
 
 /* sigmoid(a) * tanh(b) as one division: with ea = e^-a and eb = e^-2b,
@@ -101,8 +101,10 @@ FL_V4 __m512 fl_tanh16(__m512 x) {
 FL_V4 __m512 fl_sig_tanh16(__m512 a, __m512 b) {
     const __m512 cap = _mm512_set1_ps(40.0f), one = _mm512_set1_ps(1.0f);
     /* min(cap, -x) keeps a NaN (the second operand wins on NaN) */
-    const __m512 ea = fl_exp16(_mm512_min_ps(cap, _mm512_sub_ps(_mm512_setzero_ps(), a)));
-    const __m512 eb = fl_exp16(_mm512_min_ps(cap, _mm512_mul_ps(b, _mm512_set1_ps(-2.0f))));
+    const __m512 ea =
+        fl_exp16(_mm512_min_ps(cap, _mm512_sub_ps(_mm512_setzero_ps(), a)));
+    const __m512 eb =
+        fl_exp16(_mm512_min_ps(cap, _mm512_mul_ps(b, _mm512_set1_ps(-2.0f))));
     return _mm512_div_ps(_mm512_sub_ps(one, eb),
                          _mm512_mul_ps(_mm512_add_ps(one, ea), _mm512_add_ps(one, eb)));
 }
@@ -117,8 +119,8 @@ static inline __mmask16 fl_mask16(size_t n) {
  *   c = sigmoid(f) * c + sigmoid(i) * tanh(g),  h = sigmoid(o) * tanh(c)
  * (i * tanh(g) and o * tanh(c) by fl_sig_tanh16)
  * (lanes outside m are neither read nor written). */
-FL_V4 void fl_cell16(__m512 zi, __m512 zf, __m512 zo, __m512 zg,
-                     float *c, float *h, __mmask16 m) {
+FL_V4 void fl_cell16(__m512 zi, __m512 zf, __m512 zo, __m512 zg, float *c, float *h,
+                     __mmask16 m) {
     const __m512 cn = _mm512_fmadd_ps(fl_sigmoid16(zf), _mm512_maskz_loadu_ps(m, c),
                                       fl_sig_tanh16(zi, zg));
     _mm512_mask_storeu_ps(c, m, cn);

@@ -46,9 +46,8 @@ int fl_overlap_available(void);
  * product's tiles, woven into the same pass. rows = 0 makes just the
  * tiles (a step that skips its product). Only where
  * fl_overlap_available(). */
-void fl_matvec_side(const float *FL_RESTRICT W, int rows, int n, int ld,
-                    size_t ps, const float *FL_RESTRICT v, float *FL_RESTRICT z,
-                    int backward, const fl_side_gemm *side, int step,
-                    int steps);
+void fl_matvec_side(const float *FL_RESTRICT W, int rows, int n, int ld, size_t ps,
+                    const float *FL_RESTRICT v, float *FL_RESTRICT z, int backward,
+                    const fl_side_gemm *side, int step, int steps);
 
 #endif /* FL_OVERLAP_H */

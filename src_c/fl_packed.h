@@ -9,8 +9,8 @@
 
 struct fl_lstm {
     fl_lstm_desc desc; /* weight_layout: the one chosen */
-    int R;       /* width of h: P with a projection, else H */
-    float *wx;   /* (I, 4H) packed gate order [i f o g], rows ldx apart */
+    int R;             /* width of h: P with a projection, else H */
+    float *wx;         /* (I, 4H) packed gate order [i f o g], rows ldx apart */
     int ldx;
     float *wh;   /* (R, 4H) packed, rows ldh floats apart */
     int ldh;     /* row-major: 4H, padded off powers of two; in panels

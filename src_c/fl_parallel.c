@@ -38,23 +38,23 @@ typedef struct barrier {
 
 typedef struct shared {
     const fl_lstm_run *run;
-    const float *wh;         /* (H, 4H) packed [i f o g], rows ldh apart */
+    const float *wh; /* (H, 4H) packed [i f o g], rows ldh apart */
     int ldh;
-    const float *wx;         /* (I, 4H) packed, rows ldx apart */
+    const float *wx; /* (I, 4H) packed, rows ldx apart */
     int ldx;
-    size_t ps;               /* both in panels this far apart, or 0 */
-    float *G;                /* one chunk's input projections, row s = step
-                                t0 + s; each thread fills and reads only
-                                its own columns */
-    float *h[2];             /* double-buffered h (H) */
+    size_t ps;   /* both in panels this far apart, or 0 */
+    float *G;    /* one chunk's input projections, row s = step
+                    t0 + s; each thread fills and reads only
+                    its own columns */
+    float *h[2]; /* double-buffered h (H) */
     int units, input_size, carry, nparts;
-    int chunk, n_chunks;     /* the call's steps in chunks of `chunk` */
-    int overlap;             /* chunks of FL_OVERLAP_STEPS, G holding two:
-                                each part weaves its columns of the next
-                                chunk's projection into its recurrent
-                                products (fl_matvec_side) */
-    int make_copies; /* the parts copy their Wh columns first */
-    atomic_int go; /* 0 wait, 1 run, -1 abort (a thread could not start) */
+    int chunk, n_chunks; /* the call's steps in chunks of `chunk` */
+    int overlap;         /* chunks of FL_OVERLAP_STEPS, G holding two:
+                            each part weaves its columns of the next
+                            chunk's projection into its recurrent
+                            products (fl_matvec_side) */
+    int make_copies;     /* the parts copy their Wh columns first */
+    atomic_int go;       /* 0 wait, 1 run, -1 abort (a thread could not start) */
     barrier bar;
 } shared;
 
@@ -67,7 +67,7 @@ typedef struct part {
     float *xt;         /* (I * FL_OVERLAP_STEPS) the next chunk's inputs
                           for fl_matvec_side (overlap only) */
     int u0, w;
-    int cur;           /* which h buffer holds the current h */
+    int cur; /* which h buffer holds the current h */
     uint8_t seen;
     unsigned gen;
 } part;
@@ -86,8 +86,8 @@ static void barrier_wait(barrier *b, unsigned *gen, int n) {
 
 /* The Wh columns of units [u0, u0+w) into dst: gate g as an (H, w)
  * row-major block at dst + g*H*w. */
-static void copy_columns(const float *wh, int ldh, size_t ps, int units, int u0,
-                         int w, float *dst) {
+static void copy_columns(const float *wh, int ldh, size_t ps, int units, int u0, int w,
+                         float *dst) {
     for (int g = 0; g < 4; g++) {
         const int c0 = g * units + u0, c1 = c0 + w;
         float *d = dst + (size_t)g * (size_t)units * (size_t)w;
@@ -122,9 +122,8 @@ static int run_start(size_t ps, int j0, int j) {
  * run of adjacent columns (one run in row-major, one per panel crossed in
  * panels; in reverse order when backward), the side tiles (or NULL) woven
  * into the first. */
-static void product_in_place(const shared *sh, int col, int w, const float *h,
-                             float *z, int backward, const fl_side_gemm *side,
-                             int s, int n) {
+static void product_in_place(const shared *sh, int col, int w, const float *h, float *z,
+                             int backward, const fl_side_gemm *side, int s, int n) {
     const int H = sh->units, end = col + w;
     for (int q = 0, j = backward ? end : col; backward ? j > col : j < end; q++) {
         const int j0 = backward ? run_start(sh->ps, col, j) : j;
@@ -162,8 +161,8 @@ static int run_chunk(part *p, int t0, int n, float *G, int ready, int nt0) {
                                                           layouts agree */
     for (size_t g = 0; g < 4 && !ready; g++) {
         const int c0 = (int)(g * H) + p->u0;
-        fl_gemm_cols(x, n, I, I, sh->wx, sh->ldx, sh->ps, c0, c0 + (int)w, G,
-                     (int)row4, 0);
+        fl_gemm_cols(x, n, I, I, sh->wx, sh->ldx, sh->ps, c0, c0 + (int)w, G, (int)row4,
+                     0);
     }
     fl_side_gemm side[4];
     const int weave = sh->overlap && nt0 >= 0 && nt0 + sh->chunk <= T;
@@ -172,10 +171,16 @@ static int run_chunk(part *p, int t0, int n, float *G, int ready, int nt0) {
         fl_side_xt_fill(run->x + (size_t)nt0 * (size_t)I, sh->chunk, I, I, p->xt);
         for (size_t g = 0; g < 4; g++) {
             const size_t col = g * H + (size_t)p->u0;
-            side[g] = (fl_side_gemm){.xt = p->xt, .rows = sh->chunk, .k = I,
-                                     .w = sh->wx, .ps = sh->ps, .col = (int)col,
-                                     .n = (int)w, .ldw = sh->ldx,
-                                     .out = Gn + col, .ldo = (int)row4,
+            side[g] = (fl_side_gemm){.xt = p->xt,
+                                     .rows = sh->chunk,
+                                     .k = I,
+                                     .w = sh->wx,
+                                     .ps = sh->ps,
+                                     .col = (int)col,
+                                     .n = (int)w,
+                                     .ldw = sh->ldx,
+                                     .out = Gn + col,
+                                     .ldo = (int)row4,
                                      .prefetch = 1};
         }
     }
@@ -196,11 +201,11 @@ static int run_chunk(part *p, int t0, int n, float *G, int ready, int nt0) {
                 memcpy(p->z + g * w, Gt + col, w * sizeof(float));
                 const fl_side_gemm *sg = weave ? &side[g] : NULL;
                 if (!p->wown)
-                    product_in_place(sh, (int)col, (int)w, hp, p->z + g * w,
-                                     backward, sg, s, n);
+                    product_in_place(sh, (int)col, (int)w, hp, p->z + g * w, backward,
+                                     sg, s, n);
                 else if (sh->overlap)
-                    fl_matvec_side(p->wown + g * H * w, (int)H, (int)w, (int)w, 0,
-                                   hp, p->z + g * w, backward, sg, s, n);
+                    fl_matvec_side(p->wown + g * H * w, (int)H, (int)w, (int)w, 0, hp,
+                                   p->z + g * w, backward, sg, s, n);
                 else
                     fl_matvec(p->wown + g * H * w, (int)H, (int)w, (int)w, hp,
                               p->z + g * w, 1, backward);
@@ -210,8 +215,8 @@ static int run_chunk(part *p, int t0, int n, float *G, int ready, int nt0) {
         } else {
             memcpy(hn + p->u0, hp + p->u0, w * sizeof(float));
             for (size_t g = 0; g < 4 && weave; g++) /* the step's tiles still */
-                fl_matvec_side(sh->wh, 0, (int)w, 0, 0, hp, p->z + g * w, 0,
-                               &side[g], s, n);
+                fl_matvec_side(sh->wh, 0, (int)w, 0, 0, hp, p->z + g * w, 0, &side[g],
+                               s, n);
         }
         if (run->y) {
             float *dst = run->y + fl_tb_index(run, k, 0) * H + (size_t)p->u0;
@@ -242,17 +247,19 @@ static void run_part(part *p) {
         const int t0 = cidx * sh->chunk;
         const int nt0 = sh->run->reverse ? t0 - sh->chunk : t0 + sh->chunk;
         /* with the overlap, chunks alternate between the halves of G */
-        float *G = sh->G + (sh->overlap && (ci & 1) ? (size_t)sh->chunk * 4 *
-                                                          (size_t)sh->units
-                                                    : 0);
-        ready = run_chunk(p, t0, t0 + sh->chunk <= T ? sh->chunk : T - t0, G,
-                          ready, ci + 1 < sh->n_chunks ? nt0 : -1);
+        float *G =
+            sh->G +
+            (sh->overlap && (ci & 1) ? (size_t)sh->chunk * 4 * (size_t)sh->units : 0);
+        ready = run_chunk(p, t0, t0 + sh->chunk <= T ? sh->chunk : T - t0, G, ready,
+                          ci + 1 < sh->n_chunks ? nt0 : -1);
     }
 }
 
 /* ---- one chunk on several threads -------------------------------------- */
 
-static void part_job(void *arg, int k) { run_part((part *)arg + k); }
+static void part_job(void *arg, int k) {
+    run_part((part *)arg + k);
+}
 
 static void *thread_main(void *arg) {
     part *p = (part *)arg;
@@ -281,9 +288,8 @@ size_t fl_parallel_copy_floats(int units, int threads, size_t ps) {
     if (threads > FL_MAX_THREADS) threads = FL_MAX_THREADS;
     size_t total = 0; /* the parts' blocks, each on a 64-byte boundary */
     for (int k = 0; k < threads; k++)
-        total += copy_block_floats(
-            units,
-            part_start(units, k + 1, threads, ps) - part_start(units, k, threads, ps));
+        total += copy_block_floats(units, part_start(units, k + 1, threads, ps) -
+                                              part_start(units, k, threads, ps));
     return total;
 }
 
@@ -350,8 +356,8 @@ int fl_parallel_run(const fl_parallel_job *job, uint8_t *seen) {
         float *pp = pb + ((4 * w + 15) & ~(size_t)15);
         next = pp + ((3 * w + 15) & ~(size_t)15);
         p->xt = job->woven ? G + (size_t)(2 * FL_OVERLAP_STEPS) * 4 * (size_t)H +
-                              (size_t)k * (size_t)sh.input_size * FL_OVERLAP_STEPS
-                        : NULL;
+                                 (size_t)k * (size_t)sh.input_size * FL_OVERLAP_STEPS
+                           : NULL;
         for (size_t g = 0; g < 4; g++)
             memcpy(pb + g * w, bias + g * (size_t)H + u0, w * sizeof(float));
         p->gp = *gp;
@@ -364,8 +370,7 @@ int fl_parallel_run(const fl_parallel_job *job, uint8_t *seen) {
             p->gp.peep = pp;
         }
     }
-    if (run->pool && fl_pool_run(run->pool, threads, part_job, parts))
-        goto done;
+    if (run->pool && fl_pool_run(run->pool, threads, part_job, parts)) goto done;
     pthread_t tids[FL_MAX_THREADS];
     int started = 1;
     atomic_init(&sh.go, 0);

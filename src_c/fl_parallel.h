@@ -32,25 +32,25 @@ int fl_parallel_overlap_rows(int units, int inputs, int threads);
 
 /* A batch-1, projection-free call split between threads. */
 typedef struct fl_parallel_job {
-    const fl_weights *w;      /* wx, wh (panels ps apart, or ps = 0), bias,
-                                 peepholes */
+    const fl_weights *w; /* wx, wh (panels ps apart, or ps = 0), bias,
+                            peepholes */
     const fl_gate_params *gp;
     const fl_lstm_run *run;
-    float *G;        /* (chunk, 4H) scratch, row s = step t0 + s of the
-                        chunk at t0; each thread fills its own columns.
-                        Woven: two chunks of FL_OVERLAP_STEPS, then each
-                        thread's copy of the next chunk's inputs
-                        (fl_parallel_overlap_rows rows in all) */
-    int chunk;       /* steps per chunk, in the run's processing order */
-    int woven;       /* each thread weaves its columns of the next chunk's
-                        projection into its recurrent products */
+    float *G;  /* (chunk, 4H) scratch, row s = step t0 + s of the
+                  chunk at t0; each thread fills its own columns.
+                  Woven: two chunks of FL_OVERLAP_STEPS, then each
+                  thread's copy of the next chunk's inputs
+                  (fl_parallel_overlap_rows rows in all) */
+    int chunk; /* steps per chunk, in the run's processing order */
+    int woven; /* each thread weaves its columns of the next chunk's
+                  projection into its recurrent products */
     int threads;
     float *ws;       /* fl_parallel_workspace_floats floats */
     float *wcopy;    /* fl_parallel_copy_floats floats for the threads'
                         copies of their Wh columns, or NULL */
     int make_copies; /* make them now (else an earlier call made them) */
     int input_size;
-    int carry;       /* FL_MASK_CARRY */
+    int carry; /* FL_MASK_CARRY */
 } fl_parallel_job;
 
 /* Runs all steps of the job's call, input projections included. The

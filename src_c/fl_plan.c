@@ -50,14 +50,13 @@ static int tiles_used(const fl_lstm *L, int batch, int steps) {
     const fl_lstm_desc *d = &L->desc;
     return batch >= 2 && (size_t)batch * (size_t)steps >= FL_TILES_MIN_ROW_STEPS &&
            d->proj_size == 0 && !L->peep && !d->use_cell_clip &&
-           d->recurrent_activation == FL_ACT_SIGMOID &&
-           d->activation == FL_ACT_TANH && fl_batch_preferred();
+           d->recurrent_activation == FL_ACT_SIGMOID && d->activation == FL_ACT_TANH &&
+           fl_batch_preferred();
 }
 
 /* Whether a batch-1 call splits each step between threads. */
 static int threads_used(const fl_lstm *L, int batch, int threads) {
-    return threads > 1 && batch == 1 && L->desc.proj_size == 0 &&
-           L->desc.units >= 128;
+    return threads > 1 && batch == 1 && L->desc.proj_size == 0 && L->desc.units >= 128;
 }
 
 /* Bytes of the call's own weights, inputs and outputs (with_y: every
@@ -109,8 +108,7 @@ static int woven_wanted(const fl_lstm *L, int batch, int steps, int threads) {
 }
 
 /* Steps per input projection for FL_CHUNK_AUTO (see FL_GATE_BUFFER_MIN). */
-static int auto_chunk(const fl_lstm *L, int batch, int steps, int threads,
-                      int with_y) {
+static int auto_chunk(const fl_lstm *L, int batch, int steps, int threads, int with_y) {
     const size_t data = data_bytes(L, batch, steps, with_y);
     size_t copies = 0;
     if (threads_used(L, batch, threads))
@@ -129,30 +127,22 @@ static int auto_chunk(const fl_lstm *L, int batch, int steps, int threads,
 
 /* ---- the workspace ---------------------------------------------------------- */
 
-/* Adds an aligned region of n floats to a layout; returns 0 on overflow. */
-static int add(size_t *offset, size_t n_floats, size_t *at) {
-    size_t bytes, rounded;
-    if (!fl_mul_size(n_floats, sizeof(float), &bytes)) return 0;
-    if (!fl_round_up(bytes, &rounded)) return 0;
-    if (*offset > SIZE_MAX - rounded) return 0;
-    *at = *offset;
-    *offset += rounded;
-    return 1;
+static size_t byte_floats(size_t n) {
+    return (n + sizeof(float) - 1) / sizeof(float);
 }
-
-static size_t byte_floats(size_t n) { return (n + sizeof(float) - 1) / sizeof(float); }
 
 static fl_status lay_out_tiles(const fl_lstm *L, int batch, fl_plan *p) {
     const size_t B = (size_t)batch, H = (size_t)L->desc.units;
     size_t off = 0;
     /* the tiles come first: z after them keeps fl_batch_step's prefetch
      * of 8 rows past a tile's end inside the workspace */
-    if (!add(&off, fl_batch_panel_floats(L->desc.input_size, (int)H), &p->tiles) ||
-        !add(&off, (size_t)FL_BATCH_GROUP * FL_PANEL_WIDTH, &p->z) ||
-        !add(&off, B * H, &p->hnext) ||
-        !add(&off, B * (size_t)L->desc.input_size, &p->xrows) ||
-        !add(&off, byte_floats(B), &p->skip) || !add(&off, byte_floats(B), &p->seen) ||
-        off > SIZE_MAX - FL_ALIGN)
+    if (!fl_region_add(&off, fl_batch_panel_floats(L->desc.input_size, (int)H),
+                       &p->tiles) ||
+        !fl_region_add(&off, (size_t)FL_BATCH_GROUP * FL_PANEL_WIDTH, &p->z) ||
+        !fl_region_add(&off, B * H, &p->hnext) ||
+        !fl_region_add(&off, B * (size_t)L->desc.input_size, &p->xrows) ||
+        !fl_region_add(&off, byte_floats(B), &p->skip) ||
+        !fl_region_add(&off, byte_floats(B), &p->seen) || off > SIZE_MAX - FL_ALIGN)
         return FL_ERR_OVERFLOW;
     p->path = FL_PATH_TILES;
     p->chunk = 1; /* each step projects its own inputs */
@@ -173,19 +163,22 @@ static int lay_out_gates(const fl_lstm *L, int batch, fl_plan *p, size_t *off) {
     const size_t P = (size_t)L->desc.proj_size, I = (size_t)L->desc.input_size;
     size_t n_gates;
     if (p->path == FL_PATH_WOVEN) { /* two chunks: this one's, the next one's */
-        if (!add(off, 2 * (size_t)p->chunk * 4 * H, &p->gates) ||
-            !add(off, I * FL_OVERLAP_STEPS, &p->xt))
+        if (!fl_region_add(off, 2 * (size_t)p->chunk * 4 * H, &p->gates) ||
+            !fl_region_add(off, I * FL_OVERLAP_STEPS, &p->xt))
             return 0;
     } else if (!fl_mul_size((size_t)p->chunk * B, 4 * H, &n_gates) ||
-               !add(off, n_gates, &p->gates)) {
+               !fl_region_add(off, n_gates, &p->gates)) {
         return 0;
     }
-    if (P && (!add(off, B * H, &p->m) || !add(off, B * P, &p->hnew))) return 0;
-    if (!add(off, byte_floats(B), &p->seen)) return 0;
-    if (B > 1 && !add(off, B * 4 * H, &p->rec)) return 0;
-    if (B == 1 && !P && !add(off, fl_parallel_workspace_floats((int)H), &p->par))
+    if (P &&
+        (!fl_region_add(off, B * H, &p->m) || !fl_region_add(off, B * P, &p->hnew)))
         return 0;
-    if (B == 1 && !add(off, I + (P ? P : H), &p->xh)) return 0;
+    if (!fl_region_add(off, byte_floats(B), &p->seen)) return 0;
+    if (B > 1 && !fl_region_add(off, B * 4 * H, &p->rec)) return 0;
+    if (B == 1 && !P &&
+        !fl_region_add(off, fl_parallel_workspace_floats((int)H), &p->par))
+        return 0;
+    if (B == 1 && !fl_region_add(off, I + (P ? P : H), &p->xh)) return 0;
     return 1;
 }
 
@@ -197,8 +190,8 @@ static fl_status lay_out(const fl_lstm *L, const fl_lstm_run *run, int with_y,
     if (B > FL_MAX_DIM || T > FL_MAX_DIM) return FL_ERR_OVERFLOW;
     int chunk = run->chunk_steps == FL_CHUNK_AUTO
                     ? auto_chunk(L, B, T, run->threads, with_y)
-                    : (run->chunk_steps == 0 || run->chunk_steps > T) ? T
-                                                                      : run->chunk_steps;
+                : (run->chunk_steps == 0 || run->chunk_steps > T) ? T
+                                                                  : run->chunk_steps;
     /* BLAS sizes are ints: sgemm's n = chunk * batch, and the leading
      * dimension chunk * 4H of a batch-major gate buffer */
     if ((size_t)chunk * (size_t)B > (size_t)INT32_MAX ||
@@ -226,20 +219,21 @@ static fl_status lay_out(const fl_lstm *L, const fl_lstm_run *run, int with_y,
     const int keep = ex.copies ? run->keep_copies : -1;
     if (threads && keep >= 0 && (p->chunk >= FL_PAR_COPY_MIN_STEPS || keep)) {
         p->thread_copies = 1;
-        if (!add(&off, fl_parallel_copy_floats(L->desc.units, run->threads, L->ps),
-                 &p->wcopy))
+        if (!fl_region_add(&off,
+                           fl_parallel_copy_floats(L->desc.units, run->threads, L->ps),
+                           &p->wcopy))
             return FL_ERR_OVERFLOW;
     }
     if (wh_copy_wanted(L, B, T, run->threads, with_y) && p->chunk >= 2) {
         p->wh_copy = 1;
-        if (!add(&off, fl_panels_floats(L->R, 4 * L->desc.units), &p->whc))
+        if (!fl_region_add(&off, fl_panels_floats(L->R, 4 * L->desc.units), &p->whc))
             return FL_ERR_OVERFLOW;
     }
     if (ex.amx && !run->no_amx && p->path != FL_PATH_WOVEN &&
         amx_wanted(L, B, p->chunk)) {
         p->amx = 1;
         const size_t bytes = fl_amx_scratch_bytes(L->desc.input_size, p->chunk * B);
-        if (!add(&off, bytes / sizeof(float) + 1, &p->amx_scratch))
+        if (!fl_region_add(&off, bytes / sizeof(float) + 1, &p->amx_scratch))
             return FL_ERR_OVERFLOW;
     }
     if (off > SIZE_MAX - FL_ALIGN) return FL_ERR_OVERFLOW;

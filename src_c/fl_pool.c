@@ -84,8 +84,7 @@ fl_status fl_pool_create(int threads, fl_pool **out) {
     for (int k = 1; k < threads; k++) {
         pool->workers[k].pool = pool;
         pool->workers[k].k = k;
-        if (pthread_create(&pool->tids[k], NULL, worker_main,
-                           &pool->workers[k]) != 0) {
+        if (pthread_create(&pool->tids[k], NULL, worker_main, &pool->workers[k]) != 0) {
             fl_pool_free(pool);
             return FL_ERR_NOMEM;
         }
@@ -129,4 +128,3 @@ int fl_pool_run(fl_pool *pool, int threads, fl_job_fn fn, void *arg) {
     atomic_store(&pool->busy, 0);
     return 1;
 }
-
