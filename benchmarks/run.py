@@ -315,7 +315,7 @@ def machine() -> dict:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "amx": _core.amx_available(),
-        "overlap": _core.overlap_available(),
+        "woven": _core.woven_available(),
         "python": platform.python_version(),
         "numpy": np.__version__,
     }
@@ -328,7 +328,7 @@ def markdown(report: dict) -> str:
         + (
             "; fastlstm's batch-1 input projections woven into the recurrent "
             "products (AVX-512)"
-            if m.get("overlap")
+            if m.get("woven")
             else ""
         )
         + ("; its other input projections on AMX tiles" if m.get("amx") else "")

@@ -89,7 +89,7 @@ cdef extern from "fastlstm.h" nogil:
         int sweep
         int keep_copies
         int no_amx
-        int no_overlap
+        int no_woven
 
     fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,
                              const float *recurrent_kernel, const float *bias,
@@ -129,6 +129,6 @@ cdef extern from "fastlstm.h" nogil:
     fl_status fl_pool_create(int threads, fl_pool **out)
     void fl_pool_free(fl_pool *pool)
     int fl_amx_available()
-    int fl_overlap_available()
+    int fl_woven_available()
     const char *fl_status_message(fl_status status)
     fl_status fl_activation_apply(fl_activation act, float *v, size_t n)

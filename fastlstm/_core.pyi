@@ -5,7 +5,7 @@ MAX_DIM: int
 ACTIVATION_VALUES: dict[str, int]
 
 def amx_available() -> bool: ...
-def overlap_available() -> bool: ...
+def woven_available() -> bool: ...
 def status_message(status: int) -> str: ...
 def _test_activation(activation: int, values: np.ndarray) -> None: ...
 
@@ -36,7 +36,7 @@ class PackedLSTM:
         threads: int = ...,
         keep_copies: int = ...,
         amx: bool = ...,
-        overlap: bool = ...,
+        woven: bool = ...,
     ) -> int: ...
     def forward(
         self,
@@ -57,7 +57,7 @@ class PackedLSTM:
         threads: int = ...,
         pool: ThreadPool | None = ...,
         amx: bool = ...,
-        overlap: bool = ...,
+        woven: bool = ...,
     ) -> None: ...
 
 class ThreadPool:

@@ -61,7 +61,7 @@ cdef int _check(fl_status st, str where) except -1:
 
 
 cdef fl_lstm_run _sizing_run(int batch, int steps, int chunk_steps, int threads,
-                             int keep_copies, bint amx, bint overlap) noexcept:
+                             int keep_copies, bint amx, bint woven) noexcept:
     """A run description for sizing and planning (no arrays)."""
     cdef fl_lstm_run run
     memset(&run, 0, sizeof(run))
@@ -71,7 +71,7 @@ cdef fl_lstm_run _sizing_run(int batch, int steps, int chunk_steps, int threads,
     run.threads = threads
     run.keep_copies = keep_copies
     run.no_amx = not amx
-    run.no_overlap = not overlap
+    run.no_woven = not woven
     return run
 
 
@@ -94,10 +94,10 @@ cdef bint _env_on(const char *name) noexcept:
     return v is not NULL and v[0] != 0
 
 
-def overlap_available():
+def woven_available():
     """Whether batch-1 calls on one thread here weave each chunk's input
     projection into the previous chunk's recurrent products (AVX-512)."""
-    return bool(fl_overlap_available())
+    return bool(fl_woven_available())
 
 
 def status_message(int status):
@@ -240,17 +240,17 @@ cdef class PackedLSTM:
 
     def workspace_size(self, int batch, int steps, int chunk_steps=0,
                        int threads=1, int keep_copies=0, bint amx=True,
-                       bint overlap=True):
+                       bint woven=True):
         """Bytes of workspace a forward call of this size needs (with the
         per-thread weight copies a multi-thread batch-1 call can use)."""
         cdef size_t n = 0
         cdef fl_lstm_run run = _sizing_run(batch, steps, chunk_steps, threads,
-                                           keep_copies, amx, overlap)
+                                           keep_copies, amx, woven)
         _check(fl_lstm_run_workspace_size(self._lstm, &run, &n), "workspace size")
         return n
 
     def plan(self, int batch, int steps, int chunk_steps=FL_CHUNK_AUTO,
-             int threads=1, bint with_y=True, bint amx=True, bint overlap=True,
+             int threads=1, bint with_y=True, bint amx=True, bint woven=True,
              int keep_copies=0, bint pool=False, work_bytes=None):
         """How the C core would run a forward call of this size (its one
         dispatch point, fl_plan.c): a dict with 'path' (one of PATHS),
@@ -262,7 +262,7 @@ cdef class PackedLSTM:
         cdef float y_dummy = 0
         cdef fl_plan_info info
         cdef fl_lstm_run run = _sizing_run(batch, steps, chunk_steps, threads,
-                                           keep_copies, amx, overlap)
+                                           keep_copies, amx, woven)
         run.y = &y_dummy if with_y else NULL  # planning only tests it for NULL
         run.pool = <fl_pool *>&y_dummy if pool else NULL
         cdef size_t limit = <size_t>-1 if work_bytes is None else <size_t>work_bytes
@@ -287,15 +287,15 @@ cdef class PackedLSTM:
                 bint reverse=False, bint zero_output=False,
                 bint check_finite=True, int chunk_steps=0,
                 uint8_t[::1] work=None, int threads=1, ThreadPool pool=None,
-                object amx=None, object overlap=None):
+                object amx=None, object woven=None):
         """Runs the layer; h, c (and seen) are updated in place.
 
         x is (batch, steps, I) when batch_major else (steps, batch, I); mask
         and y follow the same layout. amx=False keeps the input projection
-        off AMX tiles (see amx_available); overlap=False keeps batch-1
-        input projections on BLAS (see overlap_available); None (default)
+        off AMX tiles (see amx_available); woven=False keeps batch-1
+        input projections on BLAS (see woven_available); None (default)
         leaves each to the environment (FASTLSTM_NO_AMX,
-        FASTLSTM_NO_OVERLAP). Raises on any inconsistency.
+        FASTLSTM_NO_WOVEN). Raises on any inconsistency.
         """
         if self._lstm is NULL:
             raise ShapeError("PackedLSTM was not initialized")
@@ -346,8 +346,8 @@ cdef class PackedLSTM:
         run.sweep = 0
         run.keep_copies = 0
         run.no_amx = _env_on(b"FASTLSTM_NO_AMX") if amx is None else not amx
-        run.no_overlap = (_env_on(b"FASTLSTM_NO_OVERLAP") if overlap is None
-                          else not overlap)
+        run.no_woven = (_env_on(b"FASTLSTM_NO_WOVEN") if woven is None
+                          else not woven)
 
         # the run's own size includes per-thread weight copies (faster); a
         # caller's workspace of the plain size also works, without them
@@ -524,7 +524,7 @@ cdef class StreamCore:
         run.sweep = self._sweep
         run.keep_copies = self._keep_copies
         run.no_amx = 0  # as the workspace was sized
-        run.no_overlap = 0
+        run.no_woven = 0
         cdef fl_status st
         with nogil:
             st = fl_lstm_forward(p._lstm, &_BLAS, &run, self._workp,

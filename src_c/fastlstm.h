@@ -189,9 +189,9 @@ typedef struct fl_lstm_run {
     int no_amx;                 /* 1: never run the input projection on AMX
                                    tiles (see fl_amx_available); 0 = use them
                                    where the CPU has them. */
-    int no_overlap;             /* 1: never weave the input projection into
+    int no_woven;             /* 1: never weave the input projection into
                                    the recurrent products (batch 1, one thread,
-                                   AVX-512; see src_c/fl_overlap.c); 0 = do
+                                   AVX-512; see src_c/fl_woven.c); 0 = do
                                    where it applies. For tests and timing. */
 } fl_lstm_run;
 
@@ -275,8 +275,8 @@ int fl_amx_available(void);
 /* 1 if batch-1 runs on one thread can weave each chunk's input projection
  * into the previous chunk's recurrent products (GCC build, AVX-512 CPU),
  * else 0. Used for runs of 32+ steps whose input size is at most twice the
- * recurrent width, unless fl_lstm_run.no_overlap is set. */
-int fl_overlap_available(void);
+ * recurrent width, unless fl_lstm_run.no_woven is set. */
+int fl_woven_available(void);
 
 /* A static, human readable description of a status. */
 const char *fl_status_message(fl_status status);

@@ -15,7 +15,7 @@
 #include "fl_batch.h"
 #include "fl_gates.h"
 #include "fl_kernels.h"
-#include "fl_overlap.h"
+#include "fl_woven.h"
 #include "fl_parallel.h"
 #include "fl_plan.h"
 
@@ -260,13 +260,13 @@ typedef struct chunk_view {
     float *G;
     size_t g_t, g_b;
     int fused;          /* one step of one row: [x; h] @ [Wx; Wh] done */
-    fl_side_gemm *side; /* woven: the next chunk's projection, or NULL */
+    fl_woven_gemm *side; /* woven: the next chunk's projection, or NULL */
 } chunk_view;
 
 /* The woven path's projections: this chunk's (unless the previous chunk's
  * products made it) and the description of the next one's. */
 static void project_woven(const pass *ps, int ci, int n_chunks, int t0, int n,
-                          chunk_view *cv, fl_side_gemm *side, int *next_ready) {
+                          chunk_view *cv, fl_woven_gemm *side, int *next_ready) {
     const fl_lstm *L = ps->L;
     const fl_lstm_run *run = ps->run;
     const int chunk = ps->plan->chunk, I = L->desc.input_size;
@@ -280,8 +280,8 @@ static void project_woven(const pass *ps, int ci, int n_chunks, int t0, int n,
     cv->side = NULL;
     if (on) {
         float *xt = (float *)(ps->base + ps->plan->xt);
-        fl_side_xt_fill(run->x + (size_t)nt0 * I, chunk, I, I, xt);
-        *side = (fl_side_gemm){.xt = xt,
+        fl_woven_x_fill(run->x + (size_t)nt0 * I, chunk, I, I, xt);
+        *side = (fl_woven_gemm){.xt = xt,
                                .rows = chunk,
                                .k = I,
                                .w = L->wx,
@@ -291,7 +291,7 @@ static void project_woven(const pass *ps, int ci, int n_chunks, int t0, int n,
                                .out = G + (size_t)((ci + 1) & 1) * (size_t)chunk * row4,
                                .ldo = (int)row4,
                                .prefetch = (size_t)L->R * row4 * sizeof(float) >
-                                           FL_OVERLAP_PREFETCH_MIN_BYTES};
+                                           FL_WOVEN_PREFETCH_MIN_BYTES};
         cv->side = side;
     }
     *next_ready = on;
@@ -411,7 +411,7 @@ static void run_chunk_steps(const pass *ps, int t0, int n, const chunk_view *cv)
         if (scratch)
             gemm_weights(L, run->h, B, R, R, L->wh, L->ldh, rec, (int)row4, 0);
         else if (ps->plan->path == FL_PATH_WOVEN && !cv->fused)
-            fl_matvec_side(ps->w.wh, R, (int)row4, ps->w.ldh, ps->w.ps, run->h, Gt,
+            fl_matvec_woven(ps->w.wh, R, (int)row4, ps->w.ldh, ps->w.ps, run->h, Gt,
                            backward, cv->side, s, n);
         else if (!cv->fused)
             recurrent_product(ps, run->h, B, Gt, (int)(cv->g_b * row4), backward);
@@ -435,7 +435,7 @@ static void forward_chunks(const pass *ps) {
     const size_t row4 = 4 * (size_t)ps->L->desc.units;
     const int n_chunks = (T + chunk - 1) / chunk;
     float *G = (float *)(ps->base + ps->plan->gates);
-    fl_side_gemm side = {0};
+    fl_woven_gemm side = {0};
     int next_ready = 0;
     for (int ci = 0; ci < n_chunks; ci++) {
         const int cidx = run->reverse ? n_chunks - 1 - ci : ci;

@@ -28,7 +28,7 @@
 
 #include "fl_gates.h"
 #include "fl_kernels.h"
-#include "fl_overlap.h"
+#include "fl_woven.h"
 #include "fl_parallel.h"
 
 typedef struct barrier {
@@ -49,10 +49,10 @@ typedef struct shared {
     float *h[2]; /* double-buffered h (H) */
     int units, input_size, carry, nparts;
     int chunk, n_chunks; /* the call's steps in chunks of `chunk` */
-    int overlap;         /* chunks of FL_OVERLAP_STEPS, G holding two:
+    int woven;         /* chunks of FL_WOVEN_STEPS, G holding two:
                             each part weaves its columns of the next
                             chunk's projection into its recurrent
-                            products (fl_matvec_side) */
+                            products (fl_matvec_woven) */
     int make_copies;     /* the parts copy their Wh columns first */
     atomic_int go;       /* 0 wait, 1 run, -1 abort (a thread could not start) */
     barrier bar;
@@ -64,8 +64,8 @@ typedef struct part {
                           (H, w) row-major block at wown + g*H*w; or NULL */
     fl_gate_params gp; /* units = this part's width, bias/peep sliced */
     float *z;          /* (4w) pre-activations of this part's units */
-    float *xt;         /* (I * FL_OVERLAP_STEPS) the next chunk's inputs
-                          for fl_matvec_side (overlap only) */
+    float *xt;         /* (I * FL_WOVEN_STEPS) the next chunk's inputs
+                          for fl_matvec_woven (woven only) */
     int u0, w;
     int cur; /* which h buffer holds the current h */
     uint8_t seen;
@@ -123,14 +123,14 @@ static int run_start(size_t ps, int j0, int j) {
  * panels; in reverse order when backward), the side tiles (or NULL) woven
  * into the first. */
 static void product_in_place(const shared *sh, int col, int w, const float *h, float *z,
-                             int backward, const fl_side_gemm *side, int s, int n) {
+                             int backward, const fl_woven_gemm *side, int s, int n) {
     const int H = sh->units, end = col + w;
     for (int q = 0, j = backward ? end : col; backward ? j > col : j < end; q++) {
         const int j0 = backward ? run_start(sh->ps, col, j) : j;
         const int j1 = backward ? j : fl_wrun_end(sh->ps, j, end);
         const float *W = fl_wcol(sh->wh, sh->ps, j0);
-        if (sh->overlap)
-            fl_matvec_side(W, H, j1 - j0, sh->ldh, 0, h, z + (j0 - col), backward,
+        if (sh->woven)
+            fl_matvec_woven(W, H, j1 - j0, sh->ldh, 0, h, z + (j0 - col), backward,
                            q == 0 ? side : NULL, s, n);
         else
             fl_matvec(W, H, j1 - j0, sh->ldh, h, z + (j0 - col), 1, backward);
@@ -144,7 +144,7 @@ static size_t copy_block_floats(int units, int w) {
 }
 
 /* Steps t0 .. t0+n-1 of one chunk, in the run's processing order, its
- * projections in G (made here unless `ready`). With the overlap, the
+ * projections in G (made here unless `ready`). Woven, the
  * recurrent products also make this part's columns of the next chunk's
  * projections (the chunk at nt0, if whole) in the other half of sh->G.
  * Returns whether they did. */
@@ -164,14 +164,14 @@ static int run_chunk(part *p, int t0, int n, float *G, int ready, int nt0) {
         fl_gemm_cols(x, n, I, I, sh->wx, sh->ldx, sh->ps, c0, c0 + (int)w, G, (int)row4,
                      0);
     }
-    fl_side_gemm side[4];
-    const int weave = sh->overlap && nt0 >= 0 && nt0 + sh->chunk <= T;
-    if (weave) {
+    fl_woven_gemm side[4];
+    const int woven = sh->woven && nt0 >= 0 && nt0 + sh->chunk <= T;
+    if (woven) {
         float *Gn = sh->G + (G == sh->G ? (size_t)sh->chunk * row4 : 0);
-        fl_side_xt_fill(run->x + (size_t)nt0 * (size_t)I, sh->chunk, I, I, p->xt);
+        fl_woven_x_fill(run->x + (size_t)nt0 * (size_t)I, sh->chunk, I, I, p->xt);
         for (size_t g = 0; g < 4; g++) {
             const size_t col = g * H + (size_t)p->u0;
-            side[g] = (fl_side_gemm){.xt = p->xt,
+            side[g] = (fl_woven_gemm){.xt = p->xt,
                                      .rows = sh->chunk,
                                      .k = I,
                                      .w = sh->wx,
@@ -199,12 +199,12 @@ static int run_chunk(part *p, int t0, int n, float *G, int ready, int nt0) {
                 const size_t g = backward ? 3 - q : q;
                 const size_t col = g * H + (size_t)p->u0;
                 memcpy(p->z + g * w, Gt + col, w * sizeof(float));
-                const fl_side_gemm *sg = weave ? &side[g] : NULL;
+                const fl_woven_gemm *sg = woven ? &side[g] : NULL;
                 if (!p->wown)
                     product_in_place(sh, (int)col, (int)w, hp, p->z + g * w, backward,
                                      sg, s, n);
-                else if (sh->overlap)
-                    fl_matvec_side(p->wown + g * H * w, (int)H, (int)w, (int)w, 0, hp,
+                else if (sh->woven)
+                    fl_matvec_woven(p->wown + g * H * w, (int)H, (int)w, (int)w, 0, hp,
                                    p->z + g * w, backward, sg, s, n);
                 else
                     fl_matvec(p->wown + g * H * w, (int)H, (int)w, (int)w, hp,
@@ -214,8 +214,8 @@ static int run_chunk(part *p, int t0, int n, float *G, int ready, int nt0) {
             p->seen = 1;
         } else {
             memcpy(hn + p->u0, hp + p->u0, w * sizeof(float));
-            for (size_t g = 0; g < 4 && weave; g++) /* the step's tiles still */
-                fl_matvec_side(sh->wh, 0, (int)w, 0, 0, hp, p->z + g * w, 0, &side[g],
+            for (size_t g = 0; g < 4 && woven; g++) /* the step's tiles still */
+                fl_matvec_woven(sh->wh, 0, (int)w, 0, 0, hp, p->z + g * w, 0, &side[g],
                                s, n);
         }
         if (run->y) {
@@ -228,7 +228,7 @@ static int run_chunk(part *p, int t0, int n, float *G, int ready, int nt0) {
         barrier_wait(&sh->bar, &p->gen, sh->nparts);
         p->cur ^= 1;
     }
-    return weave;
+    return woven;
 }
 
 /* All of the call's chunks, in processing order. */
@@ -246,10 +246,10 @@ static void run_part(part *p) {
         const int cidx = sh->run->reverse ? sh->n_chunks - 1 - ci : ci;
         const int t0 = cidx * sh->chunk;
         const int nt0 = sh->run->reverse ? t0 - sh->chunk : t0 + sh->chunk;
-        /* with the overlap, chunks alternate between the halves of G */
+        /* woven, chunks alternate between the halves of G */
         float *G =
             sh->G +
-            (sh->overlap && (ci & 1) ? (size_t)sh->chunk * 4 * (size_t)sh->units : 0);
+            (sh->woven && (ci & 1) ? (size_t)sh->chunk * 4 * (size_t)sh->units : 0);
         ready = run_chunk(p, t0, t0 + sh->chunk <= T ? sh->chunk : T - t0, G, ready,
                           ci + 1 < sh->n_chunks ? nt0 : -1);
     }
@@ -278,10 +278,10 @@ size_t fl_parallel_workspace_floats(int units) {
     return 2 * (size_t)units + 11 * (size_t)units + 3 * 16 * FL_MAX_THREADS + 16;
 }
 
-int fl_parallel_overlap_rows(int units, int inputs, int threads) {
+int fl_parallel_woven_rows(int units, int inputs, int threads) {
     if (threads > FL_MAX_THREADS) threads = FL_MAX_THREADS;
-    const long long xt = (long long)threads * inputs * FL_OVERLAP_STEPS;
-    return 2 * FL_OVERLAP_STEPS + (int)((xt + 4LL * units - 1) / (4LL * units));
+    const long long xt = (long long)threads * inputs * FL_WOVEN_STEPS;
+    return 2 * FL_WOVEN_STEPS + (int)((xt + 4LL * units - 1) / (4LL * units));
 }
 
 size_t fl_parallel_copy_floats(int units, int threads, size_t ps) {
@@ -324,7 +324,7 @@ int fl_parallel_run(const fl_parallel_job *job, uint8_t *seen) {
     sh.input_size = job->input_size;
     sh.G = G;
     sh.units = H;
-    sh.overlap = job->woven;
+    sh.woven = job->woven;
     sh.chunk = job->chunk;
     sh.n_chunks = (run->steps + sh.chunk - 1) / sh.chunk;
     sh.carry = job->carry;
@@ -355,8 +355,8 @@ int fl_parallel_run(const fl_parallel_job *job, uint8_t *seen) {
         float *pb = next + ((4 * w + 15) & ~(size_t)15);
         float *pp = pb + ((4 * w + 15) & ~(size_t)15);
         next = pp + ((3 * w + 15) & ~(size_t)15);
-        p->xt = job->woven ? G + (size_t)(2 * FL_OVERLAP_STEPS) * 4 * (size_t)H +
-                                 (size_t)k * (size_t)sh.input_size * FL_OVERLAP_STEPS
+        p->xt = job->woven ? G + (size_t)(2 * FL_WOVEN_STEPS) * 4 * (size_t)H +
+                                 (size_t)k * (size_t)sh.input_size * FL_WOVEN_STEPS
                            : NULL;
         for (size_t g = 0; g < 4; g++)
             memcpy(pb + g * w, bias + g * (size_t)H + u0, w * sizeof(float));

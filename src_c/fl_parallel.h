@@ -27,8 +27,8 @@ void fl_parallel_fill_copies(const float *wh, int ldh, size_t ps, int units,
                              int threads, float *wcopy);
 
 /* Rows of 4H floats the woven threads need in G: two chunks of gates and
- * each thread's FL_OVERLAP_STEPS x I inputs. */
-int fl_parallel_overlap_rows(int units, int inputs, int threads);
+ * each thread's FL_WOVEN_STEPS x I inputs. */
+int fl_parallel_woven_rows(int units, int inputs, int threads);
 
 /* A batch-1, projection-free call split between threads. */
 typedef struct fl_parallel_job {
@@ -38,9 +38,9 @@ typedef struct fl_parallel_job {
     const fl_lstm_run *run;
     float *G;  /* (chunk, 4H) scratch, row s = step t0 + s of the
                   chunk at t0; each thread fills its own columns.
-                  Woven: two chunks of FL_OVERLAP_STEPS, then each
+                  Woven: two chunks of FL_WOVEN_STEPS, then each
                   thread's copy of the next chunk's inputs
-                  (fl_parallel_overlap_rows rows in all) */
+                  (fl_parallel_woven_rows rows in all) */
     int chunk; /* steps per chunk, in the run's processing order */
     int woven; /* each thread weaves its columns of the next chunk's
                   projection into its recurrent products */

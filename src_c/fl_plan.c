@@ -7,7 +7,7 @@
 #include "fl_amx.h"
 #include "fl_batch.h"
 #include "fl_kernels.h"
-#include "fl_overlap.h"
+#include "fl_woven.h"
 #include "fl_parallel.h"
 #include "fl_plan.h"
 
@@ -102,9 +102,9 @@ static int amx_wanted(const fl_lstm *L, int batch, int chunk) {
  * the rows of those products can carry it (I <= 2R); wider inputs
  * outweigh the recurrent product and BLAS does them better. */
 static int woven_wanted(const fl_lstm *L, int batch, int steps, int threads) {
-    return batch == 1 && steps >= 2 * FL_OVERLAP_STEPS &&
+    return batch == 1 && steps >= 2 * FL_WOVEN_STEPS &&
            L->desc.input_size <= 2 * L->R && !threads_used(L, batch, threads) &&
-           fl_overlap_available();
+           fl_woven_available();
 }
 
 /* Steps per input projection for FL_CHUNK_AUTO (see FL_GATE_BUFFER_MIN). */
@@ -164,7 +164,7 @@ static int lay_out_gates(const fl_lstm *L, int batch, fl_plan *p, size_t *off) {
     size_t n_gates;
     if (p->path == FL_PATH_WOVEN) { /* two chunks: this one's, the next one's */
         if (!fl_region_add(off, 2 * (size_t)p->chunk * 4 * H, &p->gates) ||
-            !fl_region_add(off, I * FL_OVERLAP_STEPS, &p->xt))
+            !fl_region_add(off, I * FL_WOVEN_STEPS, &p->xt))
             return 0;
     } else if (!fl_mul_size((size_t)p->chunk * B, 4 * H, &n_gates) ||
                !fl_region_add(off, n_gates, &p->gates)) {
@@ -205,9 +205,9 @@ static fl_status lay_out(const fl_lstm *L, const fl_lstm_run *run, int with_y,
     if (threads && !(T == 1 && !run->pool)) {
         p->path = FL_PATH_THREADS;
         p->threads = run->threads;
-    } else if (ex.woven && !run->no_overlap && woven_wanted(L, B, T, run->threads)) {
+    } else if (ex.woven && !run->no_woven && woven_wanted(L, B, T, run->threads)) {
         p->path = FL_PATH_WOVEN;
-        p->chunk = FL_OVERLAP_STEPS;
+        p->chunk = FL_WOVEN_STEPS;
     } else if (fused_steps(L, B)) {
         p->path = FL_PATH_STEPWISE;
     }
@@ -243,10 +243,10 @@ static fl_status lay_out(const fl_lstm *L, const fl_lstm_run *run, int with_y,
 
 /* Whether the threads weave: the woven rule, with room in the gate buffer
  * for two chunks and each thread's inputs. */
-static int threads_weave(const fl_lstm *L, const fl_lstm_run *run, int chunk) {
-    return !run->no_overlap && fl_overlap_available() &&
-           run->steps >= 2 * FL_OVERLAP_STEPS && L->desc.input_size <= 2 * L->R &&
-           chunk >= fl_parallel_overlap_rows(L->desc.units, L->desc.input_size,
+static int threads_woven_wanted(const fl_lstm *L, const fl_lstm_run *run, int chunk) {
+    return !run->no_woven && fl_woven_available() &&
+           run->steps >= 2 * FL_WOVEN_STEPS && L->desc.input_size <= 2 * L->R &&
+           chunk >= fl_parallel_woven_rows(L->desc.units, L->desc.input_size,
                                              run->threads);
 }
 
@@ -261,9 +261,9 @@ fl_status fl_plan_make(const fl_lstm *L, const fl_lstm_run *run, size_t work_byt
         if (work_bytes >= plan->total) break;
     }
     if (work_bytes < plan->total) return FL_ERR_ARG;
-    if (plan->path == FL_PATH_THREADS && threads_weave(L, run, plan->chunk)) {
+    if (plan->path == FL_PATH_THREADS && threads_woven_wanted(L, run, plan->chunk)) {
         plan->threads_woven = 1;
-        plan->chunk = FL_OVERLAP_STEPS;
+        plan->chunk = FL_WOVEN_STEPS;
     }
     return FL_OK;
 }

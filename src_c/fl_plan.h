@@ -32,7 +32,7 @@ typedef struct fl_plan {
     size_t gates;       /* (chunk, B, 4H) input projection + recurrent term;
                            two chunks when woven */
     size_t xt;          /* FL_PATH_WOVEN: the next chunk's inputs, as
-                           fl_side_xt_fill lays them */
+                           fl_woven_x_fill lays them */
     size_t m;           /* (B, H) pre-projection output (projection only) */
     size_t hnew;        /* (B, P) projected output (projection only) */
     size_t seen;        /* (B) bytes, when the caller passes no `seen` */

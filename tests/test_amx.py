@@ -20,11 +20,9 @@ def run(layer: fastlstm.LSTM, x: np.ndarray, amx: bool) -> np.ndarray:
     h = np.zeros((B, layer.units), np.float32)
     c = np.zeros_like(h)
     y = np.empty((B, T, layer.units), np.float32)
-    # overlap=False: batch-1 runs would otherwise weave their projections
-    # into the recurrent products (tests/test_overlap.py) instead of AMX
-    layer._packed.forward(
-        x, True, h, c, y=y, amx=amx, overlap=False, check_finite=False
-    )
+    # woven=False: batch-1 runs would otherwise weave their projections
+    # into the recurrent products (tests/test_woven.py) instead of AMX
+    layer._packed.forward(x, True, h, c, y=y, amx=amx, woven=False, check_finite=False)
     return y
 
 
@@ -71,7 +69,7 @@ def test_environment_switch_keeps_blas(monkeypatch):
     w = random_weights(rng, 64, 128)
     x = rng.normal(0, 1, (1, 400, 64)).astype(np.float32)
     layer = fastlstm.LSTM(**w, return_sequences=True, threads=1)
-    monkeypatch.setenv("FASTLSTM_NO_OVERLAP", "1")  # AMX instead of the overlap
+    monkeypatch.setenv("FASTLSTM_NO_WOVEN", "1")  # AMX instead of the woven path
     monkeypatch.setenv("FASTLSTM_NO_AMX", "1")
     np.testing.assert_array_equal(layer(x), run(layer, x, False))
     monkeypatch.delenv("FASTLSTM_NO_AMX")
@@ -80,13 +78,13 @@ def test_environment_switch_keeps_blas(monkeypatch):
 
 def test_workspace_makes_room_for_the_scratch():
     """A long call's workspace grows by the AMX scratch; a short one (fewer
-    than 128 rows) and amx=False do not. overlap=False: batch-1 runs would
+    than 128 rows) and amx=False do not. woven=False: batch-1 runs would
     otherwise weave their projections instead of running them on AMX."""
     zeros = np.zeros((128, 512), np.float32)
     p = fastlstm.LSTM(zeros, zeros)._packed
 
     def size(steps: int, amx: bool) -> int:
-        return p.workspace_size(1, steps, amx=amx, overlap=False)
+        return p.workspace_size(1, steps, amx=amx, woven=False)
 
     scratch = 128 * 128 * 6  # at least the split of 128 rows of x
     assert size(1000, True) > size(1000, False) + scratch

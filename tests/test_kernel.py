@@ -320,7 +320,7 @@ def test_wh_copy_is_planned_and_laid_out_together(I, H, layout):
     wh_bytes = 4 * H * -(-4 * H // 128) * 128  # its panels, the last one padded
 
     def plan(T):  # chunks of 2 steps, off the woven path: only the copy varies
-        return packed.plan(1, T, chunk_steps=2, with_y=False, overlap=False)
+        return packed.plan(1, T, chunk_steps=2, with_y=False, woven=False)
 
     base = plan(2)["workspace_bytes"]
     for T in (127, 128, 1000, 5000):

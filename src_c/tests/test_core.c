@@ -300,7 +300,7 @@ static void test_configs(void) {
  * woven projection need AVX-512, AMX needs AMX) are expected off, and the
  * calls then take the path the plan falls back to. */
 static void test_every_path(void) {
-    const int tiles = fl_batch_preferred(), woven = fl_overlap_available();
+    const int tiles = fl_batch_preferred(), woven = fl_woven_available();
     const int amx = fl_amx_available();
     const struct {
         int I, H, B, T, threads, peep, chunk;
@@ -944,9 +944,9 @@ static void test_wh_panels(void) {
                                    .reverse = variant, .sweep = variant,
                                    .h = h[split], .c = c[split], .seen = &seen,
                                    .y = y[split] + (size_t)done * H,
-                                   /* as the short calls; the overlap's
+                                   /* as the short calls; the woven path's
                                     * chunks would start at each call */
-                                   .no_amx = 1, .no_overlap = 1};
+                                   .no_amx = 1, .no_woven = 1};
                 CHECK(fl_lstm_forward(L, &blas, &run, work, ws_long) == FL_OK,
                       "panel run");
                 done += n;
@@ -968,14 +968,14 @@ static void test_wh_panels(void) {
  * of that size), columns past N untouched. NaN, inf or a huge value makes
  * it decline (the caller then uses BLAS). */
 /* Batch-1 runs on one thread with each chunk's input projection woven into
- * the recurrent products (fl_matvec_side) agree with the plain BLAS path
+ * the recurrent products (fl_matvec_woven) agree with the plain BLAS path
  * within float32 rounding: rows in place and in panels, a partial last
  * column block (4H = 400), steps that are no multiple of 16, reversed with
  * a mask and the sweep on, a projection (R = P), and peepholes. The plan
  * really differs (its gate buffer is two 16-step chunks). */
-static void test_overlap(void) {
-    if (!fl_overlap_available()) {
-        printf("note: no AVX-512 here; the overlapped path is not tested\n");
+static void test_woven(void) {
+    if (!fl_woven_available()) {
+        printf("note: no AVX-512 here; the woven path is not tested\n");
         return;
     }
     static const struct {
@@ -996,7 +996,7 @@ static void test_overlap(void) {
         fl_lstm_desc d = {I, H, P, FL_ACT_TANH, FL_ACT_SIGMOID, 0, 0, 0, 0, FL_LAYOUT_AUTO};
         fl_lstm *L = NULL;
         CHECK(fl_lstm_create(&d, W, U, b, cases[ci].peep ? peep : NULL, proj, &L) == FL_OK,
-              "create overlap case %zu", ci);
+              "create woven case %zu", ci);
         float *x = malloc(sizeof(float) * T * I);
         for (int k = 0; k < T * I; k++) x[k] = nrand(1.0f);
         unsigned char mask[300];
@@ -1015,16 +1015,16 @@ static void test_overlap(void) {
                                        .mask = variant ? mask : NULL,
                                        .reverse = variant, .sweep = variant,
                                        .h = h[th][plain], .c = c[th][plain],
-                                       .y = y[th][plain], .no_overlap = plain,
+                                       .y = y[th][plain], .no_woven = plain,
                                        .threads = th + 1, .chunk_steps = th ? 64 : 0};
                     CHECK(fl_lstm_run_workspace_size(L, &run, &ws[th][plain]) == FL_OK,
                           "size");
                     void *work = malloc(ws[th][plain]);
                     CHECK(fl_lstm_forward(L, &blas, &run, work, ws[th][plain]) == FL_OK,
-                          "overlap case %zu run, %d threads", ci, th + 1);
+                          "woven case %zu run, %d threads", ci, th + 1);
                     free(work);
                 }
-            CHECK(ws[0][0] != ws[0][1], "case %zu: the overlap was not planned", ci);
+            CHECK(ws[0][0] != ws[0][1], "case %zu: the woven path was not planned", ci);
             for (int th = 0; th < (P ? 1 : 2); th++) {
                 double dmax = 0; /* each against the one-thread plain run */
                 for (int k = 0; k < T * R; k++)
@@ -1096,7 +1096,7 @@ static void test_amx_gemm(void) {
 /* A layer's long run with the input projection on AMX: within 2e-6 of the
  * same run on BLAS (no_amx) and its workspace holds the AMX scratch; an
  * infinity in x (check_finite off) sends the projection back to BLAS, so
- * that run is bit-identical to the BLAS one. no_overlap: a batch-1 run
+ * that run is bit-identical to the BLAS one. no_woven: a batch-1 run
  * would otherwise weave its projection into the recurrent products. */
 static void test_amx_forward(void) {
     if (!fl_amx_available()) return;
@@ -1114,7 +1114,7 @@ static void test_amx_forward(void) {
             float h[64] = {0}, c[64] = {0};
             fl_lstm_run run = {.batch = 1, .steps = T, .x = x, .h = h, .c = c,
                                .y = y[no_amx], .no_amx = no_amx,
-                               .no_overlap = 1};
+                               .no_woven = 1};
             fl_lstm_run_workspace_size(L, &run, &ws[no_amx]);
             void *work = malloc(ws[no_amx]);
             CHECK(fl_lstm_forward(L, &blas, &run, work, ws[no_amx]) == FL_OK, "amx run");
@@ -1209,7 +1209,7 @@ int main(void) {
     test_wh_panels();
     test_panel_layout();
     test_panels_agree();
-    test_overlap();
+    test_woven();
     test_thread_copies();
     test_review_regressions();
     test_errors();

@@ -1,5 +1,5 @@
 /*
- * fl_overlap.c - the batch-1 recurrent product with the next chunk's input
+ * fl_woven.c - the batch-1 recurrent product with the next chunk's input
  * projection woven into it.
  *
  * At batch 1 the recurrent product z += h @ U reads every element of U once
@@ -15,27 +15,27 @@
  * (OpenBLAS's own order for k up to a few hundred: the outputs there are
  * bit-identical to the BLAS path).
  */
-#include "fl_overlap.h"
+#include "fl_woven.h"
 
 #include "fl_kernels.h"
 
 /* the panel layout's panels are this kernel's 128-column blocks */
-_Static_assert(FL_PANEL_COLS == 128, "fl_matvec_side reads 128-wide panels");
+_Static_assert(FL_PANEL_COLS == 128, "fl_matvec_woven reads 128-wide panels");
 
 /* Rows of a projection tile: the chunk's steps (its columns: one vector). */
-#define TR FL_OVERLAP_STEPS
+#define TR FL_WOVEN_STEPS
 
 /* The tile's Wx rows are ldw floats apart, often in L3: where the caller
- * asks (fl_side_gemm.prefetch), each is asked for this many k-steps ahead:
+ * asks (fl_woven_gemm.prefetch), each is asked for this many k-steps ahead:
  * without it, weaving lost to the plain path for weights in L3. */
 #define WX_PREFETCH_ROWS 24
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define FL_HAVE_OVERLAP 1
+#define FL_HAVE_WOVEN 1
 #include <immintrin.h>
 #endif
 
-void fl_side_xt_fill(const float *FL_RESTRICT x, int rows, int k, int ldx,
+void fl_woven_x_fill(const float *FL_RESTRICT x, int rows, int k, int ldx,
                      float *FL_RESTRICT xt) {
     /* k-step kk of row r at xt[kk * TR + r]; rows past `rows` repeat the
      * last one (their sums are computed but not stored) */
@@ -46,14 +46,14 @@ void fl_side_xt_fill(const float *FL_RESTRICT x, int rows, int k, int ldx,
         }
 }
 
-#ifdef FL_HAVE_OVERLAP
+#ifdef FL_HAVE_WOVEN
 #define FL_AVX512 __attribute__((target("avx512f,avx512vl,fma")))
 
 /* The tiles of one call, in order; tile t covers the columns
  * [16 t, 16 t + 16). The tile in flight reads its 16 x values of k-step kk
  * at xt + kk * 16 and its Wx row at w + kk * ldw. */
 typedef struct tile_state {
-    const fl_side_gemm *g;
+    const fl_woven_gemm *g;
     int tile, tile_end;
     int left; /* k-steps still to do in the tile in flight (0: none) */
     int c0;
@@ -62,7 +62,7 @@ typedef struct tile_state {
 } tile_state;
 
 static void tile_start(tile_state *t) {
-    const fl_side_gemm *g = t->g;
+    const fl_woven_gemm *g = t->g;
     if (t->tile >= t->tile_end) {
         t->left = 0;
         return;
@@ -75,7 +75,7 @@ static void tile_start(tile_state *t) {
 }
 
 FL_AVX512 static void tile_finish(tile_state *t, __m512 *s) {
-    const fl_side_gemm *g = t->g;
+    const fl_woven_gemm *g = t->g;
     for (int r = 0; r < TR; r++) {
         if (r < g->rows)
             _mm512_mask_storeu_ps(g->out + (size_t)r * g->ldo + t->c0, t->cmask, s[r]);
@@ -185,7 +185,7 @@ FL_AVX512 static void tile_finish(tile_state *t, __m512 *s) {
 FL_AVX512 __attribute__((noinline)) static void tiles_rest(tile_state *t, __m512 *s) {
     const int wx_prefetch = t->g && t->g->prefetch;
     while (t->left > 0) { /* (no tile in flight: g may be NULL) */
-        const fl_side_gemm *g = t->g;
+        const fl_woven_gemm *g = t->g;
         const size_t ldw = (size_t)g->ldw;
         const float *xt = g->xt + (size_t)(g->k - t->left) * TR;
         const float *wt = t->w + (size_t)(g->k - t->left) * ldw;
@@ -208,7 +208,7 @@ FL_AVX512 __attribute__((noinline)) static void tiles_rest(tile_state *t, __m512
  * test inside the woven loops cost I=H=512 8%). */
 FL_AVX512 static inline __attribute__((always_inline)) void
 matvec_side_body(const float *W, int rows, int n, int ld, size_t ps, const float *v,
-                 float *z, int backward, const fl_side_gemm *g, int tile0, int tile1,
+                 float *z, int backward, const fl_woven_gemm *g, int tile0, int tile1,
                  const int wx_prefetch) {
     tile_state ts = {.g = g, .tile = tile0, .tile_end = tile1, .left = 0};
     const size_t ldw = g ? (size_t)g->ldw : 0;
@@ -271,31 +271,31 @@ matvec_side_body(const float *W, int rows, int n, int ld, size_t ps, const float
 
 FL_AVX512 static void matvec_side_plain(const float *W, int rows, int n, int ld,
                                         size_t ps, const float *v, float *z,
-                                        int backward, const fl_side_gemm *g, int tile0,
+                                        int backward, const fl_woven_gemm *g, int tile0,
                                         int tile1) {
     matvec_side_body(W, rows, n, ld, ps, v, z, backward, g, tile0, tile1, 0);
 }
 
 FL_AVX512 static void matvec_side_prefetch(const float *W, int rows, int n, int ld,
                                            size_t ps, const float *v, float *z,
-                                           int backward, const fl_side_gemm *g,
+                                           int backward, const fl_woven_gemm *g,
                                            int tile0, int tile1) {
     matvec_side_body(W, rows, n, ld, ps, v, z, backward, g, tile0, tile1, 1);
 }
-#endif /* FL_HAVE_OVERLAP */
+#endif /* FL_HAVE_WOVEN */
 
-int fl_overlap_available(void) {
-#ifdef FL_HAVE_OVERLAP
+int fl_woven_available(void) {
+#ifdef FL_HAVE_WOVEN
     return fl_cpu_has_avx512();
 #else
     return 0;
 #endif
 }
 
-void fl_matvec_side(const float *FL_RESTRICT W, int rows, int n, int ld, size_t ps,
+void fl_matvec_woven(const float *FL_RESTRICT W, int rows, int n, int ld, size_t ps,
                     const float *FL_RESTRICT v, float *FL_RESTRICT z, int backward,
-                    const fl_side_gemm *side, int step, int steps) {
-#ifdef FL_HAVE_OVERLAP
+                    const fl_woven_gemm *side, int step, int steps) {
+#ifdef FL_HAVE_WOVEN
     /* the tiles (16 columns each) spread evenly over the steps */
     const long long tiles = side ? (side->n + 15) / 16 : 0;
     const int tile0 = (int)(tiles * step / steps);

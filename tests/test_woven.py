@@ -1,5 +1,5 @@
 """Batch-1 runs on one thread with each 16-step chunk's input projection
-woven into the previous chunk's recurrent products (src_c/fl_overlap.c):
+woven into the previous chunk's recurrent products (src_c/fl_woven.c):
 float32-accurate over long runs, the same as the BLAS path within rounding,
 and switchable off. Skipped where the CPU has no AVX-512."""
 
@@ -14,17 +14,17 @@ from fastlstm import _reference as ref
 from tests.conftest import TOL_F32, long_run_on_and_off, random_weights
 
 pytestmark = pytest.mark.skipif(
-    not _core.overlap_available(), reason="no AVX-512 here (or not a GCC build)"
+    not _core.woven_available(), reason="no AVX-512 here (or not a GCC build)"
 )
 
 
-def run(layer: fastlstm.LSTM, x: np.ndarray, overlap: bool, **kw) -> np.ndarray:
+def run(layer: fastlstm.LSTM, x: np.ndarray, woven: bool, **kw) -> np.ndarray:
     B, T, _ = x.shape
     h = np.zeros((B, layer.output_size), np.float32)
     c = np.zeros((B, layer.units), np.float32)
     y = np.empty((B, T, layer.output_size), np.float32)
     layer._packed.forward(
-        x, True, h, c, y=y, overlap=overlap, amx=False, check_finite=False, **kw
+        x, True, h, c, y=y, woven=woven, amx=False, check_finite=False, **kw
     )
     return y
 
@@ -39,22 +39,22 @@ def test_long_run_meets_1e5(I, H):
 
 
 def test_plan_uses_two_chunks_of_gates():
-    """The overlapped plan holds two 16-step chunks of gates, whatever chunk
+    """The woven plan holds two 16-step chunks of gates, whatever chunk
     size was asked for; short runs, inputs wider than twice the units, and
     several threads keep the plain plan."""
     rng = np.random.default_rng(1)
     layer = fastlstm.LSTM(**random_weights(rng, 64, 128), threads=1)
     p = layer._packed
     woven = p.workspace_size(1, 1000, 400)
-    plain = p.workspace_size(1, 1000, 400, overlap=False)
+    plain = p.workspace_size(1, 1000, 400, woven=False)
     assert woven < plain - 4 * 512 * 300  # 32 rows of gates instead of 400
-    assert p.workspace_size(1, 31, 31) == p.workspace_size(1, 31, 31, overlap=False)
+    assert p.workspace_size(1, 31, 31) == p.workspace_size(1, 31, 31, woven=False)
     wide = fastlstm.LSTM(**random_weights(rng, 300, 128))._packed
     assert wide.workspace_size(1, 1000, 400) == wide.workspace_size(
-        1, 1000, 400, overlap=False
+        1, 1000, 400, woven=False
     )
     assert p.workspace_size(1, 1000, 400, threads=2) == p.workspace_size(
-        1, 1000, 400, threads=2, overlap=False
+        1, 1000, 400, threads=2, woven=False
     )
 
 
@@ -89,8 +89,8 @@ def test_projection_layer():
 
 
 def test_environment_switch(monkeypatch):
-    """FASTLSTM_NO_OVERLAP=1 makes layer calls bit-identical to
-    overlap=False (inputs wide enough that OpenBLAS and the tiles round
+    """FASTLSTM_NO_WOVEN=1 makes layer calls bit-identical to
+    woven=False (inputs wide enough that OpenBLAS and the tiles round
     differently, so the switch is seen)."""
     rng = np.random.default_rng(6)
     w = random_weights(rng, 512, 256)
@@ -98,7 +98,7 @@ def test_environment_switch(monkeypatch):
     layer = fastlstm.LSTM(**w, return_sequences=True, threads=1)
     assert not np.array_equal(run(layer, x, True), run(layer, x, False))
     monkeypatch.setenv("FASTLSTM_NO_AMX", "1")
-    monkeypatch.setenv("FASTLSTM_NO_OVERLAP", "1")
+    monkeypatch.setenv("FASTLSTM_NO_WOVEN", "1")
     np.testing.assert_array_equal(layer(x), run(layer, x, False))
-    monkeypatch.delenv("FASTLSTM_NO_OVERLAP")
+    monkeypatch.delenv("FASTLSTM_NO_WOVEN")
     np.testing.assert_array_equal(layer(x), run(layer, x, True))
