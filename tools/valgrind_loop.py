@@ -44,8 +44,8 @@ assert _sstable.snappy_decompress(b"\x08\x0cabcd\x01\x04", 100) == b"abcdabcd"
 for _ in range(300):
     data = junk.integers(0, 256, int(junk.integers(0, 64)), dtype=np.uint8).tobytes()
     for call in (
-        lambda: _sstable.snappy_decompress(data, 1 << 16),
-        lambda: _sstable.block_entries(data, 1 << 16),
+        lambda data=data: _sstable.snappy_decompress(data, 1 << 16),
+        lambda data=data: _sstable.block_entries(data, 1 << 16),
     ):
         try:
             call()
