@@ -107,19 +107,21 @@ def mask_input(mask: Any, shape: tuple[int, int], time_major: bool) -> np.ndarra
     return np.ascontiguousarray(arr != 0, dtype=np.uint8)
 
 
-def lengths_input(lengths: Any, batch: int, steps: int) -> np.ndarray:
+def lengths_input(
+    lengths: Any, batch: int, steps: int, name: str = "lengths"
+) -> np.ndarray:
     arr = np.asarray(lengths)
     if arr.dtype.kind not in "iu":
-        raise DTypeError(f"lengths must be integers, got dtype {arr.dtype}")
+        raise DTypeError(f"{name} must be integers, got dtype {arr.dtype}")
     if arr.shape != (batch,):
         raise ShapeError(
-            f"lengths must have shape (batch,) = ({batch},), got {arr.shape}"
+            f"{name} must have shape (batch,) = ({batch},), got {arr.shape}"
         )
     bad = np.flatnonzero((arr < 0) | (arr > steps))
     if bad.size:
         i = int(bad[0])
         raise ShapeError(
-            f"lengths[{i}] = {int(arr[i])} is outside [0, {steps}] "
+            f"{name}[{i}] = {int(arr[i])} is outside [0, {steps}] "
             f"(the input has {steps} time steps)"
         )
     return np.ascontiguousarray(arr, dtype=np.int32)

@@ -15,6 +15,7 @@ dropped.
 from __future__ import annotations
 
 import gc
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -561,6 +562,27 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
+# What a FastLSTMError's message must say, where it names the argument by
+# another word than its parameter name (regular expressions by case prefix).
+KEYWORDS = {
+    "LSTMStream.state-value": r"\bstate\b",
+    "Model.predict-x": r"\binputs?\b",
+    "load-path": r"model|file|folder|path|variables",
+    "load-config": r"config|layer",
+    "LSTM-projection": r"proj",
+    "Stack-layers": r"layer",
+    "Bidirectional-forward": r"LSTM layers|forward",
+    "Bidirectional.stream-batch_size": r"cannot stream",
+}
+
+
+def keyword_of(case: str) -> str:
+    for prefix, keyword in KEYWORDS.items():
+        if case.startswith(prefix):
+            return keyword
+    return re.escape(case.split("-")[1])
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_argument_raises_a_clear_error(case):
     call, allowed = CASES[case]
@@ -572,6 +594,8 @@ def test_bad_argument_raises_a_clear_error(case):
         f"{case}: raised {type(exc).__module__}.{type(exc).__name__}: {exc}"
     )
     assert str(exc).strip(), f"{case}: empty message from {type(exc).__name__}"
+    if isinstance(exc, FastLSTMError):  # names what was wrong
+        assert re.search(keyword_of(case), str(exc)), f"{case}: {exc}"
 
 
 # --- variants of a valid input must work and give the same bits ------------

@@ -77,7 +77,10 @@ class Graph:
         """A fresh context keeping state for ``names`` (default: the
         stateful layers)."""
         names = self.stateful_names if names is None else names
-        return RunContext({name: Carry() for name in names})
+        return RunContext(
+            {name: Carry() for name in names},
+            input_names={n: f"input {n!r}" for n in self.input_names},
+        )
 
     def recurrent_names(self) -> list[str]:
         """Every state-keeping name of every recurrent layer (for streams)."""

@@ -43,6 +43,10 @@ class RunContext:
     carries: dict  # layer name -> Carry, for stateful layers and streams
     lengths: Any = None
     initial_states: dict = dataclasses.field(default_factory=dict)
+    # what the caller calls lengths and initial states (error messages)
+    lengths_name: str = "lengths"
+    state_name: str | None = None
+    input_names: dict = dataclasses.field(default_factory=dict)  # by input layer
     budget: Any = None  # the ByteBudget array ops charge their results to
 
 
@@ -249,11 +253,24 @@ def direction(spec: RecurrentSpec, nan_policy: str = "raise") -> Direction:
 
 
 def _sequence(
-    layer: Layer, x: Any, mask: Mask, ctx: RunContext, input_size: int, tm: bool
+    layer: Layer,
+    x: Any,
+    mask: Mask,
+    ctx: RunContext,
+    node: Any,
+    input_size: int,
+    tm: bool,
 ):
     xs, B, T = _inputs.sequence_input(x, input_size, tm, f"input of {layer.name!r}")
     mask = None if mask is None else np.asarray(mask, bool)
-    return prepare(xs, B, T, tm, mask, ctx.lengths)
+    p = prepare(xs, B, T, tm, mask, ctx.lengths, ctx.lengths_name)
+    source = node.inputs[0].layer if node.inputs else None
+    p.name = ctx.input_names.get(source) or f"the input of layer {layer.name!r}"
+    return p
+
+
+def _state_name(layer: Layer, ctx: RunContext) -> str:
+    return ctx.state_name or f"initial state of {layer.name!r}"
 
 
 def _initial_state(layer: Layer, inputs: list, ctx: RunContext) -> list | None:
@@ -281,13 +298,15 @@ class Recurrent(Layer):
             raise ShapeError(
                 f"layer {self.name!r} takes {n} initial state arrays, got {len(init)}"
             )
-        p = _sequence(self, inputs[0], mask, ctx, spec.input_size, spec.time_major)
+        p = _sequence(
+            self, inputs[0], mask, ctx, node, spec.input_size, spec.time_major
+        )
         y, states = self.direction.run(
             p,
             init or None,
             spec.return_sequences,
             ctx.carries.get(self.name),
-            f"initial state of {self.name!r}",
+            _state_name(self, ctx),
         )
         out_mask = mask if spec.return_sequences else None
         if spec.return_state:
@@ -315,7 +334,7 @@ class BidirectionalLayer(Layer):
         fw = self.spec.forward
         mask = _first_mask(masks)
         init = _initial_state(self, inputs, ctx)
-        p = _sequence(self, inputs[0], mask, ctx, fw.input_size, fw.time_major)
+        p = _sequence(self, inputs[0], mask, ctx, node, fw.input_size, fw.time_major)
         carries = (
             ctx.carries.get(self.spec.forward.name),
             ctx.carries.get(self.spec.backward.name),
@@ -325,7 +344,7 @@ class BidirectionalLayer(Layer):
             init or None,
             fw.return_sequences,
             carries,
-            f"initial state of {self.name!r}",
+            _state_name(self, ctx),
         )
         out_mask = mask if fw.return_sequences else None
         masks_out = [out_mask] * len(out)

@@ -378,12 +378,20 @@ def prepare_call(
 
 
 def prepare(
-    x: np.ndarray, B: int, T: int, time_major: bool, mask: Any, lengths: Any
+    x: np.ndarray,
+    B: int,
+    T: int,
+    time_major: bool,
+    mask: Any,
+    lengths: Any,
+    lengths_name: str = "lengths",
 ) -> Prepared:
     m = None
     if mask is not None:
         m = _inputs.mask_input(mask, (T, B) if time_major else (B, T), time_major)
-    ln = None if lengths is None else _inputs.lengths_input(lengths, B, T)
+    ln = None
+    if lengths is not None:
+        ln = _inputs.lengths_input(lengths, B, T, lengths_name)
     return Prepared(x, B, T, m, ln, time_major)
 
 

@@ -160,7 +160,14 @@ class TF1LSTM:
         return (y_f, y_b), (self._pack(flat[:n], 0), self._pack(flat[n:], 1))
 
     def _run(self, xs: np.ndarray, lengths: Any, init: dict) -> list:
-        ctx = RunContext({}, lengths=lengths, initial_states=init)
+        ctx = RunContext(
+            {},
+            input_names={"x": "x"},
+            lengths=lengths,
+            initial_states=init,
+            lengths_name="sequence_length",
+            state_name="initial_state",
+        )
         return self._graph.run([xs], ctx)
 
     def _unpack(self, state: Any, direction: int, name: str) -> list | None:

@@ -189,7 +189,13 @@ class TorchLSTM:
             D = self.num_directions
             for k, ls in enumerate(self.spec.layers[1:]):
                 init[ls.name] = [a[k * D + d] for d in range(D) for a in states]
-        ctx = RunContext({}, lengths=lengths, initial_states=init)
+        ctx = RunContext(
+            {},
+            lengths=lengths,
+            initial_states=init,
+            state_name="hx",
+            input_names={"x": "x"},
+        )
         outs = self._graph.run([xs], ctx)
         out, flat = outs[0], outs[1:]
         h_n, c_n = np.stack(flat[0::2]), np.stack(flat[1::2])
@@ -342,7 +348,7 @@ class TorchLSTMCell:
                 h0, c0 = h0[None], c0[None]
             state = (h0, c0)
         p = prepare_call(arr[:, None], self.input_size, False, None, None)
-        h, c = self._layer.make_state(state, p.batch)
+        h, c = self._layer.make_state(state, p.batch, "hx")
         self._layer.run_prepared(p, h, c, False)
         return (h[0], c[0]) if unbatched else (h, c)
 
