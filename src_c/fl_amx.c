@@ -23,6 +23,7 @@
  */
 #define _GNU_SOURCE /* syscall() */
 #include "fl_amx.h"
+#include "fl_internal.h"
 
 #include <string.h>
 
@@ -52,6 +53,7 @@ static int split_rows(int kp, int rows) {
 }
 
 int fl_amx_available(void) {
+    if (FL_MAX_ISA < 4) return 0;
     if (!(__builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-bf16") &&
           __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
           __builtin_cpu_supports("avx512bf16")))

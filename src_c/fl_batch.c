@@ -84,7 +84,7 @@ static inline __attribute__((always_inline)) void gate_block(const float *FL_RES
 #ifdef FL_HAVE_MATH512
 /* gate_block with AVX-512 intrinsics: 16 units per vector, a masked load
  * and store for the last block of a layer whose H is not a multiple of 16. */
-__attribute__((target("arch=x86-64-v4"), always_inline)) static inline void
+FL_TARGET_V4 __attribute__((always_inline)) static inline void
 gate_block16(const float *FL_RESTRICT z, int nu, float *FL_RESTRICT c,
              float *FL_RESTRICT h) {
     fl_cell16(_mm512_loadu_ps(z), _mm512_loadu_ps(z + FL_PANEL_UNITS),
@@ -152,7 +152,7 @@ gate_block16(const float *FL_RESTRICT z, int nu, float *FL_RESTRICT c,
     }
 
 #define FL_DEFINE_TILE512(TR)                                                          \
-    __attribute__((target("arch=x86-64-v4"), always_inline)) static inline void        \
+    FL_TARGET_V4 __attribute__((always_inline)) static inline void        \
     tile512_##TR(const float *FL_RESTRICT panel, const float *FL_RESTRICT bias, int I, \
                  int H, const float *FL_RESTRICT x, size_t ldxr,                       \
                  const float *FL_RESTRICT h, float *FL_RESTRICT zt) {                  \
@@ -180,7 +180,7 @@ FL_DEFINE_TILE512(4)
 /* The gates of rows r0 .. r1-1 of a block with fl_cell16x4, four rows at a
  * time; a group with a skipped row, and the last r1 - r0 < 4 rows, go row by
  * row through gate_block16. */
-__attribute__((target("arch=x86-64-v4"), always_inline)) static inline void
+FL_TARGET_V4 __attribute__((always_inline)) static inline void
 gate_rows16(const float *FL_RESTRICT z, int r0, int r1, int nu, int H, int u0,
             float *FL_RESTRICT c, float *FL_RESTRICT h_out,
             const uint8_t *FL_RESTRICT skip) {
@@ -260,7 +260,7 @@ gate_rows(const float *FL_RESTRICT z, int r0, int r1, int nu, int H, int u0,
 #define FL_TILES_SMALL FL_BATCH_TILE(2) FL_BATCH_TILE(1)
 
 #ifdef FL_HAVE_MATH512
-__attribute__((target("arch=x86-64-v4"))) static void batch_step_v4(FL_BATCH_ARGS){
+FL_TARGET_V4 static void batch_step_v4(FL_BATCH_ARGS){
     FL_BATCH_BODY(FL_TILES_V4, gate_rows16)}
 #define FL_HAVE_ISA_BATCH 1
 #endif

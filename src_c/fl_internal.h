@@ -15,14 +15,41 @@
 #define FL_RESTRICT
 #endif
 
+/* The widest instruction set the core may use: 4 AVX-512 (the default),
+ * 3 AVX2 + FMA, 1 baseline x86-64. The narrower settings let the tests run
+ * the narrower paths on a CPU that has the wider ones. */
+#ifndef FL_MAX_ISA
+#define FL_MAX_ISA 4
+#endif
+
 /* Hot loops are compiled once per instruction set (AVX-512, AVX2+FMA,
  * baseline) and the best is picked at load time; no -march flag needed. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) &&                 \
-    !defined(FL_NO_CLONES) && !defined(__SANITIZE_ADDRESS__)
+    !defined(FL_NO_CLONES) && !defined(__SANITIZE_ADDRESS__) && FL_MAX_ISA >= 3
+#if FL_MAX_ISA >= 4
 #define FL_CLONES                                                                      \
     __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
+#define FL_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+#else
 #define FL_CLONES
+#endif
+
+/* The targets of the explicitly dispatched kernels. A build that already
+ * targets a superset (FASTLSTM_NATIVE=1's -march=native on an AVX-512 CPU)
+ * keeps its own: a narrower target on a function makes GCC refuse to
+ * inline the build's intrinsics into it. */
+#if defined(__AVX512F__) && defined(__AVX512VL__) && defined(__AVX512BW__) && \
+    defined(__AVX512DQ__) && defined(__AVX512CD__)
+#define FL_TARGET_V4
+#else
+#define FL_TARGET_V4 __attribute__((target("arch=x86-64-v4")))
+#endif
+#if defined(__AVX2__) && defined(__FMA__) && defined(__BMI2__)
+#define FL_TARGET_V3
+#else
+#define FL_TARGET_V3 __attribute__((target("arch=x86-64-v3")))
 #endif
 
 /* Whether this CPU runs the explicitly dispatched AVX-512 kernels (they
@@ -30,7 +57,14 @@
  * at load time). */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 static inline int fl_cpu_has_avx512(void) {
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+    return FL_MAX_ISA >= 4 && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512vl");
+}
+
+/* Whether this CPU runs the explicitly dispatched AVX2 + FMA kernels. */
+static inline int fl_cpu_has_avx2(void) {
+    return FL_MAX_ISA >= 3 && __builtin_cpu_supports("avx2") &&
+           __builtin_cpu_supports("fma");
 }
 #endif
 

@@ -92,7 +92,7 @@ void fl_panels_pack(const float *FL_RESTRICT W, int rows, int n, int ld,
  * of partial sums, each row visit reading from two sequential streams.
  * Streamed from L3 that keeps more lines in flight than one panel at a
  * time; from L2 it makes no difference. */
-__attribute__((target("arch=x86-64-v4"))) static void
+FL_TARGET_V4 static void
 matvec_pair_v4(const float *FL_RESTRICT A, const float *FL_RESTRICT B, int rows,
                const float *FL_RESTRICT v, float *FL_RESTRICT za, float *FL_RESTRICT zb,
                int accumulate) {
@@ -200,10 +200,10 @@ void fl_matvec_panels(const float *FL_RESTRICT P, int rows, int n, size_t ps,
         int n, int ldw, float *FL_RESTRICT Z, int ldz, int accumulate
 
 #ifdef FL_HAVE_ISA_KERNELS
-__attribute__((target("arch=x86-64-v4"))) static void gemm_v4(FL_GEMM_ARGS) {
+FL_TARGET_V4 static void gemm_v4(FL_GEMM_ARGS) {
     FL_GEMM_BODY(12, 32)
 }
-__attribute__((target("arch=x86-64-v3"))) static void gemm_v3(FL_GEMM_ARGS) {
+FL_TARGET_V3 static void gemm_v3(FL_GEMM_ARGS) {
     FL_GEMM_BODY(4, 16)
 }
 #endif
@@ -218,7 +218,7 @@ void fl_gemm(FL_GEMM_ARGS) {
         gemm_v4(A, rows, K, lda, W, n, ldw, Z, ldz, accumulate);
         return;
     }
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    if (fl_cpu_has_avx2()) {
         gemm_v3(A, rows, K, lda, W, n, ldw, Z, ldz, accumulate);
         return;
     }

@@ -23,7 +23,9 @@
 #define FL_HAVE_MATH512 1
 #include <immintrin.h>
 
-#define FL_V4 __attribute__((target("arch=x86-64-v4"), always_inline)) static inline
+#include "fl_internal.h"
+
+#define FL_V4 FL_TARGET_V4 __attribute__((always_inline)) static inline
 
 /* e^x for x <= 100 (NaN propagates); 0 below -103.97, and inf above
  * 88.72 (vscalefps saturates). */

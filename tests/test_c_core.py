@@ -74,6 +74,29 @@ def test_c_core_optimized(tmp_path):
     run_and_check([str(exe)])
 
 
+# The paths a CPU may lack, forced on this one: FL_MAX_ISA=3 keeps the core
+# to AVX2 + FMA, 1 to baseline x86-64 (no batch tiles, no woven projection,
+# no AMX: the plan must choose the other paths, and they must match the
+# reference). -march=native is the FASTLSTM_NATIVE=1 build.
+@pytest.mark.parametrize(
+    "variant",
+    [
+        ("avx2_only", "-DFL_MAX_ISA=3"),
+        ("baseline", "-DFL_MAX_ISA=1"),
+        ("native", "-march=native"),
+    ],
+    ids=lambda v: v[0],
+)
+def test_c_core_narrower_and_native_builds(tmp_path, variant):
+    name, flag = variant
+    exe = build(tmp_path / f"test_core_{name}", "-O2", flag)
+    out = run_and_check([str(exe)])
+    if name != "native":
+        assert "batch tiles are not planned" in out
+        assert "the woven projection is not planned" in out
+
+
+@pytest.mark.slow
 def test_c_core_under_asan_ubsan(tmp_path):
     try:
         exe = build(
@@ -96,6 +119,7 @@ def test_c_core_under_asan_ubsan(tmp_path):
     assert "runtime error" not in out and "AddressSanitizer" not in out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind not installed")
 def test_c_core_under_valgrind(tmp_path):
     exe = build(tmp_path / "test_core_vg", "-O1")
@@ -112,6 +136,7 @@ def test_c_core_under_valgrind(tmp_path):
     assert "Invalid" not in out and "definitely lost" not in out
 
 
+@pytest.mark.slow
 def test_c_core_under_thread_sanitizer(tmp_path):
     """The threaded batch-1 path (fl_parallel.c) has no data races. TSan
     cannot run ifunc-dispatched code, hence FL_NO_CLONES."""
