@@ -18,9 +18,9 @@ from fastlstm.errors import (
     ShapeError,
 )
 from fastlstm.frontends.keras import Model
-from fastlstm.frontends.onnx import from_onnx
-from fastlstm.frontends.tf1 import from_tf1
-from fastlstm.frontends.torch import from_state_dict
+from fastlstm.frontends.onnx import OnnxModel
+from fastlstm.frontends.tf1 import TF1LSTM
+from fastlstm.frontends.torch import TorchLSTM, TorchLSTMCell
 from fastlstm.loaders import (
     family_of,
     load_errors,
@@ -30,6 +30,9 @@ from fastlstm.loaders import (
     read_torch_object,
 )
 from fastlstm.loaders.keras_live import read_live_keras
+from fastlstm.loaders.onnx_reader import read_onnx_model
+from fastlstm.loaders.tf1_reader import read_tf1
+from fastlstm.loaders.torch_lstm import read_state_dict
 from fastlstm.model_spec import ModelSpec
 
 __all__ = ["load", "load_spec", "from_keras"]
@@ -90,28 +93,30 @@ def load(
     A dict of arrays (a state_dict, or TF1 variables by name) is accepted
     in place of a path.
     """
-    given = {
-        "config": config,
-        "keras_version": keras_version,
-        "prefix": prefix,
-        "batch_first": batch_first,
-        "scope": scope,
-        "forget_bias": forget_bias,
-        "cell_clip": cell_clip,
-        "proj_clip": proj_clip,
-        "activation": activation,
-        "time_major": time_major,
-    }
-    if isinstance(path, Mapping):
-        family = mapping_family(path)
-        _check_options(family, "<dict>", given)
-        return _load_family(family, path, "<dict>", given)
-    path = os.fspath(path)
-    with load_errors(path):
-        return _load_path(path, given)
+    spec = load_spec(
+        path,
+        config=config,
+        keras_version=keras_version,
+        prefix=prefix,
+        batch_first=batch_first,
+        scope=scope,
+        forget_bias=forget_bias,
+        cell_clip=cell_clip,
+        proj_clip=proj_clip,
+        activation=activation,
+        time_major=time_major,
+    )
+    with load_errors("<dict>" if isinstance(path, Mapping) else os.fspath(path)):
+        return front_end(spec)
 
 
-def _load_path(path: str, given: dict) -> Any:
+def _read_mapping(obj: Mapping, given: dict) -> ModelSpec:
+    family = mapping_family(obj)
+    _check_options(family, "<dict>", given)
+    return _read(family, obj, "<dict>", given)
+
+
+def _read_path(path: str, given: dict) -> ModelSpec:
     family = family_of(path)
     obj = None
     if family == "npz":
@@ -119,26 +124,42 @@ def _load_path(path: str, given: dict) -> Any:
         family = mapping_family(obj)
     _check_options(family, path, given)
     if family == "keras":
-        return Model(read_keras(path, given["config"], given["keras_version"]))
+        return read_keras(path, given["config"], given["keras_version"])
     try:
-        return _load_family(family, obj, path, given)
+        return _read(family, obj, path, given)
     except (NonFiniteError, ShapeError, DTypeError) as exc:
         # weights the file holds that fail validation: the file is bad (as
         # the Keras loaders report it), whatever the array check said
         raise ModelFormatError(f"{path}: {exc}") from exc
 
 
-def _load_family(family: str, obj: Any, where: str, given: dict) -> Any:
+def _read(family: str, obj: Any, where: str, given: dict) -> ModelSpec:
+    """The canonical graph of a PyTorch, TF1 or ONNX source."""
     opts = {k: v for k, v in given.items() if v is not None and k in OPTIONS[family]}
     if family == "torch":
         if obj is None:
             obj = read_torch_object(where)
-        return from_state_dict(obj, where=where, **opts)
+        return read_state_dict(obj, where=where, **opts)
     if family == "tf1":
-        return from_tf1(where if obj is None else obj, **opts)
+        return read_tf1(where if obj is None else obj, **opts)
     if family == "onnx":
-        return from_onnx(where)
+        return read_onnx_model(where)
     raise ModelFormatError(f"{where}: unknown format family {family!r}")
+
+
+FRONT_ENDS = {
+    "keras": Model,
+    "torch_lstm": TorchLSTM.from_spec,
+    "torch_cell": TorchLSTMCell.from_spec,
+    "tf1": TF1LSTM.from_spec,
+    "onnx": OnnxModel,
+}
+
+
+def front_end(spec: ModelSpec) -> Any:
+    """The framework-shaped model that runs ``spec`` (by its call
+    conventions: a Keras Model unless the reader said otherwise)."""
+    return FRONT_ENDS[spec.conventions.get("calls", "keras")](spec)
 
 
 def _check_options(family: str, where: str, given: dict) -> None:
@@ -153,17 +174,38 @@ def _check_options(family: str, where: str, given: dict) -> None:
 
 
 def load_spec(
-    path: str | os.PathLike, *, config: Any = None, keras_version: str | None = None
+    path: str | os.PathLike | Mapping,
+    *,
+    config: Any = None,
+    keras_version: str | None = None,
+    prefix: str | None = None,
+    batch_first: bool | None = None,
+    scope: str | None = None,
+    forget_bias: float | None = None,
+    cell_clip: float | None = None,
+    proj_clip: float | None = None,
+    activation: str | None = None,
+    time_major: bool | None = None,
 ) -> ModelSpec:
-    """Reads a Keras model file into the canonical ModelSpec.
-
-    config: the architecture for weights-only files (``model.to_json()``
-    text, a JSON file path or a dict). keras_version: override the version
-    recorded in the file (it picks hard_sigmoid's definition and mask rules).
-    """
+    """Reads a model file (or a dict of arrays) into the canonical
+    ModelSpec that ``load`` runs: the options are ``load``'s."""
+    given = {
+        "config": config,
+        "keras_version": keras_version,
+        "prefix": prefix,
+        "batch_first": batch_first,
+        "scope": scope,
+        "forget_bias": forget_bias,
+        "cell_clip": cell_clip,
+        "proj_clip": proj_clip,
+        "activation": activation,
+        "time_major": time_major,
+    }
+    if isinstance(path, Mapping):
+        return _read_mapping(path, given)
     path = os.fspath(path)
     with load_errors(path):
-        return read_keras(path, config, keras_version)
+        return _read_path(path, given)
 
 
 def from_keras(model: Any) -> Model:

@@ -588,8 +588,11 @@ def test_options_of_other_formats_refused(tmp_path, rng):
         fastlstm.ConfigError, match="forget_bias do not apply to PyTorch files"
     ):
         fastlstm.load(path, forget_bias=1.0, batch_first=False)
-    with pytest.raises(fastlstm.ModelFormatError, match="load_spec reads Keras files"):
+    with pytest.raises(fastlstm.ConfigError, match="does not record batch_first"):
         fastlstm.load_spec(path)
+    spec = fastlstm.load_spec(path, batch_first=True)
+    assert spec.conventions == {"calls": "torch_lstm", "batch_first": True}
+    assert [type(ls).__name__ for ls in spec.layers] == ["InputSpec", "RecurrentSpec"]
 
 
 # --- live torch -------------------------------------------------------------------

@@ -18,7 +18,6 @@ state_dict) you pass it.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,16 +26,14 @@ import numpy as np
 from fastlstm import _inputs
 from fastlstm.engine.graph import Graph
 from fastlstm.engine.layers import BidirectionalLayer, RunContext
-from fastlstm.engine.lstm import LSTM, LSTMStream, prepare_call
+from fastlstm.engine.lstm import LSTM, LSTMStream
 from fastlstm.engine.recurrent import StackStream
 from fastlstm.errors import ConfigError, ShapeError, StreamError, UnsupportedLayerError
 from fastlstm.loaders.torch_lstm import (
-    TorchLSTMConfig,
-    cell_spec,
+    cell_graph,
     find_lstm,
-    infer_config,
     lstm_graph,
-    lstm_specs,
+    read_state_dict,
 )
 from fastlstm.model_spec import ModelSpec
 from fastlstm.spec import LSTMSpec, real_array
@@ -268,12 +265,8 @@ def _rebuild(spec: ModelSpec, nan_policy: str) -> TorchLSTM:
     return TorchLSTM.from_spec(spec, nan_policy=nan_policy)
 
 
-def _seq(spec: LSTMSpec, backward: bool) -> LSTMSpec:
-    """A layer's cell as torch runs it: every step's output, in time order
-    once the Bidirectional flips the reverse direction."""
-    return dataclasses.replace(
-        spec, go_backwards=backward, return_sequences=True, return_state=False
-    )
+def _rebuild_cell(spec: ModelSpec, nan_policy: str) -> TorchLSTMCell:
+    return TorchLSTMCell.from_spec(spec, nan_policy=nan_policy)
 
 
 class TorchLSTMStream(StackStream):
@@ -316,12 +309,26 @@ class TorchLSTMCell:
     or unbatched (I,); hx defaults to zeros."""
 
     def __init__(self, spec: LSTMSpec, *, nan_policy: str = "raise") -> None:
-        self._layer = LSTM.from_spec(
-            _seq(spec, False), time_major=False, nan_policy=nan_policy
-        )
+        self._setup(cell_graph(spec, "<spec>"), nan_policy)
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, *, nan_policy: str = "raise") -> TorchLSTMCell:
+        """From the graph the PyTorch reader makes (``cell_graph``)."""
+        cell = cls.__new__(cls)
+        cell._setup(spec, nan_policy)
+        return cell
+
+    def _setup(self, spec: ModelSpec, nan_policy: str) -> None:
+        self.spec = spec
+        self._graph = Graph(spec, nan_policy)
+        self._layer = self._graph.layers["cell"].direction.cells[0]
         self.input_size = self._layer.input_size
         self.hidden_size = self._layer.units
-        self.bias = spec.bias is not None
+        self.bias = self._layer.spec.bias is not None
+
+    def __reduce__(self) -> tuple:
+        """Pickles the graph (NumPy weights), never C pointers."""
+        return (_rebuild_cell, (self.spec, self._layer.nan_policy))
 
     layer = property(lambda self: self._layer, doc="The underlying fastlstm.LSTM.")
 
@@ -347,9 +354,14 @@ class TorchLSTMCell:
             if unbatched:
                 h0, c0 = h0[None], c0[None]
             state = (h0, c0)
-        p = prepare_call(arr[:, None], self.input_size, False, None, None)
-        h, c = self._layer.make_state(state, p.batch, "hx")
-        self._layer.run_prepared(p, h, c, False)
+        xs = _inputs.sequence_input(arr[:, None], self.input_size, False)[0]
+        ctx = RunContext(
+            {},
+            initial_states={} if state is None else {"cell": list(state)},
+            state_name="hx",
+            input_names={"x": "x"},
+        )
+        _, h, c = self._graph.run([xs], ctx)
         return (h[0], c[0]) if unbatched else (h, c)
 
     forward = __call__
@@ -370,19 +382,12 @@ def from_state_dict(
     """A TorchLSTM (or TorchLSTMCell) from a state_dict or checkpoint dict of
     NumPy arrays or torch tensors. A state_dict does not record
     ``batch_first``: an nn.LSTM needs it given (an nn.LSTMCell has none)."""
-    p, kind, flat = find_lstm(state_dict, prefix, where)
-    cfg: TorchLSTMConfig = infer_config(flat, p, kind, where)
-    if cfg.cell:
-        return TorchLSTMCell(cell_spec(flat, p, cfg), nan_policy=nan_policy)
-    if batch_first is None:
-        raise ConfigError(
-            f"{where}: an nn.LSTM state_dict does not record batch_first; pass "
-            "batch_first=True (x of shape (N, L, H_in)) or batch_first=False "
-            "(x of shape (L, N, H_in), nn.LSTM's default), as the model was built"
-        )
-    batch_first = _bool(batch_first, "batch_first")
-    graph = lstm_graph(lstm_specs(flat, p, cfg), batch_first, where)
-    return TorchLSTM.from_spec(graph, nan_policy=nan_policy)
+    spec = read_state_dict(
+        state_dict, prefix=prefix, batch_first=batch_first, where=where
+    )
+    if spec.conventions["calls"] == "torch_cell":
+        return TorchLSTMCell.from_spec(spec, nan_policy=nan_policy)
+    return TorchLSTM.from_spec(spec, nan_policy=nan_policy)
 
 
 def from_torch(

@@ -152,6 +152,7 @@ def graph_spec(graph: Graph, *, numpy_fallback: bool = True) -> ModelSpec:
         source_format="ONNX",
         implicit_masks=False,
         conventions={
+            "calls": "onnx",
             "input_names": list(graph.inputs),
             "output_names": list(graph.outputs),
             "opset": graph.opset,

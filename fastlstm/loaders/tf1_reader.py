@@ -64,6 +64,8 @@ def read_tf1(
     time_major: bool = False,
 ) -> ModelSpec:
     """The graph of the LSTM cells in a TF1 checkpoint (see from_tf1)."""
+    if not isinstance(time_major, (bool, np.bool_)):
+        raise ConfigError(f"time_major must be a bool, got {time_major!r}")
     names, get, where = _variable_source(source)
     try:
         cells = find_cells(names)
@@ -92,7 +94,7 @@ def read_tf1(
         is_stack_scope(structure.forward[-1].scope),
         structure.backward is not None and is_stack_scope(structure.backward[-1].scope),
     )
-    return cells_graph(fw, bw, multi, time_major, structure.scopes, where)
+    return cells_graph(fw, bw, multi, bool(time_major), structure.scopes, where)
 
 
 def cells_graph(
@@ -122,7 +124,7 @@ def cells_graph(
         name="dynamic_rnn",
         source=source,
         source_format="TF1 checkpoint",
-        conventions={"multi": tuple(multi), "scopes": list(scopes)},
+        conventions={"calls": "tf1", "multi": tuple(multi), "scopes": list(scopes)},
     )
 
 

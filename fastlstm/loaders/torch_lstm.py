@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from fastlstm.errors import ModelFormatError, UnsupportedLayerError
+from fastlstm.errors import ConfigError, ModelFormatError, UnsupportedLayerError
 from fastlstm.model_spec import (
     BidirectionalSpec,
     ModelSpec,
@@ -375,7 +375,7 @@ def lstm_graph(
         name="LSTM",
         source=source,
         source_format="PyTorch nn.LSTM",
-        conventions={"batch_first": bool(batch_first)},
+        conventions={"calls": "torch_lstm", "batch_first": bool(batch_first)},
     )
 
 
@@ -392,3 +392,43 @@ def _direction(name: str, cell: LSTMSpec, reverse: bool, batch_first: bool):
         go_backwards=reverse,
         time_major=not batch_first,
     )
+
+
+def cell_graph(cell: LSTMSpec, source: str = "") -> ModelSpec:
+    """The graph of an nn.LSTMCell: one step of its cell, returning the
+    last output and the state."""
+    layer = dataclasses.replace(
+        _direction("cell", cell, False, True), return_sequences=False
+    )
+    return recurrent_chain(
+        [layer],
+        name="LSTMCell",
+        source=source,
+        source_format="PyTorch nn.LSTMCell",
+        conventions={"calls": "torch_cell"},
+    )
+
+
+def read_state_dict(
+    state_dict: Any,
+    *,
+    prefix: str | None = None,
+    batch_first: bool | None = None,
+    where: str = "<state_dict>",
+) -> ModelSpec:
+    """The graph of the nn.LSTM (or nn.LSTMCell) in a state_dict or
+    checkpoint dict of arrays or tensors. A state_dict does not record
+    ``batch_first``: an nn.LSTM needs it given (an nn.LSTMCell has none)."""
+    p, kind, flat = find_lstm(state_dict, prefix, where)
+    cfg = infer_config(flat, p, kind, where)
+    if cfg.cell:
+        return cell_graph(cell_spec(flat, p, cfg), where)
+    if batch_first is None:
+        raise ConfigError(
+            f"{where}: an nn.LSTM state_dict does not record batch_first; pass "
+            "batch_first=True (x of shape (N, L, H_in)) or batch_first=False "
+            "(x of shape (L, N, H_in), nn.LSTM's default), as the model was built"
+        )
+    if not isinstance(batch_first, (bool, np.bool_)):
+        raise ConfigError(f"batch_first must be a bool, got {batch_first!r}")
+    return lstm_graph(lstm_specs(flat, p, cfg), bool(batch_first), where)
