@@ -92,9 +92,9 @@ static int fused_steps(const fl_lstm *L, int batch) {
 }
 
 static int amx_wanted(const fl_lstm *L, int batch, int chunk) {
-    return !L->ps && !fused_steps(L, batch) &&
-           (size_t)chunk * (size_t)batch >= FL_AMX_MIN_ROWS &&
-           L->desc.input_size >= 32 && L->desc.units >= 16 && fl_amx_available();
+    return (size_t)chunk * (size_t)batch >= FL_AMX_MIN_ROWS && !L->ps &&
+           L->desc.input_size >= 32 && L->desc.units >= 16 &&
+           !fused_steps(L, batch) && fl_amx_available();
 }
 
 /* Batch-1 calls of two chunks or more on one thread weave each chunk's

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from _helpers import write_keras2_h5
 from torch_files import Emitter, Storages
 
 # Bytes of "another file" the hostile files try to reach; they may appear in
@@ -209,24 +210,19 @@ def keras_h5(
 ) -> Path:
     """A Keras 2 .h5 of Sequential([Input((4, 2)), LSTM(3)]); ``kernel``
     writes the kernel dataset its own (hostile) way."""
-    import json
 
-    path = folder / "hostile.h5"
-    with h5py.File(path, "w") as f:
-        f.attrs["keras_version"] = "2.15.0"
-        f.attrs["model_config"] = model_config or json.dumps(LSTM_CONFIG)
-        g = f.create_group("model_weights")
-        g.attrs["layer_names"] = np.array([b"lstm"])
-        layer = g.create_group("lstm")
-        names = [f"lstm/lstm_cell/{n}" for n in LSTM_ARRAYS]
-        layer.attrs["weight_names"] = np.array([n.encode() for n in names])
-        cell = layer.create_group("lstm/lstm_cell")
-        for name, arr in LSTM_ARRAYS.items():
-            if name == "kernel:0" and kernel is not None:
-                kernel(cell, name, arr)
-            else:
-                cell.create_dataset(name, data=arr)
-    return path
+    def write(group: h5py.Group, name: str, arr: np.ndarray) -> None:
+        if name == "kernel:0" and kernel is not None:
+            kernel(group, name, arr)
+        else:
+            group.create_dataset(name, data=arr)
+
+    return write_keras2_h5(
+        folder / "hostile.h5",
+        model_config or LSTM_CONFIG,
+        {"lstm": LSTM_ARRAYS},
+        write=write,
+    )
 
 
 @case("h5_external_raw_data")

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _helpers import TOL_F32, long_run_on_and_off, random_weights
 
 import fastlstm
 from fastlstm import _core
 from fastlstm import _reference as ref
-from tests.conftest import TOL_F32, long_run_on_and_off, random_weights
 
 pytestmark = pytest.mark.skipif(not _core.amx_available(), reason="no AMX-BF16 here")
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import random_weights
+from _helpers import random_weights
 
 import fastlstm
 from fastlstm.errors import FastLSTMError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import TOL_F32, oracle_args, random_weights
+from _helpers import TOL_F32, oracle_args, random_weights
 
 import fastlstm
 from fastlstm import _reference as ref

@@ -17,7 +17,7 @@ from importlib import resources
 
 import numpy as np
 import pytest
-from conftest import random_weights
+from _helpers import random_weights
 from test_load_keras import load_case
 
 import fastlstm

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import TOL_F32
+from _helpers import TOL_F32
 
 import fastlstm
 

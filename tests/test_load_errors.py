@@ -11,7 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import h5_with_one_layer
+from _helpers import h5_with_one_layer
 
 import fastlstm
 

@@ -1,6 +1,6 @@
 """fastlstm.load against outputs the real Keras produced for the same files.
 
-Fixtures: tests/fixtures/keras/<case>/ (made by tests/fixtures/make_fixtures.py
+Fixtures: tests/fixtures/keras/<case>/ (made by tests/fixtures/make_keras_fixtures.py
 with tf_keras 2.21 and Keras 3, see tests/fixtures/keras/README.md): the
 model file(s), ref.npz with the inputs and Keras' predict outputs, case.json.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TOL_F32
+from _helpers import TOL_F32
 
 import fastlstm
 

@@ -16,7 +16,7 @@ import json
 import h5py
 import numpy as np
 import pytest
-from conftest import TOL_F32, h5_with_one_layer
+from _helpers import TOL_F32, h5_with_one_layer
 
 import fastlstm
 from fastlstm import _reference as ref

@@ -1,6 +1,6 @@
 """ONNX graphs of LSTM nodes and exporter glue, run like ONNX Runtime.
 
-Fixtures: tests/fixtures/onnx/<case>/ (tests/fixtures/make_fixtures_torch_tf1_onnx.py;
+Fixtures: tests/fixtures/onnx/<case>/ (tests/fixtures/make_onnx_fixtures.py;
 references from onnxruntime): need the optional onnx package to read. The
 graph interpreter and the LSTM node are also tested on graphs built here as
 plain fastlstm Graph objects, which needs no onnx at all.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TOL_F32
+from _helpers import TOL_F32
 from torch_files import lstm_state_dict
 
 import fastlstm

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TOL_F32
+from _helpers import TOL_F32
 from torch_files import lstm_state_dict, torch_reference
 
 import fastlstm

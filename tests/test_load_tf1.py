@@ -2,7 +2,7 @@
 .npz and dicts of variables, run like dynamic_rnn / bidirectional_dynamic_rnn.
 
 Fixtures: tests/fixtures/tf1/<case>/ (made by
-tests/fixtures/make_fixtures_torch_tf1_onnx.py with tf.compat.v1): the
+tests/fixtures/make_tf1_fixtures.py with tf.compat.v1): the
 checkpoint, variables.npz, ref.npz and case.json. Crafted bundles come from
 tests/tf_bundle.py; the live test runs TensorFlow in a subprocess.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TOL_F32
+from _helpers import TOL_F32
 from tf_bundle import write_bundle
 
 import fastlstm

@@ -1,7 +1,7 @@
 """PyTorch state_dicts: torch.save files read without torch, converted to
 TorchLSTM / TorchLSTMCell, compared with what torch computed.
 
-Fixtures: tests/fixtures/torch/<case>/ (tests/fixtures/make_fixtures_torch_tf1_onnx.py,
+Fixtures: tests/fixtures/torch/<case>/ (tests/fixtures/make_torch_fixtures.py,
 real torch): model file, ref.npz, case.json. Files written by hand here
 (tests/torch_files.py) cover what torch cannot easily be made to write
 (big-endian, storage views, old rebuild functions); the live tests need
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TOL_F32
+from _helpers import TOL_F32
 from torch_files import (
     Storages,
     Tensor,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import random_weights
+from _helpers import random_weights
 from test_load_keras import CASES as KERAS_CASES
 from test_load_keras import case_info, inputs_of, load_case
 

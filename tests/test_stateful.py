@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import random_weights
+from _helpers import random_weights
 
 import fastlstm
 

@@ -7,13 +7,12 @@ state and steps are lost or doubled."""
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 
-import h5py
 import numpy as np
 import pytest
+from _helpers import write_keras2_h5
 
 import fastlstm
 
@@ -156,21 +155,13 @@ def test_keras_model_stream(tmp_path):
             ],
         },
     }
-    path = tmp_path / "count.h5"
     w = counting_weights()
-    names = ["kernel:0", "recurrent_kernel:0", "bias:0"]
-    with h5py.File(path, "w") as f:
-        f.attrs["keras_version"] = "2.15.0"
-        f.attrs["model_config"] = json.dumps(cfg)
-        g = f.create_group("model_weights")
-        g.attrs["layer_names"] = np.array([b"lstm"])
-        layer = g.create_group("lstm")
-        layer.attrs["weight_names"] = np.array(
-            [f"lstm/lstm_cell/{n}".encode() for n in names]
-        )
-        cell = layer.create_group("lstm/lstm_cell")
-        for n, key in zip(names, ("kernel", "recurrent_kernel", "bias")):
-            cell.create_dataset(n, data=w[key])
+    arrays = {
+        "kernel:0": w["kernel"],
+        "recurrent_kernel:0": w["recurrent_kernel"],
+        "bias:0": w["bias"],
+    }
+    path = write_keras2_h5(tmp_path / "count.h5", cfg, {"lstm": arrays})
     stream = fastlstm.load(path).stream(1)
     x = np.zeros((1, I), np.float32)
     last = []

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import random_weights
+from _helpers import random_weights
 
 import fastlstm
 

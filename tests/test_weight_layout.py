@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _helpers import TOL_F32, random_weights
 
 import fastlstm
 from fastlstm import _core
 from fastlstm import _reference as ref
 from fastlstm.errors import ConfigError
-from tests.conftest import TOL_F32, random_weights
 
 
 def with_layout(layer: fastlstm.LSTM, layout: str) -> fastlstm.LSTM:

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _helpers import TOL_F32, long_run_on_and_off, random_weights
 
 import fastlstm
 from fastlstm import _core
 from fastlstm import _reference as ref
-from tests.conftest import TOL_F32, long_run_on_and_off, random_weights
 
 pytestmark = pytest.mark.skipif(
     not _core.woven_available(), reason="no AVX-512 here (or not a GCC build)"

@@ -1,0 +1,121 @@
+"""Helpers shared by the tests: seeded weights, the tolerance every
+comparison uses, and one writer of Keras 2 ``.h5`` model files."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+TOL_F32 = 1e-5  # float32 engine vs float64 oracle / framework outputs
+
+
+def random_weights(
+    rng: np.random.Generator,
+    I: int,
+    H: int,
+    P: int = 0,
+    peepholes: bool = False,
+    bias: bool = True,
+    scale: float = 0.5,
+) -> dict:
+    """Well-conditioned canonical weights: N(0, scale/sqrt(fan_in)), forget
+    bias +1 (as Keras' unit_forget_bias initializes it)."""
+    R = P or H
+    s = scale / np.sqrt(I + R)
+    w = {
+        "kernel": rng.normal(0, s, (I, 4 * H)).astype(np.float32),
+        "recurrent_kernel": rng.normal(0, s, (R, 4 * H)).astype(np.float32),
+    }
+    if bias:
+        b = rng.normal(0, 0.1, 4 * H).astype(np.float32)
+        b[H : 2 * H] += 1.0
+        w["bias"] = b
+    if peepholes:
+        w["peepholes"] = rng.normal(0, 0.1, (3, H)).astype(np.float32)
+    if P:
+        w["projection"] = rng.normal(0, 1 / np.sqrt(H), (H, P)).astype(np.float32)
+    return w
+
+
+def oracle_args(w: dict) -> dict:
+    """Keyword arguments of fastlstm._reference.lstm for a weight dict."""
+    return {k: w[k] for k in ("peepholes", "projection") if k in w}
+
+
+def long_run_on_and_off(I: int, H: int, run: Callable) -> tuple:
+    """A batch-1, T=1000 layer run twice through run(layer, x, on) (a kernel
+    path switched on, then off), and the float64 oracle's outputs."""
+    from fastlstm import LSTM
+    from fastlstm import _reference as ref
+
+    rng = np.random.default_rng(I + H)
+    w = random_weights(rng, I, H)
+    x = rng.normal(0, 1, (1, 1000, I)).astype(np.float32)
+    layer = LSTM(**w, return_sequences=True, threads=1)
+    ry, _, _, _ = ref.lstm(x, w["kernel"], w["recurrent_kernel"], w["bias"])
+    return run(layer, x, True), run(layer, x, False), ry
+
+
+def sequential_config(*layers: dict, input_shape: tuple = (4, 2)) -> dict:
+    """A Keras 2 Sequential config: an InputLayer of ``input_shape``
+    (batch axis excluded), then ``layers``."""
+    inp = {
+        "class_name": "InputLayer",
+        "config": {"name": "inp", "batch_input_shape": [None, *input_shape]},
+    }
+    return {
+        "class_name": "Sequential",
+        "config": {"name": "s", "layers": [inp, *layers]},
+    }
+
+
+def write_keras2_h5(
+    path: Path,
+    model_config: dict | str,
+    weights: dict[str, dict[str, np.ndarray]],
+    *,
+    keras_version: str = "2.15.0",
+    write: Callable[[h5py.Group, str, np.ndarray], Any] | None = None,
+) -> Path:
+    """A Keras 2 full-model ``.h5``: ``weights`` maps each layer name to its
+    arrays by weight name (``kernel:0`` ...), stored under
+    ``<layer>/<layer>_cell/`` as tf.keras stores LSTM cells. ``write(group,
+    name, array)`` stores a dataset its own way (hostile files)."""
+    with h5py.File(path, "w") as f:
+        f.attrs["keras_version"] = keras_version
+        f.attrs["model_config"] = (
+            model_config if isinstance(model_config, str) else json.dumps(model_config)
+        )
+        g = f.create_group("model_weights")
+        names = list(weights) or [
+            layer["config"]["name"]
+            for layer in json.loads(f.attrs["model_config"])["config"]["layers"][1:]
+        ]
+        g.attrs["layer_names"] = np.array([n.encode() for n in names])
+        for name in names:
+            layer = g.create_group(name)
+            arrays = weights.get(name, {})
+            full = [f"{name}/{name}_cell/{w}" for w in arrays]
+            layer.attrs["weight_names"] = np.array(
+                [n.encode() for n in full], dtype=bytes if full else float
+            )
+            cell = layer.create_group(f"{name}/{name}_cell") if arrays else None
+            for w, arr in arrays.items():
+                (write or _plain)(cell, w, arr)
+    return path
+
+
+def h5_with_one_layer(tmp_path: Path, layer: dict, features: int = 2) -> Path:
+    """A tf.keras-style .h5 of Sequential([InputLayer((4, features)), layer])
+    for a layer without weights."""
+    cfg = sequential_config(layer, input_shape=(4, features))
+    return write_keras2_h5(tmp_path / "m.h5", cfg, {}, keras_version="2.21.0")
+
+
+def _plain(group: h5py.Group, name: str, arr: np.ndarray) -> None:
+    group.create_dataset(name, data=arr)
