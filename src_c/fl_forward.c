@@ -178,17 +178,17 @@ static void tiles_outputs(const pass *ps, int s, const float *cur, float *next,
 }
 
 /* Every step on batch tiles: per step one fused pass (input product,
- * recurrent product, gates) per block of 16 units; h alternates between
+ * recurrent product, gates) per slab of 16 units; h alternates between
  * run->h and the workspace's hnext. */
 static void forward_tiles(const pass *ps) {
     const fl_lstm *L = ps->L;
     const fl_lstm_run *run = ps->run;
     const int B = run->batch, T = run->steps, I = L->desc.input_size;
     const int H = L->desc.units;
-    float *tiles = (float *)(ps->base + ps->plan->tiles);
+    float *slabs = (float *)(ps->base + ps->plan->slabs);
     float *z = (float *)(ps->base + ps->plan->z);
     uint8_t *skip = ps->masked ? (uint8_t *)(ps->base + ps->plan->skip) : NULL;
-    fl_batch_pack(L->wx, L->ldx, L->wh, L->ldh, L->ps, L->bias, I, H, tiles);
+    fl_batch_pack(L->wx, L->ldx, L->wh, L->ldh, L->ps, L->bias, I, H, slabs);
     /* a batch-major run's rows of one step lie T*I floats apart, often a
      * multiple of 4 KB that maps them to the same cache sets: they are
      * gathered into xrows */
@@ -207,7 +207,7 @@ static void forward_tiles(const pass *ps) {
                        (size_t)I * sizeof(float));
             xt = xrows;
         }
-        fl_batch_step(tiles, I, H, xt, (size_t)I, cur, B, run->c, next, skip, z);
+        fl_batch_step(slabs, I, H, xt, (size_t)I, cur, B, run->c, next, skip, z);
         tiles_outputs(ps, s, cur, next, skip, streaming);
         float *tmp = cur;
         cur = next;
@@ -259,7 +259,7 @@ static int forward_threads(const pass *ps) {
 typedef struct chunk_view {
     float *G;
     size_t g_t, g_b;
-    int fused;          /* one step of one row: [x; h] @ [Wx; Wh] done */
+    int fused;           /* one step of one row: [x; h] @ [Wx; Wh] done */
     fl_woven_gemm *side; /* woven: the next chunk's projection, or NULL */
 } chunk_view;
 
@@ -281,17 +281,18 @@ static void project_woven(const pass *ps, int ci, int n_chunks, int t0, int n,
     if (on) {
         float *xt = (float *)(ps->base + ps->plan->xt);
         fl_woven_x_fill(run->x + (size_t)nt0 * I, chunk, I, I, xt);
-        *side = (fl_woven_gemm){.xt = xt,
-                               .rows = chunk,
-                               .k = I,
-                               .w = L->wx,
-                               .ps = L->ps,
-                               .n = (int)row4,
-                               .ldw = L->ldx,
-                               .out = G + (size_t)((ci + 1) & 1) * (size_t)chunk * row4,
-                               .ldo = (int)row4,
-                               .prefetch = (size_t)L->R * row4 * sizeof(float) >
-                                           FL_WOVEN_PREFETCH_MIN_BYTES};
+        *side =
+            (fl_woven_gemm){.xt = xt,
+                            .rows = chunk,
+                            .k = I,
+                            .w = L->wx,
+                            .ps = L->ps,
+                            .n = (int)row4,
+                            .ldw = L->ldx,
+                            .out = G + (size_t)((ci + 1) & 1) * (size_t)chunk * row4,
+                            .ldo = (int)row4,
+                            .prefetch = (size_t)L->R * row4 * sizeof(float) >
+                                        FL_WOVEN_PREFETCH_MIN_BYTES};
         cv->side = side;
     }
     *next_ready = on;
@@ -412,7 +413,7 @@ static void run_chunk_steps(const pass *ps, int t0, int n, const chunk_view *cv)
             gemm_weights(L, run->h, B, R, R, L->wh, L->ldh, rec, (int)row4, 0);
         else if (ps->plan->path == FL_PATH_WOVEN && !cv->fused)
             fl_matvec_woven(ps->w.wh, R, (int)row4, ps->w.ldh, ps->w.ps, run->h, Gt,
-                           backward, cv->side, s, n);
+                            backward, cv->side, s, n);
         else if (!cv->fused)
             recurrent_product(ps, run->h, B, Gt, (int)(cv->g_b * row4), backward);
         step_gates(ps, t, Gt, cv->g_b, scratch);

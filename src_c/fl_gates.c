@@ -71,12 +71,9 @@ static inline float fl_act_scalar(fl_activation act, float x) {
         _mm512_mask_storeu_ps(v + k, m, fn(_mm512_maskz_loadu_ps(m, v + k)));          \
     }
 
-FL_TARGET_V4 static void
-act_sigmoid_v4(float *FL_RESTRICT v, size_t n) {
-    FL_ACT512_LOOP(fl_sigmoid16)
-}
-FL_TARGET_V4 static void
-act_tanh_v4(float *FL_RESTRICT v, size_t n){FL_ACT512_LOOP(fl_tanh16)}
+FL_TARGET_V4 static void act_sigmoid_v4(float *FL_RESTRICT v, size_t n){
+    FL_ACT512_LOOP(fl_sigmoid16)} FL_TARGET_V4
+    static void act_tanh_v4(float *FL_RESTRICT v, size_t n){FL_ACT512_LOOP(fl_tanh16)}
 #endif
 
 FL_CLONES
@@ -194,10 +191,10 @@ static void gates_general(const fl_gate_params *p, float *FL_RESTRICT z,
 /* gates_sigmoid_tanh with fl_math512.h: 64 units at a time as four
  * interleaved vectors, then 16 at a time (a masked load and store for the
  * last H % 16). */
-FL_TARGET_V4 static void
-gates_sigmoid_tanh_v4(int units, const float *FL_RESTRICT bias,
-                      const float *FL_RESTRICT z, float *FL_RESTRICT c,
-                      float *FL_RESTRICT out) {
+FL_TARGET_V4 static void gates_sigmoid_tanh_v4(int units, const float *FL_RESTRICT bias,
+                                               const float *FL_RESTRICT z,
+                                               float *FL_RESTRICT c,
+                                               float *FL_RESTRICT out) {
     const size_t H = (size_t)units;
     size_t j = 0;
     for (; j + 64 <= H; j += 64) { /* 4 x 16 units, interleaved */

@@ -40,7 +40,7 @@
  * targets a superset (FASTLSTM_NATIVE=1's -march=native on an AVX-512 CPU)
  * keeps its own: a narrower target on a function makes GCC refuse to
  * inline the build's intrinsics into it. */
-#if defined(__AVX512F__) && defined(__AVX512VL__) && defined(__AVX512BW__) && \
+#if defined(__AVX512F__) && defined(__AVX512VL__) && defined(__AVX512BW__) &&          \
     defined(__AVX512DQ__) && defined(__AVX512CD__)
 #define FL_TARGET_V4
 #else

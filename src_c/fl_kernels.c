@@ -92,10 +92,11 @@ void fl_panels_pack(const float *FL_RESTRICT W, int rows, int n, int ld,
  * of partial sums, each row visit reading from two sequential streams.
  * Streamed from L3 that keeps more lines in flight than one panel at a
  * time; from L2 it makes no difference. */
-FL_TARGET_V4 static void
-matvec_pair_v4(const float *FL_RESTRICT A, const float *FL_RESTRICT B, int rows,
-               const float *FL_RESTRICT v, float *FL_RESTRICT za, float *FL_RESTRICT zb,
-               int accumulate) {
+FL_TARGET_V4 static void matvec_pair_v4(const float *FL_RESTRICT A,
+                                        const float *FL_RESTRICT B, int rows,
+                                        const float *FL_RESTRICT v,
+                                        float *FL_RESTRICT za, float *FL_RESTRICT zb,
+                                        int accumulate) {
     float a[FL_PANEL_COLS], b[FL_PANEL_COLS];
     for (int j = 0; j < FL_PANEL_COLS; j++) {
         a[j] = accumulate ? za[j] : 0.0f;
@@ -200,10 +201,8 @@ void fl_matvec_panels(const float *FL_RESTRICT P, int rows, int n, size_t ps,
         int n, int ldw, float *FL_RESTRICT Z, int ldz, int accumulate
 
 #ifdef FL_HAVE_ISA_KERNELS
-FL_TARGET_V4 static void gemm_v4(FL_GEMM_ARGS) {
-    FL_GEMM_BODY(12, 32)
-}
-FL_TARGET_V3 static void gemm_v3(FL_GEMM_ARGS) {
+FL_TARGET_V4 static void gemm_v4(FL_GEMM_ARGS){FL_GEMM_BODY(12, 32)} FL_TARGET_V3
+    static void gemm_v3(FL_GEMM_ARGS) {
     FL_GEMM_BODY(4, 16)
 }
 #endif

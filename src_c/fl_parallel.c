@@ -49,10 +49,10 @@ typedef struct shared {
     float *h[2]; /* double-buffered h (H) */
     int units, input_size, carry, nparts;
     int chunk, n_chunks; /* the call's steps in chunks of `chunk` */
-    int woven;         /* chunks of FL_WOVEN_STEPS, G holding two:
-                            each part weaves its columns of the next
-                            chunk's projection into its recurrent
-                            products (fl_matvec_woven) */
+    int woven;           /* chunks of FL_WOVEN_STEPS, G holding two:
+                              each part weaves its columns of the next
+                              chunk's projection into its recurrent
+                              products (fl_matvec_woven) */
     int make_copies;     /* the parts copy their Wh columns first */
     atomic_int go;       /* 0 wait, 1 run, -1 abort (a thread could not start) */
     barrier bar;
@@ -131,7 +131,7 @@ static void product_in_place(const shared *sh, int col, int w, const float *h, f
         const float *W = fl_wcol(sh->wh, sh->ps, j0);
         if (sh->woven)
             fl_matvec_woven(W, H, j1 - j0, sh->ldh, 0, h, z + (j0 - col), backward,
-                           q == 0 ? side : NULL, s, n);
+                            q == 0 ? side : NULL, s, n);
         else
             fl_matvec(W, H, j1 - j0, sh->ldh, h, z + (j0 - col), 1, backward);
         j = backward ? j0 : j1;
@@ -172,16 +172,16 @@ static int run_chunk(part *p, int t0, int n, float *G, int ready, int nt0) {
         for (size_t g = 0; g < 4; g++) {
             const size_t col = g * H + (size_t)p->u0;
             side[g] = (fl_woven_gemm){.xt = p->xt,
-                                     .rows = sh->chunk,
-                                     .k = I,
-                                     .w = sh->wx,
-                                     .ps = sh->ps,
-                                     .col = (int)col,
-                                     .n = (int)w,
-                                     .ldw = sh->ldx,
-                                     .out = Gn + col,
-                                     .ldo = (int)row4,
-                                     .prefetch = 1};
+                                      .rows = sh->chunk,
+                                      .k = I,
+                                      .w = sh->wx,
+                                      .ps = sh->ps,
+                                      .col = (int)col,
+                                      .n = (int)w,
+                                      .ldw = sh->ldx,
+                                      .out = Gn + col,
+                                      .ldo = (int)row4,
+                                      .prefetch = 1};
         }
     }
     for (int s = 0; s < n; s++) {
@@ -205,7 +205,7 @@ static int run_chunk(part *p, int t0, int n, float *G, int ready, int nt0) {
                                      sg, s, n);
                 else if (sh->woven)
                     fl_matvec_woven(p->wown + g * H * w, (int)H, (int)w, (int)w, 0, hp,
-                                   p->z + g * w, backward, sg, s, n);
+                                    p->z + g * w, backward, sg, s, n);
                 else
                     fl_matvec(p->wown + g * H * w, (int)H, (int)w, (int)w, hp,
                               p->z + g * w, 1, backward);
@@ -216,7 +216,7 @@ static int run_chunk(part *p, int t0, int n, float *G, int ready, int nt0) {
             memcpy(hn + p->u0, hp + p->u0, w * sizeof(float));
             for (size_t g = 0; g < 4 && woven; g++) /* the step's tiles still */
                 fl_matvec_woven(sh->wh, 0, (int)w, 0, 0, hp, p->z + g * w, 0, &side[g],
-                               s, n);
+                                s, n);
         }
         if (run->y) {
             float *dst = run->y + fl_tb_index(run, k, 0) * H + (size_t)p->u0;

@@ -93,8 +93,8 @@ static int fused_steps(const fl_lstm *L, int batch) {
 
 static int amx_wanted(const fl_lstm *L, int batch, int chunk) {
     return (size_t)chunk * (size_t)batch >= FL_AMX_MIN_ROWS && !L->ps &&
-           L->desc.input_size >= 32 && L->desc.units >= 16 &&
-           !fused_steps(L, batch) && fl_amx_available();
+           L->desc.input_size >= 32 && L->desc.units >= 16 && !fused_steps(L, batch) &&
+           fl_amx_available();
 }
 
 /* Batch-1 calls of two chunks or more on one thread weave each chunk's
@@ -134,11 +134,11 @@ static size_t byte_floats(size_t n) {
 static fl_status lay_out_tiles(const fl_lstm *L, int batch, fl_plan *p) {
     const size_t B = (size_t)batch, H = (size_t)L->desc.units;
     size_t off = 0;
-    /* the tiles come first: z after them keeps fl_batch_step's prefetch
-     * of 8 rows past a tile's end inside the workspace */
-    if (!fl_region_add(&off, fl_batch_panel_floats(L->desc.input_size, (int)H),
-                       &p->tiles) ||
-        !fl_region_add(&off, (size_t)FL_BATCH_GROUP * FL_PANEL_WIDTH, &p->z) ||
+    /* the slabs come first: z after them keeps fl_batch_step's prefetch
+     * of 8 rows past a slab's end inside the workspace */
+    if (!fl_region_add(&off, fl_batch_slab_floats(L->desc.input_size, (int)H),
+                       &p->slabs) ||
+        !fl_region_add(&off, (size_t)FL_BATCH_GROUP * FL_SLAB_WIDTH, &p->z) ||
         !fl_region_add(&off, B * H, &p->hnext) ||
         !fl_region_add(&off, B * (size_t)L->desc.input_size, &p->xrows) ||
         !fl_region_add(&off, byte_floats(B), &p->skip) ||
@@ -244,10 +244,10 @@ static fl_status lay_out(const fl_lstm *L, const fl_lstm_run *run, int with_y,
 /* Whether the threads weave: the woven rule, with room in the gate buffer
  * for two chunks and each thread's inputs. */
 static int threads_woven_wanted(const fl_lstm *L, const fl_lstm_run *run, int chunk) {
-    return !run->no_woven && fl_woven_available() &&
-           run->steps >= 2 * FL_WOVEN_STEPS && L->desc.input_size <= 2 * L->R &&
-           chunk >= fl_parallel_woven_rows(L->desc.units, L->desc.input_size,
-                                             run->threads);
+    return !run->no_woven && fl_woven_available() && run->steps >= 2 * FL_WOVEN_STEPS &&
+           L->desc.input_size <= 2 * L->R &&
+           chunk >=
+               fl_parallel_woven_rows(L->desc.units, L->desc.input_size, run->threads);
 }
 
 fl_status fl_plan_make(const fl_lstm *L, const fl_lstm_run *run, size_t work_bytes,

@@ -23,8 +23,8 @@ typedef struct fl_plan {
     int wh_copy;       /* batch 1, one thread: the call reads a copy of Wh
                           in panels made in the workspace (whc) */
     /* workspace regions, byte offsets from the first aligned address */
-    size_t tiles;       /* FL_PATH_TILES: fl_batch_pack's copy of [Wx; Wh]
-                           and the bias */
+    size_t slabs;       /* FL_PATH_TILES: fl_batch_pack's copy of [Wx; Wh]
+                           and the bias, in slabs of 16 units */
     size_t z;           /* FL_PATH_TILES: (FL_BATCH_GROUP, 64) pre-activations */
     size_t hnext;       /* FL_PATH_TILES: (B, H) the step's new h */
     size_t skip;        /* FL_PATH_TILES: (B,) bytes, each row's step status */

@@ -293,8 +293,8 @@ int fl_woven_available(void) {
 }
 
 void fl_matvec_woven(const float *FL_RESTRICT W, int rows, int n, int ld, size_t ps,
-                    const float *FL_RESTRICT v, float *FL_RESTRICT z, int backward,
-                    const fl_woven_gemm *side, int step, int steps) {
+                     const float *FL_RESTRICT v, float *FL_RESTRICT z, int backward,
+                     const fl_woven_gemm *side, int step, int steps) {
 #ifdef FL_HAVE_WOVEN
     /* the tiles (16 columns each) spread evenly over the steps */
     const long long tiles = side ? (side->n + 15) / 16 : 0;

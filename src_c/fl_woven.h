@@ -47,7 +47,7 @@ int fl_woven_available(void);
  * tiles (a step that skips its product). Only where
  * fl_woven_available(). */
 void fl_matvec_woven(const float *FL_RESTRICT W, int rows, int n, int ld, size_t ps,
-                    const float *FL_RESTRICT v, float *FL_RESTRICT z, int backward,
-                    const fl_woven_gemm *side, int step, int steps);
+                     const float *FL_RESTRICT v, float *FL_RESTRICT z, int backward,
+                     const fl_woven_gemm *side, int step, int steps);
 
 #endif /* FL_WOVEN_H */

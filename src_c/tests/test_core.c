@@ -335,7 +335,7 @@ static void test_every_path(void) {
 }
 
 /* Batches with the standard gates and at least 64 rows x steps run on the
- * fused panel path (fl_batch.c): unit counts around the 16-unit panels,
+ * batch-tile path (fl_batch.c): unit counts around the 16-unit slabs,
  * batch sizes that use every row tile (6, 4, 2, 1) and cross the 96-row
  * group, masks, lengths, both layouts, both directions. */
 static void test_batch_panels(void) {
