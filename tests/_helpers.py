@@ -4,6 +4,7 @@ comparison uses, and one writer of Keras 2 ``.h5`` model files."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,22 @@ import h5py
 import numpy as np
 
 TOL_F32 = 1e-5  # float32 engine vs float64 oracle / framework outputs
+# A preloaded sanitizer runtime (the ASan run of the suite, docs/
+# development.md) reserves terabytes of address space and keeps freed
+# memory in quarantine: address-space limits and resident-memory bounds
+# do not apply under it.
+UNDER_SANITIZER = "san" in os.environ.get("LD_PRELOAD", "")
+
+
+def import_framework(name: str):
+    """The framework module, or a skip: when it is not installed, or under
+    a preloaded sanitizer (torch's and TensorFlow's libraries are not built
+    for it and crash)."""
+    import pytest
+
+    if UNDER_SANITIZER:
+        pytest.skip(f"{name} under a preloaded sanitizer")
+    return pytest.importorskip(name)
 
 
 def random_weights(

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _helpers import random_weights
+from _helpers import UNDER_SANITIZER, random_weights
 
 import fastlstm
 from fastlstm.errors import FastLSTMError
@@ -716,6 +716,7 @@ for make in (
 """
 
 
+@pytest.mark.skipif(UNDER_SANITIZER, reason="needs an address-space limit")
 def test_sizes_that_do_not_fit_in_memory_name_the_size():
     """A broadcast kernel of 2^32 elements and a stream of batch 2^24 pass
     the size limits but cannot be allocated (here, under a 6 GiB address

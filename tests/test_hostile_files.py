@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _helpers import UNDER_SANITIZER
 from hostile_files import CASES, SECRET, write_secret
 
 CHILD = Path(__file__).parent / "hostile_child.py"
@@ -61,7 +62,8 @@ def test_hostile_file_is_refused(tmp_path, name):
     case = CASES[name](tmp_path)
     report, rss = run_child(case.path, case.kwargs, case.predict)
     assert not report["leak"]
-    assert rss < MAX_RSS_BYTES, f"{name}: peak RSS {rss >> 20} MiB"
+    if not UNDER_SANITIZER:
+        assert rss < MAX_RSS_BYTES, f"{name}: peak RSS {rss >> 20} MiB"
     if case.match is None:  # legitimate, if unusual: loads (and runs)
         assert report.get("loaded") and report.get("predicted", True), report
         return

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _helpers import TOL_F32
+from _helpers import TOL_F32, UNDER_SANITIZER
 
 import fastlstm
 
+if UNDER_SANITIZER:  # TensorFlow's own libraries do not run under it
+    pytest.skip("TensorFlow under a preloaded sanitizer", allow_module_level=True)
 keras = pytest.importorskip("keras")
 
 

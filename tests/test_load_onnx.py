@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _helpers import TOL_F32
+from _helpers import TOL_F32, import_framework
 from torch_files import lstm_state_dict
 
 import fastlstm
@@ -549,7 +549,7 @@ def test_live_onnxruntime(tmp_path, rng):
 
 def test_live_torch_export(tmp_path):
     pytest.importorskip("onnx")
-    torch = pytest.importorskip("torch")
+    torch = import_framework("torch")
     m = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True).eval()
     x = torch.randn(2, 5, 3)
     path = tmp_path / "lstm.onnx"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _helpers import TOL_F32
+from _helpers import TOL_F32, import_framework
 from torch_files import lstm_state_dict, torch_reference
 
 import fastlstm
@@ -153,7 +153,7 @@ def test_truncated_buffer_sniffed_and_refused(tmp_path, rng):
 
 
 def test_live_safetensors(tmp_path):
-    torch = pytest.importorskip("torch")
+    torch = import_framework("torch")
     st = pytest.importorskip("safetensors.torch")
     m = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True).eval()
     path = tmp_path / "m.safetensors"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _helpers import TOL_F32
+from _helpers import TOL_F32, UNDER_SANITIZER
 from tf_bundle import write_bundle
 
 import fastlstm
@@ -505,6 +505,8 @@ LIVE_SCRIPT = textwrap.dedent(
 
 
 def test_live_tensorflow_checkpoint(tmp_path):
+    if UNDER_SANITIZER:  # TensorFlow's own libraries do not run under it
+        pytest.skip("TensorFlow under a preloaded sanitizer")
     pytest.importorskip("tensorflow")
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
     script = tmp_path / "make.py"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _helpers import TOL_F32
+from _helpers import TOL_F32, import_framework
 from torch_files import (
     Storages,
     Tensor,
@@ -600,7 +600,7 @@ def test_options_of_other_formats_refused(tmp_path, rng):
 
 @pytest.fixture
 def torch():
-    return pytest.importorskip("torch")
+    return import_framework("torch")
 
 
 LIVE = [

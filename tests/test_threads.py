@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from _helpers import random_weights
+from _helpers import UNDER_SANITIZER, random_weights
 
 import fastlstm
 
@@ -245,4 +245,7 @@ def test_stream_probe_on_this_host(rng):
     fixed = fastlstm.LSTM(**w, threads=3 - auto.threads).stream(1)
     xs = rng.normal(size=(20, 1, 64)).astype(np.float32)
     for x in xs:
-        np.testing.assert_array_equal(auto.step(x), fixed.step(x))
+        if UNDER_SANITIZER:  # that build has no per-ISA clones: other kernels
+            np.testing.assert_allclose(auto.step(x), fixed.step(x), atol=1e-6)
+        else:
+            np.testing.assert_array_equal(auto.step(x), fixed.step(x))
