@@ -98,9 +98,13 @@ enum { FL_GATE_I = 0, FL_GATE_F = 1, FL_GATE_O = 2, FL_GATE_G = 3 };
 
 /* a * b into *out; returns 0 on size_t overflow. */
 static inline int fl_mul_size(size_t a, size_t b, size_t *out) {
+#if defined(__GNUC__) || defined(__clang__)
+    return !__builtin_mul_overflow(a, b, out); /* no division per call */
+#else
     if (a != 0 && b > SIZE_MAX / a) return 0;
     *out = a * b;
     return 1;
+#endif
 }
 
 /* Rounds n bytes up to a multiple of FL_ALIGN; returns 0 on overflow. */
