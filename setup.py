@@ -33,6 +33,7 @@ compile_args = [
     "-ffp-contract=fast",
     "-Wall",
     "-Wno-unused-function",
+    "-fvisibility=hidden",
     "-pthread",
 ]
 compile_args += ["-O0", "-g"] if DEBUG else ["-O3"]

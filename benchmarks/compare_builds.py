@@ -3,8 +3,9 @@
     python benchmarks/compare_builds.py BEFORE_TREE AFTER_TREE [--rounds 5]
 
 Each tree is a source checkout built in place (``python setup.py
-build_ext --inplace``). Rounds alternate between the two trees, one child
-process per tree and round, so a slow spell of the host falls on both;
+build_ext --inplace``). Each round runs one child process per tree, the
+first tree first in odd rounds and second in even ones, so a slow spell
+of the host (or the order) falls on both;
 the table gives each row's median over the rounds and the ratio
 after / before. Used to check that a change keeps speed (within 3%).
 """
@@ -93,7 +94,10 @@ def main() -> int:
     }
     runs: dict[str, list[dict]] = {k: [] for k in trees}
     for r in range(args.rounds):
-        for label, tree in trees.items():
+        # alternate which build goes first: the second of a pair may run
+        # on a warmer (or throttled) core
+        order = list(trees.items())
+        for label, tree in order if r % 2 == 0 else order[::-1]:
             proc = subprocess.run(
                 [sys.executable, __file__, "x", "y", "--child", tree],
                 capture_output=True,
