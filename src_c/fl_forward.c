@@ -27,9 +27,6 @@
  * call's fixed cost would dominate. */
 #define FL_SMALL_ROWS 4
 
-/* Input projections of fewer rows stay off AMX (as in fl_plan.c). */
-#define FL_AMX_MIN_ROWS 128
-
 /* Outputs of at least this many bytes are written with non-temporal
  * stores on the batch-tile path: they bypass the caches, which saves
  * reading every output line in before writing it. Smaller outputs stay

@@ -26,11 +26,6 @@
 #define FL_WH_COPY_MIN_BYTES ((size_t)512 << 10)
 #define FL_WH_COPY_MAX_BYTES ((size_t)16 << 20)
 
-/* Input projections of fewer rows (steps x batch rows of a chunk) stay off
- * AMX: splitting the weights into bfloat16 parts would cost more than it
- * saves. */
-#define FL_AMX_MIN_ROWS 128
-
 /* Batch-1 layers whose [Wx; Wh] fits this size run every step as one
  * fused matrix-vector product (the weights stay in the nearest caches). */
 #define FL_FUSED_MAX_BYTES (160 * 1024)

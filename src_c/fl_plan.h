@@ -10,6 +10,11 @@
 
 #include "fl_packed.h"
 
+/* Input projections of fewer rows (steps x batch rows of a chunk) stay off
+ * AMX: splitting the weights into bfloat16 parts would cost more than it
+ * saves. The plan asks it of a chunk, the forward pass of each product. */
+#define FL_AMX_MIN_ROWS 128
+
 typedef struct fl_plan {
     fl_path path;
     int chunk;         /* steps per input projection */

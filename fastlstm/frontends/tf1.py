@@ -26,13 +26,12 @@ from typing import Any
 import numpy as np
 
 from fastlstm import _inputs
-from fastlstm.engine.graph import Graph
 from fastlstm.engine.layers import BidirectionalLayer, RunContext
 from fastlstm.engine.lstm import LSTM
 from fastlstm.engine.recurrent import StackStream
 from fastlstm.errors import ConfigError, ModelFormatError, ShapeError, StreamError
+from fastlstm.frontends.graph_model import GraphFrontEnd
 from fastlstm.loaders.tf1_reader import cells_graph, read_tf1
-from fastlstm.model_spec import ModelSpec
 from fastlstm.spec import LSTMSpec
 
 __all__ = ["LSTMStateTuple", "TF1LSTM", "TF1LSTMStream", "from_tf1"]
@@ -47,7 +46,7 @@ def _bool(value: Any, name: str) -> bool:
     return bool(value)
 
 
-class TF1LSTM:
+class TF1LSTM(GraphFrontEnd):
     """One TF1 LSTM cell, a MultiRNNCell stack, or a fw/bw pair of them.
 
     ``forward`` (and ``backward``) list one canonical LSTMSpec per layer;
@@ -84,16 +83,8 @@ class TF1LSTM:
         graph = cells_graph(forward, backward, multi, time_major, scopes or ())
         self._setup(graph, nan_policy)
 
-    @classmethod
-    def from_spec(cls, spec: ModelSpec, *, nan_policy: str = "raise") -> TF1LSTM:
-        """From the graph the TF1 reader makes (``cells_graph``)."""
-        model = cls.__new__(cls)
-        model._setup(spec, nan_policy)
-        return model
-
-    def _setup(self, spec: ModelSpec, nan_policy: str) -> None:
-        self.spec = spec
-        self._graph = Graph(spec, nan_policy)
+    def _adapt(self) -> None:
+        spec = self.spec
         layer = self._graph.layers[spec.layers[1].name]
         if isinstance(layer, BidirectionalLayer):
             self._fw = layer.engine.forward_layer.cells
@@ -104,10 +95,6 @@ class TF1LSTM:
             self._time_major = spec.layers[1].time_major
         self._multi = tuple(spec.conventions["multi"])
         self.scopes = list(spec.conventions["scopes"])
-
-    def __reduce__(self) -> tuple:
-        """Pickles the graph (NumPy weights), never C pointers."""
-        return (_rebuild, (self.spec, self._fw[0].nan_policy))
 
     time_major = property(lambda self: self._time_major)
     bidirectional = property(lambda self: self._bw is not None)
@@ -229,10 +216,6 @@ def _cells(specs: Sequence[LSTMSpec], what: str) -> list[LSTMSpec]:
                 f"{k} outputs {a.output_size}"
             )
     return specs
-
-
-def _rebuild(spec: ModelSpec, nan_policy: str) -> TF1LSTM:
-    return TF1LSTM.from_spec(spec, nan_policy=nan_policy)
 
 
 class TF1LSTMStream(StackStream):

@@ -24,18 +24,17 @@ from typing import Any
 import numpy as np
 
 from fastlstm import _inputs
-from fastlstm.engine.graph import Graph
 from fastlstm.engine.layers import BidirectionalLayer, RunContext
 from fastlstm.engine.lstm import LSTM, LSTMStream
 from fastlstm.engine.recurrent import StackStream
 from fastlstm.errors import ConfigError, ShapeError, StreamError, UnsupportedLayerError
+from fastlstm.frontends.graph_model import GraphFrontEnd
 from fastlstm.loaders.torch_lstm import (
     cell_graph,
     find_lstm,
     lstm_graph,
     read_state_dict,
 )
-from fastlstm.model_spec import ModelSpec
 from fastlstm.spec import LSTMSpec, real_array
 
 __all__ = [
@@ -53,7 +52,7 @@ def _bool(value: Any, name: str) -> bool:
     return bool(value)
 
 
-class TorchLSTM:
+class TorchLSTM(GraphFrontEnd):
     """An ``nn.LSTM`` (any num_layers, bidirectional, proj_size, bias) on
     fastlstm's engine. Build it with ``fastlstm.load(path)``,
     ``fastlstm.from_torch(module_or_state_dict)`` or from canonical specs:
@@ -76,16 +75,8 @@ class TorchLSTM:
             raise ConfigError("invalid TorchLSTM:\n  - " + "\n  - ".join(problems))
         self._setup(lstm_graph(layers, batch_first, "<specs>"), nan_policy)
 
-    @classmethod
-    def from_spec(cls, spec: ModelSpec, *, nan_policy: str = "raise") -> TorchLSTM:
-        """From the graph the PyTorch reader makes (``lstm_graph``)."""
-        model = cls.__new__(cls)
-        model._setup(spec, nan_policy)
-        return model
-
-    def _setup(self, spec: ModelSpec, nan_policy: str) -> None:
-        self.spec = spec
-        self._graph = Graph(spec, nan_policy)
+    def _adapt(self) -> None:
+        spec = self.spec
         self._batch_first = bool(spec.conventions["batch_first"])
         self._layers: list[tuple[LSTM, LSTM | None]] = []
         for ls in spec.layers[1:]:
@@ -102,10 +93,6 @@ class TorchLSTM:
         self.num_layers = len(self._layers)
         self.bidirectional = self._layers[0][1] is not None
         self.bias = first.spec.bias is not None
-
-    def __reduce__(self) -> tuple:
-        """Pickles the graph (NumPy weights), never C pointers."""
-        return (_rebuild, (self.spec, self._layers[0][0].nan_policy))
 
     batch_first = property(lambda self: self._batch_first)
     num_directions = property(lambda self: 2 if self.bidirectional else 1)
@@ -261,14 +248,6 @@ def _layer_problems(layers: list) -> list[str]:
     return problems
 
 
-def _rebuild(spec: ModelSpec, nan_policy: str) -> TorchLSTM:
-    return TorchLSTM.from_spec(spec, nan_policy=nan_policy)
-
-
-def _rebuild_cell(spec: ModelSpec, nan_policy: str) -> TorchLSTMCell:
-    return TorchLSTMCell.from_spec(spec, nan_policy=nan_policy)
-
-
 class TorchLSTMStream(StackStream):
     """Feeds a unidirectional TorchLSTM a sequence in pieces, keeping (h, c)
     between calls: ``feed(x)`` takes (L, N, I) (or (N, L, I) with
@@ -304,31 +283,18 @@ class TorchLSTMStream(StackStream):
             s.state = (h[k], c[k])
 
 
-class TorchLSTMCell:
+class TorchLSTMCell(GraphFrontEnd):
     """An ``nn.LSTMCell``: ``h_1, c_1 = cell(x, (h_0, c_0))`` with x (N, I)
     or unbatched (I,); hx defaults to zeros."""
 
     def __init__(self, spec: LSTMSpec, *, nan_policy: str = "raise") -> None:
         self._setup(cell_graph(spec, "<spec>"), nan_policy)
 
-    @classmethod
-    def from_spec(cls, spec: ModelSpec, *, nan_policy: str = "raise") -> TorchLSTMCell:
-        """From the graph the PyTorch reader makes (``cell_graph``)."""
-        cell = cls.__new__(cls)
-        cell._setup(spec, nan_policy)
-        return cell
-
-    def _setup(self, spec: ModelSpec, nan_policy: str) -> None:
-        self.spec = spec
-        self._graph = Graph(spec, nan_policy)
+    def _adapt(self) -> None:
         self._layer = self._graph.layers["cell"].direction.cells[0]
         self.input_size = self._layer.input_size
         self.hidden_size = self._layer.units
         self.bias = self._layer.spec.bias is not None
-
-    def __reduce__(self) -> tuple:
-        """Pickles the graph (NumPy weights), never C pointers."""
-        return (_rebuild_cell, (self.spec, self._layer.nan_policy))
 
     layer = property(lambda self: self._layer, doc="The underlying fastlstm.LSTM.")
 
