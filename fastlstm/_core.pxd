@@ -68,7 +68,7 @@ cdef extern from "fastlstm.h" nogil:
     ctypedef struct fl_pool:
         pass
 
-    ctypedef struct fl_lstm_run:
+    ctypedef struct fl_run:
         int batch
         int steps
         int batch_major
@@ -100,7 +100,7 @@ cdef extern from "fastlstm.h" nogil:
     fl_status fl_lstm_workspace_size(const fl_lstm *lstm, int batch, int steps,
                                      int chunk_steps, size_t *out_bytes)
     fl_status fl_lstm_run_workspace_size(const fl_lstm *lstm,
-                                         const fl_lstm_run *run,
+                                         const fl_run *run,
                                          size_t *out_bytes)
     ctypedef enum fl_path:
         FL_PATH_TILES
@@ -121,11 +121,36 @@ cdef extern from "fastlstm.h" nogil:
         int threads_woven
         size_t workspace_bytes
 
-    fl_status fl_lstm_plan(const fl_lstm *lstm, const fl_lstm_run *run,
+    fl_status fl_lstm_plan(const fl_lstm *lstm, const fl_run *run,
                            size_t work_bytes, fl_plan_info *out)
     fl_status fl_lstm_forward(const fl_lstm *lstm, const fl_blas *blas,
-                              const fl_lstm_run *run, void *work,
+                              const fl_run *run, void *work,
                               size_t work_bytes)
+    ctypedef enum fl_layer_kind:
+        FL_LAYER_GRU
+        FL_LAYER_SIMPLE
+
+    ctypedef struct fl_layer_desc:
+        fl_layer_kind kind
+        int input_size
+        int units
+        fl_activation activation
+        fl_activation recurrent_activation
+        int reset_after
+
+    ctypedef struct fl_layer:
+        pass
+
+    fl_status fl_layer_create(const fl_layer_desc *desc, const float *kernel,
+                              const float *recurrent_kernel, const float *bias,
+                              const float *recurrent_bias, fl_layer **out)
+    void fl_layer_free(fl_layer *layer)
+    fl_status fl_layer_get_desc(const fl_layer *layer, fl_layer_desc *out)
+    fl_status fl_layer_workspace_size(const fl_layer *layer, const fl_run *run,
+                                      size_t *out_bytes)
+    fl_status fl_layer_forward(const fl_layer *layer, const fl_blas *blas,
+                               const fl_run *run, void *work,
+                               size_t work_bytes)
     fl_status fl_pool_create(int threads, fl_pool **out)
     void fl_pool_free(fl_pool *pool)
     int fl_amx_available()

@@ -60,10 +60,10 @@ cdef int _check(fl_status st, str where) except -1:
     raise cls(f"{where}: {fl_status_message(st).decode('ascii')}")
 
 
-cdef fl_lstm_run _sizing_run(int batch, int steps, int chunk_steps, int threads,
+cdef fl_run _sizing_run(int batch, int steps, int chunk_steps, int threads,
                              int keep_copies, bint amx, bint woven) noexcept:
     """A run description for sizing and planning (no arrays)."""
-    cdef fl_lstm_run run
+    cdef fl_run run
     memset(&run, 0, sizeof(run))
     run.batch = batch
     run.steps = steps
@@ -141,6 +141,67 @@ cdef class ThreadPool:
 
 cdef inline fl_pool *_pool_of(ThreadPool pool):
     return pool._pool if pool is not None else NULL
+
+
+cdef int _fill_run(fl_run *run, const float[:, :, ::1] x, bint batch_major,
+                   float[:, ::1] h, int input_size, int R, uint8_t[::1] seen,
+                   float[:, :, ::1] y, float[:, ::1] y_last,
+                   const uint8_t[:, ::1] mask, const int32_t[::1] lengths,
+                   bint reverse, bint zero_output, bint check_finite) except -1:
+    """Checks a forward call's arrays against each other and fills the run
+    (c, chunking and threads left at zero for the caller)."""
+    cdef int B = x.shape[0] if batch_major else x.shape[1]
+    cdef int T = x.shape[1] if batch_major else x.shape[0]
+    # messages are formatted only on failure (an f-string argument would
+    # be built on every call: ~1 us of a 6 us small call)
+    if x.shape[2] != input_size:
+        raise ShapeError(
+            f"x has {x.shape[2]} features, the layer expects {input_size}")
+    _expect(B >= 1 and T >= 1, "x needs at least one batch row and one step")
+    if h.shape[0] != B or h.shape[1] != R:
+        raise ShapeError(f"h must be ({B}, {R})")
+    if seen is not None and seen.shape[0] != B:
+        raise ShapeError(f"seen must be ({B},)")
+    if y is not None:
+        _expect(y.shape[0] == x.shape[0] and y.shape[1] == x.shape[1]
+                and y.shape[2] == R, "y has the wrong shape")
+    if y_last is not None and (y_last.shape[0] != B or y_last.shape[1] != R):
+        raise ShapeError(f"y_last must be ({B}, {R})")
+    if mask is not None:
+        _expect(mask.shape[0] == x.shape[0] and mask.shape[1] == x.shape[1],
+                "mask has the wrong shape")
+    if lengths is not None and lengths.shape[0] != B:
+        raise ShapeError(f"lengths must be ({B},)")
+    memset(run, 0, sizeof(fl_run))
+    run.batch = B
+    run.steps = T
+    run.batch_major = batch_major
+    run.x = &x[0, 0, 0]
+    run.mask = &mask[0, 0] if mask is not None else NULL
+    run.lengths = &lengths[0] if lengths is not None else NULL
+    run.reverse = reverse
+    run.mask_output = FL_MASK_ZERO if zero_output else FL_MASK_CARRY
+    run.check_finite = check_finite
+    run.h = &h[0, 0]
+    run.seen = &seen[0] if seen is not None else NULL
+    run.y = &y[0, 0, 0] if y is not None else NULL
+    run.y_last = &y_last[0, 0] if y_last is not None else NULL
+    return 0
+
+
+cdef void *_workspace(uint8_t[::1] work, size_t need, size_t *bytes) except? NULL:
+    """The caller's workspace if it holds `need` bytes, else a new one
+    (PyMem_RawMalloc: visible to tracemalloc, callable nogil) that the
+    caller frees; its size into bytes."""
+    cdef void *buf
+    if work is not None and <size_t>work.shape[0] >= need:
+        bytes[0] = <size_t>work.shape[0]
+        return &work[0]
+    buf = PyMem_RawMalloc(need)
+    if buf is NULL:
+        raise MemoryError(f"cannot allocate a {need}-byte workspace")
+    bytes[0] = need
+    return buf
 
 
 # How the core stores the weights (fl_weight_layout): "auto" picks panels
@@ -244,7 +305,7 @@ cdef class PackedLSTM:
         """Bytes of workspace a forward call of this size needs (with the
         per-thread weight copies a multi-thread batch-1 call can use)."""
         cdef size_t n = 0
-        cdef fl_lstm_run run = _sizing_run(batch, steps, chunk_steps, threads,
+        cdef fl_run run = _sizing_run(batch, steps, chunk_steps, threads,
                                            keep_copies, amx, woven)
         _check(fl_lstm_run_workspace_size(self._lstm, &run, &n), "workspace size")
         return n
@@ -261,7 +322,7 @@ cdef class PackedLSTM:
             raise ShapeError("PackedLSTM was not initialized")
         cdef float y_dummy = 0
         cdef fl_plan_info info
-        cdef fl_lstm_run run = _sizing_run(batch, steps, chunk_steps, threads,
+        cdef fl_run run = _sizing_run(batch, steps, chunk_steps, threads,
                                            keep_copies, amx, woven)
         run.y = &y_dummy if with_y else NULL  # planning only tests it for NULL
         run.pool = <fl_pool *>&y_dummy if pool else NULL
@@ -299,47 +360,14 @@ cdef class PackedLSTM:
         """
         if self._lstm is NULL:
             raise ShapeError("PackedLSTM was not initialized")
-        cdef int B = x.shape[0] if batch_major else x.shape[1]
-        cdef int T = x.shape[1] if batch_major else x.shape[0]
-        cdef int R = self.output_size
-        # messages are formatted only on failure (an f-string argument
-        # would be built on every call: ~1 us of a 6 us small call)
-        if x.shape[2] != self.input_size:
-            raise ShapeError(
-                f"x has {x.shape[2]} features, the layer expects {self.input_size}")
-        _expect(B >= 1 and T >= 1, "x needs at least one batch row and one step")
-        if h.shape[0] != B or h.shape[1] != R:
-            raise ShapeError(f"h must be ({B}, {R})")
-        if c.shape[0] != B or c.shape[1] != self.units:
-            raise ShapeError(f"c must be ({B}, {self.units})")
-        if seen is not None and seen.shape[0] != B:
-            raise ShapeError(f"seen must be ({B},)")
-        if y is not None:
-            _expect(y.shape[0] == x.shape[0] and y.shape[1] == x.shape[1]
-                    and y.shape[2] == R, "y has the wrong shape")
-        if y_last is not None and (y_last.shape[0] != B or y_last.shape[1] != R):
-            raise ShapeError(f"y_last must be ({B}, {R})")
-        if mask is not None:
-            _expect(mask.shape[0] == x.shape[0] and mask.shape[1] == x.shape[1],
-                    "mask has the wrong shape")
-        if lengths is not None and lengths.shape[0] != B:
-            raise ShapeError(f"lengths must be ({B},)")
-
-        cdef fl_lstm_run run
-        run.batch = B
-        run.steps = T
-        run.batch_major = batch_major
-        run.x = &x[0, 0, 0]
-        run.mask = &mask[0, 0] if mask is not None else NULL
-        run.lengths = &lengths[0] if lengths is not None else NULL
-        run.reverse = reverse
-        run.mask_output = FL_MASK_ZERO if zero_output else FL_MASK_CARRY
-        run.check_finite = check_finite
-        run.h = &h[0, 0]
+        cdef fl_run run
+        _fill_run(&run, x, batch_major, h, self.input_size, self.output_size,
+                  seen, y, y_last, mask, lengths, reverse, zero_output,
+                  check_finite)
+        if c.shape[0] != run.batch or c.shape[1] != self.units:
+            raise ShapeError(f"c must be ({run.batch}, {self.units})")
         run.c = &c[0, 0]
-        run.seen = &seen[0] if seen is not None else NULL
-        run.y = &y[0, 0, 0] if y is not None else NULL
-        run.y_last = &y_last[0, 0] if y_last is not None else NULL
+        cdef int B = run.batch, T = run.steps
         run.chunk_steps = chunk_steps
         run.threads = threads
         run.pool = _pool_of(pool)
@@ -351,29 +379,137 @@ cdef class PackedLSTM:
 
         # the run's own size includes per-thread weight copies (faster); a
         # caller's workspace of the plain size also works, without them
-        cdef size_t need = 0, need_plain = 0
+        cdef size_t need = 0, plain = 0, nbytes = 0
         _check(fl_lstm_run_workspace_size(self._lstm, &run, &need),
                "workspace size")
-        cdef void *buf = NULL
-        cdef bint owned = work is None or <size_t>work.shape[0] < need
-        if owned and work is not None:  # a smaller caller workspace may do
+        if work is not None and <size_t>work.shape[0] < need:
             _check(fl_lstm_workspace_size(self._lstm, B, T, chunk_steps,
-                                          &need_plain), "workspace size")
-            owned = <size_t>work.shape[0] < need_plain
-            if not owned:
+                                          &plain), "workspace size")
+            if <size_t>work.shape[0] >= plain:
                 need = <size_t>work.shape[0]
-        if owned:  # PyMem_RawMalloc: visible to tracemalloc, callable nogil
-            buf = PyMem_RawMalloc(need)
-            if buf is NULL:
-                raise MemoryError(f"cannot allocate a {need}-byte workspace")
-        else:
-            buf = &work[0]
+        cdef void *buf = _workspace(work, need, &nbytes)
+        cdef bint owned = work is None or buf != <void *>&work[0]
         cdef fl_status st
         with nogil:
-            st = fl_lstm_forward(self._lstm, &_BLAS, &run, buf, need)
+            st = fl_lstm_forward(self._lstm, &_BLAS, &run, buf, nbytes)
         if owned:
             PyMem_RawFree(buf)
         _check(st, "LSTM forward")
+
+
+# fl_layer_kind's values, by the names the specs use
+LAYER_KINDS = {"gru": FL_LAYER_GRU, "simple": FL_LAYER_SIMPLE}
+
+
+cdef class PackedLayer:
+    """One GRU or simple RNN direction packed by the C core (fl_layer).
+    Immutable, thread-safe. ``kind`` is "gru" or "simple"; the weights are
+    canonical (fastlstm.h): kernel (I, G*units), recurrent_kernel (units,
+    G*units), bias and recurrent_bias (G*units,) or None, G = 3 for a GRU
+    (gate blocks z, r, n) and 1 for a simple RNN."""
+
+    cdef fl_layer *_layer
+    cdef readonly str kind
+    cdef readonly int input_size
+    cdef readonly int units
+    cdef readonly int output_size
+    cdef readonly bint reset_after
+
+    def __cinit__(self):
+        self._layer = NULL
+
+    def __init__(self, str kind, const float[:, ::1] kernel,
+                 const float[:, ::1] recurrent_kernel, bias, recurrent_bias,
+                 int activation, int recurrent_activation=FL_ACT_SIGMOID,
+                 bint reset_after=True):
+        cdef fl_layer_desc desc
+        cdef const float[::1] b_v
+        cdef const float[::1] rb_v
+        cdef const float *b_ptr = NULL
+        cdef const float *rb_ptr = NULL
+        cdef fl_layer *out = NULL
+        cdef fl_status st
+        if self._layer is not NULL:  # another thread may be running on it
+            raise TypeError("a PackedLayer is immutable: __init__ runs once")
+        if kind not in LAYER_KINDS:
+            raise ConfigError(f"kind must be one of {sorted(LAYER_KINDS)}, "
+                              f"got {kind!r}")
+        cdef int G = 3 if kind == "gru" else 1
+        _expect(kernel.shape[1] % G == 0, f"kernel width must be {G}*units")
+        desc.kind = <fl_layer_kind>LAYER_KINDS[kind]
+        desc.input_size = kernel.shape[0]
+        desc.units = kernel.shape[1] // G
+        desc.activation = <fl_activation>activation
+        desc.recurrent_activation = <fl_activation>recurrent_activation
+        desc.reset_after = reset_after
+        _expect(recurrent_kernel.shape[0] == desc.units
+                and recurrent_kernel.shape[1] == G * desc.units,
+                "recurrent_kernel shape does not match the kernel")
+        if bias is not None:
+            b_v = bias
+            _expect(b_v.shape[0] == G * desc.units, "bias must be (G*units,)")
+            b_ptr = &b_v[0]
+        if recurrent_bias is not None:
+            rb_v = recurrent_bias
+            _expect(rb_v.shape[0] == G * desc.units,
+                    "recurrent_bias must be (G*units,)")
+            rb_ptr = &rb_v[0]
+        with nogil:
+            st = fl_layer_create(&desc, &kernel[0, 0], &recurrent_kernel[0, 0],
+                                 b_ptr, rb_ptr, &out)
+        _check(st, f"creating the {kind} layer")
+        self._layer = out
+        fl_layer_get_desc(out, &desc)
+        self.kind = kind
+        self.input_size = desc.input_size
+        self.units = desc.units
+        self.output_size = desc.units
+        self.reset_after = desc.reset_after
+
+    def __dealloc__(self):
+        if self._layer is not NULL:
+            fl_layer_free(self._layer)
+            self._layer = NULL
+
+    def workspace_size(self, int batch, int steps, int chunk_steps=0,
+                       bint with_y=True):
+        """Bytes of workspace a forward call of this size needs."""
+        cdef size_t n = 0
+        cdef float y_dummy = 0
+        cdef fl_run run = _sizing_run(batch, steps, chunk_steps, 1, 0, False,
+                                      False)
+        run.y = &y_dummy if with_y else NULL  # sizing only tests it for NULL
+        _check(fl_layer_workspace_size(self._layer, &run, &n), "workspace size")
+        return n
+
+    def forward(self, const float[:, :, ::1] x, bint batch_major,
+                float[:, ::1] h, uint8_t[::1] seen=None,
+                float[:, :, ::1] y=None, float[:, ::1] y_last=None,
+                const uint8_t[:, ::1] mask=None,
+                const int32_t[::1] lengths=None,
+                bint reverse=False, bint zero_output=False,
+                bint check_finite=True, int chunk_steps=0,
+                uint8_t[::1] work=None):
+        """Runs the layer; h (and seen) are updated in place. Layouts as
+        PackedLSTM.forward."""
+        if self._layer is NULL:
+            raise ShapeError("PackedLayer was not initialized")
+        cdef fl_run run
+        _fill_run(&run, x, batch_major, h, self.input_size, self.output_size,
+                  seen, y, y_last, mask, lengths, reverse, zero_output,
+                  check_finite)
+        run.chunk_steps = chunk_steps
+        cdef size_t need = 0, nbytes = 0
+        _check(fl_layer_workspace_size(self._layer, &run, &need),
+               "workspace size")
+        cdef void *buf = _workspace(work, need, &nbytes)
+        cdef bint owned = work is None or buf != <void *>&work[0]
+        cdef fl_status st
+        with nogil:
+            st = fl_layer_forward(self._layer, &_BLAS, &run, buf, nbytes)
+        if owned:
+            PyMem_RawFree(buf)
+        _check(st, f"{self.kind} forward")
 
 
 _BUSY_MESSAGE = ("this stream is being used by another thread; streams hold "
@@ -408,7 +544,11 @@ cdef class StreamCore:
     and the stream's guard (``guard``), taken before any work of ``step``.
     """
 
-    cdef PackedLSTM _packed_core
+    cdef object _packed_core  # a PackedLSTM or a PackedLayer
+    cdef fl_lstm *_lstm_p      # the packed LSTM, or NULL
+    cdef fl_layer *_layer_p    # the packed GRU or simple RNN, or NULL
+    cdef int _input_size
+    cdef int _output_size
     cdef readonly int batch
     cdef readonly object _h
     cdef readonly object _c
@@ -427,26 +567,40 @@ cdef class StreamCore:
     cdef readonly int threads
     cdef readonly ThreadPool _pool
 
-    def _init_core(self, PackedLSTM packed, int batch, bint zero_output,
+    def _init_core(self, packed, int batch, bint zero_output,
                    bint check_finite, int threads=1):
+        """packed: a PackedLSTM (state h, c) or a PackedLayer (state h)."""
         if self.guard is not None:  # another thread may be stepping
             raise TypeError("a stream is initialised once; create a new one")
         self.guard = StreamGuard()
-        self.threads = threads
-        self._pool = ThreadPool(threads) if threads > 1 else None
         self._packed_core = packed
         self.batch = batch
+        self._input_size = packed.input_size
+        self._output_size = packed.output_size
         self._h = np.zeros((batch, packed.output_size), np.float32)
-        self._c = np.zeros((batch, packed.units), np.float32)
         self._seen = np.zeros(batch, np.uint8)
-        # with threads, the workspace keeps each thread's copy of its
-        # weights from the first step on (keep_copies 1, then 2)
-        self._work_bytes = packed.workspace_size(
-            batch, 1, threads=threads, keep_copies=1 if threads > 1 else 0)
-        self._keep_copies = 1 if threads > 1 else 0
+        self._lstm_p = NULL
+        self._layer_p = NULL
+        if isinstance(packed, PackedLSTM):
+            self._lstm_p = (<PackedLSTM>packed)._lstm
+            self._c = np.zeros((batch, packed.units), np.float32)
+            self._cp = <float *>cnp.PyArray_DATA(self._c)
+            # with threads, the workspace keeps each thread's copy of its
+            # weights from the first step on (keep_copies 1, then 2)
+            self._keep_copies = 1 if threads > 1 else 0
+            self._work_bytes = packed.workspace_size(
+                batch, 1, threads=threads, keep_copies=self._keep_copies)
+        else:
+            self._layer_p = (<PackedLayer>packed)._layer
+            self._c = None
+            self._cp = NULL
+            self._keep_copies = 0
+            threads = 1
+            self._work_bytes = packed.workspace_size(batch, 1, with_y=False)
+        self.threads = threads
+        self._pool = ThreadPool(threads) if threads > 1 else None
         self._work = np.empty(self._work_bytes, np.uint8)
         self._hp = <float *>cnp.PyArray_DATA(self._h)
-        self._cp = <float *>cnp.PyArray_DATA(self._c)
         self._seenp = <uint8_t *>cnp.PyArray_DATA(self._seen)
         self._workp = cnp.PyArray_DATA(self._work)
         self._zero_output = zero_output
@@ -474,13 +628,13 @@ cdef class StreamCore:
         cdef cnp.ndarray xa
         cdef cnp.ndarray ma
         cdef cnp.ndarray oa
-        cdef PackedLSTM p = self._packed_core
+        cdef int n_in = self._input_size, n_out = self._output_size
         if not (cnp.PyArray_CheckExact(x)
                 and cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_FLOAT32
                 and cnp.PyArray_NDIM(<cnp.ndarray>x) == 2
                 and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x)
                 and cnp.PyArray_DIM(<cnp.ndarray>x, 0) == self.batch
-                and cnp.PyArray_DIM(<cnp.ndarray>x, 1) == p.input_size):
+                and cnp.PyArray_DIM(<cnp.ndarray>x, 1) == n_in):
             x = self._step_input(x)  # converts or raises a named error
         xa = <cnp.ndarray>x
         cdef const uint8_t *mp = NULL
@@ -488,7 +642,7 @@ cdef class StreamCore:
             ma = self._step_mask(mask)
             mp = <const uint8_t *>cnp.PyArray_DATA(ma)
         if out is None:
-            oa = cnp.PyArray_EMPTY(2, [self.batch, p.output_size],
+            oa = cnp.PyArray_EMPTY(2, [self.batch, n_out],
                                    cnp.NPY_FLOAT32, 0)
         else:
             if not (cnp.PyArray_CheckExact(out)
@@ -497,13 +651,13 @@ cdef class StreamCore:
                     and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>out)
                     and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)
                     and cnp.PyArray_DIM(<cnp.ndarray>out, 0) == self.batch
-                    and cnp.PyArray_DIM(<cnp.ndarray>out, 1) == p.output_size):
+                    and cnp.PyArray_DIM(<cnp.ndarray>out, 1) == n_out):
                 raise ShapeError(
                     f"out must be a writeable C-contiguous float32 array of "
-                    f"shape ({self.batch}, {p.output_size})"
+                    f"shape ({self.batch}, {n_out})"
                 )
             oa = <cnp.ndarray>out
-        cdef fl_lstm_run run
+        cdef fl_run run
         run.batch = self.batch
         run.steps = 1
         run.batch_major = 1
@@ -527,12 +681,16 @@ cdef class StreamCore:
         run.no_woven = 0
         cdef fl_status st
         with nogil:
-            st = fl_lstm_forward(p._lstm, &_BLAS, &run, self._workp,
-                                 self._work_bytes)
+            if self._lstm_p is not NULL:
+                st = fl_lstm_forward(self._lstm_p, &_BLAS, &run, self._workp,
+                                     self._work_bytes)
+            else:
+                st = fl_layer_forward(self._layer_p, &_BLAS, &run, self._workp,
+                                      self._work_bytes)
         self._sweep ^= 1  # the next step reads the weights the other way
         if self._keep_copies == 1 and st == FL_OK:
             self._keep_copies = 2  # the copies are in the workspace now
         if st == FL_ERR_NONFINITE:
             self._raise_nonfinite(xa, mask)
-        _check(st, "LSTM step")
+        _check(st, "stream step")
         return oa

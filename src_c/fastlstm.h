@@ -70,7 +70,7 @@ typedef enum fl_activation {
  * The state (h, c) is always carried unchanged over such a step. */
 typedef enum fl_mask_output {
     FL_MASK_CARRY = 0, /* the previous step's output; zeros before the first
-                          valid step of a row (see fl_lstm_run.seen) */
+                          valid step of a row (see fl_run.seen) */
     FL_MASK_ZERO = 1   /* zeros */
 } fl_mask_output;
 
@@ -121,7 +121,7 @@ typedef struct fl_lstm fl_lstm; /* opaque, immutable after create */
 /* Worker threads that sleep between calls (on a condition variable: no
  * spinning), for callers that make many short calls, such as one streaming
  * step at a time, where starting threads per call would cost more than it
- * saves. Owned by the caller and named in fl_lstm_run.pool. One forward
+ * saves. Owned by the caller and named in fl_run.pool. One forward
  * call uses a pool at a time; a call that finds it in use starts its own
  * threads instead, so sharing a pool is safe, only slower. */
 typedef struct fl_pool fl_pool;
@@ -130,7 +130,7 @@ typedef struct fl_pool fl_pool;
  * All arrays are C-contiguous float32 unless said otherwise. With
  * batch_major = 0, x, mask and y are indexed [t][b]; with batch_major = 1
  * (the Keras layout) they are indexed [b][t]. */
-typedef struct fl_lstm_run {
+typedef struct fl_run {
     int batch;
     int steps;
     int batch_major;
@@ -145,7 +145,8 @@ typedef struct fl_lstm_run {
     fl_mask_output mask_output; /* output at steps the mask excludes */
     int check_finite;           /* FL_ERR_NONFINITE if a valid x row has NaN/inf */
     float *h;                   /* (batch, R): initial state in, final out */
-    float *c;                   /* (batch, H): initial state in, final out */
+    float *c;                   /* (batch, H): initial state in, final out;
+                                   LSTM only (fl_layer runs ignore it) */
     uint8_t *seen;              /* (batch,) nonzero once a row had a valid step;
                                    a row's carried output is h once seen, zeros
                                    before. In/out; NULL = all rows unseen. */
@@ -193,7 +194,7 @@ typedef struct fl_lstm_run {
                                    the recurrent products (batch 1, one thread,
                                    AVX-512; see src_c/fl_woven.c); 0 = do
                                    where it applies. For tests and timing. */
-} fl_lstm_run;
+} fl_run;
 
 fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,
                          const float *recurrent_kernel, const float *bias,
@@ -206,7 +207,7 @@ void fl_lstm_free(fl_lstm *lstm);
 fl_status fl_lstm_get_desc(const fl_lstm *lstm, fl_lstm_desc *out);
 
 /* Bytes of workspace fl_lstm_forward needs for this batch and chunk length
- * (chunk_steps as in fl_lstm_run; 0 means `steps`). For a long batch-1 run
+ * (chunk_steps as in fl_run; 0 means `steps`). For a long batch-1 run
  * on one thread this includes room for a copy of the recurrent weights in
  * a layout the step reads faster (when the copy is at most a quarter of the
  * run's weights, inputs and outputs). */
@@ -218,7 +219,7 @@ fl_status fl_lstm_workspace_size(const fl_lstm *lstm, int batch, int steps,
  * steps (or with keep_copies) gets room for each thread's own contiguous
  * copy of its share of the recurrent weights, which it reads faster; a
  * workspace of fl_lstm_workspace_size bytes also works, without them. */
-fl_status fl_lstm_run_workspace_size(const fl_lstm *lstm, const fl_lstm_run *run,
+fl_status fl_lstm_run_workspace_size(const fl_lstm *lstm, const fl_run *run,
                                      size_t *out_bytes);
 
 /* The path a forward call takes; fl_lstm_plan says which, and why. */
@@ -248,14 +249,64 @@ typedef struct fl_plan_info {
 
 /* How fl_lstm_forward would run `run` in a workspace of work_bytes
  * (SIZE_MAX: its own size). FL_ERR_ARG if the workspace is too small. */
-fl_status fl_lstm_plan(const fl_lstm *lstm, const fl_lstm_run *run, size_t work_bytes,
+fl_status fl_lstm_plan(const fl_lstm *lstm, const fl_run *run, size_t work_bytes,
                        fl_plan_info *out);
 
 /* Runs the layer. `work` must hold fl_lstm_workspace_size bytes (or
  * fl_lstm_run_workspace_size's) and be aligned to 64 bytes. On error
  * nothing is guaranteed about h, c, y. */
 fl_status fl_lstm_forward(const fl_lstm *lstm, const fl_blas *blas,
-                          const fl_lstm_run *run, void *work, size_t work_bytes);
+                          const fl_run *run, void *work, size_t work_bytes);
+
+/* ---- GRU and simple RNN layers -------------------------------------------
+ * Canonical weights, G gate blocks of H columns (GRU: G = 3 in the order
+ * z (update), r (reset), n (candidate), as Keras and ONNX store them;
+ * simple RNN: G = 1):
+ *   kernel            (I, GH) row-major    x @ kernel
+ *   recurrent_kernel  (H, GH) row-major    h @ recurrent_kernel
+ *   bias              (GH) added to x @ kernel; NULL means zeros
+ *   recurrent_bias    (GH) added to h @ recurrent_kernel; NULL means zeros
+ * GRU, with x_k = (x @ kernel + bias)_k and h_k = (h @ recurrent_kernel +
+ * recurrent_bias)_k:
+ *   z = ract(x_z + h_z)    r = ract(x_r + h_r)
+ *   n = act(x_n + r * h_n)                         reset_after = 1
+ *   n = act(x_n + (r * h) @ U_n + recurrent_bias_n)  reset_after = 0
+ *   h' = z * h + (1 - z) * n
+ * Simple RNN: h' = act(x @ kernel + bias + h @ recurrent_kernel +
+ * recurrent_bias).
+ * Runs take an fl_run as the LSTM does, without c; they use one thread
+ * (threads, pool, keep_copies, no_amx and no_woven are ignored). */
+typedef enum fl_layer_kind { FL_LAYER_GRU = 0, FL_LAYER_SIMPLE = 1 } fl_layer_kind;
+
+typedef struct fl_layer_desc {
+    fl_layer_kind kind;
+    int input_size;                     /* I */
+    int units;                          /* H */
+    fl_activation activation;           /* GRU: n; simple RNN: h' */
+    fl_activation recurrent_activation; /* GRU: z and r; simple RNN: unused */
+    int reset_after;                    /* GRU: 1 = r multiplies h_n (PyTorch,
+                                           Keras reset_after=True, ONNX
+                                           linear_before_reset=1) */
+} fl_layer_desc;
+
+typedef struct fl_layer fl_layer; /* opaque, immutable after create */
+
+fl_status fl_layer_create(const fl_layer_desc *desc, const float *kernel,
+                          const float *recurrent_kernel, const float *bias,
+                          const float *recurrent_bias, fl_layer **out);
+void fl_layer_free(fl_layer *layer);
+fl_status fl_layer_get_desc(const fl_layer *layer, fl_layer_desc *out);
+
+/* Bytes of workspace fl_layer_forward needs for this run (its batch,
+ * steps and chunk_steps). */
+fl_status fl_layer_workspace_size(const fl_layer *layer, const fl_run *run,
+                                  size_t *out_bytes);
+
+/* Runs the layer as fl_lstm_forward does (h updated in place; y, y_last
+ * and seen as fl_run says). `work` holds fl_layer_workspace_size bytes,
+ * aligned to 64 bytes. */
+fl_status fl_layer_forward(const fl_layer *layer, const fl_blas *blas,
+                           const fl_run *run, void *work, size_t work_bytes);
 
 /* Starts threads - 1 sleeping workers (2 <= threads <= 8); the caller's
  * own thread is the first of `threads`. FL_ERR_NOMEM if a thread cannot be
@@ -275,7 +326,7 @@ int fl_amx_available(void);
 /* 1 if batch-1 runs on one thread can weave each chunk's input projection
  * into the previous chunk's recurrent products (GCC build, AVX-512 CPU),
  * else 0. Used for runs of 32+ steps whose input size is at most twice the
- * recurrent width, unless fl_lstm_run.no_woven is set. */
+ * recurrent width, unless fl_run.no_woven is set. */
 int fl_woven_available(void);
 
 /* A static, human readable description of a status. */

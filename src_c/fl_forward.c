@@ -15,17 +15,11 @@
 #include "fl_batch.h"
 #include "fl_gates.h"
 #include "fl_kernels.h"
+#include "fl_layer_plan.h"
 #include "fl_woven.h"
 #include "fl_parallel.h"
 #include "fl_plan.h"
-
-/* Up to this batch size the per-step recurrent product runs on fl_gemm
- * (measured faster than OpenBLAS sgemm for these shapes on AVX-512). */
-#define FL_OWN_GEMM_MAX_BATCH 256
-
-/* Below this many rows a product runs on fl_matvec, row by row: a BLAS
- * call's fixed cost would dominate. */
-#define FL_SMALL_ROWS 4
+#include "fl_run.h"
 
 /* Outputs of at least this many bytes are written with non-temporal
  * stores on the batch-tile path: they bypass the caches, which saves
@@ -37,7 +31,7 @@
 typedef struct pass {
     const fl_lstm *L;
     const fl_blas *blas;
-    const fl_lstm_run *run;
+    const fl_run *run;
     const fl_plan *plan;
     char *base; /* the aligned workspace */
     fl_weights w;
@@ -90,7 +84,7 @@ static void input_projection(const fl_lstm *L, const fl_blas *blas, const float 
         fl_amx_gemm(x, rows, k, (size_t)k, L->wx, n4h, (size_t)L->ldx, G, (size_t)n4h,
                     amx))
         return; /* else (a value out of AMX's range) BLAS redoes all of G */
-    if (rows <= FL_SMALL_ROWS) {
+    if (fl_plan_product(rows) == FL_PRODUCT_MATVEC) {
         for (int r = 0; r < rows; r++)
             matvec_any(L->wx, k, n4h, L->ldx, L->ps, x + (size_t)r * k,
                        G + (size_t)r * n4h, 0, 0);
@@ -108,35 +102,10 @@ static void recurrent_product(const pass *ps, const float *h, int batch, float *
     const int n4h = 4 * L->desc.units, r = L->R;
     if (batch == 1)
         matvec_any(ps->w.wh, r, n4h, ps->w.ldh, ps->w.ps, h, G, 1, backward);
-    else if (batch <= FL_OWN_GEMM_MAX_BATCH)
+    else if (fl_plan_product(batch) != FL_PRODUCT_BLAS)
         gemm_weights(L, h, batch, r, r, L->wh, L->ldh, G, ldg, 1);
     else
         sgemm_weights(L, ps->blas, h, batch, r, L->wh, L->ldh, G, ldg, 1.0f);
-}
-
-/* ---- outputs: one rule for every path ----------------------------------------- */
-
-static void write_output(const float *h_rows, int R, int status, int carry,
-                         const uint8_t *seen, int b, float *dst) {
-    const float *h = h_rows + (size_t)b * (size_t)R;
-    if (fl_output_shows_h(status, carry, seen[b]))
-        memcpy(dst, h, (size_t)R * sizeof(float));
-    else
-        memset(dst, 0, (size_t)R * sizeof(float));
-}
-
-/* y_last as the run defines it, from the final h in run->h. */
-static void write_last(const fl_lstm_run *run, int R, int masked, int carry,
-                       const uint8_t *seen) {
-    const int T = run->steps, t_last = run->reverse ? 0 : T - 1;
-    for (int b = 0; b < run->batch; b++) {
-        int status = masked ? fl_step_status(run, t_last, b) : FL_STEP_VALID;
-        /* a row that ended early reports its own last valid output */
-        if (status == FL_STEP_PAST_LENGTH) status = FL_STEP_MASKED;
-        write_output(run->h, R, status,
-                     carry || (run->lengths && t_last >= run->lengths[b]), seen, b,
-                     run->y_last + (size_t)b * R);
-    }
 }
 
 /* dst[0:n] = src[0:n] with non-temporal stores where dst allows it
@@ -157,7 +126,7 @@ static void copy_row_streaming(float *dst, const float *src, int n) {
  * outputs from next (the step's new h). */
 static void tiles_outputs(const pass *ps, int s, const float *cur, float *next,
                           const uint8_t *skip, int streaming) {
-    const fl_lstm_run *run = ps->run;
+    const fl_run *run = ps->run;
     const int H = ps->L->desc.units;
     for (int b = 0; b < run->batch; b++) {
         const int status = ps->masked ? skip[b] : FL_STEP_VALID;
@@ -170,7 +139,7 @@ static void tiles_outputs(const pass *ps, int s, const float *cur, float *next,
         if (dst && streaming && status == FL_STEP_VALID)
             copy_row_streaming(dst, next + (size_t)b * H, H);
         else if (dst)
-            write_output(next, H, status, ps->carry, ps->seen, b, dst);
+            fl_run_write_output(next, H, status, ps->carry, ps->seen, b, dst);
     }
 }
 
@@ -179,7 +148,7 @@ static void tiles_outputs(const pass *ps, int s, const float *cur, float *next,
  * run->h and the workspace's hnext. */
 static void forward_tiles(const pass *ps) {
     const fl_lstm *L = ps->L;
-    const fl_lstm_run *run = ps->run;
+    const fl_run *run = ps->run;
     const int B = run->batch, T = run->steps, I = L->desc.input_size;
     const int H = L->desc.units;
     float *slabs = (float *)(ps->base + ps->plan->slabs);
@@ -222,7 +191,7 @@ static void forward_tiles(const pass *ps) {
  * (the call then runs on the chunked path). */
 static int forward_threads(const pass *ps) {
     const fl_lstm *L = ps->L;
-    const fl_lstm_run *run = ps->run;
+    const fl_run *run = ps->run;
     const fl_plan *plan = ps->plan;
     float *wcopy = plan->thread_copies ? (float *)(ps->base + plan->wcopy) : NULL;
     fl_parallel_job job = {
@@ -265,7 +234,7 @@ typedef struct chunk_view {
 static void project_woven(const pass *ps, int ci, int n_chunks, int t0, int n,
                           chunk_view *cv, fl_woven_gemm *side, int *next_ready) {
     const fl_lstm *L = ps->L;
-    const fl_lstm_run *run = ps->run;
+    const fl_run *run = ps->run;
     const int chunk = ps->plan->chunk, I = L->desc.input_size;
     const size_t row4 = 4 * (size_t)L->desc.units;
     float *G = (float *)(ps->base + ps->plan->gates);
@@ -298,14 +267,14 @@ static void project_woven(const pass *ps, int ci, int n_chunks, int t0, int n,
 /* The input projection of steps t0 .. t0+n-1 (not woven). */
 static void project_chunk(const pass *ps, int t0, int n, chunk_view *cv) {
     const fl_lstm *L = ps->L;
-    const fl_lstm_run *run = ps->run;
+    const fl_run *run = ps->run;
     const int B = run->batch, T = run->steps, I = L->desc.input_size;
     const size_t row4 = 4 * (size_t)L->desc.units;
     void *amx = ps->plan->amx ? ps->base + ps->plan->amx_scratch : NULL;
     if (!run->batch_major) {
         cv->g_t = (size_t)B, cv->g_b = 1;
         input_projection(L, ps->blas, run->x + (size_t)t0 * B * I, n * B, cv->G, amx);
-    } else if (B > 1 && B <= FL_OWN_GEMM_MAX_BATCH && n < 64 &&
+    } else if (B > 1 && fl_plan_product(B) != FL_PRODUCT_BLAS && n < 64 &&
                (size_t)T * I <= (size_t)INT32_MAX) {
         /* batch-major batches in short chunks: one product per step over its
          * B rows (T*I floats apart) into a time-major gate buffer, faster
@@ -343,7 +312,7 @@ static void project_fused(const pass *ps, int t0, chunk_view *cv) {
 /* h(B, P) = clip(m(B, H) @ proj) for the rows whose step is valid. */
 static void step_projection(const pass *ps, int t) {
     const fl_lstm *L = ps->L;
-    const fl_lstm_run *run = ps->run;
+    const fl_run *run = ps->run;
     const int B = run->batch;
     int p = L->desc.proj_size, k = L->desc.units, n = B;
     float *m = (float *)(ps->base + ps->plan->m);
@@ -369,7 +338,7 @@ static void step_projection(const pass *ps, int t) {
 /* The gates of every row of step t from its pre-activations Gt; without
  * projection m is h itself, with projection m goes to scratch first. */
 static void step_gates(const pass *ps, int t, float *Gt, size_t g_b, int scratch) {
-    const fl_lstm_run *run = ps->run;
+    const fl_run *run = ps->run;
     const size_t H = (size_t)ps->L->desc.units, row4 = 4 * H;
     const int P = ps->L->desc.proj_size, R = ps->L->R;
     float *m = P ? (float *)(ps->base + ps->plan->m) : NULL;
@@ -393,7 +362,7 @@ static void step_gates(const pass *ps, int t, float *Gt, size_t g_b, int scratch
 /* Steps t0 .. t0+n-1 of a chunk whose projections cv describes. */
 static void run_chunk_steps(const pass *ps, int t0, int n, const chunk_view *cv) {
     const fl_lstm *L = ps->L;
-    const fl_lstm_run *run = ps->run;
+    const fl_run *run = ps->run;
     const int B = run->batch, T = run->steps, R = L->R;
     const size_t row4 = 4 * (size_t)L->desc.units;
     float *rec = (float *)(ps->base + ps->plan->rec);
@@ -415,19 +384,13 @@ static void run_chunk_steps(const pass *ps, int t0, int n, const chunk_view *cv)
             recurrent_product(ps, run->h, B, Gt, (int)(cv->g_b * row4), backward);
         step_gates(ps, t, Gt, cv->g_b, scratch);
         if (L->desc.proj_size) step_projection(ps, t);
-        for (int b = 0; b < B; b++) {
-            int status = ps->masked ? fl_step_status(run, t, b) : FL_STEP_VALID;
-            if (status == FL_STEP_VALID) ps->seen[b] = 1;
-            if (run->y)
-                write_output(run->h, R, status, ps->carry, ps->seen, b,
-                             run->y + fl_tb_index(run, k, b) * (size_t)R);
-        }
+        fl_run_step_outputs(run, t, k, R, ps->masked, ps->carry, ps->seen);
     }
 }
 
 /* All chunks, in processing order (and the steps within them). */
 static void forward_chunks(const pass *ps) {
-    const fl_lstm_run *run = ps->run;
+    const fl_run *run = ps->run;
     const int T = run->steps, chunk = ps->plan->chunk;
     const int woven = ps->plan->path == FL_PATH_WOVEN;
     const size_t row4 = 4 * (size_t)ps->L->desc.units;
@@ -455,32 +418,8 @@ static void forward_chunks(const pass *ps) {
 
 /* ---- the entry point ---------------------------------------------------------- */
 
-static fl_status check_run(const fl_lstm *L, const fl_blas *blas,
-                           const fl_lstm_run *run) {
-    if (!L || !blas || !run || !blas->sgemm || !blas->sgemv) return FL_ERR_ARG;
-    if (!run->x || !run->h || !run->c) return FL_ERR_ARG;
-    if (run->mask_output != FL_MASK_CARRY && run->mask_output != FL_MASK_ZERO)
-        return FL_ERR_ARG;
-    if (run->lengths)
-        for (int b = 0; b < run->batch; b++)
-            if (run->lengths[b] < 0 || run->lengths[b] > run->steps)
-                return FL_ERR_SHAPE;
-    return FL_OK;
-}
-
-static int valid_rows_finite(const fl_lstm_run *run, size_t I) {
-    if (!run->mask && !run->lengths) /* every row: one scan */
-        return fl_all_finite(run->x, (size_t)run->steps * (size_t)run->batch * I);
-    for (int t = 0; t < run->steps; t++)
-        for (int b = 0; b < run->batch; b++)
-            if (fl_step_status(run, t, b) == FL_STEP_VALID &&
-                !fl_all_finite(run->x + fl_tb_index(run, t, b) * I, I))
-                return 0;
-    return 1;
-}
-
 /* A pass over the plan's buffers; the call's copy of Wh made if planned. */
-static pass start_pass(const fl_lstm *L, const fl_blas *blas, const fl_lstm_run *run,
+static pass start_pass(const fl_lstm *L, const fl_blas *blas, const fl_run *run,
                        const fl_plan *plan, void *work) {
     pass ps = {.L = L, .blas = blas, .run = run, .plan = plan};
     ps.base = (char *)(((uintptr_t)work + (FL_ALIGN - 1)) & ~(uintptr_t)(FL_ALIGN - 1));
@@ -511,14 +450,15 @@ static pass start_pass(const fl_lstm *L, const fl_blas *blas, const fl_lstm_run 
     return ps;
 }
 
-static fl_status forward(const fl_lstm *L, const fl_blas *blas, const fl_lstm_run *run,
+static fl_status forward(const fl_lstm *L, const fl_blas *blas, const fl_run *run,
                          void *work, size_t work_bytes) {
-    fl_status st = check_run(L, blas, run);
+    if (!L) return FL_ERR_ARG;
+    fl_status st = fl_run_check(blas, run, 1);
     if (st != FL_OK) return st;
     fl_plan plan;
     st = fl_plan_make(L, run, work ? work_bytes : 0, &plan);
     if (st != FL_OK) return st;
-    if (run->check_finite && !valid_rows_finite(run, (size_t)L->desc.input_size))
+    if (run->check_finite && !fl_run_x_finite(run, (size_t)L->desc.input_size))
         return FL_ERR_NONFINITE;
     const pass ps = start_pass(L, blas, run, &plan, work);
     switch (plan.path) {
@@ -535,27 +475,20 @@ static fl_status forward(const fl_lstm *L, const fl_blas *blas, const fl_lstm_ru
         forward_chunks(&ps);
         break;
     }
-    if (run->y_last) write_last(run, L->R, ps.masked, ps.carry, ps.seen);
+    if (run->y_last) fl_run_write_last(run, L->R, ps.masked, ps.carry, ps.seen);
     return FL_OK;
 }
 
-/* Denormals are flushed to zero inside the kernel (FTZ/DAZ set on entry and
- * the caller's setting restored on exit): a state that decays towards zero
- * would otherwise slow every operation on it by ~100x. */
-fl_status fl_lstm_forward(const fl_lstm *L, const fl_blas *blas, const fl_lstm_run *run,
+/* Denormals are flushed to zero inside (fl_ftz_enter). */
+fl_status fl_lstm_forward(const fl_lstm *L, const fl_blas *blas, const fl_run *run,
                           void *work, size_t work_bytes) {
-#if defined(__SSE2__)
-    const unsigned int saved = _mm_getcsr();
-    _mm_setcsr(saved | 0x8040u); /* FTZ (bit 15) | DAZ (bit 6) */
+    const unsigned int saved = fl_ftz_enter();
     fl_status st = forward(L, blas, run, work, work_bytes);
-    _mm_setcsr(saved);
+    fl_ftz_leave(saved);
     return st;
-#else
-    return forward(L, blas, run, work, work_bytes);
-#endif
 }
 
-fl_status fl_lstm_plan(const fl_lstm *L, const fl_lstm_run *run, size_t work_bytes,
+fl_status fl_lstm_plan(const fl_lstm *L, const fl_run *run, size_t work_bytes,
                        fl_plan_info *out) {
     if (!L || !run || !out) return FL_ERR_ARG;
     fl_plan plan;

@@ -127,14 +127,14 @@ static inline int fl_region_add(size_t *offset, size_t n_floats, size_t *at) {
 }
 
 /* Index of (t, b) in the run's [t][b] or [b][t] arrays. */
-static inline size_t fl_tb_index(const fl_lstm_run *run, int t, int b) {
+static inline size_t fl_tb_index(const fl_run *run, int t, int b) {
     return run->batch_major ? (size_t)b * (size_t)run->steps + (size_t)t
                             : (size_t)t * (size_t)run->batch + (size_t)b;
 }
 
 enum { FL_STEP_VALID = 0, FL_STEP_MASKED = 1, FL_STEP_PAST_LENGTH = 2 };
 
-static inline int fl_step_status(const fl_lstm_run *run, int t, int b) {
+static inline int fl_step_status(const fl_run *run, int t, int b) {
     if (run->lengths && t >= run->lengths[b]) return FL_STEP_PAST_LENGTH;
     if (run->mask && !run->mask[fl_tb_index(run, t, b)]) return FL_STEP_MASKED;
     return FL_STEP_VALID;
@@ -146,5 +146,27 @@ static inline int fl_step_status(const fl_lstm_run *run, int t, int b) {
 static inline int fl_output_shows_h(int status, int carry, int seen) {
     return status == FL_STEP_VALID || (status == FL_STEP_MASKED && carry && seen);
 }
+
+/* Denormals are flushed to zero inside the kernels (FTZ and DAZ set on
+ * entry, the caller's setting restored on exit): a state that decays
+ * towards zero would otherwise slow every operation on it by ~100x. */
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+static inline unsigned int fl_ftz_enter(void) {
+    const unsigned int saved = _mm_getcsr();
+    _mm_setcsr(saved | 0x8040u); /* FTZ (bit 15) | DAZ (bit 6) */
+    return saved;
+}
+static inline void fl_ftz_leave(unsigned int saved) {
+    _mm_setcsr(saved);
+}
+#else
+static inline unsigned int fl_ftz_enter(void) {
+    return 0;
+}
+static inline void fl_ftz_leave(unsigned int saved) {
+    (void)saved;
+}
+#endif
 
 #endif /* FL_INTERNAL_H */

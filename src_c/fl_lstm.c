@@ -20,10 +20,6 @@
  * kCanonicalOf[k] so that the packed order is i, f, o, g. */
 static const int kCanonicalOf[4] = {0, 1, 3, 2};
 
-static int valid_activation(fl_activation a) {
-    return (int)a >= 0 && (int)a < FL_ACT_COUNT;
-}
-
 /* Whether v[0:n] has no NaN or inf: a float is finite unless its exponent
  * bits are all ones. Branch-free over blocks so the loop vectorizes (the
  * per-element isfinite with an early exit cost ~1 ms per call on a 3 MB
@@ -41,15 +37,6 @@ int fl_all_finite(const float *v, size_t n) {
         if (bad) return 0;
     }
     return 1;
-}
-
-/* Row stride for a packed (rows, n) matrix: n rounded up to whole 64-byte
- * lines, then to an odd number of lines. Kernels read a block of columns
- * down all rows; with an even (worse, power-of-two) stride the rows of a
- * block crowd into a few cache sets and evict each other. */
-static size_t pad_stride(size_t n) {
-    size_t ld = (n + 15) & ~(size_t)15;
-    return ((ld / 16) % 2 == 0) ? ld + 16 : ld;
 }
 
 /* dst (rows, 4H) packed (rows ld floats apart; in panels ps floats apart
@@ -94,7 +81,7 @@ static int layout_panels(const fl_lstm_desc *d, size_t I, size_t R, size_t H) {
 #define FL_HUGE_PAGE ((size_t)2 << 20)
 #define FL_HUGE_MIN_BYTES ((size_t)256 << 10)
 
-static char *alloc_weights(size_t bytes) {
+char *fl_alloc_weights(size_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     if (bytes >= FL_HUGE_MIN_BYTES && bytes <= SIZE_MAX - FL_HUGE_PAGE) {
         const size_t rounded = (bytes + FL_HUGE_PAGE - 1) & ~(FL_HUGE_PAGE - 1);
@@ -113,7 +100,7 @@ static fl_status check_desc(const fl_lstm_desc *d) {
     if (d->input_size > FL_MAX_DIM || d->units > FL_MAX_DIM ||
         d->proj_size > FL_MAX_DIM)
         return FL_ERR_OVERFLOW;
-    if (!valid_activation(d->activation) || !valid_activation(d->recurrent_activation))
+    if (!fl_valid_activation(d->activation) || !fl_valid_activation(d->recurrent_activation))
         return FL_ERR_UNSUPPORTED;
     if (d->use_cell_clip && !(d->cell_clip > 0.0f && isfinite(d->cell_clip)))
         return FL_ERR_ARG;
@@ -144,7 +131,7 @@ fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,
     const size_t P = (size_t)desc->proj_size, R = P ? P : H;
     size_t n_wx, n_wh, n_proj = 0, ps = 0;
     const int panels = layout_panels(desc, I, R, H);
-    const size_t ldh = panels ? FL_PANEL_COLS : pad_stride(4 * H), ldx = ldh;
+    const size_t ldh = panels ? FL_PANEL_COLS : fl_pad_stride(4 * H), ldx = ldh;
     if (!fl_mul_size(I, ldx, &n_wx) || !fl_mul_size(R, ldh, &n_wh) ||
         !fl_mul_size(H, P, &n_proj))
         return FL_ERR_OVERFLOW;
@@ -172,7 +159,7 @@ fl_status fl_lstm_create(const fl_lstm_desc *desc, const float *kernel,
 
     fl_lstm *m = (fl_lstm *)calloc(1, sizeof *m);
     if (!m) return FL_ERR_NOMEM;
-    char *block = alloc_weights(total);
+    char *block = fl_alloc_weights(total);
     if (!block) {
         free(m);
         return FL_ERR_NOMEM;
@@ -232,7 +219,7 @@ fl_status fl_lstm_workspace_size(const fl_lstm *lstm, int batch, int steps,
     return fl_plan_size_any(lstm, batch, steps, chunk_steps, out_bytes);
 }
 
-fl_status fl_lstm_run_workspace_size(const fl_lstm *lstm, const fl_lstm_run *run,
+fl_status fl_lstm_run_workspace_size(const fl_lstm *lstm, const fl_run *run,
                                      size_t *out_bytes) {
     if (!lstm || !run || !out_bytes) return FL_ERR_ARG;
     fl_plan plan;

@@ -37,7 +37,7 @@ typedef struct barrier {
 } barrier;
 
 typedef struct shared {
-    const fl_lstm_run *run;
+    const fl_run *run;
     const float *wh; /* (H, 4H) packed [i f o g], rows ldh apart */
     int ldh;
     const float *wx; /* (I, 4H) packed, rows ldx apart */
@@ -150,7 +150,7 @@ static size_t copy_block_floats(int units, int w) {
  * Returns whether they did. */
 static int run_chunk(part *p, int t0, int n, float *G, int ready, int nt0) {
     shared *sh = p->sh;
-    const fl_lstm_run *run = sh->run;
+    const fl_run *run = sh->run;
     const size_t H = (size_t)sh->units, row4 = 4 * H, w = (size_t)p->w;
     const int T = run->steps;
     const int I = sh->input_size;
@@ -306,7 +306,7 @@ void fl_parallel_fill_copies(const float *wh, int ldh, size_t ps, int units,
 
 int fl_parallel_run(const fl_parallel_job *job, uint8_t *seen) {
     const fl_gate_params *gp = job->gp;
-    const fl_lstm_run *run = job->run;
+    const fl_run *run = job->run;
     const size_t ps = job->w->ps;
     const float *bias = job->w->bias, *peep = job->w->peep;
     float *G = job->G, *ws = job->ws, *wcopy = job->wcopy;

@@ -35,7 +35,7 @@ typedef struct fl_parallel_job {
     const fl_weights *w; /* wx, wh (panels ps apart, or ps = 0), bias,
                             peepholes */
     const fl_gate_params *gp;
-    const fl_lstm_run *run;
+    const fl_run *run;
     float *G;  /* (chunk, 4H) scratch, row s = step t0 + s of the
                   chunk at t0; each thread fills its own columns.
                   Woven: two chunks of FL_WOVEN_STEPS, then each

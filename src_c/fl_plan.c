@@ -9,6 +9,7 @@
 #include "fl_kernels.h"
 #include "fl_woven.h"
 #include "fl_parallel.h"
+#include "fl_layer_plan.h"
 #include "fl_plan.h"
 
 /* Batches run on batch tiles (fl_batch_step, weights re-laid per call)
@@ -38,6 +39,11 @@
  * data. */
 #define FL_GATE_BUFFER_MIN ((size_t)256 << 10)
 #define FL_GATE_BUFFER_MAX ((size_t)64 << 20)
+
+/* Products of up to FL_SMALL_ROWS rows run on fl_matvec row by row, up to
+ * FL_OWN_GEMM_MAX_ROWS on fl_gemm, larger ones on BLAS. */
+#define FL_SMALL_ROWS 4
+#define FL_OWN_GEMM_MAX_ROWS 256
 
 /* ---- the rules ---------------------------------------------------------- */
 
@@ -102,6 +108,19 @@ static int woven_wanted(const fl_lstm *L, int batch, int steps, int threads) {
            fl_woven_available();
 }
 
+/* Steps per chunk whose gate buffer (per_step bytes a step) fits
+ * `share` bytes less `copies`, within [FL_GATE_BUFFER_MIN,
+ * FL_GATE_BUFFER_MAX]; at least `least`. */
+static int chunk_within(size_t share, size_t copies, size_t per_step, int steps,
+                        size_t least) {
+    size_t budget = share > copies ? share - copies : 0;
+    budget = budget < FL_GATE_BUFFER_MIN ? FL_GATE_BUFFER_MIN : budget;
+    budget = budget > FL_GATE_BUFFER_MAX ? FL_GATE_BUFFER_MAX : budget;
+    if (per_step * (size_t)steps <= budget) return steps;
+    const size_t fit = budget / per_step;
+    return (int)(fit > least ? fit : least);
+}
+
 /* Steps per input projection for FL_CHUNK_AUTO (see FL_GATE_BUFFER_MIN). */
 static int auto_chunk(const fl_lstm *L, int batch, int steps, int threads, int with_y) {
     const size_t data = data_bytes(L, batch, steps, with_y);
@@ -110,14 +129,9 @@ static int auto_chunk(const fl_lstm *L, int batch, int steps, int threads, int w
         copies = wh_bytes(L);
     else if (wh_copy_wanted(L, batch, steps, threads, with_y))
         copies = fl_panels_floats(L->R, 4 * L->desc.units) * sizeof(float);
-    const size_t share = data / 5 * 2;
-    size_t budget = share > copies ? share - copies : 0;
-    budget = budget < FL_GATE_BUFFER_MIN ? FL_GATE_BUFFER_MIN : budget;
-    budget = budget > FL_GATE_BUFFER_MAX ? FL_GATE_BUFFER_MAX : budget;
     const size_t per_step = (size_t)batch * 4 * (size_t)L->desc.units * sizeof(float);
-    if (per_step * (size_t)steps <= budget) return steps;
-    const size_t fit = budget / per_step, least = copies ? FL_PAR_COPY_MIN_STEPS : 1;
-    return (int)(fit > least ? fit : least);
+    return chunk_within(data / 5 * 2, copies, per_step, steps,
+                        copies ? FL_PAR_COPY_MIN_STEPS : 1);
 }
 
 /* ---- the workspace ---------------------------------------------------------- */
@@ -177,7 +191,7 @@ static int lay_out_gates(const fl_lstm *L, int batch, fl_plan *p, size_t *off) {
     return 1;
 }
 
-static fl_status lay_out(const fl_lstm *L, const fl_lstm_run *run, int with_y,
+static fl_status lay_out(const fl_lstm *L, const fl_run *run, int with_y,
                          extras ex, fl_plan *p) {
     const int B = run->batch, T = run->steps;
     memset(p, 0, sizeof *p);
@@ -238,14 +252,14 @@ static fl_status lay_out(const fl_lstm *L, const fl_lstm_run *run, int with_y,
 
 /* Whether the threads weave: the woven rule, with room in the gate buffer
  * for two chunks and each thread's inputs. */
-static int threads_woven_wanted(const fl_lstm *L, const fl_lstm_run *run, int chunk) {
+static int threads_woven_wanted(const fl_lstm *L, const fl_run *run, int chunk) {
     return !run->no_woven && fl_woven_available() && run->steps >= 2 * FL_WOVEN_STEPS &&
            L->desc.input_size <= 2 * L->R &&
            chunk >=
                fl_parallel_woven_rows(L->desc.units, L->desc.input_size, run->threads);
 }
 
-fl_status fl_plan_make(const fl_lstm *L, const fl_lstm_run *run, size_t work_bytes,
+fl_status fl_plan_make(const fl_lstm *L, const fl_run *run, size_t work_bytes,
                        fl_plan *plan) {
     static const extras tries[] = {{1, 1, 1}, {0, 1, 1}, {0, 0, 1}, {0, 0, 0}};
     const int with_y = run->y != NULL;
@@ -265,7 +279,7 @@ fl_status fl_plan_make(const fl_lstm *L, const fl_lstm_run *run, size_t work_byt
 
 fl_status fl_plan_size_any(const fl_lstm *L, int batch, int steps, int chunk_steps,
                            size_t *bytes) {
-    fl_lstm_run run;
+    fl_run run;
     memset(&run, 0, sizeof run);
     run.batch = batch;
     run.steps = steps;
@@ -276,4 +290,42 @@ fl_status fl_plan_size_any(const fl_lstm *L, int batch, int steps, int chunk_ste
     if (st == FL_OK) st = lay_out(L, &run, 1, (extras){0, 1, 0}, &plain);
     if (st == FL_OK) *bytes = woven.total > plain.total ? woven.total : plain.total;
     return st;
+}
+
+/* ---- GRU and simple RNN layers ------------------------------------------------ */
+
+fl_product fl_plan_product(int rows) {
+    return rows <= FL_SMALL_ROWS          ? FL_PRODUCT_MATVEC
+           : rows <= FL_OWN_GEMM_MAX_ROWS ? FL_PRODUCT_GEMM
+                                          : FL_PRODUCT_BLAS;
+}
+
+fl_status fl_layer_plan_make(const fl_layer *layer, const fl_run *run,
+                             fl_layer_plan *plan) {
+    const int B = run->batch, T = run->steps;
+    memset(plan, 0, sizeof *plan);
+    if (B < 1 || T < 1 || run->chunk_steps < FL_CHUNK_AUTO) return FL_ERR_SHAPE;
+    if (B > FL_MAX_DIM || T > FL_MAX_DIM) return FL_ERR_OVERFLOW;
+    const size_t I = (size_t)layer->desc.input_size, H = (size_t)layer->desc.units;
+    const size_t GH = (size_t)layer->G * H, Bs = (size_t)B, Ts = (size_t)T;
+    int chunk = run->chunk_steps == 0 || run->chunk_steps > T ? T : run->chunk_steps;
+    if (run->chunk_steps == FL_CHUNK_AUTO) {
+        const size_t data = ((I + H) * GH + Bs * Ts * I +
+                             Bs * H * (run->y ? Ts : 1)) * sizeof(float);
+        chunk = chunk_within(data / 5 * 2, 0, Bs * GH * sizeof(float), T, 1);
+    }
+    /* BLAS sizes are ints: n = chunk * batch rows, leading dimension GH */
+    if ((size_t)chunk * Bs > (size_t)INT32_MAX || (size_t)chunk * GH > INT32_MAX)
+        return FL_ERR_OVERFLOW;
+    plan->chunk = chunk;
+    size_t off = 0, n_gates;
+    const int rh = layer->desc.kind == FL_LAYER_GRU && !layer->desc.reset_after;
+    if (!fl_mul_size((size_t)chunk * Bs, GH, &n_gates) ||
+        !fl_region_add(&off, n_gates, &plan->gates) ||
+        !fl_region_add(&off, Bs * GH, &plan->rec) ||
+        (rh && !fl_region_add(&off, Bs * H, &plan->rh)) ||
+        !fl_region_add(&off, byte_floats(Bs), &plan->seen) || off > SIZE_MAX - FL_ALIGN)
+        return FL_ERR_OVERFLOW;
+    plan->total = off + FL_ALIGN;
+    return FL_OK;
 }

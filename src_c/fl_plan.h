@@ -56,7 +56,7 @@ typedef struct fl_plan {
  * own, largest plan). In a smaller workspace the plan drops, in turn, the
  * threads' weight copies, the AMX scratch and the woven projection.
  * FL_ERR_ARG if even the plainest plan does not fit. */
-fl_status fl_plan_make(const fl_lstm *L, const fl_lstm_run *run, size_t work_bytes,
+fl_status fl_plan_make(const fl_lstm *L, const fl_run *run, size_t work_bytes,
                        fl_plan *plan);
 
 /* Workspace bytes of any run of this size whose chunk_steps is given,

@@ -25,10 +25,9 @@ pytestmark = pytest.mark.skipif(shutil.which(CC) is None, reason="no C compiler"
 
 
 def build(out: Path, *extra: str) -> Path:
-    sources = sorted(map(str, SRC.glob("fl_*.c"))) + [
-        str(SRC / "tests" / "test_core.c"),
-        str(SRC / "tests" / "naive_blas.c"),
-    ]
+    sources = sorted(map(str, SRC.glob("fl_*.c"))) + sorted(
+        map(str, (SRC / "tests").glob("*.c"))
+    )
     cmd = [
         CC,
         "-std=c11",

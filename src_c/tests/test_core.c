@@ -19,24 +19,13 @@
 #include "fl_batch.h"
 #include "fl_gates.h"
 #include "naive_blas.h"
+#include "test_util.h"
 
-static int n_passed = 0, n_failed = 0;
-
-#define CHECK(cond, ...)                                                       \
-    do {                                                                       \
-        if (cond) {                                                            \
-            n_passed++;                                                        \
-        } else {                                                               \
-            n_failed++;                                                        \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                        \
-            printf(__VA_ARGS__);                                               \
-            printf("\n");                                                      \
-        }                                                                      \
-    } while (0)
+int n_passed = 0, n_failed = 0;
 
 /* ---- allocation counting (active when linked with --wrap) ---- */
 #ifdef FL_COUNT_MALLOC
-static long n_allocs = 0;
+long n_allocs = 0;
 void *__real_malloc(size_t);
 void *__real_calloc(size_t, size_t);
 void *__real_realloc(void *, size_t);
@@ -59,13 +48,13 @@ int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *a,
 /* ---- deterministic random numbers (no global state in the core; this
  * generator is test-local) ---- */
 static unsigned long long rng_state = 0x9E3779B97F4A7C15ull;
-static double urand(void) {
+double urand(void) {
     rng_state ^= rng_state << 13;
     rng_state ^= rng_state >> 7;
     rng_state ^= rng_state << 17;
     return (double)(rng_state >> 11) / 9007199254740992.0;
 }
-static float nrand(float scale) { return (float)((urand() * 2.0 - 1.0) * scale); }
+float nrand(float scale) { return (float)((urand() * 2.0 - 1.0) * scale); }
 
 /* A tanh/sigmoid layer without bias from random weights: kernel entries
  * within +-0.3, then recurrent ones within +-u_scale. */
@@ -82,7 +71,7 @@ static fl_lstm *random_layer(int I, int H, float u_scale) {
     return L;
 }
 
-static double act_ref(fl_activation a, double x) {
+double act_ref(fl_activation a, double x) {
     switch (a) {
     case FL_ACT_TANH: return tanh(x);
     case FL_ACT_SIGMOID: return 1.0 / (1.0 + exp(-x));
@@ -213,7 +202,7 @@ static void run_config(const config *cf) {
 
     size_t wb = 0;
     fl_blas blas = {fl_naive_sgemm, fl_naive_sgemv};
-    fl_lstm_run run = {.batch = B, .steps = T, .batch_major = cf->batch_major,
+    fl_run run = {.batch = B, .steps = T, .batch_major = cf->batch_major,
                        .x = x, .mask = cf->masked ? mask : NULL,
                        .lengths = cf->lengths ? len : NULL, .reverse = cf->reverse,
                        .mask_output = cf->zero_out ? FL_MASK_ZERO : FL_MASK_CARRY,
@@ -420,7 +409,7 @@ static void test_panels_agree(void) {
         for (int lay = 0; lay < 2; lay++) {
             memset(h[lay], 0, sizeof h[lay]);
             memset(c[lay], 0, sizeof c[lay]);
-            fl_lstm_run run = {.batch = 1, .steps = T, .x = x,
+            fl_run run = {.batch = 1, .steps = T, .x = x,
                                .mask = masked ? mask : NULL, .reverse = reverse,
                                .h = h[lay], .c = c[lay], .y = y[lay],
                                .chunk_steps = chunk, .threads = threads,
@@ -452,7 +441,7 @@ static void test_panels_agree(void) {
             memset(h[lay], 0, sizeof h[lay]);
             memset(c[lay], 0, sizeof c[lay]);
             const int th = lay ? threads : 1;
-            fl_lstm_run run = {.batch = 1, .steps = 1, .h = h[lay], .c = c[lay],
+            fl_run run = {.batch = 1, .steps = 1, .h = h[lay], .c = c[lay],
                                .threads = th, .pool = th > 1 ? pool : NULL,
                                .keep_copies = th > 1};
             size_t wb;
@@ -524,7 +513,7 @@ static void test_errors(void) {
           "ws overflow");
     fl_lstm_workspace_size(L, 1, 3, 0, &wb);
     void *work = malloc(wb);
-    fl_lstm_run run = {.batch = 1, .steps = 3, .x = x, .check_finite = 1,
+    fl_run run = {.batch = 1, .steps = 3, .x = x, .check_finite = 1,
                        .h = h, .c = c, .y = y};
     CHECK(fl_lstm_forward(L, &blas, &run, work, wb) == FL_ERR_NONFINITE, "NaN input");
     unsigned char mask[3] = {1, 1, 0}; /* the NaN row (t=2) is masked: accepted */
@@ -570,13 +559,13 @@ static void test_split_equals_whole(void) {
     void *work = malloc(wb);
     float h1[10] = {0}, c1[10] = {0}, y1[9 * 2 * 5], h2[10] = {0}, c2[10] = {0}, y2[9 * 2 * 5];
     unsigned char seen[2] = {0, 0};
-    fl_lstm_run whole = {.batch = B, .steps = T, .x = x, .mask = mask,
+    fl_run whole = {.batch = B, .steps = T, .x = x, .mask = mask,
                          .h = h1, .c = c1, .y = y1};
     fl_lstm_forward(L, &blas, &whole, work, wb);
-    fl_lstm_run a = {.batch = B, .steps = T1, .x = x, .mask = mask,
+    fl_run a = {.batch = B, .steps = T1, .x = x, .mask = mask,
                      .h = h2, .c = c2, .seen = seen, .y = y2};
     fl_lstm_forward(L, &blas, &a, work, wb);
-    fl_lstm_run b = {.batch = B, .steps = T - T1, .x = x + T1 * B * I,
+    fl_run b = {.batch = B, .steps = T - T1, .x = x + T1 * B * I,
                      .mask = mask + T1 * B, .h = h2, .c = c2, .seen = seen,
                      .y = y2 + T1 * B * H};
     fl_lstm_forward(L, &blas, &b, work, wb);
@@ -588,7 +577,7 @@ static void test_split_equals_whole(void) {
     fl_lstm_free(L);
 }
 
-/* fl_lstm_run.sweep only changes the order in which batch-1 steps read the
+/* fl_run.sweep only changes the order in which batch-1 steps read the
  * weight blocks: each unit count below has 128- and 64-wide blocks and a
  * tail (4H = 200, 1200), on 1 and 2 threads, whole runs and step by step
  * with the sweep flipped per call; all bit-identical to sweep = 0. */
@@ -611,7 +600,7 @@ static void test_sweep_same_result(void) {
             for (int sweep = 0; sweep < 2; sweep++) {
                 memset(h, 0, sizeof(float) * H);
                 memset(c, 0, sizeof(float) * H);
-                fl_lstm_run run = {.batch = 1, .steps = stepwise ? 1 : T, .x = x,
+                fl_run run = {.batch = 1, .steps = stepwise ? 1 : T, .x = x,
                                    .h = h, .c = c, .y = y[sweep],
                                    .threads = threads, .sweep = sweep};
                 for (int t = 0; t < (stepwise ? T : 1); t++) {
@@ -648,7 +637,7 @@ static void test_thread_copies(void) {
             /* 3 threads: chunks of 33, 33 and 4 steps (the copies made in
              * the first, reused in the second, not used by the third) */
             const int chunk = threads == 3 ? 33 : 0;
-            fl_lstm_run run = {.batch = 1, .steps = T, .x = x, .h = h[copies],
+            fl_run run = {.batch = 1, .steps = T, .x = x, .h = h[copies],
                                .c = c[copies], .y = y[copies], .threads = threads,
                                .chunk_steps = chunk};
             if (copies)
@@ -671,7 +660,7 @@ static void test_thread_copies(void) {
         for (int keep = 0; keep < 2; keep++) {
             memset(hs[keep], 0, sizeof hs[keep]);
             memset(cs[keep], 0, sizeof cs[keep]);
-            fl_lstm_run run = {.batch = 1, .steps = 1, .h = hs[keep], .c = cs[keep],
+            fl_run run = {.batch = 1, .steps = 1, .h = hs[keep], .c = cs[keep],
                                .threads = threads, .pool = pool,
                                .keep_copies = keep};
             size_t wb;
@@ -720,7 +709,7 @@ static void test_review_regressions(void) {
             y[off] = aligned_alloc(64, sizeof(float) * B * T * H);
             memset(h, 0, sizeof(float) * B * H);
             memset(c, 0, sizeof(float) * B * H);
-            fl_lstm_run run = {.batch = B, .steps = T, .batch_major = 1, .x = x,
+            fl_run run = {.batch = B, .steps = T, .batch_major = 1, .x = x,
                                .h = h, .c = c, .y = y[off]};
             CHECK(fl_lstm_forward(L, &blas, &run, work, wb) == FL_OK, "forward");
         }
@@ -739,7 +728,7 @@ static void test_review_regressions(void) {
         for (int keep = 0; keep < 2; keep++) {
             memset(h[keep], 0, sizeof h[keep]);
             memset(c[keep], 0, sizeof c[keep]);
-            fl_lstm_run run = {.batch = 1, .steps = T, .x = x, .h = h[keep], .c = c[keep],
+            fl_run run = {.batch = 1, .steps = T, .x = x, .h = h[keep], .c = c[keep],
                                .y = y[keep], .threads = 2, .keep_copies = keep};
             size_t wb;
             fl_lstm_run_workspace_size(L, &run, &wb);
@@ -789,7 +778,7 @@ static void test_threads_agree(void) {
         for (int i = 0; i < 3; i++) {
             memset(h[i], 0, sizeof h[i]);
             memset(c[i], 0, sizeof c[i]);
-            fl_lstm_run run = {.batch = 1, .steps = T, .x = x,
+            fl_run run = {.batch = 1, .steps = T, .x = x,
                                .mask = masked ? mask : NULL, .reverse = reverse,
                                .h = h[i], .c = c[i], .y = y[i], .y_last = yl[i],
                                .chunk_steps = 5, .threads = counts[i]};
@@ -834,13 +823,13 @@ static void *pool_case_run(void *arg) {
         memset(pc->h, 0, sizeof(float) * pc->H);
         memset(pc->c, 0, sizeof(float) * pc->H);
         if (!pc->by_step) {
-            fl_lstm_run run = {.batch = 1, .steps = pc->T, .x = pc->x, .h = pc->h,
+            fl_run run = {.batch = 1, .steps = pc->T, .x = pc->x, .h = pc->h,
                                .c = pc->c, .y = pc->y, .threads = 2, .pool = pc->pool};
             pc->st = fl_lstm_forward(pc->L, &blas, &run, pc->work, pc->wb);
             continue;
         }
         for (int t = 0; t < pc->T && pc->st == FL_OK; t++) {
-            fl_lstm_run run = {.batch = 1, .steps = 1, .x = pc->x + t * I, .h = pc->h,
+            fl_run run = {.batch = 1, .steps = 1, .x = pc->x + t * I, .h = pc->h,
                                .c = pc->c, .y_last = pc->y + (size_t)t * pc->H,
                                .threads = 2, .pool = pc->pool};
             pc->st = fl_lstm_forward(pc->L, &blas, &run, pc->work, pc->wb);
@@ -869,7 +858,7 @@ static void test_pool(void) {
     static float h0[256], c0[256], y0[16 * 256];
     void *w0 = malloc(wb);
     fl_blas blas = {fl_naive_sgemm, fl_naive_sgemv};
-    fl_lstm_run run = {.batch = 1, .steps = T, .x = x, .h = h0, .c = c0, .y = y0,
+    fl_run run = {.batch = 1, .steps = T, .x = x, .h = h0, .c = c0, .y = y0,
                        .threads = 2};
     st = fl_lstm_forward(L, &blas, &run, w0, wb);
     CHECK(st == FL_OK, "threaded forward: %s", fl_status_message(st));
@@ -939,7 +928,7 @@ static void test_wh_panels(void) {
                 const int n = split ? pieces[p] : T;
                 /* processing order: a reversed run starts at the end */
                 const int t0 = variant ? T - done - n : done;
-                fl_lstm_run run = {.batch = 1, .steps = n, .x = x + (size_t)t0 * I,
+                fl_run run = {.batch = 1, .steps = n, .x = x + (size_t)t0 * I,
                                    .mask = variant ? mask + t0 : NULL,
                                    .reverse = variant, .sweep = variant,
                                    .h = h[split], .c = c[split], .seen = &seen,
@@ -1011,7 +1000,7 @@ static void test_woven(void) {
                     y[th][plain] = malloc(sizeof(float) * T * R);
                     memset(h[th][plain], 0, sizeof h[th][plain]);
                     memset(c[th][plain], 0, sizeof c[th][plain]);
-                    fl_lstm_run run = {.batch = 1, .steps = T, .x = x,
+                    fl_run run = {.batch = 1, .steps = T, .x = x,
                                        .mask = variant ? mask : NULL,
                                        .reverse = variant, .sweep = variant,
                                        .h = h[th][plain], .c = c[th][plain],
@@ -1112,7 +1101,7 @@ static void test_amx_forward(void) {
         size_t ws[2];
         for (int no_amx = 0; no_amx < 2; no_amx++) {
             float h[64] = {0}, c[64] = {0};
-            fl_lstm_run run = {.batch = 1, .steps = T, .x = x, .h = h, .c = c,
+            fl_run run = {.batch = 1, .steps = T, .x = x, .h = h, .c = c,
                                .y = y[no_amx], .no_amx = no_amx,
                                .no_woven = 1};
             fl_lstm_run_workspace_size(L, &run, &ws[no_amx]);
@@ -1216,6 +1205,7 @@ int main(void) {
     test_split_equals_whole();
     test_amx_gemm();
     test_amx_forward();
+    test_layers();
     printf("%d passed, %d failed\n", n_passed, n_failed);
     return n_failed ? 1 : 0;
 }
