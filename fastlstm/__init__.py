@@ -24,6 +24,7 @@ except ImportError as exc:  # pragma: no cover - a broken or foreign build
     ) from None
 
 from fastlstm.activations import Activation
+from fastlstm.engine.gru_rnn import GRU, HiddenStateStream, SimpleRNN
 from fastlstm.engine.lstm import LSTM, LSTMStream
 from fastlstm.engine.recurrent import Bidirectional, Stack, StackStream
 from fastlstm.errors import (
@@ -47,7 +48,7 @@ from fastlstm.frontends.torch import (
 )
 from fastlstm.loading import from_keras, load, load_spec
 from fastlstm.model_spec import ModelSpec
-from fastlstm.spec import LSTMSpec
+from fastlstm.spec import GRUSpec, LSTMSpec, SimpleRNNSpec
 
 __version__ = "0.1.0"
 
@@ -67,6 +68,11 @@ __all__ = [
     "Stack",
     "StackStream",
     "LSTMSpec",
+    "GRU",
+    "SimpleRNN",
+    "HiddenStateStream",
+    "GRUSpec",
+    "SimpleRNNSpec",
     "TorchLSTM",
     "TorchLSTMCell",
     "TorchLSTMStream",

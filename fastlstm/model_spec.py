@@ -20,7 +20,7 @@ import numpy as np
 
 from fastlstm.activations import NUMPY_ACTIVATIONS, GateActivation
 from fastlstm.errors import ModelFormatError
-from fastlstm.spec import MAX_DIM, LSTMSpec
+from fastlstm.spec import CELL_SPECS, MAX_DIM, LSTMSpec
 
 __all__ = [
     "LayerSpec",
@@ -215,9 +215,10 @@ class MaskOpSpec(LayerSpec):
 
 @dataclasses.dataclass(frozen=True)
 class RecurrentSpec(LayerSpec):
-    """LSTM cells run one after another in one direction of time (one cell
-    for a plain LSTM layer). Every cell's ``go_backwards`` equals the
-    layer's. ``return_state`` appends [h, c] of each cell to the outputs;
+    """Cells (LSTMSpec, GRUSpec or SimpleRNNSpec) run one after another in
+    one direction of time (one cell for a plain layer). Every cell's
+    ``go_backwards`` equals the layer's. ``return_state`` appends each
+    cell's states to the outputs ([h, c] for an LSTM, [h] otherwise);
     ``stateful`` keeps the state between calls; ``time_major`` inputs are
     (time, batch, features)."""
 
@@ -239,8 +240,8 @@ class RecurrentSpec(LayerSpec):
         return self.cells[-1].output_size
 
     def problems(self) -> list[str]:
-        if not self.cells or not all(isinstance(c, LSTMSpec) for c in self.cells):
-            return [f"{self.name}: needs one or more LSTM cells"]
+        if not self.cells or not all(isinstance(c, CELL_SPECS) for c in self.cells):
+            return [f"{self.name}: needs one or more LSTM, GRU or SimpleRNN cells"]
         out = []
         for k, (a, b) in enumerate(zip(self.cells, self.cells[1:])):
             if b.input_size != a.output_size:
@@ -252,13 +253,13 @@ class RecurrentSpec(LayerSpec):
             out.append(f"{self.name}: a cell runs the other way in time")
         return out
 
+    @property
+    def state_count(self) -> int:
+        """Arrays in the layer's states: 2 per LSTM cell, 1 per other cell."""
+        return sum(2 if isinstance(c, LSTMSpec) else 1 for c in self.cells)
+
     def param_count(self) -> int:
-        return sum(
-            int(a.size)
-            for c in self.cells
-            for a in (c.kernel, c.recurrent_kernel, c.bias, c.peepholes, c.projection)
-            if a is not None
-        )
+        return sum(c.param_count() for c in self.cells)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -490,9 +491,9 @@ def recurrent_chain(
         prev = TensorRef(ls.name)
         if isinstance(ls, BidirectionalSpec):
             n_out = 1 if ls.merge_mode is not None else 2
-            n_states = 2 * (len(ls.forward.cells) + len(ls.backward.cells))
+            n_states = ls.forward.state_count + ls.backward.state_count
         else:
-            n_out, n_states = 1, 2 * len(ls.cells)
+            n_out, n_states = 1, ls.state_count
         outs = [TensorRef(ls.name, 0, i) for i in range(n_out)]
         states += [TensorRef(ls.name, 0, n_out + i) for i in range(n_states)]
     first = layers[0].forward if isinstance(layers[0], BidirectionalSpec) else layers[0]

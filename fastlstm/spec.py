@@ -9,20 +9,30 @@ One LSTM layer (one direction) is described by ``LSTMSpec`` in Keras' layout:
 * ``peepholes`` (3, H): rows w_i, w_f, w_o (TF1 / Keras PeepholeLSTMCell).
 * ``projection`` (H, P): ``h = m @ projection`` (TF1 num_proj, torch proj_size).
 
+``GRUSpec`` and ``SimpleRNNSpec`` describe the other recurrent cells the
+same way (see their docstrings); ``CELL_SPECS`` lists the three.
+
 Arrays are stored as read-only float32 C-contiguous copies.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from fastlstm.activations import Activation, parse_activation
 from fastlstm.errors import ConfigError, DTypeError, NonFiniteError, ShapeError
 
-__all__ = ["LSTMSpec", "as_float32_array", "real_array"]
+__all__ = [
+    "CELL_SPECS",
+    "GRUSpec",
+    "LSTMSpec",
+    "SimpleRNNSpec",
+    "as_float32_array",
+    "real_array",
+]
 
 I, F, G, O = range(4)  # canonical gate blocks
 
@@ -133,6 +143,16 @@ class LSTMSpec:
         """Width of h and of the outputs: P with a projection, else H."""
         return self.proj_size or self.units
 
+    def param_count(self) -> int:
+        arrays = (
+            self.kernel,
+            self.recurrent_kernel,
+            self.bias,
+            self.peepholes,
+            self.projection,
+        )
+        return sum(int(a.size) for a in arrays if a is not None)
+
     @classmethod
     def create(
         cls,
@@ -230,22 +250,15 @@ class LSTMSpec:
         arrays = {
             name: arr.astype(np.float32, copy=False) for name, arr in arrays.items()
         }
-        for name, arr in arrays.items():
-            bad = ~np.isfinite(arr)
-            if bad.any():
-                where = tuple(int(i) for i in np.argwhere(bad)[0])
-                raise NonFiniteError(
-                    f"{name} holds {int(bad.sum())} NaN/inf value(s), first at "
-                    f"index {where}"
-                )
-        for name, flag in (
-            ("go_backwards", go_backwards),
-            ("return_sequences", return_sequences),
-            ("return_state", return_state),
-            ("zero_output_for_mask", zero_output_for_mask),
-        ):
-            if not isinstance(flag, (bool, np.bool_)):
-                raise ConfigError(f"{name} must be a bool, got {flag!r}")
+        _first_nonfinite(arrays)
+        _check_flags(
+            {
+                "go_backwards": go_backwards,
+                "return_sequences": return_sequences,
+                "return_state": return_state,
+                "zero_output_for_mask": zero_output_for_mask,
+            }
+        )
 
         return cls(
             kernel=_frozen(arrays["kernel"]),
@@ -264,3 +277,204 @@ class LSTMSpec:
             return_state=bool(return_state),
             zero_output_for_mask=bool(zero_output_for_mask),
         )
+
+
+def _check_flags(flags: dict[str, Any]) -> None:
+    for name, flag in flags.items():
+        if not isinstance(flag, (bool, np.bool_)):
+            raise ConfigError(f"{name} must be a bool, got {flag!r}")
+
+
+def _first_nonfinite(arrays: dict[str, np.ndarray]) -> None:
+    for name, arr in arrays.items():
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise NonFiniteError(
+                f"{name} holds {int(bad.sum())} NaN/inf value(s), first at "
+                f"index {where}"
+            )
+
+
+def _gate_arrays(kind: str, G: int, values: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Checked, frozen float32 copies of a GRU's or simple RNN's arrays:
+    kernel (I, G*H), recurrent_kernel (H, G*H), bias and recurrent_bias
+    (G*H,); one ShapeError lists every shape problem, checked before any
+    copy is made."""
+    arrays = {n: real_array(v, n) for n, v in values.items() if v is not None}
+    k = arrays["kernel"]
+    problems: list[str] = []
+    if k.ndim != 2 or k.shape[1] % G or min(k.shape, default=0) < 1:
+        what = f"{G}*units" if G > 1 else "units"
+        problems.append(
+            f"kernel must have shape (input_size, {what}) with both >= 1, got {k.shape}"
+        )
+    elif max(k.shape[0], k.shape[1] // G) > MAX_DIM:
+        problems.append(
+            f"kernel shape {k.shape} exceeds the size limit of {MAX_DIM} per dimension"
+        )
+    else:
+        H = k.shape[1] // G
+        expected = {
+            "recurrent_kernel": (H, G * H),
+            "bias": (G * H,),
+            "recurrent_bias": (G * H,),
+        }
+        for name, shape in expected.items():
+            arr = arrays.get(name)
+            if arr is not None and arr.shape != shape:
+                problems.append(
+                    f"{name} must have shape {shape} for kernel {k.shape}, "
+                    f"got {arr.shape}"
+                )
+    if problems:
+        raise ShapeError(f"invalid {kind} weights:\n  - " + "\n  - ".join(problems))
+    arrays = {n: a.astype(np.float32, copy=False) for n, a in arrays.items()}
+    _first_nonfinite(arrays)
+    return {n: _frozen(a) for n, a in arrays.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class _HiddenStateSpec:
+    """What GRUSpec and SimpleRNNSpec share: weights in the canonical
+    layout (kernel (I, G*H), recurrent_kernel (H, G*H), bias and
+    recurrent_bias (G*H,) or None) and the options of one direction. The
+    state is h alone."""
+
+    kernel: np.ndarray
+    recurrent_kernel: np.ndarray
+    bias: np.ndarray | None = None
+    recurrent_bias: np.ndarray | None = None
+    activation: Activation = Activation.TANH
+    go_backwards: bool = False
+    return_sequences: bool = False
+    return_state: bool = False
+    zero_output_for_mask: bool = False
+
+    gates: ClassVar[int] = 1
+    kind: ClassVar[str] = ""
+
+    @property
+    def input_size(self) -> int:
+        return int(self.kernel.shape[0])
+
+    @property
+    def units(self) -> int:
+        return int(self.kernel.shape[1] // self.gates)
+
+    @property
+    def output_size(self) -> int:
+        return self.units
+
+    def param_count(self) -> int:
+        return sum(
+            int(a.size)
+            for a in (
+                self.kernel,
+                self.recurrent_kernel,
+                self.bias,
+                self.recurrent_bias,
+            )
+            if a is not None
+        )
+
+    @classmethod
+    def _create(cls, values: dict[str, Any], flags: dict[str, Any], **options: Any):
+        arrays = _gate_arrays(cls.kind, cls.gates, values)
+        _check_flags(flags)
+        return cls(**arrays, **{n: bool(v) for n, v in flags.items()}, **options)
+
+
+@dataclasses.dataclass(frozen=True)
+class GRUSpec(_HiddenStateSpec):
+    """One GRU direction. Gate blocks in the order **z, r, n** (update,
+    reset, candidate; Keras' and ONNX's order). With x_k = (x @ kernel +
+    bias)_k and h_k = (h @ recurrent_kernel + recurrent_bias)_k:
+    z = ract(x_z + h_z), r = ract(x_r + h_r), n = act(x_n + r * h_n) when
+    ``reset_after`` (PyTorch, Keras reset_after=True, ONNX
+    linear_before_reset=1), else n = act(x_n + (r * h) @ U_n + b_n);
+    h' = z * h + (1 - z) * n."""
+
+    recurrent_activation: Activation = Activation.SIGMOID
+    reset_after: bool = True
+
+    gates: ClassVar[int] = 3
+    kind: ClassVar[str] = "GRU"
+
+    @classmethod
+    def create(
+        cls,
+        kernel: Any,
+        recurrent_kernel: Any,
+        bias: Any = None,
+        recurrent_bias: Any = None,
+        *,
+        activation: str | Activation = "tanh",
+        recurrent_activation: str | Activation = "sigmoid",
+        reset_after: bool = True,
+        go_backwards: bool = False,
+        return_sequences: bool = False,
+        return_state: bool = False,
+        zero_output_for_mask: bool = False,
+    ) -> GRUSpec:
+        """Validates and normalizes (errors as LSTMSpec.create)."""
+        act = parse_activation(activation, "activation")
+        ract = parse_activation(recurrent_activation, "recurrent_activation")
+        values = {
+            "kernel": kernel,
+            "recurrent_kernel": recurrent_kernel,
+            "bias": bias,
+            "recurrent_bias": recurrent_bias,
+        }
+        flags = {
+            "reset_after": reset_after,
+            "go_backwards": go_backwards,
+            "return_sequences": return_sequences,
+            "return_state": return_state,
+            "zero_output_for_mask": zero_output_for_mask,
+        }
+        return cls._create(values, flags, activation=act, recurrent_activation=ract)
+
+
+@dataclasses.dataclass(frozen=True)
+class SimpleRNNSpec(_HiddenStateSpec):
+    """One simple (Elman) RNN direction: h' = act(x @ kernel + bias +
+    h @ recurrent_kernel + recurrent_bias) (Keras SimpleRNN, torch nn.RNN,
+    ONNX RNN)."""
+
+    gates: ClassVar[int] = 1
+    kind: ClassVar[str] = "SimpleRNN"
+
+    @classmethod
+    def create(
+        cls,
+        kernel: Any,
+        recurrent_kernel: Any,
+        bias: Any = None,
+        recurrent_bias: Any = None,
+        *,
+        activation: str | Activation = "tanh",
+        go_backwards: bool = False,
+        return_sequences: bool = False,
+        return_state: bool = False,
+        zero_output_for_mask: bool = False,
+    ) -> SimpleRNNSpec:
+        """Validates and normalizes (errors as LSTMSpec.create)."""
+        act = parse_activation(activation, "activation")
+        values = {
+            "kernel": kernel,
+            "recurrent_kernel": recurrent_kernel,
+            "bias": bias,
+            "recurrent_bias": recurrent_bias,
+        }
+        flags = {
+            "go_backwards": go_backwards,
+            "return_sequences": return_sequences,
+            "return_state": return_state,
+            "zero_output_for_mask": zero_output_for_mask,
+        }
+        return cls._create(values, flags, activation=act)
+
+
+# Every kind of recurrent cell spec (one direction of one layer).
+CELL_SPECS = (LSTMSpec, GRUSpec, SimpleRNNSpec)

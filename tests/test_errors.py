@@ -792,8 +792,8 @@ def test_stack_stream_state_needs_one_pair_per_layer(value, got):
     stream = Stack([make_layer(return_sequences=True), make_layer(I=4)]).stream(2)
     with pytest.raises(
         ShapeError,
-        match=r"^state must be a list holding one "
-        rf"\(h, c\) pair per layer \(2\), got {got}",
+        match=r"^state must be a list holding one state per layer \(2\): "
+        rf"\(h, c\) for an LSTM, h otherwise; got {got}",
     ):
         stream.state = value
 
@@ -871,11 +871,11 @@ def test_bidirectional_merge_mode(mode):
         Bidirectional(*_bidi_pair(), merge_mode=mode)
 
 
-def test_bidirectional_needs_two_lstm_layers():
+def test_bidirectional_needs_two_recurrent_layers():
     with pytest.raises(
         ConfigError,
-        match=r"^Bidirectional takes two "
-        r"fastlstm.LSTM layers",
+        match=r"^Bidirectional's backward must be a fastlstm LSTM, GRU or "
+        r"SimpleRNN layer, got str",
     ):
         Bidirectional(make_layer(), "backward")
 
@@ -893,8 +893,8 @@ def test_bidirectional_initial_state_needs_four_arrays(state):
     layer = Bidirectional(*_bidi_pair())
     with pytest.raises(
         ShapeError,
-        match=r"^initial_state of a Bidirectional "
-        r"layer must be \[h_fw, c_fw, h_bw, c_bw\]",
+        match=r"^initial_state of a Bidirectional layer must list 4 arrays: "
+        r"the forward states, then the backward ones \(\[h_fw, c_fw, h_bw, c_bw\]\)",
     ):
         layer(seq(), initial_state=state)
     with pytest.raises(
@@ -974,7 +974,7 @@ def test_stack_lists_every_problem():
         ([], r"^a Stack needs at least one layer"),
         (
             [_seq_layer(), "layer"],
-            r"^layer 1 is a str; a Stack holds fastlstm.LSTM "
+            r"^layer 1 is a str; a Stack holds fastlstm LSTM, GRU, SimpleRNN "
             r"and Bidirectional layers",
         ),
         ([make_layer().spec], r"^layer 0 is a LSTMSpec"),

@@ -109,6 +109,49 @@ def test_stack_stream():
     hammer(lambda: stream.step(x), lambda: [c for _, c in stream.state])
 
 
+def counting_gru() -> fastlstm.GRU:
+    """Update gate shut (z = sigmoid(-30)), reset gate open, a linear
+    candidate h + 1: h counts the steps."""
+    zeros = np.zeros((H, H), np.float32)
+    bias = np.concatenate([np.full(H, -OPEN), np.full(H, OPEN), np.ones(H)])
+    return fastlstm.GRU(
+        np.zeros((I, 3 * H), np.float32),
+        np.concatenate([zeros, zeros, np.eye(H, dtype=np.float32)], axis=1),
+        bias.astype(np.float32),
+        activation="linear",
+        return_sequences=True,
+    )
+
+
+def counting_simple_rnn(inputs: int = I) -> fastlstm.SimpleRNN:
+    """h' = h + 1 (identity recurrent kernel, bias 1, linear)."""
+    return fastlstm.SimpleRNN(
+        np.zeros((inputs, H), np.float32),
+        np.eye(H, dtype=np.float32),
+        np.ones(H, np.float32),
+        activation="linear",
+    )
+
+
+@pytest.mark.parametrize("make", [counting_gru, counting_simple_rnn])
+def test_gru_and_simple_rnn_streams(make):
+    stream = make().stream(1)
+    x = np.zeros((1, I), np.float32)
+    hammer(lambda: stream.step(x), lambda: stream.state)
+    stream.reset()
+    ok, _ = hammer(lambda: stream.feed(x[:, None]), lambda: stream.state)
+    assert ok > 0
+
+
+def test_mixed_stack_stream():
+    """A GRU feeding a simple RNN: the RNN's input (the GRU's count) does
+    not reach its state, which counts its own steps."""
+    stack = fastlstm.Stack([counting_gru(), counting_simple_rnn(inputs=H)])
+    stream = stack.stream(1)
+    x = np.zeros((1, I), np.float32)
+    hammer(lambda: stream.step(x), lambda: stream.state)
+
+
 def test_torch_stream():
     """Two layers: a step that runs layer 0 but is refused at layer 1
     would leave the layers' counts apart."""

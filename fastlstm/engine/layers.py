@@ -17,8 +17,9 @@ import numpy as np
 
 from fastlstm import _inputs
 from fastlstm.activations import numpy_activation
+from fastlstm.engine.gru_rnn import GRU, SimpleRNN
 from fastlstm.engine.lstm import LSTM, prepare
-from fastlstm.engine.recurrent import Bidirectional, Direction
+from fastlstm.engine.recurrent import Bidirectional, Direction, state_count
 from fastlstm.errors import ModelFormatError, ShapeError
 from fastlstm.model_spec import (
     ActivationSpec,
@@ -27,7 +28,7 @@ from fastlstm.model_spec import (
     LayerSpec,
     RecurrentSpec,
 )
-from fastlstm.spec import check_elements
+from fastlstm.spec import GRUSpec, LSTMSpec, SimpleRNNSpec, check_elements
 
 __all__ = ["Layer", "RunContext"]
 
@@ -242,11 +243,16 @@ class MaskOp(Layer):
 
 # --- recurrent layers -------------------------------------------------------------
 
+# The engine layer of each cell spec.
+CELL_LAYERS: dict[type, Any] = {LSTMSpec: LSTM, GRUSpec: GRU, SimpleRNNSpec: SimpleRNN}
+
 
 def direction(spec: RecurrentSpec, nan_policy: str = "raise") -> Direction:
     """The engine's Direction for a RecurrentSpec."""
     cells = [
-        LSTM.from_spec(c, time_major=spec.time_major, nan_policy=nan_policy)
+        CELL_LAYERS[type(c)].from_spec(
+            c, time_major=spec.time_major, nan_policy=nan_policy
+        )
         for c in spec.cells
     ]
     return Direction(cells, return_sequences=spec.return_sequences)
@@ -279,7 +285,7 @@ def _initial_state(layer: Layer, inputs: list, ctx: RunContext) -> list | None:
 
 
 class Recurrent(Layer):
-    """A RecurrentSpec: one direction of one or more LSTM cells."""
+    """A RecurrentSpec: one direction of one or more cells."""
 
     def __init__(self, spec: RecurrentSpec, nan_policy: str = "raise") -> None:
         super().__init__(spec)
@@ -293,7 +299,7 @@ class Recurrent(Layer):
         spec = self.spec
         mask = _first_mask(masks)
         init = _initial_state(self, inputs, ctx)
-        n = 2 * len(spec.cells)
+        n = state_count(self.direction.cells)
         if init and len(init) != n:
             raise ShapeError(
                 f"layer {self.name!r} takes {n} initial state arrays, got {len(init)}"

@@ -14,7 +14,7 @@ from fastlstm.activations import Activation
 from fastlstm.errors import ConfigError, NonFiniteError, ShapeError, StreamError
 from fastlstm.spec import LSTMSpec, check_elements
 
-__all__ = ["LSTM", "LSTMStream"]
+__all__ = ["LSTM", "LSTMStream", "StreamBase"]
 
 ArrayLike = Any
 Output = Union[np.ndarray, list]
@@ -197,6 +197,21 @@ class LSTM:
             _inputs.state_input(h0, batch, R, f"{name}[0] (h)", self._nan_policy),
             _inputs.state_input(c0, batch, H, f"{name}[1] (c)", self._nan_policy),
         )
+
+    state_count = 2  # (h, c)
+
+    def run_states(
+        self,
+        p: Prepared,
+        states: tuple,
+        sequences: bool,
+        seen: np.ndarray | None = None,
+        y_last: np.ndarray | None = None,
+    ) -> tuple[Any, Any]:
+        """run_prepared with the states as one tuple (h, c): the call every
+        recurrent layer kind offers."""
+        h, c = states
+        return self.run_prepared(p, h, c, sequences, seen=seen, y_last=y_last)
 
     def run_prepared(
         self,
@@ -395,7 +410,44 @@ def prepare(
     return Prepared(x, B, T, m, ln, time_major)
 
 
-class LSTMStream(StreamCore):
+class StreamBase(StreamCore):
+    """What every layer's stream shares around StreamCore's C step: the
+    layer, the batch size, pickling refused, and the slow paths of
+    StreamCore.step (conversions and error messages)."""
+
+    _layer: Any
+    _batch: int
+
+    layer = property(lambda self: self._layer)
+    batch_size = property(lambda self: self._batch)
+
+    def __reduce_ex__(self, protocol: object) -> tuple:
+        refuse_pickle(self)
+
+    def _step_input(self, x: ArrayLike) -> np.ndarray:
+        return _inputs.step_input(x, self._layer.input_size, self._batch)
+
+    def _step_mask(self, mask: ArrayLike) -> np.ndarray:
+        return _inputs.mask_input(mask, (self._batch,), False)
+
+    def _raise_nonfinite(self, x: np.ndarray, mask: ArrayLike | None) -> None:
+        valid = None
+        if mask is not None:
+            valid = self._step_mask(mask).astype(bool).reshape(self._batch, 1)
+        _inputs.raise_nonfinite(x.reshape(self._batch, 1, -1), valid, False)
+
+    def _feed_prepared(self, x: ArrayLike, mask: ArrayLike | None) -> Prepared:
+        """A chunk of steps checked against the stream's layer and batch."""
+        layer = self._layer
+        xs, B, T = _inputs.sequence_input(x, layer.input_size, layer.time_major)
+        if B != self._batch:
+            raise ShapeError(
+                f"x has batch size {B} but the stream was made for {self._batch}"
+            )
+        return prepare(xs, B, T, layer.time_major, mask, None)
+
+
+class LSTMStream(StreamBase):
     """Stateful inference over one LSTM layer: feed a sequence in pieces.
 
     ``step(x_t, mask=None, out=None)`` takes one step (batch, features) and
@@ -422,12 +474,6 @@ class LSTMStream(StreamCore):
             layer.nan_policy == "raise",
             layer._stream_threads(self._batch),
         )
-
-    layer = property(lambda self: self._layer)
-    batch_size = property(lambda self: self._batch)
-
-    def __reduce_ex__(self, protocol: object) -> tuple:
-        refuse_pickle(self)
 
     def reset(self) -> None:
         """Zeroes h and c (and forgets which rows have seen a valid step)."""
@@ -462,27 +508,8 @@ class LSTMStream(StreamCore):
     def feed(self, x: ArrayLike, mask: ArrayLike | None = None) -> np.ndarray:
         """Runs a chunk of steps and returns the output of every step."""
         with self.guard:
-            layer = self._layer
-            xs, B, T = _inputs.sequence_input(x, layer.input_size, layer.time_major)
-            if B != self._batch:
-                raise ShapeError(
-                    f"x has batch size {B} but the stream was made for {self._batch}"
-                )
-            p = prepare(xs, B, T, layer.time_major, mask, None)
-            y, _ = layer.run_prepared(
+            p = self._feed_prepared(x, mask)
+            y, _ = self._layer.run_prepared(
                 p, self._h, self._c, True, seen=self._seen, pool=self._pool
             )
         return y
-
-    # -- slow paths of StreamCore.step (conversions and error messages) ------
-    def _step_input(self, x: ArrayLike) -> np.ndarray:
-        return _inputs.step_input(x, self._layer.input_size, self._batch)
-
-    def _step_mask(self, mask: ArrayLike) -> np.ndarray:
-        return _inputs.mask_input(mask, (self._batch,), False)
-
-    def _raise_nonfinite(self, x: np.ndarray, mask: ArrayLike | None) -> None:
-        valid = None
-        if mask is not None:
-            valid = self._step_mask(mask).astype(bool).reshape(self._batch, 1)
-        _inputs.raise_nonfinite(x.reshape(self._batch, 1, -1), valid, False)

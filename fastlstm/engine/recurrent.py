@@ -1,4 +1,4 @@
-"""Recurrent layers built from LSTM cells.
+"""Recurrent layers built from cells (LSTM, GRU or SimpleRNN layers).
 
 ``Direction`` runs cells one after another in one direction of time (a Keras
 RNN over stacked cells, a TF1 MultiRNNCell, one direction of a torch layer);
@@ -22,11 +22,12 @@ import numpy as np
 
 from fastlstm import _inputs
 from fastlstm._core import StreamGuard
+from fastlstm.engine.gru_rnn import GRU, SimpleRNN
 from fastlstm.engine.lstm import (
     LSTM,
-    LSTMStream,
     Output,
     Prepared,
+    StreamBase,
     prepare_call,
     refuse_pickle,
 )
@@ -36,11 +37,22 @@ __all__ = ["Carry", "Direction", "Bidirectional", "Stack", "StackStream"]
 
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 
+# The one-direction layers a Direction runs as its cells.
+CELLS = (LSTM, GRU, SimpleRNN)
+Cell = Union[LSTM, GRU, SimpleRNN]
+
+
+def state_count(cells: Sequence[Cell]) -> int:
+    """Arrays in the flat state list of these cells ([h, c] per LSTM, [h]
+    per GRU or SimpleRNN)."""
+    return sum(c.state_count for c in cells)
+
 
 @dataclasses.dataclass
 class Carry:
-    """Recurrent state kept between calls (stateful layers): per cell
-    ``[h, c, seen]``, empty until the first call."""
+    """Recurrent state kept between calls (stateful layers): per cell its
+    state arrays and then ``seen`` ([h, c, seen] for an LSTM, [h, seen]
+    otherwise), empty until the first call."""
 
     states: list = dataclasses.field(default_factory=list)
 
@@ -56,14 +68,16 @@ class Direction:
 
     def __init__(
         self,
-        cells: Sequence[LSTM],
+        cells: Sequence[Cell],
         *,
         return_sequences: bool | None = None,
         return_state: bool | None = None,
     ) -> None:
         cells = list(cells)
-        if not cells or not all(isinstance(c, LSTM) for c in cells):
-            raise ConfigError("a Direction takes one or more fastlstm.LSTM cells")
+        if not cells or not all(isinstance(c, CELLS) for c in cells):
+            raise ConfigError(
+                "a Direction takes one or more fastlstm LSTM, GRU or SimpleRNN cells"
+            )
         problems = []
         for k, (a, b) in enumerate(zip(cells, cells[1:])):
             if b.input_size != a.output_size:
@@ -98,13 +112,17 @@ class Direction:
         carry: Carry | None = None,
         name: str = "initial_state",
     ) -> tuple[np.ndarray, list]:
-        """(outputs, [h0, c0, h1, c1, ...]). ``init`` is that flat list of
-        initial states, or None for the carry's state (stateful layers) or
-        zeros. The outputs are every step's (processing order) when
-        ``sequences``, else the last step's."""
+        """(outputs, the flat list of every cell's states: [h0, c0, h1, ...]
+        for LSTM cells, one h per GRU or SimpleRNN cell). ``init`` is that
+        flat list of initial states, or None for the carry's state (stateful
+        layers) or zeros. The outputs are every step's (processing order)
+        when ``sequences``, else the last step's."""
         n = len(self.cells)
-        if n > 1 and init is not None and not _inputs.is_sequence(init, 2 * n):
-            raise ShapeError(f"{name} must list {2 * n} arrays, [h, c] per cell")
+        n_states = state_count(self.cells)
+        if n > 1 and init is not None and not _inputs.is_sequence(init, n_states):
+            raise ShapeError(
+                f"{name} must list {n_states} arrays, the states of every cell"
+            )
         if (
             carry is not None
             and carry.states
@@ -121,12 +139,12 @@ class Direction:
             if k:
                 y = p.flipped(y) if self.go_backwards else y
                 p = p.with_input(y, f"the output of cell {k - 1}")
-            h, c, seen = self._cell_state(k, p.batch, init, carry, name)
-            seq, lst = cell.run_prepared(p, h, c, sequences or not last, seen=seen)
+            st, seen = self._cell_state(k, p.batch, init, carry, name)
+            seq, lst = cell.run_states(p, st, sequences or not last, seen=seen)
             y = seq if seq is not None else lst
-            states += [h, c]
+            states += st
             if carry is not None:
-                entry = [h.copy(), c.copy(), seen]
+                entry = [*(a.copy() for a in st), seen]
                 if len(carry.states) > k:
                     carry.states[k] = entry
                 else:
@@ -135,22 +153,30 @@ class Direction:
 
     def _cell_state(
         self, k: int, batch: int, init: Any, carry: Carry | None, name: str
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    ) -> tuple[tuple, np.ndarray | None]:
+        """Cell k's states (fresh arrays the run updates) and its seen."""
         cell = self.cells[k]
         seen = None
         if init is not None:
-            where = name if len(self.cells) == 1 else f"{name}[{2 * k}:{2 * k + 2}]"
-            h, c = cell.make_state(init[2 * k : 2 * k + 2], batch, where)
+            a = state_count(self.cells[:k])
+            b = a + cell.state_count
+            if len(self.cells) == 1:
+                st = cell.make_state(init, batch, name)
+            else:
+                one = init[a] if cell.state_count == 1 else init[a:b]
+                st = cell.make_state(one, batch, f"{name}[{a}:{b}]")
         elif carry is not None and len(carry.states) > k:
-            h, c, seen = (a.copy() for a in carry.states[k])
+            *arrays, seen = carry.states[k]
+            st = tuple(a.copy() for a in arrays)
+            seen = seen.copy()
         else:
-            h, c = cell.make_state(None, batch)
+            st = cell.make_state(None, batch)
         if seen is None and carry is not None:
             seen = np.zeros(batch, np.uint8)
-        return h, c, seen
+        return st, seen
 
 
-def _direction(layer: LSTM | Direction) -> Direction:
+def _direction(layer: Cell | Direction) -> Direction:
     return layer if isinstance(layer, Direction) else Direction([layer])
 
 
@@ -183,12 +209,16 @@ class Bidirectional:
 
     def __init__(
         self,
-        forward: LSTM | Direction,
-        backward: LSTM | Direction,
+        forward: Cell | Direction,
+        backward: Cell | Direction,
         merge_mode: str | None = "concat",
     ) -> None:
-        if not all(isinstance(h, (LSTM, Direction)) for h in (forward, backward)):
-            raise ConfigError("Bidirectional takes two fastlstm.LSTM layers")
+        for name, half in (("forward", forward), ("backward", backward)):
+            if not isinstance(half, (*CELLS, Direction)):
+                raise ConfigError(
+                    f"Bidirectional's {name} must be a fastlstm LSTM, GRU or "
+                    f"SimpleRNN layer, got {type(half).__name__}"
+                )
         if merge_mode not in MERGE_MODES:
             raise ConfigError(
                 f"merge_mode must be one of {MERGE_MODES}, got {merge_mode!r}"
@@ -261,14 +291,15 @@ class Bidirectional:
         """(outputs: one merged array, or both halves with merge_mode None;
         the forward states, then the backward ones)."""
         fw, bw = self._halves
-        n_fw = 2 * len(fw.cells)
+        n_fw = state_count(fw.cells)
         init_fw = init_bw = None
         if init is not None:
-            n = n_fw + 2 * len(bw.cells)
+            n = n_fw + state_count(bw.cells)
             if not _inputs.is_sequence(init, n):
                 raise ShapeError(
-                    f"{name} of a Bidirectional layer must be "
-                    + ("[h_fw, c_fw, h_bw, c_bw]" if n == 4 else f"{n} arrays")
+                    f"{name} of a Bidirectional layer must list {n} arrays: the "
+                    "forward states, then the backward ones"
+                    + (" ([h_fw, c_fw, h_bw, c_bw])" if n == 4 else "")
                 )
             init_fw, init_bw = list(init[:n_fw]), list(init[n_fw:])
         y_f, st_f = fw.run(p, init_fw, sequences, carries[0], name)
@@ -284,7 +315,7 @@ class Bidirectional:
         )
 
 
-Layer = Union[LSTM, Direction, Bidirectional]
+Layer = Union[LSTM, GRU, SimpleRNN, Direction, Bidirectional]
 
 
 class Stack:
@@ -293,7 +324,8 @@ class Stack:
     Every layer but the last must have ``return_sequences=True``; the stack
     returns what its last layer returns. With ``return_state=True`` the call
     returns ``[output, states]``, states being one list per layer: [h, c] for
-    an LSTM, [h_fw, c_fw, h_bw, c_bw] for a Bidirectional. A mask or lengths
+    an LSTM, [h] for a GRU or SimpleRNN, the forward then the backward
+    states for a Bidirectional. A mask or lengths
     apply to every layer (as Keras propagates masks through a stack).
     """
 
@@ -305,10 +337,10 @@ class Stack:
             raise ConfigError(f"return_state must be a bool, got {return_state!r}")
         problems = []
         for k, layer in enumerate(layers):
-            if not isinstance(layer, (LSTM, Direction, Bidirectional)):
+            if not isinstance(layer, (*CELLS, Direction, Bidirectional)):
                 raise ConfigError(
                     f"layer {k} is a {type(layer).__name__}; a Stack "
-                    "holds fastlstm.LSTM and Bidirectional layers"
+                    "holds fastlstm LSTM, GRU, SimpleRNN and Bidirectional layers"
                 )
             problems += _stack_problems(layers, k)
         if problems:
@@ -365,7 +397,7 @@ class Stack:
         return out, states
 
     def stream(self, batch_size: int) -> StackStream:
-        """A stateful stream through every layer (LSTM layers only)."""
+        """A stateful stream through every layer (no Bidirectional)."""
         for k, layer in enumerate(self.layers):
             if isinstance(layer, Bidirectional):
                 raise StreamError(
@@ -407,7 +439,7 @@ def _stack_problems(layers: list, k: int) -> list[str]:
 class StackStream:
     """Stateful stream through a Stack: each step passes through every cell."""
 
-    def __init__(self, streams: list[LSTMStream]) -> None:
+    def __init__(self, streams: list[StreamBase]) -> None:
         self._streams = streams
         # held from before the first layer to after the last, so two threads
         # cannot interleave layers of one stream
@@ -436,19 +468,19 @@ class StackStream:
                 s.reset()
 
     @property
-    def state(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """One (h, c) pair per cell."""
+    def state(self) -> list:
+        """One state per cell: (h, c) for an LSTM, h for a GRU or SimpleRNN."""
         with self._guard:
             return [s.state for s in self._streams]
 
     @state.setter
-    def state(self, value: Sequence[tuple[Any, Any]]) -> None:
+    def state(self, value: Sequence[Any]) -> None:
         with self._guard:
             n = len(self._streams)
             if not _inputs.is_sequence(value, n):
                 raise ShapeError(
-                    f"state must be a list holding one (h, c) pair per "
-                    f"layer ({n}), got {_describe(value)}"
+                    f"state must be a list holding one state per layer ({n}): "
+                    f"(h, c) for an LSTM, h otherwise; got {_describe(value)}"
                 )
             for s, v in zip(self._streams, value):
                 s.state = v
