@@ -41,9 +41,14 @@ from fastlstm.frontends.keras import Model, ModelStream
 from fastlstm.frontends.onnx import OnnxModel, from_onnx
 from fastlstm.frontends.tf1 import TF1LSTM, TF1LSTMStream, from_tf1
 from fastlstm.frontends.torch import (
+    TorchGRU,
+    TorchGRUCell,
     TorchLSTM,
     TorchLSTMCell,
     TorchLSTMStream,
+    TorchRNN,
+    TorchRNNCell,
+    TorchStream,
     from_torch,
 )
 from fastlstm.loading import from_keras, load, load_spec
@@ -76,6 +81,11 @@ __all__ = [
     "TorchLSTM",
     "TorchLSTMCell",
     "TorchLSTMStream",
+    "TorchGRU",
+    "TorchRNN",
+    "TorchGRUCell",
+    "TorchRNNCell",
+    "TorchStream",
     "TF1LSTM",
     "TF1LSTMStream",
     "OnnxModel",

@@ -20,7 +20,7 @@ from fastlstm.errors import (
 from fastlstm.frontends.keras import Model
 from fastlstm.frontends.onnx import OnnxModel
 from fastlstm.frontends.tf1 import TF1LSTM
-from fastlstm.frontends.torch import TorchLSTM, TorchLSTMCell
+from fastlstm.frontends.torch import torch_front_end
 from fastlstm.loaders import (
     family_of,
     load_errors,
@@ -32,7 +32,7 @@ from fastlstm.loaders import (
 from fastlstm.loaders.keras_live import read_live_keras
 from fastlstm.loaders.onnx_reader import read_onnx_model
 from fastlstm.loaders.tf1_reader import read_tf1
-from fastlstm.loaders.torch_lstm import read_state_dict
+from fastlstm.loaders.torch_recurrent import read_state_dict
 from fastlstm.model_spec import ModelSpec
 
 __all__ = ["load", "load_spec", "from_keras"]
@@ -40,7 +40,7 @@ __all__ = ["load", "load_spec", "from_keras"]
 # options of load() that apply to each family of formats
 OPTIONS = {
     "keras": ("config", "keras_version"),
-    "torch": ("prefix", "batch_first"),
+    "torch": ("prefix", "batch_first", "nonlinearity"),
     "tf1": (
         "scope",
         "forget_bias",
@@ -66,6 +66,7 @@ def load(
     keras_version: str | None = None,
     prefix: str | None = None,
     batch_first: bool | None = None,
+    nonlinearity: str | None = None,
     scope: str | None = None,
     forget_bias: float | None = None,
     cell_clip: float | None = None,
@@ -78,11 +79,13 @@ def load(
     * Keras files -> ``fastlstm.Model``. config: the architecture for
       weights-only files; keras_version: override the file's version.
     * PyTorch ``torch.save`` state_dicts (zip or legacy, possibly inside a
-      checkpoint dict) and ``.safetensors`` -> ``TorchLSTM`` (like
-      nn.LSTM) or ``TorchLSTMCell``. prefix: which LSTM when the file holds
-      several (``'lstm.'``, ``'encoder.rnn'``); batch_first: required for
-      an nn.LSTM (the file does not record it; guessing gave wrong numbers
-      of the right shape), not for an nn.LSTMCell.
+      checkpoint dict) and ``.safetensors`` -> ``TorchLSTM``, ``TorchGRU``
+      or ``TorchRNN`` (like nn.LSTM, nn.GRU, nn.RNN) or their cells.
+      prefix: which module when the file holds several (``'lstm.'``,
+      ``'encoder.rnn'``); batch_first: required for a module (the file does
+      not record it; guessing gave wrong numbers of the right shape), not
+      for a cell; nonlinearity ('tanh' or 'relu'): required for an nn.RNN
+      or nn.RNNCell, which do not record it either.
     * TF1 checkpoints (the prefix ``model.ckpt`` of ``model.ckpt.index`` +
       ``.data-*``, or an ``.npz`` keyed by variable names) -> ``TF1LSTM``
       (like dynamic_rnn). scope: which cell when there are several;
@@ -99,6 +102,7 @@ def load(
         keras_version=keras_version,
         prefix=prefix,
         batch_first=batch_first,
+        nonlinearity=nonlinearity,
         scope=scope,
         forget_bias=forget_bias,
         cell_clip=cell_clip,
@@ -149,8 +153,8 @@ def _read(family: str, obj: Any, where: str, given: dict) -> ModelSpec:
 
 FRONT_ENDS = {
     "keras": Model,
-    "torch_lstm": TorchLSTM.from_spec,
-    "torch_cell": TorchLSTMCell.from_spec,
+    "torch_module": torch_front_end,
+    "torch_cell": torch_front_end,
     "tf1": TF1LSTM.from_spec,
     "onnx": OnnxModel,
 }
@@ -180,6 +184,7 @@ def load_spec(
     keras_version: str | None = None,
     prefix: str | None = None,
     batch_first: bool | None = None,
+    nonlinearity: str | None = None,
     scope: str | None = None,
     forget_bias: float | None = None,
     cell_clip: float | None = None,
@@ -194,6 +199,7 @@ def load_spec(
         "keras_version": keras_version,
         "prefix": prefix,
         "batch_first": batch_first,
+        "nonlinearity": nonlinearity,
         "scope": scope,
         "forget_bias": forget_bias,
         "cell_clip": cell_clip,

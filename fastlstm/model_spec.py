@@ -420,8 +420,9 @@ class ModelSpec:
     # ``outputs``: e.g. [0, [1, 2], [3, 4]] for [seq, [h0, c0], [h1, c1]].
     output_structure: Any = None
     # The producer's call conventions its front end follows: "calls" (keras
-    # when absent, torch_lstm, torch_cell, tf1, onnx) and their details,
-    # e.g. torch {"batch_first": bool}, TF1 {"multi": (fw, bw), "scopes"}.
+    # when absent, torch_module, torch_cell, tf1, onnx) and their details,
+    # e.g. torch {"mode": "GRU", "batch_first": bool}, TF1 {"multi": (fw,
+    # bw), "scopes"}.
     conventions: Mapping = dataclasses.field(default_factory=dict)
 
     def layer(self, name: str) -> LayerSpec:

@@ -103,7 +103,9 @@ def test_fixture_checkpoint_prefix_autodetected(name):
         path, prefix=full + meta["loader_options"]["prefix"], batch_first=False
     )
     assert model.num_layers == 2
-    with pytest.raises(fastlstm.ModelFormatError, match="no LSTM weights under prefix"):
+    with pytest.raises(
+        fastlstm.ModelFormatError, match="no recurrent weights under prefix"
+    ):
         fastlstm.load(path, prefix="decoder.", batch_first=False)
 
 
@@ -384,11 +386,13 @@ def test_ambiguous_prefix_lists_candidates(rng):
     sd.update({"decoder.lstm." + k: v for k, v in b.items()})
     with pytest.raises(
         fastlstm.ModelFormatError,
-        match=r"several LSTMs, under the prefixes 'decoder\.lstm\.', "
+        match=r"several recurrent modules, under the prefixes 'decoder\.lstm\.', "
         r"'encoder\.lstm\.'; choose one with prefix=",
     ):
         fastlstm.from_torch(sd, batch_first=False)
-    with pytest.raises(fastlstm.ModelFormatError, match="matches several LSTMs"):
+    with pytest.raises(
+        fastlstm.ModelFormatError, match="matches several recurrent modules"
+    ):
         fastlstm.from_torch(sd, prefix="lstm", batch_first=False)
     assert (
         fastlstm.from_torch(sd, prefix="encoder.lstm", batch_first=False).input_size
@@ -398,7 +402,9 @@ def test_ambiguous_prefix_lists_candidates(rng):
         fastlstm.from_torch(sd, prefix="decoder.lstm.", batch_first=False).num_layers
         == 2
     )
-    with pytest.raises(fastlstm.ModelFormatError, match=r"LSTM prefixes in the file"):
+    with pytest.raises(
+        fastlstm.ModelFormatError, match=r"recurrent prefixes in the file"
+    ):
         fastlstm.from_torch(sd, prefix="rnn.", batch_first=False)
 
 
@@ -427,13 +433,31 @@ def test_lstm_cell_state_dict(rng):
     assert not nobias.bias
 
 
-def test_gru_refused_by_name(rng):
+def test_gate_blocks_tell_the_module(rng):
+    """weight_hh's gate blocks tell an nn.GRU (3) and an nn.RNN (1) from an
+    nn.LSTM (4); an nn.RNN's nonlinearity must be given, never guessed."""
     sd = {
         "gru.weight_ih_l0": rng.normal(size=(12, 3)).astype(np.float32),
         "gru.weight_hh_l0": rng.normal(size=(12, 4)).astype(np.float32),
     }
-    with pytest.raises(fastlstm.UnsupportedLayerError, match=r"look like an nn\.GRU"):
-        fastlstm.from_torch(sd, batch_first=False)
+    gru = fastlstm.from_torch(sd, batch_first=False)
+    assert isinstance(gru, fastlstm.TorchGRU) and gru.hidden_size == 4
+    rnn = {
+        "weight_ih_l0": sd["gru.weight_ih_l0"][:4],
+        "weight_hh_l0": sd["gru.weight_hh_l0"][:4],
+    }
+    with pytest.raises(fastlstm.ConfigError, match="nonlinearity='tanh'.*'relu'"):
+        fastlstm.load(rnn, batch_first=False)
+    with pytest.raises(fastlstm.ConfigError, match="nonlinearity= applies to nn.RNN"):
+        fastlstm.load(sd, batch_first=False, nonlinearity="relu")
+    model = fastlstm.load(rnn, batch_first=False, nonlinearity="relu")
+    assert isinstance(model, fastlstm.TorchRNN) and model.nonlinearity == "relu"
+    odd = {
+        "weight_ih_l0": sd["gru.weight_ih_l0"][:8],
+        "weight_hh_l0": sd["gru.weight_hh_l0"][:8],
+    }
+    with pytest.raises(fastlstm.ModelFormatError, match="no nn.LSTM / nn.GRU / nn.RNN"):
+        fastlstm.from_torch(odd, batch_first=False)
 
 
 @pytest.mark.parametrize(
@@ -457,7 +481,7 @@ def test_gru_refused_by_name(rng):
             lambda sd: sd.__setitem__("weight_hr_l1", np.ones((2, 4), np.float32)),
             "'weight_hr_l0' is missing",
         ),
-        (lambda sd: [sd.pop(k) for k in list(sd)], "no nn.LSTM / nn.LSTMCell weights"),
+        (lambda sd: [sd.pop(k) for k in list(sd)], "no nn.LSTM / nn.GRU / nn.RNN"),
     ],
 )
 def test_inconsistent_state_dicts(rng, edit, match):
@@ -591,7 +615,11 @@ def test_options_of_other_formats_refused(tmp_path, rng):
     with pytest.raises(fastlstm.ConfigError, match="does not record batch_first"):
         fastlstm.load_spec(path)
     spec = fastlstm.load_spec(path, batch_first=True)
-    assert spec.conventions == {"calls": "torch_lstm", "batch_first": True}
+    assert spec.conventions == {
+        "calls": "torch_module",
+        "mode": "LSTM",
+        "batch_first": True,
+    }
     assert [type(ls).__name__ for ls in spec.layers] == ["InputSpec", "RecurrentSpec"]
 
 
@@ -671,8 +699,7 @@ def test_live_torch_cell_module_and_dtypes(tmp_path, torch):
     net = Net().eval()
     model = fastlstm.from_torch(net)
     assert model.batch_first
-    with pytest.raises(fastlstm.UnsupportedLayerError, match="GRU is not an LSTM"):
-        fastlstm.from_torch(torch.nn.GRU(3, 4))
+    assert isinstance(fastlstm.from_torch(torch.nn.GRU(3, 4)), fastlstm.TorchGRU)
     for dtype in (torch.float16, torch.bfloat16, torch.float64):
         sd = {k: v.to(dtype) for k, v in net.rnn.state_dict().items()}
         path = tmp_path / "d.pt"

@@ -166,7 +166,7 @@ def streams(rng):
     torch = fastlstm.load(
         FIXTURES / "torch" / "lstm_basic" / "model.pt", batch_first=False
     )
-    yield "TorchLSTMStream", torch.stream(2)
+    yield "TorchStream", torch.stream(2)
     tf1 = fastlstm.load(FIXTURES / "tf1" / "basic_lstm_cell" / "model.ckpt")
     yield "TF1LSTMStream", tf1.stream(2)
     yield "ModelStream", load_case("k2_masking_lstm_h5").stream(2)

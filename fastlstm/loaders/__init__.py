@@ -27,12 +27,12 @@ from fastlstm.loaders.keras_v3 import load_keras_zip, load_weights_h5
 from fastlstm.loaders.npz_format import read_npz
 from fastlstm.loaders.safetensors_format import load_safetensors, looks_like_safetensors
 from fastlstm.loaders.tf1_checkpoint import latest_checkpoint
-from fastlstm.loaders.torch_lstm import flatten_state_dict, looks_like_torch
 from fastlstm.loaders.torch_pickle import (
     find_zip_prefix,
     is_legacy_torch_file,
     load_torch_file,
 )
+from fastlstm.loaders.torch_recurrent import flatten_state_dict, looks_like_torch
 from fastlstm.model_spec import ModelSpec
 
 __all__ = [

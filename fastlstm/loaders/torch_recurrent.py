@@ -1,17 +1,26 @@
-"""PyTorch ``nn.LSTM`` / ``nn.LSTMCell`` state_dicts -> canonical LSTMSpecs.
+"""PyTorch ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` and their cells' state_dicts
+-> canonical cell specs.
 
 Keys (pytorch/pytorch:torch/nn/modules/rnn.py): per layer k and direction
-suffix '' / '_reverse': ``weight_ih_l{k}`` (4H, I_k), ``weight_hh_l{k}``
-(4H, H_out), ``bias_ih_l{k}``, ``bias_hh_l{k}`` (4H,), ``weight_hr_l{k}``
-(P, H) with proj_size. ``nn.LSTMCell``: ``weight_ih``, ``weight_hh``,
-``bias_ih``, ``bias_hh``. Gate order is i, f, g, o, the canonical one, so
-the conversion is ``kernel = weight_ih.T``, ``recurrent_kernel =
-weight_hh.T``, ``bias = bias_ih + bias_hh``, ``projection = weight_hr.T``.
+suffix '' / '_reverse': ``weight_ih_l{k}`` (G*H, I_k), ``weight_hh_l{k}``
+(G*H, H_out), ``bias_ih_l{k}``, ``bias_hh_l{k}`` (G*H,), and for an LSTM
+with proj_size ``weight_hr_l{k}`` (P, H); G = 4 (LSTM), 3 (GRU), 1 (RNN).
+The cells (``nn.LSTMCell`` ...) have ``weight_ih``, ``weight_hh``,
+``bias_ih``, ``bias_hh``.
+
+* LSTM: gate order i, f, g, o, the canonical one: ``kernel = weight_ih.T``,
+  ``recurrent_kernel = weight_hh.T``, ``bias = bias_ih + bias_hh``,
+  ``projection = weight_hr.T``.
+* GRU: row blocks r, z, n, reordered to the canonical z, r, n; the two
+  biases stay apart (b_hn sits inside the reset product): ``reset_after``.
+* RNN: ``kernel = weight_ih.T`` ..., biases apart; the nonlinearity (tanh
+  or relu) is not in the state_dict.
 
 The state_dict does not record num_layers, bidirectional, proj_size or bias:
-they are inferred from the keys present and their shapes. Checkpoints that
-wrap the state_dict (``{"model": sd, "epoch": 3}``) are flattened with '.'
-joins, so the LSTM's keys are found under a prefix such as ``model.lstm.``.
+they are inferred from the keys present and their shapes; the kind from
+weight_hh's gate blocks. Checkpoints that wrap the state_dict
+(``{"model": sd, "epoch": 3}``) are flattened with '.' joins, so the keys
+are found under a prefix such as ``model.lstm.``.
 """
 
 from __future__ import annotations
@@ -23,26 +32,26 @@ from typing import Any
 
 import numpy as np
 
-from fastlstm.errors import ConfigError, ModelFormatError, UnsupportedLayerError
+from fastlstm.errors import ConfigError, ModelFormatError
 from fastlstm.model_spec import (
     BidirectionalSpec,
     ModelSpec,
     RecurrentSpec,
     recurrent_chain,
 )
-from fastlstm.spec import LSTMSpec
+from fastlstm.spec import GRUSpec, LSTMSpec, SimpleRNNSpec
 
 __all__ = [
-    "TorchLSTMConfig",
-    "find_lstm",
+    "TorchRecurrentConfig",
+    "find_recurrent",
     "flatten_state_dict",
-    "lstm_specs",
+    "layer_specs",
     "cell_spec",
     "infer_config",
     "looks_like_torch",
 ]
 
-_LSTM_KEY = re.compile(
+_LAYER_KEY = re.compile(
     r"^(?P<prefix>.*?)(?P<name>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)"
     r"_l(?P<layer>\d+)(?P<reverse>_reverse)?$"
 )
@@ -53,9 +62,16 @@ MAX_DEPTH = 8
 MAX_LAYERS = 1024
 
 
+# torch's module names by gate blocks, and the mode names torch uses
+GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+_KIND_OF_GATES = {4: "LSTM", 3: "GRU", 1: "RNN"}
+NONLINEARITIES = ("tanh", "relu")
+
+
 @dataclasses.dataclass(frozen=True)
-class TorchLSTMConfig:
-    """What nn.LSTM's constructor was given, as inferred from the weights."""
+class TorchRecurrentConfig:
+    """What the module's constructor was given, as inferred from the
+    weights (and the options the weights do not record)."""
 
     input_size: int
     hidden_size: int
@@ -63,7 +79,18 @@ class TorchLSTMConfig:
     bidirectional: bool = False
     proj_size: int = 0
     bias: bool = True
-    cell: bool = False  # an nn.LSTMCell
+    cell: bool = False  # an nn.LSTMCell, nn.GRUCell or nn.RNNCell
+    mode: str = "LSTM"  # torch's mode: LSTM, GRU, RNN_TANH or RNN_RELU
+
+    @property
+    def gates(self) -> int:
+        return GATES[self.mode]
+
+    @property
+    def module_name(self) -> str:
+        """nn.LSTM, nn.GRU, nn.RNN, or the cell's name."""
+        name = _KIND_OF_GATES[self.gates]
+        return f"nn.{name}Cell" if self.cell else f"nn.{name}"
 
     @property
     def num_directions(self) -> int:
@@ -116,7 +143,7 @@ def _candidates(flat: dict[str, Any]) -> dict[str, str]:
     """{prefix: 'lstm' | 'cell'} for every prefix that has recurrent keys."""
     found: dict[str, str] = {}
     for key in flat:
-        m = _LSTM_KEY.match(key)
+        m = _LAYER_KEY.match(key)
         if m:
             found[m["prefix"]] = "lstm"
     for key in flat:
@@ -127,7 +154,9 @@ def _candidates(flat: dict[str, Any]) -> dict[str, str]:
 
 
 def _gate_count(flat: dict, prefix: str, kind: str) -> int | None:
-    """4 for an LSTM, 3 for a GRU, 1 for a plain RNN (from weight_hh)."""
+    """4 for an LSTM, 3 for a GRU, 1 for a plain RNN (from weight_hh); None
+    when weight_hh cannot tell (reported when the shapes are checked); 0
+    for any other number of gate blocks (not a recurrent module)."""
     sfx = "_l0" if kind == "lstm" else ""
     hh = flat.get(f"{prefix}weight_hh{sfx}")
     if not isinstance(hh, np.ndarray) or hh.ndim != 2 or hh.shape[1] == 0:
@@ -136,76 +165,65 @@ def _gate_count(flat: dict, prefix: str, kind: str) -> int | None:
     H = hr.shape[1] if isinstance(hr, np.ndarray) and hr.ndim == 2 else hh.shape[1]
     if H == 0 or hh.shape[0] % H:
         return None
-    return hh.shape[0] // H
+    gates = hh.shape[0] // H
+    return gates if gates in _KIND_OF_GATES else 0
 
 
 def _show(prefix: str) -> str:
     return repr(prefix) if prefix else "'' (no prefix)"
 
 
-def find_lstm(
+def find_recurrent(
     obj: Any, prefix: str | None, where: str
 ) -> tuple[str, str, dict[str, np.ndarray]]:
-    """(prefix, 'lstm' | 'cell', flat dict) of the one LSTM in ``obj``.
+    """(prefix, 'lstm' | 'cell', flat dict) of the one recurrent module
+    (nn.LSTM, nn.GRU, nn.RNN or one of their cells) in ``obj``; 'lstm'
+    means a full module (any of the three), 'cell' one of the cells.
 
     ``prefix`` selects among several (e.g. 'encoder.lstm.' or 'lstm'); it may
     also be the tail of a longer prefix ('lstm.' finds 'model.lstm.').
     """
     flat = flatten_state_dict(obj, where)
-    found = _candidates(flat)
-    lstms = {p: k for p, k in found.items() if _gate_count(flat, p, k) in (4, None)}
-    others = {p: _gate_count(flat, p, k) for p, k in found.items() if p not in lstms}
+    found = {
+        p: k for p, k in _candidates(flat).items() if _gate_count(flat, p, k) != 0
+    }
     if prefix is not None:
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a string, got {type(prefix).__name__}")
         want = prefix if prefix == "" or prefix.endswith(".") else prefix + "."
-        pool = {**lstms, **{p: found[p] for p in others}}
-        if want in pool:
+        if want in found:
             chosen = [want]
         else:
-            chosen = [p for p in pool if want and p.endswith("." + want)]
+            chosen = [p for p in found if want and p.endswith("." + want)]
         if not chosen:
             raise ModelFormatError(
-                f"{where}: no LSTM weights under prefix {prefix!r}; LSTM prefixes "
-                f"in the file: {_list(lstms) or 'none'}"
+                f"{where}: no recurrent weights under prefix {prefix!r}; "
+                f"recurrent prefixes in the file: {_list(found) or 'none'}"
             )
         if len(chosen) > 1:
             raise ModelFormatError(
-                f"{where}: prefix {prefix!r} matches several LSTMs: "
+                f"{where}: prefix {prefix!r} matches several recurrent modules: "
                 f"{_list(chosen)}; give the full prefix"
             )
-        p = chosen[0]
-        if p in others:
-            _refuse_other(where, p, others[p])
+        return chosen[0], found[chosen[0]], flat
+    if len(found) == 1:
+        p = next(iter(found))
         return p, found[p], flat
-    if len(lstms) == 1:
-        p = next(iter(lstms))
-        return p, lstms[p], flat
-    if len(lstms) > 1:
+    if len(found) > 1:
         raise ModelFormatError(
-            f"{where}: the file holds several LSTMs, under the prefixes "
-            f"{_list(lstms)}; choose one with prefix="
+            f"{where}: the file holds several recurrent modules, under the "
+            f"prefixes {_list(found)}; choose one with prefix="
         )
-    if others:
-        p, gates = next(iter(others.items()))
-        _refuse_other(where, p, gates)
     sample = sorted(flat)[:8]
     raise ModelFormatError(
-        f"{where}: no nn.LSTM / nn.LSTMCell weights found (no weight_ih_l0 or "
-        f"weight_ih keys); keys seen: {sample}{' ...' if len(flat) > 8 else ''}"
+        f"{where}: no nn.LSTM / nn.GRU / nn.RNN (or cell) weights found (no "
+        f"weight_ih_l0 or weight_ih keys); keys seen: {sample}"
+        f"{' ...' if len(flat) > 8 else ''}"
     )
 
 
 def _list(prefixes: Any) -> str:
     return ", ".join(_show(p) for p in sorted(prefixes))
-
-
-def _refuse_other(where: str, prefix: str, gates: int | None) -> None:
-    kind = {3: "an nn.GRU", 1: "an nn.RNN"}.get(gates or 0, "not an LSTM")
-    raise UnsupportedLayerError(
-        f"{where}: the recurrent weights under {_show(prefix)} look like {kind} "
-        f"(weight_hh has {gates} gate blocks, an LSTM has 4); fastlstm runs LSTMs"
-    )
 
 
 def _get(flat: dict, key: str, where: str, ndim: int) -> np.ndarray:
@@ -223,21 +241,51 @@ def _get(flat: dict, key: str, where: str, ndim: int) -> np.ndarray:
     return arr
 
 
-def infer_config(flat: dict, prefix: str, kind: str, where: str) -> TorchLSTMConfig:
-    """num_layers, bidirectional, proj_size, bias, sizes; checks every shape."""
+def _mode(gates: int | None, nonlinearity: str | None, where: str, cell: bool) -> str:
+    """torch's mode from the gate blocks and the nonlinearity option."""
+    name = _KIND_OF_GATES.get(gates or 4, "LSTM")
+    module = f"nn.{name}Cell" if cell else f"nn.{name}"
+    if name != "RNN":
+        if nonlinearity is not None:
+            raise ConfigError(
+                f"{where}: nonlinearity= applies to nn.RNN and nn.RNNCell; the "
+                f"file holds an {module}"
+            )
+        return name
+    if nonlinearity is None:
+        raise ConfigError(
+            f"{where}: an {module} state_dict does not record its nonlinearity; "
+            "pass nonlinearity='tanh' (torch's default) or nonlinearity='relu', "
+            "as the model was built"
+        )
+    if nonlinearity not in NONLINEARITIES:
+        raise ConfigError(
+            f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}"
+        )
+    return "RNN_" + nonlinearity.upper()
+
+
+def infer_config(
+    flat: dict, prefix: str, kind: str, where: str, nonlinearity: str | None = None
+) -> TorchRecurrentConfig:
+    """Mode, num_layers, bidirectional, proj_size, bias, sizes; checks every
+    shape."""
+    mode = _mode(_gate_count(flat, prefix, kind), nonlinearity, where, kind == "cell")
     if kind == "cell":
         w_ih = _get(flat, prefix + "weight_ih", where, 2)
         w_hh = _get(flat, prefix + "weight_hh", where, 2)
         H = w_hh.shape[1]
         has_bias = prefix + "bias_ih" in flat or prefix + "bias_hh" in flat
-        cfg = TorchLSTMConfig(w_ih.shape[1], H, bias=has_bias, cell=True)
+        cfg = TorchRecurrentConfig(
+            w_ih.shape[1], H, bias=has_bias, cell=True, mode=mode
+        )
         _check_shapes(flat, prefix, "", cfg, 0, where)
         return cfg
     layers: set[int] = set()
     reverse = False
     names: set[str] = set()
     for key in flat:
-        m = _LSTM_KEY.match(key)
+        m = _LAYER_KEY.match(key)
         if m and m["prefix"] == prefix:
             layers.add(int(m["layer"]))
             reverse |= bool(m["reverse"])
@@ -245,7 +293,7 @@ def infer_config(flat: dict, prefix: str, kind: str, where: str) -> TorchLSTMCon
     n = max(layers) + 1
     if n > MAX_LAYERS or sorted(layers) != list(range(n)):
         raise ModelFormatError(
-            f"{where}: LSTM layers under {_show(prefix)} are {sorted(layers)[:10]}; "
+            f"{where}: layers under {_show(prefix)} are {sorted(layers)[:10]}; "
             "expected 0, 1, ..., num_layers-1"
         )
     w_hh = _get(flat, prefix + "weight_hh_l0", where, 2)
@@ -256,13 +304,14 @@ def infer_config(flat: dict, prefix: str, kind: str, where: str) -> TorchLSTMCon
     else:
         H = w_hh.shape[1]
     w_ih = _get(flat, prefix + "weight_ih_l0", where, 2)
-    cfg = TorchLSTMConfig(
+    cfg = TorchRecurrentConfig(
         input_size=w_ih.shape[1],
         hidden_size=H,
         num_layers=n,
         bidirectional=reverse,
         proj_size=proj,
         bias="bias_ih" in names or "bias_hh" in names,
+        mode=mode,
     )
     for k in range(n):
         for sfx in ("", "_reverse")[: cfg.num_directions]:
@@ -271,13 +320,14 @@ def infer_config(flat: dict, prefix: str, kind: str, where: str) -> TorchLSTMCon
 
 
 def _check_shapes(
-    flat: dict, prefix: str, sfx: str, cfg: TorchLSTMConfig, layer: int, where: str
+    flat: dict, prefix: str, sfx: str, cfg: TorchRecurrentConfig, layer: int, where: str
 ) -> None:
     H, R = cfg.hidden_size, cfg.output_size
     I_k = cfg.input_size if layer == 0 else cfg.num_directions * R
-    expected = {"weight_ih": (4 * H, I_k), "weight_hh": (4 * H, R)}
+    G = cfg.gates
+    expected = {"weight_ih": (G * H, I_k), "weight_hh": (G * H, R)}
     if cfg.bias:
-        expected.update(bias_ih=(4 * H,), bias_hh=(4 * H,))
+        expected.update(bias_ih=(G * H,), bias_hh=(G * H,))
     if cfg.proj_size:
         expected["weight_hr"] = (cfg.proj_size, H)
     if H < 1:
@@ -300,13 +350,31 @@ def _check_shapes(
             )
 
 
-def _spec(flat: dict, prefix: str, sfx: str, cfg: TorchLSTMConfig, **kw) -> LSTMSpec:
-    w_ih = flat[prefix + "weight_ih" + sfx].astype(np.float32)
-    w_hh = flat[prefix + "weight_hh" + sfx].astype(np.float32)
+def _torch_gru_order(w: np.ndarray) -> np.ndarray:
+    """torch's GRU row blocks r, z, n -> the canonical z, r, n."""
+    r, z, n = np.split(w, 3, axis=0)
+    return np.concatenate([z, r, n], axis=0)
+
+
+def _spec(flat: dict, prefix: str, sfx: str, cfg: TorchRecurrentConfig, **kw) -> Any:
+    """The canonical spec of one direction of one layer (or of a cell)."""
+    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    w_ih, w_hh, b_ih, b_hh = (
+        flat[prefix + n + sfx].astype(np.float32)
+        if cfg.bias or n.startswith("weight")
+        else None
+        for n in names
+    )
+    if cfg.mode == "GRU":
+        w_ih, w_hh = _torch_gru_order(w_ih), _torch_gru_order(w_hh)
+        if cfg.bias:
+            b_ih, b_hh = _torch_gru_order(b_ih), _torch_gru_order(b_hh)
+        return GRUSpec.create(w_ih.T, w_hh.T, b_ih, b_hh, reset_after=True, **kw)
+    if cfg.mode != "LSTM":
+        act = cfg.mode[4:].lower()
+        return SimpleRNNSpec.create(w_ih.T, w_hh.T, b_ih, b_hh, activation=act, **kw)
     bias = None
     if cfg.bias:
-        b_ih = flat[prefix + "bias_ih" + sfx].astype(np.float32)
-        b_hh = flat[prefix + "bias_hh" + sfx].astype(np.float32)
         with np.errstate(invalid="ignore", over="ignore"):  # validated next
             bias = b_ih + b_hh
     proj = None
@@ -315,9 +383,9 @@ def _spec(flat: dict, prefix: str, sfx: str, cfg: TorchLSTMConfig, **kw) -> LSTM
     return LSTMSpec.create(w_ih.T, w_hh.T, bias, projection=proj, **kw)
 
 
-def lstm_specs(
-    flat: dict, prefix: str, cfg: TorchLSTMConfig
-) -> list[tuple[LSTMSpec, LSTMSpec | None]]:
+def layer_specs(
+    flat: dict, prefix: str, cfg: TorchRecurrentConfig
+) -> list[tuple[Any, Any]]:
     """(forward, reverse-or-None) canonical specs for each layer."""
     out = []
     for k in range(cfg.num_layers):
@@ -339,22 +407,36 @@ def lstm_specs(
     return out
 
 
-def cell_spec(flat: dict, prefix: str, cfg: TorchLSTMConfig) -> LSTMSpec:
+def cell_spec(flat: dict, prefix: str, cfg: TorchRecurrentConfig) -> Any:
     return _spec(flat, prefix, "", cfg, return_sequences=True, return_state=True)
 
 
 def looks_like_torch(flat: Mapping) -> bool:
-    """True if any key is an nn.LSTM / nn.LSTMCell parameter name."""
+    """True if any key is a torch recurrent module's parameter name."""
     return bool(_candidates(dict(flat)))
 
 
-def lstm_graph(
-    layers: list[tuple[LSTMSpec, LSTMSpec | None]],
-    batch_first: bool,
-    source: str = "",
+def mode_of(cell: Any) -> str:
+    """torch's mode name of a canonical cell spec."""
+    if isinstance(cell, GRUSpec):
+        return "GRU"
+    if isinstance(cell, SimpleRNNSpec):
+        return "RNN_" + cell.activation.name
+    return "LSTM"
+
+
+def _class_name(mode: str) -> str:
+    return _KIND_OF_GATES[GATES[mode]]
+
+
+def module_graph(
+    layers: list[tuple[Any, Any]], batch_first: bool, source: str = ""
 ) -> ModelSpec:
-    """The graph of an nn.LSTM from its (forward, reverse-or-None) cells:
-    one layer per torch layer, each returning every step and its states."""
+    """The graph of an nn.LSTM, nn.GRU or nn.RNN from its (forward,
+    reverse-or-None) cells: one layer per torch layer, each returning every
+    step and its states."""
+    mode = mode_of(layers[0][0])
+    name = _class_name(mode)
     specs = []
     for k, (fw, bw) in enumerate(layers):
         forward = _direction(f"layer{k}", fw, False, batch_first)
@@ -364,7 +446,7 @@ def lstm_graph(
         specs.append(
             BidirectionalSpec(
                 name=f"layer{k}",
-                class_name="LSTM",
+                class_name=name,
                 forward=dataclasses.replace(forward, name=f"layer{k}_forward"),
                 backward=_direction(f"layer{k}_reverse", bw, True, batch_first),
                 merge_mode="concat",
@@ -372,20 +454,24 @@ def lstm_graph(
         )
     return recurrent_chain(
         specs,
-        name="LSTM",
+        name=name,
         source=source,
-        source_format="PyTorch nn.LSTM",
-        conventions={"calls": "torch_lstm", "batch_first": bool(batch_first)},
+        source_format=f"PyTorch nn.{name}",
+        conventions={
+            "calls": "torch_module",
+            "mode": mode,
+            "batch_first": bool(batch_first),
+        },
     )
 
 
-def _direction(name: str, cell: LSTMSpec, reverse: bool, batch_first: bool):
+def _direction(name: str, cell: Any, reverse: bool, batch_first: bool):
     cell = dataclasses.replace(
         cell, go_backwards=reverse, return_sequences=True, return_state=False
     )
     return RecurrentSpec(
         name=name,
-        class_name="LSTM",
+        class_name=_class_name(mode_of(cell)),
         cells=(cell,),
         return_sequences=True,
         return_state=True,
@@ -394,18 +480,20 @@ def _direction(name: str, cell: LSTMSpec, reverse: bool, batch_first: bool):
     )
 
 
-def cell_graph(cell: LSTMSpec, source: str = "") -> ModelSpec:
-    """The graph of an nn.LSTMCell: one step of its cell, returning the
-    last output and the state."""
+def cell_graph(cell: Any, source: str = "") -> ModelSpec:
+    """The graph of an nn.LSTMCell, nn.GRUCell or nn.RNNCell: one step of
+    its cell, returning the last output and the state."""
     layer = dataclasses.replace(
         _direction("cell", cell, False, True), return_sequences=False
     )
+    mode = mode_of(cell)
+    name = _class_name(mode) + "Cell"
     return recurrent_chain(
         [layer],
-        name="LSTMCell",
+        name=name,
         source=source,
-        source_format="PyTorch nn.LSTMCell",
-        conventions={"calls": "torch_cell"},
+        source_format=f"PyTorch nn.{name}",
+        conventions={"calls": "torch_cell", "mode": mode},
     )
 
 
@@ -414,21 +502,24 @@ def read_state_dict(
     *,
     prefix: str | None = None,
     batch_first: bool | None = None,
+    nonlinearity: str | None = None,
     where: str = "<state_dict>",
 ) -> ModelSpec:
-    """The graph of the nn.LSTM (or nn.LSTMCell) in a state_dict or
-    checkpoint dict of arrays or tensors. A state_dict does not record
-    ``batch_first``: an nn.LSTM needs it given (an nn.LSTMCell has none)."""
-    p, kind, flat = find_lstm(state_dict, prefix, where)
-    cfg = infer_config(flat, p, kind, where)
+    """The graph of the nn.LSTM, nn.GRU or nn.RNN (or its cell) in a
+    state_dict or checkpoint dict of arrays or tensors. A state_dict does
+    not record ``batch_first`` (a module needs it given, a cell has none),
+    nor an nn.RNN's ``nonlinearity`` (needed for nn.RNN and nn.RNNCell)."""
+    p, kind, flat = find_recurrent(state_dict, prefix, where)
+    cfg = infer_config(flat, p, kind, where, nonlinearity)
     if cfg.cell:
         return cell_graph(cell_spec(flat, p, cfg), where)
     if batch_first is None:
         raise ConfigError(
-            f"{where}: an nn.LSTM state_dict does not record batch_first; pass "
-            "batch_first=True (x of shape (N, L, H_in)) or batch_first=False "
-            "(x of shape (L, N, H_in), nn.LSTM's default), as the model was built"
+            f"{where}: an {cfg.module_name} state_dict does not record batch_first; "
+            "pass batch_first=True (x of shape (N, L, H_in)) or batch_first=False "
+            f"(x of shape (L, N, H_in), {cfg.module_name}'s default), as the model "
+            "was built"
         )
     if not isinstance(batch_first, (bool, np.bool_)):
         raise ConfigError(f"batch_first must be a bool, got {batch_first!r}")
-    return lstm_graph(lstm_specs(flat, p, cfg), bool(batch_first), where)
+    return module_graph(layer_specs(flat, p, cfg), bool(batch_first), where)
