@@ -37,6 +37,7 @@ __all__ = [
     "ConstantSpec",
     "OpSpec",
     "ReferenceLSTMSpec",
+    "ReferenceCellSpec",
     "RecurrentOpSpec",
     "RecurrentSpec",
     "BidirectionalSpec",
@@ -57,6 +58,7 @@ ARRAY_OPS = (
     "Concat",
     "Constant",
     "ConstantOfShape",
+    "Expand",
     "Gather",
     "Identity",
     "Reshape",
@@ -318,8 +320,25 @@ class OpSpec(LayerSpec):
         return [] if self.op in ARRAY_OPS else [f"{self.name}: unknown op {self.op!r}"]
 
 
+class _ReferenceSizes:
+    """Sizes of a reference cell from its canonical kernels."""
+
+    kernel: np.ndarray
+    recurrent_kernel: np.ndarray
+
+    @property
+    def input_size(self) -> int:
+        return int(self.kernel.shape[0])
+
+    @property
+    def units(self) -> int:
+        return int(self.recurrent_kernel.shape[0])
+
+    output_size = units
+
+
 @dataclasses.dataclass(frozen=True)
-class ReferenceLSTMSpec:
+class ReferenceLSTMSpec(_ReferenceSizes):
     """An LSTM cell beyond what the C core computes, run on a float64
     NumPy implementation: gates clipped to [-clip, clip] before their
     activations, ``input_forget`` (f = 1 - i), distinct candidate (``g``)
@@ -339,24 +358,35 @@ class ReferenceLSTMSpec:
     go_backwards: bool = False
     reason: str = ""
 
-    @property
-    def input_size(self) -> int:
-        return int(self.kernel.shape[0])
 
-    @property
-    def units(self) -> int:
-        return int(self.recurrent_kernel.shape[0])
+@dataclasses.dataclass(frozen=True)
+class ReferenceCellSpec(_ReferenceSizes):
+    """A GRU or simple RNN cell (``kind`` "GRU" or "RNN") beyond what the C
+    core computes, run on a float64 NumPy implementation: pre-activations
+    clipped to [-clip, clip], activations with parameters (``activations``:
+    f for z and r, then g for the candidate; one for an RNN). Weights in
+    the canonical layout of GRUSpec / SimpleRNNSpec."""
 
-    output_size = units
+    kind: str
+    kernel: np.ndarray
+    recurrent_kernel: np.ndarray
+    bias: np.ndarray | None
+    recurrent_bias: np.ndarray | None
+    activations: tuple
+    reset_after: bool = True
+    clip: float | None = None
+    go_backwards: bool = False
+    reason: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
 class RecurrentOpSpec(LayerSpec):
-    """A recurrent layer as an array op (ONNX's LSTM): inputs
-    (x, lengths, h0, c0), any but x may be None; outputs (y, h_n, c_n) with a
-    direction axis: y (T, D, B, H), h_n and c_n (D, B, H) in the
-    ``time_major`` layout, else (B, T, D, H) and (B, D, H). ``directions``
-    holds one cell (LSTMSpec or ReferenceLSTMSpec) per direction, forward
+    """A recurrent layer as an array op (ONNX's LSTM, GRU and RNN): inputs
+    (x, lengths, h0, c0), c0 for an LSTM only, any but x may be None;
+    outputs (y, h_n, c_n), c_n for an LSTM only, with a direction axis: y
+    (T, D, B, H), h_n and c_n (D, B, H) in the ``time_major`` layout, else
+    (B, T, D, H) and (B, D, H). ``directions`` holds one cell (LSTMSpec,
+    GRUSpec, SimpleRNNSpec or a Reference*Spec) per direction, forward
     first; each runs backwards when its ``go_backwards`` says so, and the
     outputs are in time order."""
 

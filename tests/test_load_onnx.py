@@ -21,8 +21,8 @@ import fastlstm
 from fastlstm.activations import GateActivation
 from fastlstm.engine.lstm import LSTM, prepare
 from fastlstm.engine.ops import op_budget, run_op
-from fastlstm.engine.recurrent_op import RecurrentOp
-from fastlstm.engine.reference_lstm import ReferenceLSTM
+from fastlstm.engine.recurrent_op import run_direction
+from fastlstm.engine.reference_cells import ReferenceLSTM
 from fastlstm.frontends.onnx import OnnxModel, from_onnx
 from fastlstm.loaders.onnx_graph import Graph, Node
 from fastlstm.model_spec import OpSpec, RecurrentOpSpec, ReferenceLSTMSpec
@@ -75,7 +75,7 @@ def test_fixture_features_engine_cannot_express_need_fallback():
             pytest.skip("onnx fixtures not generated yet")
         with pytest.raises(fastlstm.UnsupportedLayerError, match=what):
             from_onnx(path, numpy_fallback=False)
-        assert fastlstm.load(path).lstm_nodes[0]["engine"] == [False]
+        assert fastlstm.load(path).recurrent_nodes[0]["engine"] == [False]
 
 
 def test_unsupported_op_named(tmp_path):
@@ -223,7 +223,7 @@ def test_lstm_node_on_engine(rng, direction, layout, peep):
         with_init=True,
     )
     model = OnnxModel(graph)
-    assert all(model.lstm_nodes[0]["engine"])
+    assert all(model.recurrent_nodes[0]["engine"])
     D, T, Bn = (2 if direction == "bidirectional" else 1), 6, 3
     X = rng.normal(size=(T, Bn, 3) if layout == 0 else (Bn, T, 3)).astype(np.float32)
     st = (D, Bn, 4) if layout == 0 else (Bn, D, 4)
@@ -283,8 +283,8 @@ def test_numpy_fallback_features(rng, attrs, acts, why):
     direction = attrs.get("direction", "forward")
     D = 2 if direction == "bidirectional" else 1
     model = OnnxModel(graph)
-    assert not any(model.lstm_nodes[0]["engine"])
-    assert why in " ".join(model.lstm_nodes[0]["fallback_reason"])
+    assert not any(model.recurrent_nodes[0]["engine"])
+    assert why in " ".join(model.recurrent_nodes[0]["fallback_reason"])
     X = rng.normal(0, 2, (5, 3, 3)).astype(np.float32)
     h0, c0 = rng.normal(size=(2, D, 3, 4)).astype(np.float32)
     seq = np.array([5, 1, 3])
@@ -315,8 +315,8 @@ def test_engine_and_fallback_agree(rng):
             tanh,
             go_backwards=d.go_backwards,
         )
-        y1, h1, c1 = RecurrentOp._run(LSTM.from_spec(d), p, None)
-        y2, h2, c2 = RecurrentOp._run(ReferenceLSTM(as_reference), p, None)
+        y1, (h1, c1) = run_direction(LSTM.from_spec(d), p, None)
+        y2, (h2, c2) = run_direction(ReferenceLSTM(as_reference), p, None)
         assert close(y1, y2) and close(h1, h2) and close(c1, c2)
 
 

@@ -1,7 +1,7 @@
 """Array ops of ``OpSpec`` nodes (model_spec.ARRAY_OPS), with ONNX's
 definitions: the shape and glue ops exporters write around recurrent
-nodes, in NumPy. Ops that allocate (ConstantOfShape, Concat, Gather, Cast)
-charge their results to a byte budget before allocating."""
+nodes, in NumPy. Ops that allocate (ConstantOfShape, Concat, Gather, Cast,
+Expand) charge their results to a byte budget before allocating."""
 
 from __future__ import annotations
 
@@ -229,6 +229,18 @@ def _cast(node: OpSpec, ins: list, budget: ByteBudget) -> list:
     return [x.astype(ONNX_DTYPES[to])]
 
 
+def _expand(node: OpSpec, ins: list, budget: ByteBudget) -> list:
+    """ONNX Expand: x broadcast with shape (both ways, as NumPy does)."""
+    x = _need(ins[0], node, 0)
+    shape = tuple(_ints(ins[1], node, 1))
+    try:
+        out = np.broadcast_shapes(x.shape, shape)
+    except ValueError as exc:
+        raise ShapeError(f"{node.describe()}: {exc}") from None
+    _charge(out, x.dtype.itemsize, node, budget)
+    return [np.array(np.broadcast_to(x, out))]
+
+
 def _identity(node: OpSpec, ins: list, budget: ByteBudget) -> list:
     return [_need(ins[0], node, 0)]
 
@@ -245,6 +257,7 @@ OPS = {
     "Transpose": _transpose,
     "Reshape": _reshape,
     "Cast": _cast,
+    "Expand": _expand,
     "Identity": _identity,
 }
 

@@ -1,5 +1,6 @@
-"""A recurrent layer as an array op (RecurrentOpSpec, ONNX's LSTM):
-inputs (x, lengths, h0, c0), outputs (y, h_n, c_n) with a direction axis."""
+"""A recurrent layer as an array op (RecurrentOpSpec, ONNX's LSTM, GRU and
+RNN): inputs (x, lengths, h0[, c0]), outputs (y, h_n[, c_n]) with a
+direction axis."""
 
 from __future__ import annotations
 
@@ -7,33 +8,30 @@ from typing import Any
 
 import numpy as np
 
-from fastlstm.engine.layers import Layer, RunContext
-from fastlstm.engine.lstm import LSTM, prepare
-from fastlstm.engine.reference_lstm import ReferenceLSTM
+from fastlstm.engine.layers import CELL_LAYERS, Layer, RunContext
+from fastlstm.engine.lstm import prepare
+from fastlstm.engine.reference_cells import ReferenceCell, ReferenceLSTM
 from fastlstm.errors import ShapeError
-from fastlstm.model_spec import RecurrentOpSpec, ReferenceLSTMSpec
+from fastlstm.model_spec import RecurrentOpSpec, ReferenceCellSpec, ReferenceLSTMSpec
 
-__all__ = ["RecurrentOp"]
+__all__ = ["RecurrentOp", "run_direction"]
 
 
 class RecurrentOp(Layer):
-    """Each direction runs on the C core (an LSTMSpec) or on the float64
-    reference (a ReferenceLSTMSpec); backward outputs come back in time
-    order."""
+    """Each direction runs on the C core (an LSTMSpec, GRUSpec or
+    SimpleRNNSpec) or on the float64 reference (a Reference*Spec); backward
+    outputs come back in time order."""
 
     def __init__(self, spec: RecurrentOpSpec, nan_policy: str = "raise") -> None:
         super().__init__(spec)
-        self.cells: list[LSTM | ReferenceLSTM] = [
-            ReferenceLSTM(d)
-            if isinstance(d, ReferenceLSTMSpec)
-            else LSTM.from_spec(d, nan_policy=nan_policy)
-            for d in spec.directions
-        ]
+        self.cells: list[Any] = [_cell(d, nan_policy) for d in spec.directions]
         self.input_size = self.cells[0].input_size
         self.hidden = self.cells[0].units
+        self.state_count = self.cells[0].state_count
 
     def call(self, inputs: list, masks: list, node: Any, ctx: RunContext) -> tuple:
-        X, lengths, h0, c0 = (list(inputs) + [None] * 4)[:4]
+        S = self.state_count
+        X, lengths, *init = (list(inputs) + [None] * 4)[: 2 + S]
         where = self.spec.describe()
         if X is None:
             raise ShapeError(f"{where}: input X is missing")
@@ -41,24 +39,26 @@ class RecurrentOp(Layer):
         if lengths is not None:
             p.lengths = _lengths(lengths, p.batch, p.steps, where)
         D, Bn, H = len(self.cells), p.batch, self.hidden
-        states = [
-            self._state(s, name, D, Bn, where)
-            for name, s in (("initial_h", h0), ("initial_c", c0))
-        ]
-        ys, hs, cs = [], [], []
+        names = ("initial_h", "initial_c")[:S]
+        states = [self._state(s, n, D, Bn, where) for n, s in zip(names, init)]
+        ys, finals = [], []
         for d, cell in enumerate(self.cells):
-            h, c = (None if s is None else s[d] for s in states)
-            if (h is None) != (c is None):
-                h = np.zeros((Bn, H), np.float32) if h is None else h
-                c = np.zeros((Bn, H), np.float32) if c is None else c
-            y, h, c = self._run(cell, p, None if h is None else (h, c))
+            given = [None if s is None else s[d] for s in states]
+            if all(g is None for g in given):
+                state = None
+            else:  # a state the node omits starts at zeros
+                state = tuple(
+                    np.zeros((Bn, H), np.float32) if g is None else g for g in given
+                )
+            y, final = run_direction(cell, p, state)
             ys.append(np.flip(y, axis=1) if cell.go_backwards else y)
-            hs.append(h)
-            cs.append(c)
+            finals.append(final)
+        per_state = [[f[i] for f in finals] for i in range(S)]
         if self.spec.time_major:
             Y = np.stack([y.transpose(1, 0, 2) for y in ys], axis=1)
-            return [Y, np.stack(hs), np.stack(cs)], [None] * 3
-        return [np.stack(ys, 2), np.stack(hs, 1), np.stack(cs, 1)], [None] * 3
+            return [Y, *(np.stack(f) for f in per_state)], [None] * (1 + S)
+        out = [np.stack(ys, 2), *(np.stack(f, 1) for f in per_state)]
+        return out, [None] * (1 + S)
 
     def _batch_major(self, X: Any, where: str) -> tuple:
         x = np.asarray(X)
@@ -88,14 +88,23 @@ class RecurrentOp(Layer):
             raise ShapeError(f"{where}: {name} has shape {s.shape}, expected {want}")
         return s if tm else s.transpose(1, 0, 2)
 
-    @staticmethod
-    def _run(cell: Any, p: Any, state: tuple | None) -> tuple:
-        """(outputs in processing order, h, c) of one direction."""
-        h, c = cell.make_state(state, p.batch)
-        if isinstance(cell, ReferenceLSTM):
-            return cell.run_prepared(p, h, c)
-        y, _ = cell.run_prepared(p, h, c, True)
-        return y, h, c
+
+def _cell(spec: Any, nan_policy: str) -> Any:
+    """The engine layer of one direction."""
+    if isinstance(spec, ReferenceLSTMSpec):
+        return ReferenceLSTM(spec)
+    if isinstance(spec, ReferenceCellSpec):
+        return ReferenceCell(spec)
+    return CELL_LAYERS[type(spec)].from_spec(spec, nan_policy=nan_policy)
+
+
+def run_direction(cell: Any, p: Any, state: tuple | None) -> tuple:
+    """(outputs in processing order, final states) of one direction."""
+    states = cell.make_state(state, p.batch)
+    if isinstance(cell, (ReferenceLSTM, ReferenceCell)):
+        return cell.run_states(p, states)
+    y, _ = cell.run_states(p, states, True)
+    return y, states
 
 
 def _lengths(value: Any, batch: int, steps: int, where: str) -> np.ndarray:

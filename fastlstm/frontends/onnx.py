@@ -22,7 +22,7 @@ from fastlstm.errors import ConfigError
 from fastlstm.loaders.onnx_graph import Graph as OnnxGraph
 from fastlstm.loaders.onnx_reader import graph_spec, read_onnx_model
 from fastlstm.model_spec import ConstantSpec, ModelSpec, RecurrentOpSpec
-from fastlstm.spec import LSTMSpec
+from fastlstm.spec import CELL_SPECS
 
 __all__ = ["OnnxModel", "from_onnx"]
 
@@ -71,9 +71,9 @@ class OnnxModel:
         return (_rebuild, (self.spec, self._numpy_fallback))
 
     @property
-    def lstm_nodes(self) -> list[dict]:
-        """Per LSTM node: name, direction, and whether each direction runs on
-        the engine or (and why) on the NumPy fallback."""
+    def recurrent_nodes(self) -> list[dict]:
+        """Per LSTM, GRU or RNN node: name, op, direction, and whether each
+        direction runs on the engine or (and why) on the NumPy fallback."""
         out = []
         for ls in self.spec.layers:
             if not isinstance(ls, RecurrentOpSpec):
@@ -86,8 +86,9 @@ class OnnxModel:
             out.append(
                 {
                     "name": ls.name,
+                    "op": ls.class_name,
                     "direction": direction,
-                    "engine": [isinstance(d, LSTMSpec) for d in dirs],
+                    "engine": [isinstance(d, CELL_SPECS) for d in dirs],
                     "fallback_reason": [getattr(d, "reason", "") for d in dirs],
                 }
             )
@@ -96,7 +97,7 @@ class OnnxModel:
     def __repr__(self) -> str:
         return (
             f"OnnxModel(inputs={self.input_names}, outputs={self.output_names}, "
-            f"lstm_nodes={len(self.lstm_nodes)}, opset={self.opset})"
+            f"recurrent_nodes={len(self.recurrent_nodes)}, opset={self.opset})"
         )
 
     def __call__(self, *args: Any, **kwargs: Any) -> list[np.ndarray]:

@@ -403,9 +403,7 @@ class _TorchCell(GraphFrontEnd):
             S = len(self.state_names)
             values = _inputs.pair_input(hx, "hx") if S == 2 else (hx,)
             names = [f"hx[{k}] ({n})" for k, n in enumerate(self.state_names)]
-            state = [
-                real_array(v, n if S > 1 else "hx") for v, n in zip(values, names)
-            ]
+            state = [real_array(v, n if S > 1 else "hx") for v, n in zip(values, names)]
             if unbatched:
                 state = [a[None] for a in state]
         xs = _inputs.sequence_input(arr[:, None], self.input_size, False)[0]

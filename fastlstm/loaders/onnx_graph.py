@@ -23,9 +23,11 @@ from fastlstm.errors import (
 from fastlstm.loaders._files import open_companion, open_model_file
 from fastlstm.model_spec import ARRAY_OPS
 
-__all__ = ["Graph", "Node", "read_onnx", "SUPPORTED_OPS"]
+__all__ = ["Graph", "Node", "read_onnx", "RECURRENT_OPS", "SUPPORTED_OPS"]
 
-SUPPORTED_OPS = frozenset(ARRAY_OPS) | {"LSTM"}
+# the recurrent ops fastlstm runs, and the array ops around them
+RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})
+SUPPORTED_OPS = frozenset(ARRAY_OPS) | RECURRENT_OPS
 
 
 @dataclasses.dataclass
@@ -259,7 +261,7 @@ def _graph_of(onnx: Any, model: Any, where: str) -> Graph:
         raise UnsupportedLayerError(
             f"{where}: unsupported ONNX op(s): {listed}"
             + (f" (and {len(bad) - 10} more)" if len(bad) > 10 else "")
-            + "; fastlstm runs LSTM nodes and the glue around them: "
+            + "; fastlstm runs LSTM, GRU and RNN nodes and the glue around them: "
             + ", ".join(sorted(SUPPORTED_OPS))
         )
     inputs = [i.name for i in g.input if i.name not in inits]

@@ -1,14 +1,20 @@
 """ONNX graphs -> the canonical model graph.
 
 Graph inputs become InputSpecs, initializers ConstantSpecs, glue nodes
-OpSpecs (ONNX op names and attributes), LSTM nodes RecurrentOpSpecs whose
-cells are canonical: ONNX gate blocks i, o, f, c reordered to i, f, g, o,
-the two bias halves summed, peepholes (i, o, f) reordered to (i, f, o).
+OpSpecs (ONNX op names and attributes), LSTM, GRU and RNN nodes
+RecurrentOpSpecs whose cells are canonical:
+
+* LSTM: gate blocks i, o, f, c reordered to i, f, g, o, the two bias halves
+  summed, peepholes (i, o, f) reordered to (i, f, o);
+* GRU: blocks z, r, h are already the canonical z, r, n; the bias halves
+  (Wb, Rb) stay apart; ``linear_before_reset`` is GRUSpec's reset_after;
+* RNN: W, R and the bias halves as SimpleRNNSpec takes them.
+
 A direction the C core cannot compute (gate ``clip``, ``input_forget``,
-different candidate and output activations, activations with other
-parameters) becomes a ReferenceLSTMSpec saying why; ``numpy_fallback=False``
-refuses it instead. LSTM weights must be constants (initializers or
-Constant nodes).
+different candidate and output activations, activations with parameters
+the core lacks) becomes a ReferenceLSTMSpec or ReferenceCellSpec saying
+why; ``numpy_fallback=False`` refuses it instead. Recurrent weights must be
+constants (initializers or Constant nodes).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from fastlstm.activations import (
 from fastlstm.errors import FastLSTMError, ModelFormatError, UnsupportedLayerError
 from fastlstm.loaders.onnx_graph import (
     CORRUPT_FIELD_ERRORS,
+    RECURRENT_OPS,
     SUPPORTED_OPS,
     Graph,
     Node,
@@ -39,26 +46,37 @@ from fastlstm.model_spec import (
     NodeSpec,
     OpSpec,
     RecurrentOpSpec,
+    ReferenceCellSpec,
     ReferenceLSTMSpec,
     TensorRef,
 )
-from fastlstm.spec import LSTMSpec
+from fastlstm.spec import GRUSpec, LSTMSpec, SimpleRNNSpec
 
 __all__ = ["read_onnx_model", "graph_spec"]
 
 ONNX_TO_CANONICAL = (0, 2, 3, 1)  # ONNX blocks i, o, f, c -> i, f, g, o
-LSTM_ATTRIBUTES = {
+COMMON_ATTRIBUTES = {
     "activation_alpha",
     "activation_beta",
     "activations",
     "clip",
     "direction",
     "hidden_size",
-    "input_forget",
     "layout",
 }
-DEFAULT_ACTIVATIONS = ("Sigmoid", "Tanh", "Tanh")
-LSTM_RUN_INPUTS = (0, 4, 5, 6)  # X, sequence_lens, initial_h, initial_c
+ATTRIBUTES = {
+    "LSTM": COMMON_ATTRIBUTES | {"input_forget"},
+    "GRU": COMMON_ATTRIBUTES | {"linear_before_reset"},
+    "RNN": COMMON_ATTRIBUTES,
+}
+DEFAULT_ACTIVATIONS = {
+    "LSTM": ("Sigmoid", "Tanh", "Tanh"),
+    "GRU": ("Sigmoid", "Tanh"),
+    "RNN": ("Tanh",),
+}
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+# X, sequence_lens, initial_h (and initial_c)
+RUN_INPUTS = {"LSTM": (0, 4, 5, 6), "GRU": (0, 4, 5), "RNN": (0, 4, 5)}
 
 
 def read_onnx_model(source: Any, *, numpy_fallback: bool = True) -> ModelSpec:
@@ -120,16 +138,18 @@ def graph_spec(graph: Graph, *, numpy_fallback: bool = True) -> ModelSpec:
         if node.op not in SUPPORTED_OPS or node.domain not in ("", "ai.onnx"):
             raise UnsupportedLayerError(
                 f"{graph.source}: {node.describe()} is not supported; fastlstm "
-                "runs LSTM nodes and the glue around them: "
+                "runs LSTM, GRU and RNN nodes and the glue around them: "
                 + ", ".join(sorted(SUPPORTED_OPS))
             )
-        if node.op == "LSTM":
+        if node.op in RECURRENT_OPS:
             for name in node.inputs:  # every input exists, weights included
                 b.ref(name, node)
-            layer = lstm_spec(node, b.unique(node.name), b.constants, numpy_fallback)
+            layer = recurrent_spec(
+                node, b.unique(node.name), b.constants, numpy_fallback
+            )
             ins = tuple(
                 b.ref(node.inputs[k], node) if k < len(node.inputs) else None
-                for k in LSTM_RUN_INPUTS
+                for k in RUN_INPUTS[node.op]
             )
         else:
             layer = OpSpec(b.unique(node.name), node.op, node.op, dict(node.attrs))
@@ -173,13 +193,17 @@ def _track_constant(node: Node, constants: dict) -> None:
 
 
 def _activations(node: Node, D: int) -> list[tuple[GateActivation, ...]]:
+    """Each direction's activations (3 for an LSTM, 2 for a GRU, 1 for an
+    RNN), with their alpha and beta."""
+    defaults = DEFAULT_ACTIVATIONS[node.op]
+    n = len(defaults)
     names = node.attrs.get("activations")
     if names is None:
-        names = list(DEFAULT_ACTIVATIONS) * D
-    if len(names) != 3 * D:
+        names = list(defaults) * D
+    if len(names) != n * D:
         raise ModelFormatError(
             f"{node.describe()}: {len(names)} activations for {D} direction(s); "
-            f"expected {3 * D}"
+            f"expected {n * D}"
         )
     alphas = list(node.attrs.get("activation_alpha", []))
     betas = list(node.attrs.get("activation_beta", []))
@@ -188,8 +212,8 @@ def _activations(node: Node, D: int) -> list[tuple[GateActivation, ...]]:
         key = str(name).lower()
         if key not in GATE_ACTIVATIONS:
             raise UnsupportedLayerError(
-                f"{node.describe()}: activation {name!r} is not an ONNX LSTM "
-                f"activation; supported: {sorted(GATE_ACTIVATIONS)}"
+                f"{node.describe()}: activation {name!r} is not an ONNX "
+                f"{node.op} activation; supported: {sorted(GATE_ACTIVATIONS)}"
             )
         a = alphas.pop(0) if key in ALPHA_DEFAULTS and alphas else None
         b = betas.pop(0) if key in BETA_DEFAULTS and betas else None
@@ -200,7 +224,7 @@ def _activations(node: Node, D: int) -> list[tuple[GateActivation, ...]]:
                 BETA_DEFAULTS.get(key, 0.0) if b is None else b,
             )
         )
-    return [tuple(acts[3 * d : 3 * d + 3]) for d in range(D)]
+    return [tuple(acts[n * d : n * d + n]) for d in range(D)]
 
 
 def _blocks(a: np.ndarray) -> np.ndarray:
@@ -209,12 +233,13 @@ def _blocks(a: np.ndarray) -> np.ndarray:
 
 
 def _weights(node: Node, constants: dict, D: int) -> dict[str, np.ndarray]:
-    """W, R and (if given) B and P as checked float arrays."""
+    """W, R and (if given) B and, for an LSTM, P as checked float arrays."""
+    G = GATES[node.op]
     where = node.describe()
     names = (node.inputs + [""] * 8)[:8]
     arrays = {}
     for key, k in (("W", 1), ("R", 2), ("B", 3), ("P", 7)):
-        name = names[k]
+        name = names[k] if key != "P" or node.op == "LSTM" else ""
         if not name:
             if key in ("W", "R"):
                 raise ModelFormatError(f"{where}: input {key} is missing")
@@ -222,27 +247,28 @@ def _weights(node: Node, constants: dict, D: int) -> dict[str, np.ndarray]:
         if name not in constants:
             raise UnsupportedLayerError(
                 f"{where}: input {key} ({name!r}) is computed in the graph; "
-                "fastlstm needs LSTM weights as initializers or Constant nodes"
+                f"fastlstm needs {node.op} weights as initializers or Constant nodes"
             )
         arr = np.asarray(constants[name])
         if arr.dtype.kind != "f":
             raise ModelFormatError(f"{where}: {key} has dtype {arr.dtype}")
         arrays[key] = arr
     R = arrays["R"]
-    if R.ndim != 3 or R.shape[0] != D or R.shape[1] != 4 * R.shape[2]:
+    if R.ndim != 3 or R.shape[0] != D or R.shape[1] != G * R.shape[2]:
+        what = f"{G}*hidden" if G > 1 else "hidden"
         raise ModelFormatError(
-            f"{where}: R has shape {R.shape}, expected ({D}, 4*hidden, hidden)"
+            f"{where}: R has shape {R.shape}, expected ({D}, {what}, hidden)"
         )
     H = R.shape[2]
     hs = node.attrs.get("hidden_size")
     if hs is not None and hs != H:
         raise ModelFormatError(f"{where}: hidden_size={hs} but R says {H}")
     W = arrays["W"]
-    if W.ndim != 3 or W.shape[:2] != (D, 4 * H) or W.shape[2] < 1:
+    if W.ndim != 3 or W.shape[:2] != (D, G * H) or W.shape[2] < 1:
         raise ModelFormatError(
-            f"{where}: W has shape {W.shape}, expected ({D}, {4 * H}, input)"
+            f"{where}: W has shape {W.shape}, expected ({D}, {G * H}, input)"
         )
-    for key, shape in (("B", (D, 8 * H)), ("P", (D, 3 * H))):
+    for key, shape in (("B", (D, 2 * G * H)), ("P", (D, 3 * H))):
         if key in arrays and arrays[key].shape != shape:
             raise ModelFormatError(
                 f"{where}: {key} has shape {arrays[key].shape}, expected {shape}"
@@ -250,14 +276,16 @@ def _weights(node: Node, constants: dict, D: int) -> dict[str, np.ndarray]:
     return arrays
 
 
-def lstm_spec(
+def recurrent_spec(
     node: Node, name: str, constants: dict, numpy_fallback: bool
 ) -> RecurrentOpSpec:
-    """The RecurrentOpSpec of an ONNX LSTM node."""
+    """The RecurrentOpSpec of an ONNX LSTM, GRU or RNN node."""
     where = node.describe()
-    unknown = sorted(set(node.attrs) - LSTM_ATTRIBUTES)
+    unknown = sorted(set(node.attrs) - ATTRIBUTES[node.op])
     if unknown:
-        raise UnsupportedLayerError(f"{where}: unsupported LSTM attribute(s) {unknown}")
+        raise UnsupportedLayerError(
+            f"{where}: unsupported {node.op} attribute(s) {unknown}"
+        )
     direction = node.attrs.get("direction", "forward")
     if direction not in ("forward", "reverse", "bidirectional"):
         raise ModelFormatError(
@@ -270,21 +298,94 @@ def lstm_spec(
     clip = node.attrs.get("clip")
     if clip is not None and not (np.isfinite(clip) and clip > 0):
         raise ModelFormatError(f"{where}: clip must be > 0, got {clip}")
-    input_forget = bool(node.attrs.get("input_forget", 0))
     acts = _activations(node, D)
     arrays = _weights(node, constants, D)
     cells = []
     for d in range(D):
         one = {k: v[d] for k, v in arrays.items()}
         reverse = direction == "reverse" or d == 1
-        cells.append(
-            _cell(node, one, acts[d], clip, input_forget, reverse, numpy_fallback)
-        )
+        if node.op == "LSTM":
+            input_forget = bool(node.attrs.get("input_forget", 0))
+            cell = _cell(
+                node, one, acts[d], clip, input_forget, reverse, numpy_fallback
+            )
+        else:
+            cell = _gru_rnn_cell(node, one, acts[d], clip, reverse, numpy_fallback)
+        cells.append(cell)
     return RecurrentOpSpec(
         name=name,
-        class_name="LSTM",
+        class_name=node.op,
         directions=tuple(cells),
         time_major=layout == 0,
+    )
+
+
+def _fallback_reason(
+    node: Node, why: list[str], acts: tuple, numpy_fallback: bool
+) -> str:
+    """Why a direction needs the float64 reference ('' if it does not):
+    ``why`` plus the activations the C core lacks. Raises instead when
+    the fallback is off."""
+    why = why + [
+        f"activation {a.name}(alpha={a.alpha:g}, beta={a.beta:g})"
+        for a in acts
+        if a.core_name is None
+    ]
+    reason = "; ".join(why)
+    if reason and not numpy_fallback:
+        raise UnsupportedLayerError(
+            f"{node.describe()}: the engine cannot express {reason} "
+            "(numpy_fallback=False)"
+        )
+    return reason
+
+
+def _gru_rnn_cell(
+    node: Node,
+    arrays: dict,
+    acts: tuple,
+    clip: float | None,
+    reverse: bool,
+    numpy_fallback: bool,
+) -> GRUSpec | SimpleRNNSpec | ReferenceCellSpec:
+    """One direction of a GRU or RNN node: W (GH, I) and R (GH, H) as the
+    canonical (I, GH) and (H, GH), the bias halves apart."""
+    kernel, rec = arrays["W"].T, arrays["R"].T
+    GH = kernel.shape[1]
+    B = arrays.get("B")
+    bias, rbias = (None, None) if B is None else (B[:GH], B[GH:])
+    reset_after = bool(node.attrs.get("linear_before_reset", 0))
+    why = [f"clip={clip:g}"] if clip is not None else []
+    reason = _fallback_reason(node, why, acts, numpy_fallback)
+    if reason:
+        return ReferenceCellSpec(
+            node.op,
+            *(f64(a) for a in (kernel, rec, bias, rbias)),
+            acts,
+            reset_after,
+            clip,
+            reverse,
+            reason,
+        )
+    kw = {"go_backwards": reverse, "return_sequences": True}
+    if node.op == "RNN":
+        return SimpleRNNSpec.create(
+            f32(kernel),
+            f32(rec),
+            f32(bias),
+            f32(rbias),
+            activation=acts[0].core_name,
+            **kw,
+        )
+    return GRUSpec.create(
+        f32(kernel),
+        f32(rec),
+        f32(bias),
+        f32(rbias),
+        activation=acts[1].core_name,
+        recurrent_activation=acts[0].core_name,
+        reset_after=reset_after,
+        **kw,
     )
 
 
@@ -314,16 +415,8 @@ def _cell(
         why.append("input_forget=1")
     if g != h:
         why.append(f"activations g={g.name} and h={h.name} differ")
-    for act in (f, g):
-        if act.core_name is None:
-            why.append(f"activation {act.name}(alpha={act.alpha:g}, beta={act.beta:g})")
-    if why:
-        reason = "; ".join(why)
-        if not numpy_fallback:
-            raise UnsupportedLayerError(
-                f"{node.describe()}: the engine cannot express {reason} "
-                "(numpy_fallback=False)"
-            )
+    reason = _fallback_reason(node, why, (f, g), numpy_fallback)
+    if reason:
         return ReferenceLSTMSpec(
             kernel, rec, bias, peep, f, g, h, clip, input_forget, reverse, reason
         )
@@ -341,3 +434,7 @@ def _cell(
 
 def f32(a: np.ndarray | None) -> np.ndarray | None:
     return None if a is None else a.astype(np.float32)
+
+
+def f64(a: np.ndarray | None) -> np.ndarray | None:
+    return None if a is None else a.astype(np.float64)

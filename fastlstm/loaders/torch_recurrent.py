@@ -184,9 +184,7 @@ def find_recurrent(
     also be the tail of a longer prefix ('lstm.' finds 'model.lstm.').
     """
     flat = flatten_state_dict(obj, where)
-    found = {
-        p: k for p, k in _candidates(flat).items() if _gate_count(flat, p, k) != 0
-    }
+    found = {p: k for p, k in _candidates(flat).items() if _gate_count(flat, p, k) != 0}
     if prefix is not None:
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a string, got {type(prefix).__name__}")

@@ -1,0 +1,86 @@
+"""ONNX GRU and RNN nodes: torch.onnx.export files and hand-built nodes
+(tests/fixtures/onnx_gru_rnn, made by make_onnx_gru_rnn_fixtures.py) match
+onnxruntime to 1e-5; what runs on the C core and what on the float64
+reference is reported; live exports under importorskip."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _helpers import TOL_F32
+
+import fastlstm
+
+FIXTURES = Path(__file__).parent / "fixtures" / "onnx_gru_rnn"
+CASES = sorted(p.parent.name for p in FIXTURES.glob("*/case.json"))
+pytest.importorskip("onnx")
+
+
+def case(name: str) -> tuple[dict, dict, Path]:
+    folder = FIXTURES / name
+    meta = json.loads((folder / "case.json").read_text())
+    with np.load(folder / "ref.npz") as z:
+        ref = {k: z[k] for k in z.files}
+    return meta, ref, folder / "model.onnx"
+
+
+def feeds(meta: dict, ref: dict) -> list:
+    out = []
+    for name in meta["inputs"]:
+        a = ref[name.lower()]
+        out.append(a.astype(np.int32) if name == "seq" else a)
+    return out
+
+
+def test_every_case_is_here():
+    assert len(CASES) >= 9, CASES
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_fixture_matches_onnxruntime(name):
+    meta, ref, path = case(name)
+    model = fastlstm.load(path)
+    y, h = model(*feeds(meta, ref))
+    assert np.abs(y - ref["y"]).max() <= TOL_F32
+    assert np.abs(h - ref["h_n"]).max() <= TOL_F32
+
+
+def test_engine_or_reference_is_reported():
+    _, _, path = case("gru_lbr1_reverse_clip_hardsigmoid")
+    (rec,) = fastlstm.load(path).recurrent_nodes
+    assert rec["engine"] == [False]
+    assert "clip=1.5" in rec["fallback_reason"][0]
+    _, _, path = case("gru_bidir_lbr0_t1000_h64")
+    (rec,) = fastlstm.load(path).recurrent_nodes
+    assert rec["engine"] == [True, True] and rec["direction"] == "bidirectional"
+
+
+def test_reference_refused_without_fallback():
+    from fastlstm.loaders.onnx_reader import read_onnx_model
+
+    _, _, path = case("gru_lbr1_reverse_clip_hardsigmoid")
+    with pytest.raises(fastlstm.UnsupportedLayerError, match="numpy_fallback=False"):
+        read_onnx_model(str(path), numpy_fallback=False)
+
+
+@pytest.mark.parametrize("kind", ["GRU", "RNN"])
+def test_live_export_without_dynamic_axes(kind, tmp_path):
+    torch = pytest.importorskip("torch")
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(3)
+    module = getattr(torch.nn, kind)(4, 6, num_layers=2).eval()
+    x = torch.randn(5, 2, 4)
+    f = io.BytesIO()
+    torch.onnx.export(module, (x,), f, dynamo=False, input_names=["x"])
+    want = ort.InferenceSession(f.getvalue(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x.numpy()}
+    )
+    path = tmp_path / "export.onnx"
+    path.write_bytes(f.getvalue())
+    got = fastlstm.load(path)(x.numpy())
+    for g, w in zip(got, want):
+        assert np.abs(g - w).max() <= TOL_F32
