@@ -10,59 +10,11 @@ import pickle
 import numpy as np
 import pytest
 from _helpers import TOL_F32
+from _helpers import gru_rnn_reference as reference
+from _helpers import gru_rnn_weights as weights
 
 import fastlstm
 from fastlstm.errors import ConfigError, ShapeError, StreamError
-
-ACTS = {
-    "tanh": np.tanh,
-    "sigmoid": lambda v: 1 / (1 + np.exp(-v)),
-    "relu": lambda v: np.maximum(v, 0),
-    "hard_sigmoid_k2": lambda v: np.clip(0.2 * v + 0.5, 0, 1),
-    "linear": lambda v: v,
-}
-
-
-def weights(rng, I, H, G, scale=0.3):
-    return [
-        (rng.normal(size=s) * scale).astype(np.float32)
-        for s in ((I, G * H), (H, G * H), (G * H,), (G * H,))
-    ]
-
-
-def ref_step(kind, w, x, h, act="tanh", ract="sigmoid", reset_after=True):
-    k, rk, b, rb = (a.astype(np.float64) for a in w)
-    f, g = ACTS[act], ACTS[ract]
-    if kind == "simple":
-        return f(x @ k + b + h @ rk + rb)
-    H = h.shape[-1]
-    gx, gh = x @ k + b, h @ rk + rb
-    z = g(gx[:, :H] + gh[:, :H])
-    r = g(gx[:, H : 2 * H] + gh[:, H : 2 * H])
-    if reset_after:
-        n = f(gx[:, 2 * H :] + r * gh[:, 2 * H :])
-    else:
-        n = f(gx[:, 2 * H :] + (r * h) @ rk[:, 2 * H :] + rb[2 * H :])
-    return z * h + (1 - z) * n
-
-
-def reference(kind, w, x, valid=None, h0=None, backwards=False, zero=False, **kw):
-    """Keras semantics over (B, T, I): the state carries over invalid
-    steps, which output the previous output (or zeros with zero)."""
-    B, T, _ = x.shape
-    H = w[1].shape[0]
-    h = np.zeros((B, H)) if h0 is None else h0.astype(np.float64)
-    out = np.zeros((B, H))
-    ys = []
-    valid = np.ones((B, T), bool) if valid is None else valid
-    order = range(T - 1, -1, -1) if backwards else range(T)
-    for t in order:
-        new = ref_step(kind, w, x[:, t].astype(np.float64), h, **kw)
-        v = valid[:, t][:, None]
-        h = np.where(v, new, h)
-        out = np.where(v, h, 0 if zero else out)
-        ys.append(out)
-    return np.stack(ys, 1), h
 
 
 def make(kind, w, **kw):

@@ -16,7 +16,7 @@ import json
 import h5py
 import numpy as np
 import pytest
-from _helpers import TOL_F32, h5_with_one_layer
+from _helpers import TOL_F32, gru_rnn_reference, h5_with_one_layer
 
 import fastlstm
 from fastlstm import _reference as ref
@@ -195,3 +195,86 @@ def test_softmax_layer_on_any_axis(tmp_path, axis):
     got = fastlstm.load(path).predict(x)
     assert np.abs(got - want).max() < 1e-6
     assert np.allclose(got.sum(axis=axis), 1.0, atol=1e-6)
+
+
+def test_keras1_gru_and_simple_rnn(tmp_path, rng):
+    """Keras 1 saved a GRU as nine arrays (W, U, b per gate z, r, h) and
+    a SimpleRNN as W, U, b; no reset_after (reset before the product),
+    inner_activation hard_sigmoid; masked steps carry the state."""
+    G = 4
+    gates = {
+        g: (
+            rng.normal(0, 0.4, (I, G)).astype(np.float32),
+            rng.normal(0, 0.4, (G, G)).astype(np.float32),
+            rng.normal(0, 0.2, G).astype(np.float32),
+        )
+        for g in "zrh"
+    }
+    simple = [
+        rng.normal(0, 0.4, (G, H)).astype(np.float32),
+        rng.normal(0, 0.3, (H, H)).astype(np.float32),
+        rng.normal(0, 0.2, H).astype(np.float32),
+    ]
+    common = {"return_sequences": False, "go_backwards": False, "stateful": False}
+    config = {
+        "class_name": "Sequential",
+        "config": [
+            {
+                "class_name": "Masking",
+                "config": {
+                    "name": "masking_1",
+                    "mask_value": 0.0,
+                    "batch_input_shape": [None, T, I],
+                },
+            },
+            {
+                "class_name": "GRU",
+                "config": {
+                    "name": "gru_1",
+                    "output_dim": G,
+                    "activation": "tanh",
+                    "inner_activation": "hard_sigmoid",
+                    "consume_less": "cpu",
+                    **common,
+                    "return_sequences": True,
+                },
+            },
+            {
+                "class_name": "SimpleRNN",
+                "config": {
+                    "name": "simplernn_1",
+                    "output_dim": H,
+                    "activation": "tanh",
+                    **common,
+                },
+            },
+        ],
+    }
+    gru_arrays = [(f"gru_1_{k}_{g}", a) for g in "zrh" for k, a in zip("WUb", gates[g])]
+    rnn_arrays = [(f"simplernn_1_{k}", a) for k, a in zip("WUb", simple)]
+    path = tmp_path / "k1_gru.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["keras_version"] = b"1.2.2"
+        f.attrs["model_config"] = json.dumps(config).encode()
+        write_layers(
+            f.create_group("model_weights"),
+            [("masking_1", []), ("gru_1", gru_arrays), ("simplernn_1", rnn_arrays)],
+        )
+    x = rng.normal(size=(B, T, I)).astype(np.float32)
+    x[1, 4:] = 0.0
+    x[2, :2] = 0.0
+    mask = (x != 0).any(-1)
+    canonical = [np.concatenate([gates[g][k] for g in "zrh"], -1) for k in range(3)]
+    y1, _ = gru_rnn_reference(
+        "gru",
+        [*canonical, np.zeros(3 * G, np.float32)],
+        x,
+        mask,
+        ract="hard_sigmoid_k2",
+        reset_after=False,
+    )
+    y2, _ = gru_rnn_reference(
+        "simple", [*simple, np.zeros(H, np.float32)], y1.astype(np.float32), mask
+    )
+    got = fastlstm.load(path).predict(x)
+    assert np.abs(got - y2[:, -1]).max() < TOL_F32

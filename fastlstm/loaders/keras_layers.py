@@ -1,8 +1,9 @@
 """Keras layers (class name, config, ``get_weights()`` arrays) -> canonical
 layer specs.
 
-Every Keras quirk is resolved here: Keras 1's twelve LSTM arrays and
-CuDNNLSTM's layout become canonical weights, hard_sigmoid gets its
+Every Keras quirk is resolved here: Keras 1's twelve LSTM (nine GRU) arrays
+and CuDNNLSTM's / CuDNNGRU's layout become canonical weights, a GRU's
+reset_after its bias layout, hard_sigmoid gets its
 definition by Keras version, a Bidirectional's masked-step rule by version,
 and Masking's NaN handling by version. The engine never sees Keras names.
 """
@@ -39,7 +40,7 @@ from fastlstm.model_spec import (
     RepeatSpec,
     ReshapeSpec,
 )
-from fastlstm.spec import MAX_DIM, LSTMSpec
+from fastlstm.spec import MAX_DIM, GRUSpec, LSTMSpec, SimpleRNNSpec
 
 __all__ = [
     "KerasLayer",
@@ -168,16 +169,82 @@ def lstm_weights(cfg: dict, weights: list, class_name: str, where: str) -> dict:
     H = units or (kernel.shape[1] // 4 if kernel.ndim == 2 else 0)
     cudnn = class_name == "CuDNNLSTM" or (bias is not None and bias.shape == (8 * H,))
     if cudnn and kernel.ndim == 2 and rec.ndim == 2:
-        # cuDNN reads each stored (I, H) gate block as a row-major (H, I) matrix
-        I = kernel.shape[0]
-        kernel = np.concatenate([k.reshape(H, I).T for k in np.split(kernel, 4, 1)], 1)
-        rec = np.concatenate([k.T for k in np.split(rec, 4, 1)], 1)
+        kernel, rec = _cudnn_blocks(kernel, rec, 4, H)
         if bias is not None:
             bias = bias[: 4 * H] + bias[4 * H :]
     out = {"kernel": kernel, "recurrent_kernel": rec}
     if bias is not None:
         out["bias"] = bias
     return out
+
+
+def _cudnn_blocks(
+    kernel: np.ndarray, rec: np.ndarray, G: int, H: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Kernels of a CuDNN layer in the canonical layout: cuDNN reads each
+    stored (I, H) gate block as a row-major (H, I) matrix, and each (H, H)
+    recurrent block transposed."""
+    I = kernel.shape[0]
+    kernel = np.concatenate([k.reshape(H, I).T for k in np.split(kernel, G, 1)], 1)
+    rec = np.concatenate([k.T for k in np.split(rec, G, 1)], 1)
+    return kernel, rec
+
+
+def gru_weights(cfg: dict, weights: list, class_name: str, where: str) -> dict:
+    """Canonical GRU arrays (kernel, recurrent_kernel, bias, recurrent_bias)
+    and reset_after from a Keras GRU's arrays: Keras 1's nine ([W_z, U_z,
+    b_z, W_r, U_r, b_r, W_h, U_h, b_h]); kernel, recurrent_kernel and a bias
+    of (3H,) (reset_after=False) or (2, 3H) (input row, recurrent row);
+    CuDNNGRU's cuDNN blocks and (6H,) bias."""
+    ws = [np.asarray(w, np.float32) for w in weights]
+    reset_after = bool(cfg.get("reset_after", False))
+    if len(ws) == 9:
+        return {
+            "kernel": np.concatenate(ws[0::3], axis=1),
+            "recurrent_kernel": np.concatenate(ws[1::3], axis=1),
+            "bias": np.concatenate(ws[2::3]),
+            "reset_after": False,
+        }
+    if len(ws) not in (2, 3):
+        raise ModelFormatError(
+            f"{where}: a GRU needs 2 or 3 weight arrays (kernel, recurrent_kernel, "
+            f"bias) or Keras 1's 9, found {len(ws)}"
+        )
+    kernel, rec = ws[0], ws[1]
+    bias = ws[2] if len(ws) == 3 else None
+    rbias = None
+    H = rec.shape[0] if rec.ndim == 2 else 0
+    if class_name == "CuDNNGRU":
+        reset_after = True
+        if kernel.ndim == 2 and rec.ndim == 2:
+            kernel, rec = _cudnn_blocks(kernel, rec, 3, H)
+        if bias is not None and bias.ndim == 1:
+            bias = bias.reshape(2, -1)
+    if bias is not None and bias.ndim == 2:
+        if not reset_after or bias.shape[0] != 2:
+            raise ModelFormatError(
+                f"{where}: bias of shape {bias.shape} does not fit "
+                f"reset_after={reset_after}"
+            )
+        bias, rbias = bias[0], bias[1]
+    elif bias is not None and reset_after:
+        raise ModelFormatError(
+            f"{where}: reset_after=True needs a (2, 3*units) bias, got {bias.shape}"
+        )
+    return {
+        "kernel": kernel,
+        "recurrent_kernel": rec,
+        "bias": bias,
+        "recurrent_bias": rbias,
+        "reset_after": reset_after,
+    }
+
+
+# The Keras cell classes of each kind, and of the layers that hold one.
+LSTM_CLASSES = ("LSTM", "CuDNNLSTM", "LSTMCell", "PeepholeLSTMCell")
+GRU_CLASSES = ("GRU", "CuDNNGRU", "GRUCell")
+SIMPLE_CLASSES = ("SimpleRNN", "SimpleRNNCell")
+CELL_CLASSES = ("LSTMCell", "PeepholeLSTMCell", "GRUCell", "SimpleRNNCell")
 
 
 def _cell_configs(cfg: dict, class_name: str, where: str) -> list[tuple[str, dict]]:
@@ -195,16 +262,18 @@ def _cell_configs(cfg: dict, class_name: str, where: str) -> list[tuple[str, dic
     out = []
     for e in entries:
         cname = e.get("class_name")
-        if cname not in ("LSTMCell", "PeepholeLSTMCell"):
+        if cname not in CELL_CLASSES:
             raise UnsupportedLayerError(
-                f"{where}: RNN cell class {cname!r} is not supported (LSTMCell, "
-                "PeepholeLSTMCell, or a list of them)"
+                f"{where}: RNN cell class {cname!r} is not supported "
+                f"({', '.join(CELL_CLASSES)}, or a list of them)"
             )
         out.append((cname, e.get("config", {})))
     return out
 
 
 def _cell_weight_count(cell_class: str, cfg: dict, available: int, n_cells: int) -> int:
+    """Arrays of one cell of a stack (every kind: kernel, recurrent kernel,
+    and a bias unless use_bias is off; peepholes add three)."""
     if n_cells == 1:
         return available
     count = 3 if cfg.get("use_bias", True) else 2
@@ -212,6 +281,75 @@ def _cell_weight_count(cell_class: str, cfg: dict, available: int, n_cells: int)
 
 
 def _cell(
+    cfg: dict,
+    class_name: str,
+    weights: list,
+    flavor: KerasFlavor,
+    where: str,
+    zero_output: bool,
+    go_backwards: bool,
+) -> Any:
+    """The canonical spec of one cell of any kind."""
+    if class_name in LSTM_CLASSES:
+        return _lstm_cell(
+            cfg, class_name, weights, flavor, where, zero_output, go_backwards
+        )
+    try:
+        if class_name in GRU_CLASSES:
+            arrays = gru_weights(cfg, weights, class_name, where)
+            acts = _activations(cfg, class_name, flavor, where)
+            spec = GRUSpec.create(
+                **arrays,
+                activation=acts[0],
+                recurrent_activation=acts[1],
+                zero_output_for_mask=zero_output,
+                go_backwards=go_backwards,
+            )
+        else:
+            ws = list(weights)
+            if len(ws) not in (2, 3):
+                raise ModelFormatError(
+                    f"{where}: a SimpleRNN needs 2 or 3 weight arrays, found {len(ws)}"
+                )
+            spec = SimpleRNNSpec.create(
+                *ws,
+                activation=_activations(cfg, class_name, flavor, where)[0],
+                zero_output_for_mask=zero_output,
+                go_backwards=go_backwards,
+            )
+    except FastLSTMError as exc:
+        if isinstance(exc, (ModelFormatError, UnsupportedLayerError)):
+            raise
+        raise ModelFormatError(f"{where}: {exc}") from None
+    _check_units(cfg, spec.units, where)
+    return spec
+
+
+def _activations(
+    cfg: dict, class_name: str, flavor: KerasFlavor, where: str
+) -> tuple[Activation, Activation]:
+    """(activation, recurrent_activation) of a cell; CuDNN layers have
+    sigmoid and tanh built in."""
+    if class_name.startswith("CuDNN"):
+        return Activation.TANH, Activation.SIGMOID
+    act = cell_activation(cfg.get("activation", "tanh"), flavor, f"{where} activation")
+    ract = cell_activation(
+        cfg.get("recurrent_activation", cfg.get("inner_activation", "sigmoid")),
+        flavor,
+        f"{where} recurrent_activation",
+    )
+    return act, ract
+
+
+def _check_units(cfg: dict, units: int, where: str) -> None:
+    said = cfg.get("units", cfg.get("output_dim"))
+    if said is not None and int(said) != units:
+        raise ModelFormatError(
+            f"{where}: config says {said} units but the weights hold {units}"
+        )
+
+
+def _lstm_cell(
     cfg: dict,
     class_name: str,
     weights: list,
@@ -230,17 +368,7 @@ def _cell(
         peepholes = np.stack([np.asarray(w, np.float32) for w in weights[-3:]])
         weights = weights[:-3]
     canonical = lstm_weights(cfg, weights, class_name, where)
-    if class_name == "CuDNNLSTM":
-        act, ract = Activation.TANH, Activation.SIGMOID
-    else:
-        act = cell_activation(
-            cfg.get("activation", "tanh"), flavor, f"{where} activation"
-        )
-        ract = cell_activation(
-            cfg.get("recurrent_activation", cfg.get("inner_activation", "sigmoid")),
-            flavor,
-            f"{where} recurrent_activation",
-        )
+    act, ract = _activations(cfg, class_name, flavor, where)
     units = cfg.get("units", cfg.get("output_dim"))
     if (
         units is not None
@@ -270,7 +398,8 @@ def recurrent(
     cfg: dict | None = None,
     zero_output: bool | None = None,
 ) -> RecurrentSpec:
-    """LSTM, CuDNNLSTM and RNN over LSTM/peephole cells (stacked or not)."""
+    """LSTM, GRU and SimpleRNN layers (CuDNN ones too) and RNN over any of
+    their cells (stacked or not)."""
     cfg = dict(layer.config if cfg is None else cfg)
     where = f"layer {layer.name!r} ({layer.class_name})"
     cells = _cell_configs(cfg, layer.class_name, where)
@@ -460,7 +589,7 @@ def _check_finite(name: str, arrays: list) -> None:
             raise ModelFormatError(f"layer {name!r}: weights contain NaN or inf")
 
 
-RECURRENT_CLASSES = ("LSTM", "CuDNNLSTM", "RNN")
+RECURRENT_CLASSES = ("LSTM", "CuDNNLSTM", "GRU", "CuDNNGRU", "SimpleRNN", "RNN")
 MERGE_OPS = {
     "Concatenate": "concat",
     "Add": "add",

@@ -153,7 +153,7 @@ def _vars(g: h5py.Group, where: str, budget: ByteBudget) -> list:
 def _collect(
     g: h5py.Group, class_name: str, cfg: dict, where: str, budget: ByteBudget
 ) -> list:
-    if class_name in ("LSTM", "CuDNNLSTM"):
+    if class_name in ("LSTM", "CuDNNLSTM", "GRU", "CuDNNGRU", "SimpleRNN"):
         return _vars(_h5.get(g, "cell", where), where, budget)
     if class_name in ("Dense", "Embedding"):
         return _vars(g, where, budget)
