@@ -148,6 +148,20 @@ def cell_activation(value: Any, flavor: KerasFlavor, where: str) -> Activation:
 # --- recurrent layers -------------------------------------------------------------
 
 
+def _kernels_and_bias(
+    ws: list, what: str, keras1: int | None, where: str
+) -> tuple[Any, Any, Any]:
+    """(kernel, recurrent_kernel, bias or None) of a recurrent layer's 2 or
+    3 arrays (Keras 1's per-gate arrays are handled by the caller)."""
+    if len(ws) not in (2, 3):
+        old = f" or Keras 1's {keras1}" if keras1 else ""
+        raise ModelFormatError(
+            f"{where}: {what} needs 2 or 3 weight arrays (kernel, recurrent_kernel, "
+            f"bias){old}, found {len(ws)}"
+        )
+    return ws[0], ws[1], ws[2] if len(ws) == 3 else None
+
+
 def lstm_weights(cfg: dict, weights: list, class_name: str, where: str) -> dict:
     """Canonical kernel / recurrent_kernel / bias from a Keras layer's arrays."""
     units = int(cfg.get("units", cfg.get("output_dim", 0)) or 0)
@@ -159,13 +173,7 @@ def lstm_weights(cfg: dict, weights: list, class_name: str, where: str) -> dict:
             "recurrent_kernel": np.concatenate([ws[1], ws[7], ws[4], ws[10]], axis=1),
             "bias": np.concatenate([ws[2], ws[8], ws[5], ws[11]]),
         }
-    if len(ws) not in (2, 3):
-        raise ModelFormatError(
-            f"{where}: an LSTM needs 2 or 3 weight arrays (kernel, recurrent_kernel, "
-            f"bias) or Keras 1's 12, found {len(ws)}"
-        )
-    kernel, rec = ws[0], ws[1]
-    bias = ws[2] if len(ws) == 3 else None
+    kernel, rec, bias = _kernels_and_bias(ws, "an LSTM", 12, where)
     H = units or (kernel.shape[1] // 4 if kernel.ndim == 2 else 0)
     cudnn = class_name == "CuDNNLSTM" or (bias is not None and bias.shape == (8 * H,))
     if cudnn and kernel.ndim == 2 and rec.ndim == 2:
@@ -205,13 +213,7 @@ def gru_weights(cfg: dict, weights: list, class_name: str, where: str) -> dict:
             "bias": np.concatenate(ws[2::3]),
             "reset_after": False,
         }
-    if len(ws) not in (2, 3):
-        raise ModelFormatError(
-            f"{where}: a GRU needs 2 or 3 weight arrays (kernel, recurrent_kernel, "
-            f"bias) or Keras 1's 9, found {len(ws)}"
-        )
-    kernel, rec = ws[0], ws[1]
-    bias = ws[2] if len(ws) == 3 else None
+    kernel, rec, bias = _kernels_and_bias(ws, "a GRU", 9, where)
     rbias = None
     H = rec.shape[0] if rec.ndim == 2 else 0
     if class_name == "CuDNNGRU":
@@ -306,11 +308,7 @@ def _cell(
                 go_backwards=go_backwards,
             )
         else:
-            ws = list(weights)
-            if len(ws) not in (2, 3):
-                raise ModelFormatError(
-                    f"{where}: a SimpleRNN needs 2 or 3 weight arrays, found {len(ws)}"
-                )
+            ws = _kernels_and_bias(list(weights), "a SimpleRNN", None, where)
             spec = SimpleRNNSpec.create(
                 *ws,
                 activation=_activations(cfg, class_name, flavor, where)[0],
