@@ -1,5 +1,7 @@
 """One adapter per engine, all built from the same canonical weights
-(kernel (I, 4H), recurrent_kernel (H, 4H), bias (4H), gate order i, f, g, o).
+(kernel (I, 4H), recurrent_kernel (H, 4H), bias (4H), gate order i, f, g, o);
+for a GRU (``w["cell"] == "gru"``) kernel (I, 3H), recurrent_kernel (H, 3H),
+bias and recurrent_bias (3H), gate order z, r, n, reset_after.
 
 Each adapter offers, where the engine can do it:
   step(weights, batch)  -> (fn, final): fn(x_t) runs one streaming step;
@@ -18,6 +20,34 @@ def _split(w):
     return w["kernel"], w["recurrent_kernel"], w["bias"]
 
 
+def is_gru(w) -> bool:
+    return w.get("cell") == "gru"
+
+
+def _gru4(w):
+    return w["kernel"], w["recurrent_kernel"], w["bias"], w["recurrent_bias"]
+
+
+def _torch_gru_rows(m):
+    """Canonical (rows, 3H) columns z, r, n -> torch's (3H, rows) rows r, z, n."""
+    z, r, n = np.split(m, 3, axis=-1)
+    return np.concatenate([r, z, n], axis=-1).T
+
+
+def _sigmoid(v):
+    return 1 / (1 + np.exp(-v))
+
+
+def numpy_gru_step(x, h, w):
+    W, U, b, rb = _gru4(w)
+    H = U.shape[0]
+    gx, gh = x @ W + b, h @ U + rb
+    z = _sigmoid(gx[:, :H] + gh[:, :H])
+    r = _sigmoid(gx[:, H : 2 * H] + gh[:, H : 2 * H])
+    n = np.tanh(gx[:, 2 * H :] + r * gh[:, 2 * H :])
+    return n + z * (h - n)
+
+
 class FastLSTM:
     name = "fastlstm"
 
@@ -30,8 +60,13 @@ class FastLSTM:
     def version(self) -> str:
         return self.fastlstm.__version__
 
+    def _layer(self, w, **kw):
+        if is_gru(w):
+            return self.fastlstm.GRU(*_gru4(w), **kw)
+        return self.fastlstm.LSTM(*_split(w), threads=self.threads, **kw)
+
     def step(self, w, batch):
-        layer = self.fastlstm.LSTM(*_split(w), threads=self.threads)
+        layer = self._layer(w)
         stream = layer.stream(batch)
         out = np.empty((batch, layer.output_size), np.float32)
         step = stream.step
@@ -39,12 +74,12 @@ class FastLSTM:
         def fn(x):
             return step(x, out=out)
 
+        if is_gru(w):
+            return fn, lambda: stream.state
         return fn, lambda: stream.state[0]
 
     def seq(self, w):
-        return self.fastlstm.LSTM(
-            *_split(w), return_sequences=True, threads=self.threads
-        )
+        return self._layer(w, return_sequences=True)
 
 
 class NumPy:
@@ -56,6 +91,8 @@ class NumPy:
         return np.__version__
 
     def step(self, w, batch):
+        if is_gru(w):
+            return self._gru_step(w, batch)
         W, U, b = _split(w)
         H = U.shape[0]
         state = {
@@ -75,7 +112,38 @@ class NumPy:
 
         return fn, lambda: state["h"]
 
+    def _gru_step(self, w, batch):
+        state = {"h": np.zeros((batch, w["recurrent_kernel"].shape[0]), np.float32)}
+
+        def fn(x):
+            state["h"] = numpy_gru_step(x, state["h"], w)
+            return state["h"]
+
+        return fn, lambda: state["h"]
+
+    def _gru_seq(self, w):
+        W, U, b, rb = _gru4(w)
+        H = U.shape[0]
+
+        def fn(x):
+            B, T, _ = x.shape
+            xw = (x.reshape(B * T, -1) @ W).reshape(B, T, -1) + b
+            h = np.zeros((B, H), np.float32)
+            out = np.empty((B, T, H), np.float32)
+            for t in range(T):
+                gh = h @ U + rb
+                z = _sigmoid(xw[:, t, :H] + gh[:, :H])
+                r = _sigmoid(xw[:, t, H : 2 * H] + gh[:, H : 2 * H])
+                n = np.tanh(xw[:, t, 2 * H :] + r * gh[:, 2 * H :])
+                h = n + z * (h - n)
+                out[:, t] = h
+            return out
+
+        return fn
+
     def seq(self, w):
+        if is_gru(w):
+            return self._gru_seq(w)
         W, U, b = _split(w)
 
         def fn(x):
@@ -113,6 +181,17 @@ class Torch:
 
     def _load(self, module, w, suffix=""):
         torch = self.torch
+        if is_gru(w):
+            W, U, b, rb = _gru4(w)
+            with torch.no_grad():
+                for name, v in (
+                    ("weight_ih", _torch_gru_rows(W)),
+                    ("weight_hh", _torch_gru_rows(U)),
+                    ("bias_ih", _torch_gru_rows(b[None])[:, 0]),
+                    ("bias_hh", _torch_gru_rows(rb[None])[:, 0]),
+                ):
+                    getattr(module, name + suffix).copy_(torch.from_numpy(v.copy()))
+            return module.eval()
         W, U, b = _split(w)
         with torch.no_grad():
             getattr(module, "weight_ih" + suffix).copy_(torch.from_numpy(W.T.copy()))
@@ -124,6 +203,16 @@ class Torch:
     def step(self, w, batch):
         torch = self.torch
         I, H = w["kernel"].shape[0], w["recurrent_kernel"].shape[0]
+        if is_gru(w):
+            gcell = self._load(torch.nn.GRUCell(I, H), w)
+            hs = [torch.zeros(batch, H)]
+
+            def gfn(x):
+                with torch.inference_mode():
+                    hs[0] = gcell(torch.from_numpy(x), hs[0])
+                return hs[0]
+
+            return gfn, lambda: hs[0].numpy()
         cell = self._load(torch.nn.LSTMCell(I, H), w)
         state = [torch.zeros(batch, H), torch.zeros(batch, H)]
 
@@ -137,7 +226,8 @@ class Torch:
     def seq(self, w):
         torch = self.torch
         I, H = w["kernel"].shape[0], w["recurrent_kernel"].shape[0]
-        lstm = self._load(torch.nn.LSTM(I, H, batch_first=True), w, "_l0")
+        module = torch.nn.GRU if is_gru(w) else torch.nn.LSTM
+        lstm = self._load(module(I, H, batch_first=True), w, "_l0")
 
         def fn(x):
             with torch.inference_mode():
@@ -158,9 +248,32 @@ class OnnxRuntime:
     def version(self) -> str:
         return self.ort.__version__
 
+    def _gru_node(self, w, with_state: bool):
+        """A GRU node (linear_before_reset=1: reset_after) with its
+        initializers; ONNX's GRU blocks z, r, h are the canonical order."""
+        from onnx import TensorProto, helper
+
+        W, U, b, rb = _gru4(w)
+        I, H = W.shape[0], U.shape[0]
+        inits = [
+            helper.make_tensor("W", TensorProto.FLOAT, (1, 3 * H, I), W.T.ravel()),
+            helper.make_tensor("R", TensorProto.FLOAT, (1, 3 * H, H), U.T.ravel()),
+            helper.make_tensor(
+                "B", TensorProto.FLOAT, (1, 6 * H), np.concatenate([b, rb])
+            ),
+        ]
+        node_in = ["X", "W", "R", "B"] + (["", "h0"] if with_state else [])
+        node = helper.make_node(
+            "GRU", node_in, ["Y", "Y_h"], hidden_size=H, linear_before_reset=1
+        )
+        return node, inits, ("h0",), ("Y", "Y_h")
+
     def _session(self, w, with_state: bool):
         from onnx import TensorProto, helper
 
+        if is_gru(w):
+            node, inits, states, outs = self._gru_node(w, with_state)
+            return self._make(node, inits, w, with_state, states, outs)
         W, U, b = _split(w)
         I, H = W.shape[0], U.shape[0]
         order = [0, 3, 1, 2]  # ONNX gate blocks i, o, f, c from canonical i, f, g, o
@@ -184,20 +297,25 @@ class OnnxRuntime:
                 ),
             ),
         ]
+        node_in = ["X", "W", "R", "B"] + (["", "h0", "c0"] if with_state else [])
+        node = helper.make_node("LSTM", node_in, ["Y", "Y_h", "Y_c"], hidden_size=H)
+        return self._make(node, inits, w, with_state, ("h0", "c0"), ("Y", "Y_h", "Y_c"))
+
+    def _make(self, node, inits, w, with_state, states, outs):
+        """A one-node model's session, one or self.threads threads."""
+        from onnx import TensorProto, helper
+
+        I, H = w["kernel"].shape[0], w["recurrent_kernel"].shape[0]
         inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "N", I])]
-        node_in = ["X", "W", "R", "B"]
         if with_state:
             inputs += [
                 helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, "N", H])
-                for n in ("h0", "c0")
+                for n in states
             ]
-            node_in += ["", "h0", "c0"]
         outputs = [
-            helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
-            for n in ("Y", "Y_h", "Y_c")
+            helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outs
         ]
-        node = helper.make_node("LSTM", node_in, ["Y", "Y_h", "Y_c"], hidden_size=H)
-        graph = helper.make_graph([node], "lstm", inputs, outputs, inits)
+        graph = helper.make_graph([node], node.op_type.lower(), inputs, outputs, inits)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 8  # what opset 17 needs; newer onnx writes a newer one
         opts = self.ort.SessionOptions()
@@ -210,6 +328,14 @@ class OnnxRuntime:
     def step(self, w, batch):
         H = w["recurrent_kernel"].shape[0]
         sess = self._session(w, True)
+        if is_gru(w):
+            hs = {"h0": np.zeros((1, batch, H), np.float32)}
+
+            def gfn(x):
+                _, hs["h0"] = sess.run(None, {"X": x[None], **hs})
+                return hs["h0"]
+
+            return gfn, lambda: hs["h0"][0]
         state = {
             "h0": np.zeros((1, batch, H), np.float32),
             "c0": np.zeros((1, batch, H), np.float32),

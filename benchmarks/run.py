@@ -51,6 +51,18 @@ def weights(I: int, H: int, seed: int = 0) -> dict:
     }
 
 
+def gru_weights(I: int, H: int, seed: int = 0) -> dict:
+    """Well-conditioned GRU weights: N(0, 0.1), gate blocks z, r, n."""
+    rng = np.random.default_rng(seed)
+    return {
+        "cell": "gru",
+        "kernel": rng.normal(0, 0.1, (I, 3 * H)).astype(np.float32),
+        "recurrent_kernel": rng.normal(0, 0.1, (H, 3 * H)).astype(np.float32),
+        "bias": rng.normal(0, 0.1, 3 * H).astype(np.float32),
+        "recurrent_bias": rng.normal(0, 0.1, 3 * H).astype(np.float32),
+    }
+
+
 def decaying_weights(I: int, H: int) -> dict:
     """A state that decays through the denormal range: forget gate ~0.05, no
     candidate input, so c and h shrink ~20x per step and pass 1e-38 within
@@ -66,8 +78,12 @@ def decaying_weights(I: int, H: int) -> dict:
     }
 
 
-def flops_per_step(I: int, H: int, B: int = 1) -> float:
-    return 2.0 * B * 4 * H * (I + H)
+def flops_per_step(I: int, H: int, B: int = 1, gates: int = 4) -> float:
+    return 2.0 * B * gates * H * (I + H)
+
+
+def gates_of(w: dict) -> int:
+    return 3 if w.get("cell") == "gru" else 4
 
 
 def median_time(fn, arg, quick: bool) -> float:
@@ -136,12 +152,13 @@ def make_engines(threads: int, notes: list) -> list:
     return engines
 
 
-def run_step_case(engines, H, I, threads, quick):
-    w = weights(I, H)
+def run_step_case(engines, H, I, threads, quick, w=None, label=None):
+    w = weights(I, H) if w is None else w
     x = np.random.default_rng(1).normal(size=(1, I)).astype(np.float32)
     xs = np.random.default_rng(2).normal(size=(50, 1, I)).astype(np.float32)
+    default = f"a step H={H}" if threads == 1 else f"e step H={H} 2 threads"
     row = {
-        "case": f"a step H={H}" if threads == 1 else f"e step H={H} 2 threads",
+        "case": label or default,
         "H": H,
         "I": I,
         "B": 1,
@@ -163,7 +180,7 @@ def run_step_case(engines, H, I, threads, quick):
         row["results"][eng.name] = {
             "seconds": sec,
             "us": sec * 1e6,
-            "gflops": flops_per_step(I, H) / sec / 1e9,
+            "gflops": flops_per_step(I, H, 1, gates_of(w)) / sec / 1e9,
             "max_abs_diff": diffs[eng.name],
         }
     return row
@@ -199,7 +216,7 @@ def run_seq_case(
         row["results"][eng.name] = {
             "seconds": sec,
             "us_per_step": sec / T * 1e6,
-            "gflops": flops_per_step(I, H, B) * T / sec / 1e9,
+            "gflops": flops_per_step(I, H, B, gates_of(w)) * T / sec / 1e9,
             "max_abs_diff": diffs[eng.name],
         }
     if keras_result is not None:
@@ -498,6 +515,41 @@ def main() -> int:
                     "max_abs_diff": float(np.abs(keras[1][f"model_{key}"] - y).max()),
                 }
             report["rows"].append(row)
+
+        # g: GRU layers (reset_after, PyTorch's and Keras' default)
+        for H in step_sizes if quick else [32, 128, 512]:
+            report["rows"].append(
+                run_step_case(
+                    engines, H, 64, 1, quick, gru_weights(64, H), f"g GRU step H={H}"
+                )
+            )
+        for H in seq_sizes if quick else [32, 128, 512]:
+            report["rows"].append(
+                run_seq_case(
+                    engines,
+                    1,
+                    1000,
+                    H,
+                    H,
+                    1,
+                    quick,
+                    f"g GRU seq B=1 T=1000 H={H}",
+                    w=gru_weights(H, H),
+                )
+            )
+        report["rows"].append(
+            run_seq_case(
+                engines,
+                64,
+                100,
+                128,
+                256,
+                1,
+                quick,
+                "g GRU batch B=64 T=100 H=256",
+                w=gru_weights(128, 256),
+            )
+        )
 
         # f: a state decaying through denormals, from a non-zero start
         H = 128
