@@ -51,7 +51,7 @@ from fastlstm.frontends.torch import (
     TorchStream,
     from_torch,
 )
-from fastlstm.loading import from_keras, load, load_spec
+from fastlstm.loading import from_keras, load, load_spec, read_state_dict
 from fastlstm.model_spec import ModelSpec
 from fastlstm.spec import GRUSpec, LSTMSpec, SimpleRNNSpec
 
@@ -60,6 +60,7 @@ __version__ = "0.1.0"
 __all__ = [
     "load",
     "load_spec",
+    "read_state_dict",
     "from_keras",
     "from_torch",
     "from_tf1",

@@ -10,6 +10,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from fastlstm.errors import (
     ConfigError,
     DTypeError,
@@ -32,10 +34,10 @@ from fastlstm.loaders import (
 from fastlstm.loaders.keras_live import read_live_keras
 from fastlstm.loaders.onnx_reader import read_onnx_model
 from fastlstm.loaders.tf1_reader import read_tf1
-from fastlstm.loaders.torch_recurrent import read_state_dict
+from fastlstm.loaders.torch_recurrent import flatten_state_dict, read_torch_graph
 from fastlstm.model_spec import ModelSpec
 
-__all__ = ["load", "load_spec", "from_keras"]
+__all__ = ["load", "load_spec", "from_keras", "read_state_dict"]
 
 # options of load() that apply to each family of formats
 OPTIONS = {
@@ -143,7 +145,7 @@ def _read(family: str, obj: Any, where: str, given: dict) -> ModelSpec:
     if family == "torch":
         if obj is None:
             obj = read_torch_object(where)
-        return read_state_dict(obj, where=where, **opts)
+        return read_torch_graph(obj, where=where, **opts)
     if family == "tf1":
         return read_tf1(where if obj is None else obj, **opts)
     if family == "onnx":
@@ -219,3 +221,23 @@ def from_keras(model: Any) -> Model:
     model object: its config and weights, nothing else. Keras is not
     imported by fastlstm; this only reads the object you pass."""
     return Model(read_live_keras(model))
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every tensor of a PyTorch file as NumPy arrays, by dotted key: a
+    ``torch.save`` file (zip or legacy; a state_dict, or a checkpoint dict
+    whose nested dicts give keys such as ``model.head.weight``) or a
+    ``.safetensors`` file. Read as ``load`` reads them: no torch, nothing
+    from the file runs, sizes checked against a byte budget. Tensors keep
+    their dtype (float16 stays float16), except bfloat16, which NumPy
+    lacks: it is widened exactly to float32. Non-tensor entries (epoch
+    numbers, optimizer settings) are left out."""
+    path = os.fspath(path)
+    with load_errors(path):
+        family = family_of(path)
+        if family != "torch":
+            raise ModelFormatError(
+                f"{path}: is not a torch.save or safetensors file (it reads as "
+                f"{_FAMILY_NAMES.get(family, family)})"
+            )
+        return flatten_state_dict(read_torch_object(path), path)

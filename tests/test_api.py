@@ -15,6 +15,7 @@ def test_all_is_pinned():
         [
             "load",
             "load_spec",
+            "read_state_dict",
             "from_keras",
             "from_torch",
             "from_tf1",

@@ -161,3 +161,34 @@ def test_live_modules(make):
             want = module(x)[0].numpy()
             got = model(x.numpy())[0]
     assert np.abs(got - want).max() <= TOL_F32
+
+
+def test_read_state_dict_runs_a_linear_head(tmp_path):
+    """fastlstm.read_state_dict gives every tensor, so a model's Linear head
+    (which load() leaves out) runs in NumPy on the recurrent output."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(5)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gru = torch.nn.GRU(4, 6, batch_first=True)
+            self.head = torch.nn.Linear(6, 2)
+
+        def forward(self, x):
+            return self.head(self.gru(x)[0][:, -1])
+
+    net = Net().eval()
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": net.state_dict(), "epoch": 3}, path)
+    sd = fastlstm.read_state_dict(path)
+    assert set(sd) == {f"model.{k}" for k in net.state_dict()}
+    x = torch.randn(3, 9, 4)
+    with torch.no_grad():
+        want = net(x).numpy()
+    out, _ = fastlstm.load(path, batch_first=True)(x.numpy())
+    got = out[:, -1] @ sd["model.head.weight"].T + sd["model.head.bias"]
+    assert np.abs(got - want).max() <= TOL_F32
+    onnx_file = FIXTURES / "gru_basic" / "ref.npz"
+    with pytest.raises(fastlstm.ModelFormatError, match="not a torch.save"):
+        fastlstm.read_state_dict(onnx_file)

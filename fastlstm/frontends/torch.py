@@ -36,7 +36,7 @@ from fastlstm.loaders.torch_recurrent import (
     cell_graph,
     find_recurrent,
     module_graph,
-    read_state_dict,
+    read_torch_graph,
 )
 from fastlstm.model_spec import ModelSpec
 from fastlstm.spec import real_array
@@ -469,7 +469,7 @@ def from_state_dict(
     arrays or torch tensors. A state_dict does not record ``batch_first``
     (a module needs it given, a cell has none) nor an nn.RNN's
     ``nonlinearity``."""
-    spec = read_state_dict(
+    spec = read_torch_graph(
         state_dict,
         prefix=prefix,
         batch_first=batch_first,

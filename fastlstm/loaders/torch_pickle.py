@@ -15,8 +15,8 @@ The object is unpickled by fastlstm's own restricted interpreter
 the tensor rebuild functions implemented here with NumPy, storage types,
 plain containers); any other global is refused by name, nothing in the file
 can run code, and no object outside the load can be changed by it.
-Tensors come back as NumPy arrays (float16, bfloat16 and float64 as
-float32; integer and bool tensors keep their dtype).
+Tensors come back as NumPy arrays of their own dtype (bfloat16, which
+NumPy lacks, widened exactly to float32).
 """
 
 from __future__ import annotations
@@ -73,7 +73,6 @@ STORAGE_DTYPES = {
     "BoolStorage": "?",
     "UntypedStorage": "u1",
 }
-_FLOAT_KINDS = ("FloatStorage", "DoubleStorage", "HalfStorage", "BFloat16Storage")
 
 
 class StorageType:
@@ -154,8 +153,8 @@ class LazyTensor:
                 f"{where}: a tensor of shape {self.size} is above the "
                 f"{MAX_TENSOR_ELEMENTS}-element limit"
             )
-        # float16/bfloat16 widen to float32: charge what the copy will take
-        widened = 4 if st.type.name in _FLOAT_KINDS else item
+        # bfloat16 widens to float32: charge what the copy will take
+        widened = 4 if st.type.name == "BFloat16Storage" else item
         budget.spend(numel * max(item, widened), f"tensor of shape {self.size}")
         if numel == 0:
             return _widen(np.zeros(self.size, base.dtype), st.type.name)
@@ -177,12 +176,11 @@ class LazyTensor:
 
 
 def _widen(arr: np.ndarray, storage_name: str) -> np.ndarray:
+    """bfloat16 bit patterns as the float32 values they are (exactly: NumPy
+    has no bfloat16); every other dtype kept, in native byte order."""
     if storage_name == "BFloat16Storage":
         bits = arr.astype(np.uint16).astype(np.uint32) << 16
         return bits.view(np.float32)
-    if storage_name in _FLOAT_KINDS:
-        with np.errstate(over="ignore"):
-            return arr.astype(np.float32)
     return arr.astype(arr.dtype.newbyteorder("="), copy=False)
 
 

@@ -495,7 +495,7 @@ def cell_graph(cell: Any, source: str = "") -> ModelSpec:
     )
 
 
-def read_state_dict(
+def read_torch_graph(
     state_dict: Any,
     *,
     prefix: str | None = None,
