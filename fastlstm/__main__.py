@@ -76,11 +76,16 @@ def inspect(path: str, batch_first: bool | None = None) -> int:
             kw = {} if batch_first is None else {"batch_first": batch_first}
             model = fastlstm.load(path, **kw)
         except fastlstm.ConfigError as exc:
-            if batch_first is not None or "does not record batch_first" not in str(exc):
+            if batch_first is not None or "does not record" not in str(exc):
                 raise
-            # describing the weights does not need it; running them does
-            model = fastlstm.load(path, batch_first=False)
+            # describing the weights does not need what the file lacks;
+            # running them does
+            lacks_act = "nonlinearity" in str(exc)
+            kw = {"nonlinearity": "tanh"} if lacks_act else {}
+            model = fastlstm.load(path, batch_first=False, **kw)
             note = "not recorded in the file: pass --batch-first or --no-batch-first"
+            if lacks_act:
+                note += "; nor is the nonlinearity (shown as tanh)"
     except fastlstm.FastLSTMError as exc:
         print(f"fastlstm: {exc}", file=sys.stderr)
         return 1

@@ -45,3 +45,9 @@ class DTypeError(FastLSTMError, TypeError):
 
 class StreamError(FastLSTMError, RuntimeError):
     """A stream is used in a way that would corrupt it (or cannot stream)."""
+
+
+class PrecisionWarning(UserWarning):
+    """A model saved for lower precision (a Keras mixed_float16 /
+    mixed_bfloat16 policy) runs in float32 here: its outputs differ from the
+    framework's by about the half-precision rounding."""

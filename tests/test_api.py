@@ -51,6 +51,7 @@ def test_all_is_pinned():
             "UnsupportedLayerError",
             "ShapeError",
             "NonFiniteError",
+            "PrecisionWarning",
             "ConfigError",
             "DTypeError",
             "StreamError",

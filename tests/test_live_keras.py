@@ -80,3 +80,35 @@ def test_from_keras_live_object():
         got, want = (got, want) if isinstance(want, list) else ([got], [want])
         for g, w in zip(got, want):
             assert np.abs(g - np.asarray(w)).max() < TOL_F32, name
+
+
+def test_mixed_precision_model_runs_in_float32_and_says_so(tmp_path):
+    """A model saved under mixed_float16 (float32 weights, float16 compute
+    in Keras) loads with a PrecisionWarning, says so in summary(), and
+    matches the same model run in float32 to 1e-5 (and Keras' float16
+    outputs to about float16 rounding)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 12, 3)).astype(np.float32)
+
+    def build(policy):
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            return keras.Sequential(
+                [keras.Input((None, 3)), keras.layers.GRU(5), keras.layers.Dense(2)]
+            )
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+
+    full, mixed = build("float32"), build("mixed_float16")
+    weights = [rng.normal(0, 0.3, w.shape) for w in full.get_weights()]
+    full.set_weights(weights)
+    mixed.set_weights(weights)
+    mixed.save(tmp_path / "mixed.keras")
+    want = np.asarray(full.predict(x, verbose=0), np.float32)
+    half = np.asarray(mixed.predict(x, verbose=0), np.float32)
+    with pytest.warns(fastlstm.PrecisionWarning, match="mixed_float16 policy"):
+        model = fastlstm.load(tmp_path / "mixed.keras")
+    assert "runs in float32" in model.summary(print_fn=lambda s: None)
+    got = model.predict(x)
+    assert np.abs(got - want).max() < TOL_F32
+    assert TOL_F32 < np.abs(got - half).max() < 2e-2

@@ -4,6 +4,7 @@ streams over a ModelSpec graph run by the engine."""
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +15,7 @@ from fastlstm._core import StreamGuard
 from fastlstm.engine.graph import Graph, RunContext
 from fastlstm.engine.layers import Layer
 from fastlstm.engine.lstm import refuse_pickle
-from fastlstm.errors import FastLSTMError, ShapeError, StreamError
+from fastlstm.errors import FastLSTMError, PrecisionWarning, ShapeError, StreamError
 from fastlstm.model_spec import ModelSpec
 
 __all__ = ["Model", "ModelStream"]
@@ -36,6 +37,22 @@ class Model:
         self._graph = Graph(spec)
         self._ctx = self._graph.context()
         self._shapes: tuple[dict, list] | None = None
+        note = self.precision_note
+        if note:
+            warnings.warn(f"{spec.source or 'model'}: {note}", PrecisionWarning, 2)
+
+    @property
+    def precision_note(self) -> str:
+        """What fastlstm computes in, for a model saved under a Keras
+        mixed-precision policy ('' otherwise)."""
+        policy = self.spec.conventions.get("mixed_precision")
+        if not policy:
+            return ""
+        half = policy.split("_", 1)[-1]
+        return (
+            f"saved under the {policy} policy, runs in float32: outputs differ "
+            f"from Keras' {half} outputs by about {half} rounding"
+        )
 
     def __reduce__(self) -> tuple:
         """Pickles the spec (config and NumPy weights), never C pointers; the
@@ -184,6 +201,8 @@ class Model:
             f"Total params: {total:,}\nTrainable params: {total:,}\n"
             "Non-trainable params: 0\n"
         )
+        if self.precision_note:
+            out.write(f"Precision: {self.precision_note}\n")
         text = out.getvalue()
         (print_fn or print)(text.rstrip("\n"))
         return text

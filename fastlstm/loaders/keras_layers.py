@@ -700,6 +700,24 @@ def canonical_layer(layer: KerasLayer, flavor: KerasFlavor) -> LayerSpec:
         ) from None
 
 
+def dtype_policy(config: dict) -> str | None:
+    """The name of a layer's dtype policy: a string, or a serialized
+    DTypePolicy / Policy (``{"config": {"name": "mixed_float16"}}``)."""
+    d = config.get("dtype")
+    if isinstance(d, dict):
+        inner = d.get("config")
+        d = inner.get("name") if isinstance(inner, dict) else None
+    return d if isinstance(d, str) else None
+
+
+def mixed_precision(layers: Any) -> str | None:
+    """The mixed-precision policy (mixed_float16, mixed_bfloat16) the model
+    was saved under, if any layer has one."""
+    names = {dtype_policy(layer.config) for layer in layers}
+    mixed = sorted(n for n in names if n and n.startswith("mixed_"))
+    return mixed[0] if mixed else None
+
+
 def canonical_model(raw: ModelSpec) -> ModelSpec:
     """The graph with each KerasLayer replaced by its canonical spec. Every
     layer is converted before anything is raised, so one error lists every
@@ -715,4 +733,8 @@ def canonical_model(raw: ModelSpec) -> ModelSpec:
         message = "; ".join(str(e) for e in errors)
         raise type(errors[0])(f"{raw.source}: {message}")
     spec = dataclasses.replace(raw, layers=tuple(layers))
+    policy = mixed_precision(raw.layers)
+    if policy:  # the weights are float32; Keras computed in half precision
+        conventions = {**spec.conventions, "mixed_precision": policy}
+        spec = dataclasses.replace(spec, conventions=conventions)
     return spec.validate()
