@@ -54,6 +54,7 @@ MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 # Operators.md): the shape and glue ops exporters write around recurrent
 # nodes. engine/ops.py implements exactly these.
 ARRAY_OPS = (
+    # shape and glue ops (engine/ops.py)
     "Cast",
     "Concat",
     "Constant",
@@ -67,6 +68,54 @@ ARRAY_OPS = (
     "Squeeze",
     "Transpose",
     "Unsqueeze",
+    # compute ops (engine/ops_compute.py)
+    "Abs",
+    "Add",
+    "And",
+    "BatchNormalization",
+    "Clip",
+    "Conv",
+    "Div",
+    "Dropout",
+    "Equal",
+    "Erf",
+    "Exp",
+    "Flatten",
+    "Gemm",
+    "Greater",
+    "GreaterOrEqual",
+    "LayerNormalization",
+    "Less",
+    "LessOrEqual",
+    "Log",
+    "LogSoftmax",
+    "MatMul",
+    "Max",
+    "Mean",
+    "Min",
+    "Mul",
+    "Neg",
+    "Not",
+    "Or",
+    "Pow",
+    "Range",
+    "Reciprocal",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceSum",
+    "Relu",
+    "Sigmoid",
+    "Softmax",
+    "Softplus",
+    "Split",
+    "Sqrt",
+    "Sub",
+    "Sum",
+    "Tanh",
+    "Tile",
+    "Where",
+    "Xor",
 )
 
 
@@ -312,6 +361,8 @@ class OpSpec(LayerSpec):
 
     op: str = "Identity"
     attrs: Mapping = dataclasses.field(default_factory=dict)
+    opset: int = 0  # the graph's ONNX opset (0: unknown); some ops changed
+    outputs: int = 1  # how many outputs the node names (Split without sizes)
 
     def describe(self) -> str:
         return f"node {self.name!r} ({self.op})"

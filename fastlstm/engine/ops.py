@@ -1,7 +1,8 @@
 """Array ops of ``OpSpec`` nodes (model_spec.ARRAY_OPS), with ONNX's
 definitions: the shape and glue ops exporters write around recurrent
-nodes, in NumPy. Ops that allocate (ConstantOfShape, Concat, Gather, Cast,
-Expand) charge their results to a byte budget before allocating."""
+nodes, in NumPy (the compute ops are in ops_compute.py). Ops that
+allocate (ConstantOfShape, Concat, Gather, Cast, Expand) charge their
+results to a byte budget before allocating."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from fastlstm._budget import ByteBudget
 from fastlstm.engine.layers import Layer, RunContext
+from fastlstm.engine.ops_compute import COMPUTE_OPS
 from fastlstm.errors import ModelFormatError, ShapeError, UnsupportedLayerError
 from fastlstm.model_spec import ConstantSpec, OpSpec
 
@@ -246,6 +248,7 @@ def _identity(node: OpSpec, ins: list, budget: ByteBudget) -> list:
 
 
 OPS = {
+    **COMPUTE_OPS,
     "Constant": _constant,
     "ConstantOfShape": _constant_of_shape,
     "Shape": _shape,

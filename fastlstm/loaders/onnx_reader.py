@@ -152,7 +152,14 @@ def graph_spec(graph: Graph, *, numpy_fallback: bool = True) -> ModelSpec:
                 for k in RUN_INPUTS[node.op]
             )
         else:
-            layer = OpSpec(b.unique(node.name), node.op, node.op, dict(node.attrs))
+            layer = OpSpec(
+                b.unique(node.name),
+                node.op,
+                node.op,
+                dict(node.attrs),
+                opset=graph.opset or 0,
+                outputs=len(node.outputs),
+            )
             ins = tuple(b.ref(name, node) for name in node.inputs)
             _track_constant(node, b.constants)
         b.add(layer, ins, node.outputs)

@@ -34,6 +34,8 @@ DTYPES = {
     "U8": "u1",
     "BOOL": "?",
 }
+
+
 def looks_like_safetensors(head: bytes, size: int) -> bool:
     """8-byte header length that fits the file, followed by '{'."""
     if len(head) < 9:
