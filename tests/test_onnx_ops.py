@@ -256,3 +256,44 @@ def test_exported_model_with_heads(kind, dynamic):
     got = fastlstm.from_onnx(model)(x.numpy())
     for g, w in zip(got, want):
         assert np.abs(g - w).max() <= TOL_F32
+
+
+def test_shape_subgraphs_run_once_per_input_shape(monkeypatch):
+    """The Shape -> Gather -> Concat -> Expand chains an export writes for
+    zero initial states are evaluated once per input shape and kept (for
+    at most SHAPE_CACHE_ENTRIES shapes); outputs built from kept values are
+    the caller's own copies."""
+    torch = pytest.importorskip("torch")
+    from fastlstm.engine import graph as graph_module
+    from fastlstm.engine import ops
+
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(3, 4, batch_first=True)
+    model = fastlstm.from_onnx(
+        _export(lstm, torch.randn(2, 5, 3), dynamic_axes={"x": {0: "B", 1: "T"}})
+    )
+    g = model._graph
+    assert {s.layer.spec.op for s in g._plan if s.key in g._shape_keys} >= {
+        "Shape",
+        "Gather",
+        "Concat",
+    }
+    calls = []
+    real = ops.run_op
+    monkeypatch.setattr(
+        ops, "run_op", lambda n, i, b: calls.append(n.op) or real(n, i, b)
+    )
+    x = np.random.default_rng(1).normal(size=(2, 5, 3)).astype(np.float32)
+    first = model(x)
+    n_first = len(calls)
+    again = model(x)
+    assert "Shape" in calls[:n_first] and "Shape" not in calls[n_first:]
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    for out in again:  # writable, and not the kept value
+        out[...] = 7.0
+    np.testing.assert_array_equal(model(x)[0], first[0])
+    for T in range(1, graph_module.SHAPE_CACHE_ENTRIES + 5):
+        y = model(x[:, :1].repeat(T, axis=1))[0]
+        assert y.shape == (2, T, 4)
+    assert len(g._shape_cache) == graph_module.SHAPE_CACHE_ENTRIES

@@ -3,6 +3,8 @@ its nodes in order, passing arrays and masks from layer to layer."""
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -16,6 +18,29 @@ from fastlstm.model_spec import ConstantSpec, ModelSpec, OpSpec, RecurrentSpec
 from fastlstm.spec import check_elements
 
 __all__ = ["Graph", "RunContext"]
+
+# Values that depend only on the inputs' shapes (exporters' Shape -> Gather
+# -> Concat -> Expand chains) are computed once per input shape and kept
+# for this many distinct shapes, and at most this many bytes in all.
+SHAPE_CACHE_ENTRIES = 16
+SHAPE_CACHE_BYTES = 64 << 20
+# The inputs (by position) from whose values these ops take their result's
+# shape; every other input of every op only passes its shape on.
+SHAPE_INPUTS = {
+    "Reshape": (1,),
+    "Expand": (1,),
+    "Tile": (1,),
+    "Slice": (1, 2, 3, 4),
+    "ConstantOfShape": (0,),
+    "Range": (0, 1, 2),
+    "Squeeze": (1,),
+    "Unsqueeze": (1,),
+    "Split": (1,),
+    "ReduceMean": (1,),
+    "ReduceMax": (1,),
+    "ReduceMin": (1,),
+    "ReduceSum": (1,),
+}
 
 
 class Graph:
@@ -39,6 +64,56 @@ class Graph:
         self._folded: dict[tuple, tuple] = {}
         self._folded_nodes: set[tuple] = set()
         self._fold_constants()
+        self._shape_nodes = self._shape_determined()
+        self._shape_cache: OrderedDict = OrderedDict()
+        self._shape_lock = threading.Lock()
+        self._shape_keys = {(n.layer, n.index) for n in self._shape_nodes}
+        # every node not folded; and without the shape-determined ones, for
+        # calls whose input shapes the cache knows
+        self._plan = [
+            _Step(node, self.layers[node.layer])
+            for node in spec.nodes
+            if (node.layer, node.index) not in self._folded_nodes
+        ]
+        self._plan_cached = [s for s in self._plan if s.key not in self._shape_keys]
+
+    def _shape_determined(self) -> list:
+        """The op nodes (in order) whose values depend only on the graph
+        inputs' shapes. A value's shape is so determined when its node's
+        inputs' shapes are, and the inputs an op reads a shape from (a
+        Reshape's target, an Expand's shape, ...) are so determined values;
+        Shape of such a value is one."""
+        fixed_shape = {(r.layer, r.node) for r in self.spec.inputs}
+        fixed_value = set(self._folded_nodes)
+        out = []
+        for node in self.spec.nodes:
+            key = (node.layer, node.index)
+            if key in fixed_value:
+                continue
+            spec = self.layers[node.layer].spec
+            refs = [None if r is None else (r.layer, r.node) for r in node.inputs]
+            given = [r for r in refs if r is not None]
+            shapes = all(r in fixed_shape or r in fixed_value for r in given)
+            if isinstance(spec, OpSpec) and spec.op == "Shape":
+                if given and shapes:
+                    fixed_value.add(key)
+                    out.append(node)
+                continue
+            reads = SHAPE_INPUTS.get(spec.op, ()) if isinstance(spec, OpSpec) else ()
+            if shapes and all(
+                refs[k] is None or refs[k] in fixed_value
+                for k in reads
+                if k < len(refs)
+            ):
+                fixed_shape.add(key)
+            if (
+                isinstance(spec, OpSpec)
+                and given
+                and all(r in fixed_value for r in given)
+            ):
+                fixed_value.add(key)
+                out.append(node)
+        return out
 
     def _fold_constants(self) -> None:
         """Evaluates once the nodes that depend on constants only (array
@@ -143,46 +218,84 @@ class Graph:
         values: dict[tuple, tuple] = dict(self._folded)
         for ref, arr in zip(self.spec.inputs, arrays):
             values[(ref.layer, ref.node, ref.tensor)] = (arr, None)
-        for node in self.spec.nodes:
-            if (node.layer, node.index) in self._folded_nodes:
+        shape_key = tuple(None if a is None else (a.shape, a.dtype.str) for a in arrays)
+        hit = self._cached_shapes(shape_key) if self._shape_nodes else None
+        if hit is not None:
+            values.update(hit)
+        for step in self._plan if hit is None else self._plan_cached:
+            if isinstance(step.layer, InputLayer):
+                if step.key + (0,) not in values:
+                    raise ShapeError(f"input layer {step.node.layer!r} got no value")
                 continue
-            layer = self.layers[node.layer]
-            if isinstance(layer, InputLayer):
-                if (node.layer, 0, 0) not in values:
-                    raise ShapeError(f"input layer {node.layer!r} got no value")
-                continue
-            xs, ms = self._node_inputs(node, values)
-            try:
-                outs, masks = layer.call(xs, ms, node, ctx)
-            except FastLSTMError as exc:
-                if f"{node.layer!r}" in str(exc):
-                    raise
-                raise type(exc)(
-                    f"layer {node.layer!r} ({layer.class_name}): {exc}"
-                ) from None
+            outs, masks = self._call(step, values, ctx)
             for i, (o, m) in enumerate(zip(outs, masks)):
-                values[(node.layer, node.index, i)] = (o, m)
+                values[step.key + (i,)] = (o, m)
             if record is not None:
-                record[(node.layer, node.index)] = [np.shape(o) for o in outs]
+                record[step.key] = [np.shape(o) for o in outs]
+        if hit is None and self._shape_nodes:
+            self._keep(shape_key, values)
         if record is not None:
             for ref, a in zip(self.spec.inputs, arrays):
                 record[(ref.layer, 0)] = [a.shape]
-        return [values[(r.layer, r.node, r.tensor)][0] for r in self.spec.outputs]
+        keys = [(r.layer, r.node, r.tensor) for r in self.spec.outputs]
+        # shape-determined values are shared between calls: outputs are copies
+        return [
+            np.array(values[k][0]) if k[:2] in self._shape_keys else values[k][0]
+            for k in keys
+        ]
 
-    def _node_inputs(self, node: Any, values: dict) -> tuple[list, list]:
+    def _call(self, step: _Step, values: dict, ctx: RunContext) -> tuple:
+        xs, ms = self._node_inputs(step, values)
+        try:
+            return step.layer.call(xs, ms, step.node, ctx)
+        except FastLSTMError as exc:
+            if f"{step.node.layer!r}" in str(exc):
+                raise
+            raise type(exc)(
+                f"layer {step.node.layer!r} ({step.layer.class_name}): {exc}"
+            ) from None
+
+    def _cached_shapes(self, key: tuple) -> dict | None:
+        """The shape-determined values for inputs of these shapes, if kept."""
+        with self._shape_lock:
+            got = self._shape_cache.get(key)
+            if got is not None:
+                self._shape_cache.move_to_end(key)
+            return got
+
+    def _keep(self, key: tuple, values: dict) -> None:
+        """Keeps read-only copies of this call's shape-determined values,
+        within SHAPE_CACHE_ENTRIES and SHAPE_CACHE_BYTES."""
+        got = {}
+        for k, (o, _) in values.items():
+            if k[:2] in self._shape_keys:
+                o = np.array(o)
+                o.setflags(write=False)
+                got[k] = (o, None)
+        size = sum(int(v[0].nbytes) for v in got.values())
+        if size > SHAPE_CACHE_BYTES:
+            return
+        with self._shape_lock:
+            self._shape_cache[key] = got
+            total = sum(
+                int(v[0].nbytes) for e in self._shape_cache.values() for v in e.values()
+            )
+            while len(self._shape_cache) > SHAPE_CACHE_ENTRIES or (
+                total > SHAPE_CACHE_BYTES
+            ):
+                _, old = self._shape_cache.popitem(last=False)
+                total -= sum(int(v[0].nbytes) for v in old.values())
+
+    def _node_inputs(self, step: _Step, values: dict) -> tuple[list, list]:
         """(arrays, masks) a node passes to its layer: positional inputs,
         then initial states; the explicit mask, else (implicit masks) each
         input's own."""
-        got = [
-            (None, None) if r is None else values[(r.layer, r.node, r.tensor)]
-            for r in node.inputs
-        ]
+        got = [(None, None) if k is None else values[k] for k in step.inputs]
         xs = [v[0] for v in got]
         ms = [v[1] for v in got] if self.spec.implicit_masks else [None] * len(got)
-        if node.mask is not None:
-            mask = values[(node.mask.layer, node.mask.node, node.mask.tensor)][0]
-            ms = [np.asarray(mask, bool)] + ms[1:]
-        xs += [values[(r.layer, r.node, r.tensor)][0] for r in node.initial_state]
+        if step.mask is not None:
+            ms = [np.asarray(values[step.mask][0], bool)] + ms[1:]
+        xs += [values[k][0] for k in step.states]
         return xs, ms
 
     def structured(self, outs: list) -> Any:
@@ -196,6 +309,22 @@ class Graph:
         if isinstance(result, list) and len(result) == 1:
             return result[0]
         return result
+
+
+class _Step:
+    """One node of the plan, its value keys worked out once."""
+
+    __slots__ = ("node", "layer", "key", "inputs", "mask", "states")
+
+    def __init__(self, node: Any, layer: Layer) -> None:
+        self.node, self.layer = node, layer
+        self.key = (node.layer, node.index)
+        self.inputs = [
+            None if r is None else (r.layer, r.node, r.tensor) for r in node.inputs
+        ]
+        m = node.mask
+        self.mask = None if m is None else (m.layer, m.node, m.tensor)
+        self.states = [(r.layer, r.node, r.tensor) for r in node.initial_state]
 
 
 def _input_array(name: str, item: Any, shape: Any, streaming: bool) -> np.ndarray:

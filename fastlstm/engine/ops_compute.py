@@ -33,17 +33,32 @@ def _opt(ins: list, k: int) -> np.ndarray | None:
 
 
 def _spend(node: OpSpec, budget: ByteBudget, shape: tuple, itemsize: int) -> None:
-    n = int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
-    budget.spend(n * itemsize, f"{node.describe()}'s result of shape {shape}")
+    n = itemsize
+    for d in shape:  # Python ints: no overflow, and cheaper than np.prod
+        n *= int(d)
+    budget.spend(n, f"{node.describe()}'s result of shape {tuple(shape)}")
+
+
+def _broadcast_shape(node: OpSpec, shapes: list) -> tuple:
+    """NumPy's broadcast of these shapes (a few dims: plain Python is
+    faster than np.broadcast_shapes here); ShapeError if they do not."""
+    n = max(len(s) for s in shapes)
+    out = [1] * n
+    for s in shapes:
+        for k, d in enumerate(s, n - len(s)):
+            if d != out[k] and out[k] != 1 and d != 1:
+                raise ShapeError(
+                    f"{node.describe()}: shapes {[tuple(x) for x in shapes]} do "
+                    "not broadcast"
+                )
+            out[k] = d if out[k] == 1 else out[k]
+    return tuple(out)
 
 
 def _broadcast(node: OpSpec, budget: ByteBudget, *arrays: np.ndarray) -> None:
     """Charges a broadcast result of these inputs (ShapeError if they do
     not broadcast)."""
-    try:
-        shape = np.broadcast_shapes(*(a.shape for a in arrays))
-    except ValueError as exc:
-        raise ShapeError(f"{node.describe()}: {exc}") from None
+    shape = _broadcast_shape(node, [a.shape for a in arrays])
     _spend(node, budget, shape, max(a.dtype.itemsize for a in arrays))
 
 
@@ -135,10 +150,7 @@ def _matmul(node: OpSpec, ins: list, budget: ByteBudget) -> list:
     a, b = _x(ins, node, 0), _x(ins, node, 1)
     if a.ndim == 0 or b.ndim == 0:
         raise ShapeError(f"{node.describe()}: MatMul of a scalar")
-    try:
-        shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    except ValueError as exc:
-        raise ShapeError(f"{node.describe()}: {exc}") from None
+    shape = _broadcast_shape(node, [a.shape[:-2], b.shape[:-2]])
     rows = a.shape[-2] if a.ndim > 1 else 1
     cols = b.shape[-1] if b.ndim > 1 else 1
     _spend(node, budget, (*shape, rows, cols), 4)

@@ -55,9 +55,9 @@ class RecurrentOp(Layer):
             finals.append(final)
         per_state = [[f[i] for f in finals] for i in range(S)]
         if self.spec.time_major:
-            Y = np.stack([y.transpose(1, 0, 2) for y in ys], axis=1)
-            return [Y, *(np.stack(f) for f in per_state)], [None] * (1 + S)
-        out = [np.stack(ys, 2), *(np.stack(f, 1) for f in per_state)]
+            Y = _stack([y.transpose(1, 0, 2) for y in ys], 1)
+            return [Y, *(_stack(f, 0) for f in per_state)], [None] * (1 + S)
+        out = [_stack(ys, 2), *(_stack(f, 1) for f in per_state)]
         return out, [None] * (1 + S)
 
     def _batch_major(self, X: Any, where: str) -> tuple:
@@ -105,6 +105,13 @@ def run_direction(cell: Any, p: Any, state: tuple | None) -> tuple:
         return cell.run_states(p, states)
     y, _ = cell.run_states(p, states, True)
     return y, states
+
+
+def _stack(arrays: list, axis: int) -> np.ndarray:
+    """np.stack, as a view for one array (one direction: no copy)."""
+    return (
+        np.expand_dims(arrays[0], axis) if len(arrays) == 1 else np.stack(arrays, axis)
+    )
 
 
 def _lengths(value: Any, batch: int, steps: int, where: str) -> np.ndarray:
