@@ -112,3 +112,20 @@ def test_mixed_precision_model_runs_in_float32_and_says_so(tmp_path):
     got = model.predict(x)
     assert np.abs(got - want).max() < TOL_F32
     assert TOL_F32 < np.abs(got - half).max() < 2e-2
+
+
+def test_normalization_from_config_and_inverted(tmp_path):
+    """A Normalization given its mean and variance (no weights in the file),
+    inverted, and one adapted, both as Keras computes them."""
+    L = keras.layers
+    x = np.random.default_rng(3).normal(size=(2, 7, 3)).astype(np.float32)
+    for norm in (
+        L.Normalization(mean=[0.1, -0.2, 0.3], variance=[2.0, 0.5, 1e-16], invert=True),
+        L.Normalization(mean=[0.1, -0.2, 0.3], variance=[2.0, 0.5, 1e-16]),
+    ):
+        model = keras.Sequential([keras.Input((7, 3)), norm, L.LSTM(2)])
+        set_weights(model, 4)
+        path = tmp_path / "norm.keras"
+        model.save(path)
+        want = model.predict(x, verbose=0)
+        assert np.abs(fastlstm.load(path).predict(x) - want).max() < TOL_F32

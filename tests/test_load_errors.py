@@ -11,7 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from _helpers import h5_with_one_layer
+from _helpers import h5_with_one_layer, write_keras2_h5
 
 import fastlstm
 
@@ -193,11 +193,11 @@ def test_lambda_is_refused(tmp_path):
 
 
 def test_unknown_layer_names_class_and_supported_list(tmp_path):
-    conv = {"class_name": "Conv1D", "config": {"name": "conv"}}
+    conv = {"class_name": "Conv2D", "config": {"name": "conv"}}
     p = h5_with_one_layer(tmp_path, conv)
     with pytest.raises(
         fastlstm.UnsupportedLayerError,
-        match=r"layer 'conv' of class 'Conv1D' is not supported; "
+        match=r"layer 'conv' of class 'Conv2D' is not supported; "
         r"supported classes: .*Bidirectional.*Dense",
     ):
         fastlstm.load(p)
@@ -255,3 +255,25 @@ def test_npz_weights_that_fail_validation_are_a_format_error(tmp_path):
         fastlstm.ModelFormatError, match=r"vars\.npz: kernel holds 1 NaN"
     ):
         fastlstm.load(path)
+
+
+def test_every_unsupported_layer_is_named_at_once(tmp_path):
+    """One UnsupportedLayerError names every layer fastlstm cannot run (with
+    its class), so a user sees the whole gap in one try."""
+    layers = [
+        {
+            "class_name": "InputLayer",
+            "config": {"name": "in", "batch_input_shape": [None, 5, 3]},
+        },
+        {"class_name": "Conv2D", "config": {"name": "c2"}},
+        {"class_name": "Dense", "config": {"name": "d", "units": 2}},
+        {"class_name": "Lambda", "config": {"name": "lam"}},
+    ]
+    cfg = {"class_name": "Sequential", "config": {"name": "s", "layers": layers}}
+    rng = np.random.default_rng(0)
+    dense = {"kernel:0": rng.normal(size=(3, 2)), "bias:0": np.zeros(2)}
+    path = write_keras2_h5(tmp_path / "m.h5", cfg, {"d": dense})
+    with pytest.raises(fastlstm.UnsupportedLayerError) as info:
+        fastlstm.load(path)
+    msg = str(info.value)
+    assert "'c2' of class 'Conv2D'" in msg and "'lam' of class 'Lambda'" in msg

@@ -22,6 +22,15 @@ from fastlstm.engine.layers import (
 )
 from fastlstm.engine.ops import ConstantLayer, OpLayer
 from fastlstm.engine.recurrent_op import RecurrentOp
+from fastlstm.engine.sequence_layers import (
+    Affine,
+    Conv1D,
+    LayerNorm,
+    Pool1D,
+    PReLU,
+    Rectifier,
+    TimeOp,
+)
 from fastlstm.errors import ModelFormatError
 from fastlstm.model_spec import (
     ActivationSpec,
@@ -40,6 +49,15 @@ from fastlstm.model_spec import (
     RecurrentSpec,
     RepeatSpec,
     ReshapeSpec,
+)
+from fastlstm.sequence_specs import (
+    AffineSpec,
+    Conv1DSpec,
+    LayerNormSpec,
+    Pool1DSpec,
+    PReLUSpec,
+    RectifierSpec,
+    TimeOpSpec,
 )
 
 __all__ = ["build_layer"]
@@ -60,6 +78,13 @@ _BUILDERS: dict[type, Callable[[Any], Layer]] = {
     ConstantSpec: ConstantLayer,
     OpSpec: OpLayer,
     RecurrentOpSpec: RecurrentOp,
+    Conv1DSpec: Conv1D,
+    Pool1DSpec: Pool1D,
+    AffineSpec: Affine,
+    LayerNormSpec: LayerNorm,
+    TimeOpSpec: TimeOp,
+    RectifierSpec: Rectifier,
+    PReLUSpec: PReLU,
 }
 
 

@@ -24,6 +24,11 @@ from fastlstm.errors import (
     ModelFormatError,
     UnsupportedLayerError,
 )
+from fastlstm.loaders.keras_sequence_layers import (
+    SEQUENCE_CONVERTERS,
+    SEQUENCE_WEIGHTED,
+    conv1d,
+)
 from fastlstm.model_spec import (
     ActivationSpec,
     BidirectionalSpec,
@@ -652,6 +657,8 @@ _CONVERTERS: dict[str, Callable[[KerasLayer, KerasFlavor], LayerSpec]] = {
     **{c: (lambda k, f: recurrent(k, f)) for c in RECURRENT_CLASSES},
     **{c: (lambda k, f: IdentitySpec(k.name, k.class_name)) for c in IDENTITY_CLASSES},
     **{c: _merge for c in MERGE_OPS},
+    **SEQUENCE_CONVERTERS,
+    "Conv1D": lambda k, f: conv1d(k, f, dense_activation),
 }
 
 SUPPORTED_CLASSES = tuple(sorted(set(_CONVERTERS) - set(OP_CLASSES)))
@@ -661,8 +668,14 @@ WEIGHTED_CLASSES = (
     "TimeDistributed",
     "TimeDistributedDense",
     "Bidirectional",
+    "Conv1D",
+    "Normalization",
+    *SEQUENCE_WEIGHTED,
     *RECURRENT_CLASSES,
 )
+# weighted classes whose weights may also be absent (a Normalization given
+# its mean and variance in the config)
+OPTIONALLY_WEIGHTED = ("Normalization",)
 
 
 def canonical_layer(layer: KerasLayer, flavor: KerasFlavor) -> LayerSpec:
@@ -684,7 +697,7 @@ def canonical_layer(layer: KerasLayer, flavor: KerasFlavor) -> LayerSpec:
             f"layer {layer.name!r} ({layer.class_name}) has weights "
             "in the file but takes none"
         )
-    if weighted and not layer.weights:
+    if weighted and not layer.weights and layer.class_name not in OPTIONALLY_WEIGHTED:
         raise ModelFormatError(
             f"layer {layer.name!r} ({layer.class_name}): no weights "
             "found for it in the file"

@@ -31,6 +31,7 @@ from fastlstm.loaders._keras_config import (
 from fastlstm.loaders._weights import attach_weights
 from fastlstm.loaders._zip import read_member
 from fastlstm.loaders.keras_layers import OP_CLASSES, WEIGHTED_CLASSES
+from fastlstm.loaders.keras_sequence_layers import SEQUENCE_WEIGHTED
 from fastlstm.model_spec import ModelSpec
 
 MAX_MEMBER_BYTES = 1 << 31  # refuse archive members that inflate beyond 2 GiB
@@ -155,7 +156,13 @@ def _collect(
 ) -> list:
     if class_name in ("LSTM", "CuDNNLSTM", "GRU", "CuDNNGRU", "SimpleRNN"):
         return _vars(_h5.get(g, "cell", where), where, budget)
-    if class_name in ("Dense", "Embedding"):
+    if class_name in (
+        "Dense",
+        "Embedding",
+        "Conv1D",
+        "Normalization",
+        *SEQUENCE_WEIGHTED,
+    ):
         return _vars(g, where, budget)
     if class_name == "TimeDistributed":
         return _vars(_h5.get(g, "layer", where), where, budget)
