@@ -8,11 +8,12 @@ rectifiers with parameters. Weights are float32 NumPy arrays; inputs are
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from fastlstm.activations import NUMPY_ACTIVATIONS
+from fastlstm.errors import UnsupportedLayerError
 from fastlstm.model_spec import LayerSpec
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "TimeOpSpec",
     "RectifierSpec",
     "PReLUSpec",
+    "IndexSpec",
+    "index_key",
 ]
 
 PADDINGS = ("valid", "same", "causal")
@@ -196,3 +199,37 @@ class PReLUSpec(LayerSpec):
 
     def param_count(self) -> int:
         return _sizes(self.alpha)
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexSpec(LayerSpec):
+    """``x[key]`` (Keras 3 GetItem, tf.keras SlicingOpLambda: what ``h[:, -1]``
+    saves as); the key is the call's (``NodeSpec.constant``), read by
+    ``index_key``. No mask comes out."""
+
+
+def index_key(value: Any, where: str) -> tuple:
+    """A NumPy index from a saved one: ints and slices (Keras 3's
+    ``{"class_name": "__slice__", "config": {...}}``, tf.keras' ``{"start":
+    ..., "stop": ..., "step": ...}``); anything else is refused."""
+    items = value if isinstance(value, list) else [value]
+    key: list = []
+    for item in items:
+        if isinstance(item, int) and not isinstance(item, bool):
+            key.append(item)
+            continue
+        if isinstance(item, dict) and item.get("class_name") == "__slice__":
+            item = item.get("config")
+        if isinstance(item, dict) and set(item) <= {"start", "stop", "step"}:
+            parts = [item.get(k) for k in ("start", "stop", "step")]
+            if all(
+                p is None or (isinstance(p, int) and not isinstance(p, bool))
+                for p in parts
+            ):
+                if parts[2] != 0:
+                    key.append(slice(*parts))
+                    continue
+        raise UnsupportedLayerError(
+            f"{where}: index {item!r} (fastlstm takes ints and slices)"
+        )
+    return tuple(key)

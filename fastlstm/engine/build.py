@@ -25,6 +25,7 @@ from fastlstm.engine.recurrent_op import RecurrentOp
 from fastlstm.engine.sequence_layers import (
     Affine,
     Conv1D,
+    Index,
     LayerNorm,
     Pool1D,
     PReLU,
@@ -53,6 +54,7 @@ from fastlstm.model_spec import (
 from fastlstm.sequence_specs import (
     AffineSpec,
     Conv1DSpec,
+    IndexSpec,
     LayerNormSpec,
     Pool1DSpec,
     PReLUSpec,
@@ -85,6 +87,7 @@ _BUILDERS: dict[type, Callable[[Any], Layer]] = {
     TimeOpSpec: TimeOp,
     RectifierSpec: Rectifier,
     PReLUSpec: PReLU,
+    IndexSpec: Index,
 }
 
 

@@ -14,6 +14,7 @@ from fastlstm.sequence_specs import (
     Conv1DSpec,
     LayerNormSpec,
     Pool1DSpec,
+    index_key,
 )
 from fastlstm.spec import check_elements
 
@@ -25,6 +26,7 @@ __all__ = [
     "TimeOp",
     "Rectifier",
     "PReLU",
+    "Index",
 ]
 
 
@@ -230,3 +232,19 @@ class PReLU(Layer):
         except ValueError as exc:
             raise ShapeError(f"layer {self.name!r}: {exc}") from None
         return [y.astype(np.float32, copy=False)], [_first_mask(masks)]
+
+
+class Index(Layer):
+    """x[key], the key from the call (Keras' h[:, -1])."""
+
+    streams = False
+
+    def call(self, inputs, masks, node, ctx):
+        where = f"layer {self.name!r} ({self.class_name})"
+        key = index_key(node.constant, where)
+        x = np.asarray(inputs[0])
+        try:
+            y = x[key]
+        except IndexError as exc:
+            raise ShapeError(f"{where}: {exc}") from None
+        return [np.ascontiguousarray(y)], [None]

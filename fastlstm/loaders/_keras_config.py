@@ -215,8 +215,10 @@ def _refs(value: Any) -> list[TensorRef]:
 
 
 def _constant(value: Any) -> Any:
-    """A non-tensor positional argument (e.g. the 0 of NotEqual(ids, 0))."""
-    if isinstance(value, (int, float)):
+    """A non-tensor positional argument, as plain data: the 0 of
+    NotEqual(ids, 0), or the index of GetItem (h[:, -1]: a list of
+    ``__slice__`` dicts and ints)."""
+    if isinstance(value, (int, float, list, dict)) and not isinstance(value, bool):
         return value
     return None
 
@@ -237,10 +239,14 @@ def _parse_node(layer: str, index: int, node: Any) -> NodeSpec:
     else:  # Keras 1/2: a list of [name, node, tensor(, kwargs)] entries
         kwargs = {}
         inputs = []
-        for entry in node:
+        # tf.keras' TF op layers (x[...]) save their one entry unwrapped
+        entries = [node] if node and isinstance(node[0], str) else node
+        for entry in entries:
             inputs.extend(_refs(entry[:3]))
             if len(entry) > 3 and isinstance(entry[3], dict):
                 kwargs.update(entry[3])
+    if constant is None and "slice_spec" in kwargs:  # tf.keras x[...]
+        constant = _constant(kwargs["slice_spec"])
     mrefs = _refs(kwargs.get("mask"))
     if mrefs:
         mask = mrefs[0]

@@ -611,7 +611,8 @@ MASK_OPS = {
     "LogicalOr": "or",
     "LogicalNot": "not",
 }
-OP_CLASSES = tuple(MASK_OPS)
+# Keras 3 operations (not layers: no weights group in a .keras file)
+OP_CLASSES = (*MASK_OPS, "GetItem")
 IDENTITY_CLASSES = (
     "Dropout",
     "SpatialDropout1D",

@@ -18,6 +18,7 @@ from fastlstm.model_spec import LayerSpec
 from fastlstm.sequence_specs import (
     AffineSpec,
     Conv1DSpec,
+    IndexSpec,
     LayerNormSpec,
     Pool1DSpec,
     PReLUSpec,
@@ -239,6 +240,16 @@ def prelu(layer: Any, flavor: Any) -> LayerSpec:
     return PReLUSpec(layer.name, layer.class_name, alpha=alpha)
 
 
+def _slicing(layer: Any) -> IndexSpec:
+    """tf.keras' x[...] (other TF op lambdas hold code: refused)."""
+    function = layer.config.get("function")
+    if function != "__operators__.getitem":
+        raise UnsupportedLayerError(
+            f"{_where(layer)}: TF op {function!r} (only x[...] indexing is run)"
+        )
+    return IndexSpec(layer.name, layer.class_name)
+
+
 POOLING_CLASSES = (
     "MaxPooling1D",
     "AveragePooling1D",
@@ -259,6 +270,8 @@ SEQUENCE_CONVERTERS: dict[str, Callable] = {
     "LeakyReLU": rectifier,
     "ELU": rectifier,
     "PReLU": prelu,
+    "GetItem": lambda layer, flavor: IndexSpec(layer.name, layer.class_name),
+    "SlicingOpLambda": lambda layer, flavor: _slicing(layer),
 }
 # Layers that hold weights (Conv1D is added by keras_layers, which gives it
 # the Keras activation parser). Normalization may hold them (adapted) or not.
