@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 MERGE_OPS = ("concat", "add", "subtract", "multiply", "average", "maximum", "minimum")
-MASK_OPS = ("not_equal", "equal", "any", "all", "and", "or", "not")
+MASK_OPS = ("not_equal", "equal", "any", "all", "and", "or", "not", "identity")
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 # Array ops an OpSpec may name, with ONNX's definitions (onnx/docs/
 # Operators.md): the shape and glue ops exporters write around recurrent
@@ -476,6 +476,9 @@ class NodeSpec:
     mask: TensorRef | None = None
     initial_state: tuple = ()
     constant: Any = None  # second operand of mask ops such as not_equal
+    # the call's other keyword arguments that are plain values (Attention's
+    # use_causal_mask, return_attention_scores)
+    options: Mapping = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

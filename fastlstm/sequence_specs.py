@@ -26,6 +26,7 @@ __all__ = [
     "PReLUSpec",
     "IndexSpec",
     "index_key",
+    "AttentionSpec",
 ]
 
 PADDINGS = ("valid", "same", "causal")
@@ -233,3 +234,28 @@ def index_key(value: Any, where: str) -> tuple:
             f"{where}: index {item!r} (fastlstm takes ints and slices)"
         )
     return tuple(key)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionSpec(LayerSpec):
+    """Keras' Attention (``score`` "dot" or "concat") and AdditiveAttention
+    ("additive") over [query, value(, key)]: scores, the value mask (and a
+    causal mask, ``use_causal_mask`` on the call) by subtracting 1e9,
+    softmax, weights @ value, zeros where the query mask is off. ``scale``
+    is a scalar (dot, concat) or a (dim,) vector (additive), or None;
+    ``concat_weight`` the concat mode's scalar. The query mask comes out."""
+
+    score: str = "dot"
+    scale: np.ndarray | None = None
+    concat_weight: np.ndarray | None = None
+
+    weighted: ClassVar[bool] = True
+
+    def problems(self) -> list[str]:
+        if self.score not in ("dot", "concat", "additive"):
+            return [f"{self.name}: score mode {self.score!r}"]
+        arrays = {"scale": self.scale, "concat_score_weight": self.concat_weight}
+        return _finite(self.name, arrays)
+
+    def param_count(self) -> int:
+        return _sizes(self.scale) + _sizes(self.concat_weight)

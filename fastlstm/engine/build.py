@@ -24,6 +24,7 @@ from fastlstm.engine.ops import ConstantLayer, OpLayer
 from fastlstm.engine.recurrent_op import RecurrentOp
 from fastlstm.engine.sequence_layers import (
     Affine,
+    Attention,
     Conv1D,
     Index,
     LayerNorm,
@@ -53,6 +54,7 @@ from fastlstm.model_spec import (
 )
 from fastlstm.sequence_specs import (
     AffineSpec,
+    AttentionSpec,
     Conv1DSpec,
     IndexSpec,
     LayerNormSpec,
@@ -88,6 +90,7 @@ _BUILDERS: dict[type, Callable[[Any], Layer]] = {
     RectifierSpec: Rectifier,
     PReLUSpec: PReLU,
     IndexSpec: Index,
+    AttentionSpec: Attention,
 }
 
 

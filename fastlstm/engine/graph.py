@@ -292,7 +292,8 @@ class Graph:
         input's own."""
         got = [(None, None) if k is None else values[k] for k in step.inputs]
         xs = [v[0] for v in got]
-        ms = [v[1] for v in got] if self.spec.implicit_masks else [None] * len(got)
+        own = self.spec.implicit_masks or step.layer.reads_input_masks
+        ms = [v[1] for v in got] if own else [None] * len(got)
         if step.mask is not None:
             ms = [np.asarray(values[step.mask][0], bool)] + ms[1:]
         xs += [values[k][0] for k in step.states]

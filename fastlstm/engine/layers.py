@@ -55,6 +55,9 @@ class Layer:
     """Base of runtime layers. ``call`` returns (outputs, output masks)."""
 
     streams = True  # can run a sequence piece by piece
+    # takes its inputs' own masks even in graphs whose masks are explicit
+    # (Keras 3 applies them to Attention without recording them)
+    reads_input_masks = False
 
     def __init__(self, spec: LayerSpec) -> None:
         self.spec = spec
@@ -236,6 +239,8 @@ class MaskOp(Layer):
             y = np.logical_and(a, other)
         elif op == "or":
             y = np.logical_or(a, other)
+        elif op == "identity":
+            y = a
         else:
             y = np.logical_not(a)
         return [y], [None]

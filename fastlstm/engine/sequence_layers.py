@@ -27,6 +27,7 @@ __all__ = [
     "Rectifier",
     "PReLU",
     "Index",
+    "Attention",
 ]
 
 
@@ -248,3 +249,50 @@ class Index(Layer):
         except IndexError as exc:
             raise ShapeError(f"{where}: {exc}") from None
         return [np.ascontiguousarray(y)], [None]
+
+
+class Attention(Layer):
+    """Keras' Attention and AdditiveAttention (AttentionSpec)."""
+
+    streams = False
+    reads_input_masks = True
+    BIG = np.float32(1.0e9)  # what Keras subtracts from masked scores
+
+    def call(self, inputs, masks, node, ctx):
+        q, v = (np.asarray(a, np.float32) for a in inputs[:2])
+        k = np.asarray(inputs[2], np.float32) if len(inputs) > 2 else v
+        q_mask = masks[0] if masks else None
+        v_mask = masks[1] if len(masks) > 1 else None
+        if q.ndim != 3 or v.ndim != 3 or k.ndim != 3 or k.shape[:2] != v.shape[:2]:
+            raise ShapeError(f"layer {self.name!r}: query {q.shape}, value {v.shape}")
+        scores = self._scores(q, k)
+        keep = None if v_mask is None else np.asarray(v_mask, bool)[:, None, :]
+        if node.options.get("use_causal_mask"):
+            causal = np.tril(np.ones(scores.shape[1:], bool))[None]
+            keep = causal if keep is None else keep & causal
+        if keep is not None:
+            scores = np.where(keep, scores, scores - self.BIG)
+        scores = scores - scores.max(axis=-1, keepdims=True)
+        weights = np.exp(scores)
+        weights /= weights.sum(axis=-1, keepdims=True)
+        out = weights @ v
+        if q_mask is not None:
+            out = np.where(np.asarray(q_mask, bool)[..., None], out, np.float32(0))
+        outs = [out.astype(np.float32, copy=False)]
+        if node.options.get("return_attention_scores"):
+            outs.append(weights.astype(np.float32, copy=False))
+        return outs, [q_mask] + [None] * (len(outs) - 1)
+
+    def _scores(self, q: np.ndarray, k: np.ndarray) -> np.ndarray:
+        s = self.spec
+        if s.score == "dot":
+            scores = q @ k.transpose(0, 2, 1)
+            return scores if s.scale is None else scores * s.scale
+        pair = q[:, :, None, :] + k[:, None, :, :]  # (B, Tq, Tv, dim)
+        check_elements(pair.shape, f"{self.name!r} scores")
+        if s.score == "additive":
+            scale = np.float32(1) if s.scale is None else s.scale
+            return (scale * np.tanh(pair)).sum(axis=-1)
+        if s.scale is not None:
+            pair = s.scale * pair
+        return s.concat_weight * np.tanh(pair).sum(axis=-1)

@@ -247,6 +247,11 @@ def _parse_node(layer: str, index: int, node: Any) -> NodeSpec:
                 kwargs.update(entry[3])
     if constant is None and "slice_spec" in kwargs:  # tf.keras x[...]
         constant = _constant(kwargs["slice_spec"])
+    options = {
+        k: v
+        for k, v in kwargs.items()
+        if isinstance(v, (bool, int, float, str)) and k not in ("mask", "training")
+    }
     mrefs = _refs(kwargs.get("mask"))
     if mrefs:
         mask = mrefs[0]
@@ -258,6 +263,7 @@ def _parse_node(layer: str, index: int, node: Any) -> NodeSpec:
         mask=mask,
         initial_state=tuple(initial),
         constant=constant,
+        options=options,
     )
 
 

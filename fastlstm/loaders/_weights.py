@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from fastlstm.errors import ModelFormatError
-from fastlstm.loaders.keras_layers import WEIGHTED_CLASSES
+from fastlstm.loaders.keras_layers import OPTIONALLY_WEIGHTED, WEIGHTED_CLASSES
 from fastlstm.model_spec import ModelSpec
 
 
@@ -13,7 +13,14 @@ def attach_weights(spec: ModelSpec, saved: dict[str, list], source: str) -> Mode
     """Gives each weighted layer its arrays: by layer name when every name
     matches (full-model files), else in order (what Keras does for weights
     files whose layer names differ from the config's)."""
-    weighted = [ls for ls in spec.layers if ls.class_name in WEIGHTED_CLASSES]
+    weighted = [
+        ls
+        for ls in spec.layers
+        if ls.class_name in WEIGHTED_CLASSES
+        # a layer whose weights are optional and absent (an Attention
+        # without use_scale) takes none
+        and not (ls.class_name in OPTIONALLY_WEIGHTED and ls.name not in saved)
+    ]
     names = [ls.name for ls in weighted]
     if all(n in saved for n in names):
         chosen = {n: saved[n] for n in names}

@@ -610,6 +610,7 @@ MASK_OPS = {
     "LogicalAnd": "and",
     "LogicalOr": "or",
     "LogicalNot": "not",
+    "ConvertToTensor": "identity",  # what Keras 3 records for a passed mask
 }
 # Keras 3 operations (not layers: no weights group in a .keras file)
 OP_CLASSES = (*MASK_OPS, "GetItem")
@@ -676,7 +677,7 @@ WEIGHTED_CLASSES = (
 )
 # weighted classes whose weights may also be absent (a Normalization given
 # its mean and variance in the config)
-OPTIONALLY_WEIGHTED = ("Normalization",)
+OPTIONALLY_WEIGHTED = ("Normalization", "Attention", "AdditiveAttention")
 
 
 def canonical_layer(layer: KerasLayer, flavor: KerasFlavor) -> LayerSpec:

@@ -17,6 +17,7 @@ from fastlstm.errors import ModelFormatError, UnsupportedLayerError
 from fastlstm.model_spec import LayerSpec
 from fastlstm.sequence_specs import (
     AffineSpec,
+    AttentionSpec,
     Conv1DSpec,
     IndexSpec,
     LayerNormSpec,
@@ -240,6 +241,26 @@ def prelu(layer: Any, flavor: Any) -> LayerSpec:
     return PReLUSpec(layer.name, layer.class_name, alpha=alpha)
 
 
+def attention(layer: Any, flavor: Any) -> AttentionSpec:
+    """Attention: [scale] if use_scale, then [concat_score_weight] in the
+    concat mode; AdditiveAttention: [scale (dim,)] if use_scale."""
+    cfg, cls = layer.config, layer.class_name
+    use_scale = bool(cfg.get("use_scale", cls == "AdditiveAttention"))
+    score = "additive" if cls == "AdditiveAttention" else cfg.get("score_mode", "dot")
+    ws = _arrays(layer, int(use_scale) + int(score == "concat"))
+    if cfg.get("causal"):  # tf.keras' old constructor flag
+        raise UnsupportedLayerError(
+            f"{_where(layer)}: causal=True (pass use_causal_mask to the call)"
+        )
+    return AttentionSpec(
+        layer.name,
+        cls,
+        score=score,
+        scale=ws[0] if use_scale else None,
+        concat_weight=ws[-1] if score == "concat" else None,
+    )
+
+
 def _slicing(layer: Any) -> IndexSpec:
     """tf.keras' x[...] (other TF op lambdas hold code: refused)."""
     function = layer.config.get("function")
@@ -272,10 +293,14 @@ SEQUENCE_CONVERTERS: dict[str, Callable] = {
     "PReLU": prelu,
     "GetItem": lambda layer, flavor: IndexSpec(layer.name, layer.class_name),
     "SlicingOpLambda": lambda layer, flavor: _slicing(layer),
+    "Attention": attention,
+    "AdditiveAttention": attention,
 }
 # Layers that hold weights (Conv1D is added by keras_layers, which gives it
 # the Keras activation parser). Normalization may hold them (adapted) or not.
 SEQUENCE_WEIGHTED = (
+    "Attention",
+    "AdditiveAttention",
     "BatchNormalization",
     "LayerNormalization",
     "PReLU",
