@@ -129,3 +129,41 @@ def test_normalization_from_config_and_inverted(tmp_path):
         model.save(path)
         want = model.predict(x, verbose=0)
         assert np.abs(fastlstm.load(path).predict(x) - want).max() < TOL_F32
+
+
+def test_gru_models_stream_and_keep_state(tmp_path):
+    """A masked GRU -> SimpleRNN model streams step by step as predict runs
+    it; a stateful GRU carries its state from one predict to the next."""
+    L = keras.layers
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 12, 4)).astype(np.float32)
+    x[1, 9:] = 0.0
+    seq = keras.Sequential(
+        [
+            keras.Input((None, 4)),
+            L.Masking(),
+            L.GRU(6, return_sequences=True),
+            L.SimpleRNN(3, return_sequences=True),
+            L.Dense(2),
+        ]
+    )
+    set_weights(seq, 1)
+    seq.save(tmp_path / "seq.keras")
+    want = seq.predict(x, verbose=0)
+    stream = fastlstm.load(tmp_path / "seq.keras").stream(2)
+    steps = np.stack([stream.step(x[:, t]) for t in range(12)], 1)
+    assert np.abs(steps - want).max() < TOL_F32
+    state = keras.Sequential(
+        [
+            keras.Input((None, 4), batch_size=2),
+            L.GRU(5, stateful=True, return_sequences=True),
+            L.Dense(2),
+        ]
+    )
+    set_weights(state, 2)
+    state.save(tmp_path / "state.keras")
+    first = state.predict(x[:, :6], verbose=0, batch_size=2)
+    second = state.predict(x[:, 6:], verbose=0, batch_size=2)
+    model = fastlstm.load(tmp_path / "state.keras")
+    assert np.abs(model.predict(x[:, :6]) - first).max() < TOL_F32
+    assert np.abs(model.predict(x[:, 6:]) - second).max() < TOL_F32

@@ -85,3 +85,53 @@ def test_live_export_without_dynamic_axes(kind, tmp_path):
     got = fastlstm.load(path)(x.numpy())
     for g, w in zip(got, want):
         assert np.abs(g - w).max() <= TOL_F32
+
+
+@pytest.mark.parametrize("op", ["GRU", "RNN"])
+def test_layout_1_is_layout_0_transposed(op):
+    """ONNX Runtime refuses layout=1 (batch-major X, Y, Y_h); fastlstm runs
+    it as the spec defines: the layout=0 results, transposed."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(2)
+    G, H, I = (3 if op == "GRU" else 1), 5, 3
+    inits = [
+        numpy_helper.from_array(
+            rng.normal(0, 0.4, (2, G * H, I)).astype(np.float32), "W"
+        ),
+        numpy_helper.from_array(
+            rng.normal(0, 0.4, (2, G * H, H)).astype(np.float32), "R"
+        ),
+        numpy_helper.from_array(
+            rng.normal(0, 0.2, (2, 2 * G * H)).astype(np.float32), "B"
+        ),
+    ]
+    x = rng.normal(size=(4, 6, I)).astype(np.float32)  # (T, N, I) for layout 0
+    outs = {}
+    for layout in (0, 1):
+        node = helper.make_node(
+            op,
+            ["X", "W", "R", "B"],
+            ["Y", "Y_h"],
+            hidden_size=H,
+            direction="bidirectional",
+            layout=layout,
+        )
+        graph = helper.make_graph(
+            [node],
+            "g",
+            [helper.make_tensor_value_info("X", TensorProto.FLOAT, None)],
+            [
+                helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+                for n in ("Y", "Y_h")
+            ],
+            inits,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+        outs[layout] = fastlstm.from_onnx(model)(
+            x if layout == 0 else x.transpose(1, 0, 2)
+        )
+    y0, h0 = outs[0]
+    y1, h1 = outs[1]
+    np.testing.assert_array_equal(y1, y0.transpose(2, 0, 1, 3))  # (N, T, D, H)
+    np.testing.assert_array_equal(h1, h0.transpose(1, 0, 2))  # (N, D, H)
