@@ -24,49 +24,60 @@ class RecurrentOp(Layer):
 
     def __init__(self, spec: RecurrentOpSpec, nan_policy: str = "raise") -> None:
         super().__init__(spec)
-        self.cells: list[Any] = [_cell(d, nan_policy) for d in spec.directions]
+        self.cells: list[Any] = [
+            _cell(d, nan_policy, spec.time_major) for d in spec.directions
+        ]
         self.input_size = self.cells[0].input_size
         self.hidden = self.cells[0].units
         self.state_count = self.cells[0].state_count
 
     def call(self, inputs: list, masks: list, node: Any, ctx: RunContext) -> tuple:
-        S = self.state_count
+        S, tm = self.state_count, self.spec.time_major
         X, lengths, *init = (list(inputs) + [None] * 4)[: 2 + S]
         where = self.spec.describe()
-        if X is None:
-            raise ShapeError(f"{where}: input X is missing")
-        p = prepare(*self._batch_major(X, where), False, None, None)
+        x = self._checked(X, where)
+        T, Bn = x.shape[:2] if tm else x.shape[1::-1]
+        # the C core reads X in the node's own layout; the float64
+        # reference reads it batch-major
+        native = prepare(x, Bn, T, tm, None, None)
         if lengths is not None:
-            p.lengths = _lengths(lengths, p.batch, p.steps, where)
-        D, Bn, H = len(self.cells), p.batch, self.hidden
+            native.lengths = _lengths(lengths, Bn, T, where)
+        batch_major: Any = None
+        D, H = len(self.cells), self.hidden
         names = ("initial_h", "initial_c")[:S]
         states = [self._state(s, n, D, Bn, where) for n, s in zip(names, init)]
         ys, finals = [], []
         for d, cell in enumerate(self.cells):
             given = [None if s is None else s[d] for s in states]
-            if all(g is None for g in given):
-                state = None
-            else:  # a state the node omits starts at zeros
+            state = None
+            if any(g is not None for g in given):  # an omitted one is zeros
                 state = tuple(
                     np.zeros((Bn, H), np.float32) if g is None else g for g in given
                 )
+            reference = isinstance(cell, (ReferenceLSTM, ReferenceCell))
+            p = native
+            if reference:
+                batch_major = batch_major or _batch_major_of(native)
+                p = batch_major
             y, final = run_direction(cell, p, state)
-            ys.append(np.flip(y, axis=1) if cell.go_backwards else y)
+            if cell.go_backwards:  # processing order back to time order
+                y = np.flip(y, axis=0 if p.time_major else 1)
+            ys.append(y.transpose(1, 0, 2) if reference and tm else y)
             finals.append(final)
         per_state = [[f[i] for f in finals] for i in range(S)]
-        if self.spec.time_major:
-            Y = _stack([y.transpose(1, 0, 2) for y in ys], 1)
-            return [Y, *(_stack(f, 0) for f in per_state)], [None] * (1 + S)
+        if tm:
+            return [_stack(ys, 1), *(_stack(f, 0) for f in per_state)], [None] * (1 + S)
         out = [_stack(ys, 2), *(_stack(f, 1) for f in per_state)]
         return out, [None] * (1 + S)
 
-    def _batch_major(self, X: Any, where: str) -> tuple:
+    def _checked(self, X: Any, where: str) -> np.ndarray:
+        """X as a contiguous float32 array, in the node's layout."""
+        if X is None:
+            raise ShapeError(f"{where}: input X is missing")
         x = np.asarray(X)
         if x.ndim != 3 or x.shape[2] != self.input_size:
             layout = (
-                "(seq, batch, input)"
-                if self.spec.time_major
-                else ("(batch, seq, input)")
+                "(seq, batch, input)" if self.spec.time_major else "(batch, seq, input)"
             )
             raise ShapeError(
                 f"{where}: X has shape {x.shape}, expected {layout} with "
@@ -74,9 +85,7 @@ class RecurrentOp(Layer):
             )
         if x.dtype.kind != "f":
             raise ShapeError(f"{where}: X has dtype {x.dtype}; floats expected")
-        xb = x.transpose(1, 0, 2) if self.spec.time_major else x
-        xb = np.ascontiguousarray(xb, dtype=np.float32)
-        return xb, xb.shape[0], xb.shape[1]
+        return np.ascontiguousarray(x, dtype=np.float32)
 
     def _state(self, s: Any, name: str, D: int, Bn: int, where: str) -> Any:
         if s is None:
@@ -89,13 +98,25 @@ class RecurrentOp(Layer):
         return s if tm else s.transpose(1, 0, 2)
 
 
-def _cell(spec: Any, nan_policy: str) -> Any:
-    """The engine layer of one direction."""
+def _cell(spec: Any, nan_policy: str, time_major: bool) -> Any:
+    """The engine layer of one direction (reading X in the node's layout),
+    or the float64 reference."""
     if isinstance(spec, ReferenceLSTMSpec):
         return ReferenceLSTM(spec)
     if isinstance(spec, ReferenceCellSpec):
         return ReferenceCell(spec)
-    return CELL_LAYERS[type(spec)].from_spec(spec, nan_policy=nan_policy)
+    layer = CELL_LAYERS[type(spec)]
+    return layer.from_spec(spec, time_major=time_major, nan_policy=nan_policy)
+
+
+def _batch_major_of(p: Any) -> Any:
+    """The same call's inputs batch-major (for the float64 reference)."""
+    if not p.time_major:
+        return p
+    x = np.ascontiguousarray(p.x.transpose(1, 0, 2))
+    q = prepare(x, p.batch, p.steps, False, None, None)
+    q.lengths = p.lengths
+    return q
 
 
 def run_direction(cell: Any, p: Any, state: tuple | None) -> tuple:
