@@ -108,6 +108,59 @@ def _check_clip(value: float | None, name: str, problems: list[str]) -> None:
         problems.append(f"{name}={v} is not representable as a positive float32")
 
 
+def _lstm_shape_problems(arrays: dict[str, np.ndarray]) -> list[str]:
+    """Every shape problem of an LSTM's arrays (checked before any copy)."""
+    problems: list[str] = []
+    k = arrays["kernel"]
+    if k.ndim != 2 or k.shape[1] % 4 or k.shape[0] < 1 or k.shape[1] < 4:
+        problems.append(
+            f"kernel must have shape (input_size, 4*units) with both >= 1, "
+            f"got {k.shape}"
+        )
+        units = None
+    else:
+        units = k.shape[1] // 4
+    proj = arrays.get("projection")
+    if proj is not None and (proj.ndim != 2 or min(proj.shape, default=0) < 1):
+        problems.append(
+            f"projection must have shape (units, proj_size), got {proj.shape}"
+        )
+        proj = None
+    if proj is not None and proj.shape[1] > MAX_DIM:
+        problems.append(
+            f"projection shape {proj.shape} exceeds the size "
+            f"limit of {MAX_DIM} per dimension"
+        )
+    if units is not None:
+        if units > MAX_DIM or k.shape[0] > MAX_DIM:
+            problems.append(
+                f"kernel shape {k.shape} exceeds the size limit "
+                f"of {MAX_DIM} per dimension"
+            )
+        width = proj.shape[1] if proj is not None else units
+        expected = {
+            "recurrent_kernel": (width, 4 * units),
+            "bias": (4 * units,),
+            "peepholes": (3, units),
+            "projection": (units, width),
+        }
+        if proj is None:  # absent, or malformed and already reported
+            del expected["projection"]
+        for name, shape in expected.items():
+            arr = arrays.get(name)
+            if arr is not None and arr.shape != shape:
+                what = (
+                    " (rows = proj_size)"
+                    if name == "recurrent_kernel" and proj is not None
+                    else ""
+                )
+                problems.append(
+                    f"{name} must have shape {shape}{what} for "
+                    f"kernel {k.shape}, got {arr.shape}"
+                )
+    return problems
+
+
 @dataclasses.dataclass(frozen=True)
 class LSTMSpec:
     """Weights and options of one LSTM layer in the canonical layout."""
@@ -189,54 +242,8 @@ class LSTMSpec:
             if value is not None:
                 arrays[name] = real_array(value, name)
 
-        problems: list[str] = []
-        k = arrays["kernel"]
-        if k.ndim != 2 or k.shape[1] % 4 or k.shape[0] < 1 or k.shape[1] < 4:
-            problems.append(
-                f"kernel must have shape (input_size, 4*units) with both >= 1, "
-                f"got {k.shape}"
-            )
-            units = None
-        else:
-            units = k.shape[1] // 4
+        problems = _lstm_shape_problems(arrays)
         proj = arrays.get("projection")
-        if proj is not None and (proj.ndim != 2 or min(proj.shape, default=0) < 1):
-            problems.append(
-                f"projection must have shape (units, proj_size), got {proj.shape}"
-            )
-            proj = None
-        if proj is not None and proj.shape[1] > MAX_DIM:
-            problems.append(
-                f"projection shape {proj.shape} exceeds the size "
-                f"limit of {MAX_DIM} per dimension"
-            )
-        if units is not None:
-            if units > MAX_DIM or k.shape[0] > MAX_DIM:
-                problems.append(
-                    f"kernel shape {k.shape} exceeds the size limit "
-                    f"of {MAX_DIM} per dimension"
-                )
-            width = proj.shape[1] if proj is not None else units
-            expected = {
-                "recurrent_kernel": (width, 4 * units),
-                "bias": (4 * units,),
-                "peepholes": (3, units),
-                "projection": (units, width),
-            }
-            if proj is None:  # absent, or malformed and already reported
-                del expected["projection"]
-            for name, shape in expected.items():
-                arr = arrays.get(name)
-                if arr is not None and arr.shape != shape:
-                    what = (
-                        " (rows = proj_size)"
-                        if name == "recurrent_kernel" and proj is not None
-                        else ""
-                    )
-                    problems.append(
-                        f"{name} must have shape {shape}{what} for "
-                        f"kernel {k.shape}, got {arr.shape}"
-                    )
         if problems:
             raise ShapeError("invalid LSTM weights:\n  - " + "\n  - ".join(problems))
         options: list[str] = []
