@@ -27,6 +27,7 @@ __all__ = [
     "IndexSpec",
     "index_key",
     "AttentionSpec",
+    "MultiHeadAttentionSpec",
 ]
 
 PADDINGS = ("valid", "same", "causal")
@@ -259,3 +260,48 @@ class AttentionSpec(LayerSpec):
 
     def param_count(self) -> int:
         return _sizes(self.scale) + _sizes(self.concat_weight)
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiHeadAttentionSpec(LayerSpec):
+    """Keras' MultiHeadAttention (attention over the time axis): query, key
+    and value projections ``w*`` (dim, heads, size) with biases (heads,
+    size) or None, scores scaled by 1/sqrt(key size), the mask of query,
+    value and key (and a causal one, ``use_causal_mask`` on the call)
+    setting masked scores to a large negative number before the softmax,
+    and the output projection ``wo`` (heads, value size, out) with bias.
+    ``zeroes_masked_scores``: Keras 3, when it returns the scores, runs a
+    masked softmax that zeroes masked positions (a query masked everywhere
+    then attends to nothing); otherwise such a query's weights are
+    uniform."""
+
+    zeroes_masked_scores: bool = False
+    wq: np.ndarray = None  # type: ignore[assignment]
+    wk: np.ndarray = None  # type: ignore[assignment]
+    wv: np.ndarray = None  # type: ignore[assignment]
+    wo: np.ndarray = None  # type: ignore[assignment]
+    bq: np.ndarray | None = None
+    bk: np.ndarray | None = None
+    bv: np.ndarray | None = None
+    bo: np.ndarray | None = None
+
+    weighted: ClassVar[bool] = True
+
+    def problems(self) -> list[str]:
+        ws = (self.wq, self.wk, self.wv, self.wo)
+        if any(w is None or w.ndim != 3 for w in ws):
+            return [f"{self.name}: projections must be 3-D"]
+        heads = {w.shape[1] for w in ws[:3]} | {self.wo.shape[0]}
+        out = []
+        if len(heads) != 1 or self.wq.shape[2] != self.wk.shape[2]:
+            out.append(f"{self.name}: head counts or key sizes differ")
+        arrays = dict(
+            zip(("wq", "wk", "wv", "wo", "bq", "bk", "bv", "bo"), self._all())
+        )
+        return out + _finite(self.name, arrays)
+
+    def _all(self) -> tuple:
+        return (self.wq, self.wk, self.wv, self.wo, self.bq, self.bk, self.bv, self.bo)
+
+    def param_count(self) -> int:
+        return sum(_sizes(a) for a in self._all())

@@ -28,6 +28,7 @@ from fastlstm.engine.sequence_layers import (
     Conv1D,
     Index,
     LayerNorm,
+    MultiHeadAttention,
     Pool1D,
     PReLU,
     Rectifier,
@@ -58,6 +59,7 @@ from fastlstm.sequence_specs import (
     Conv1DSpec,
     IndexSpec,
     LayerNormSpec,
+    MultiHeadAttentionSpec,
     Pool1DSpec,
     PReLUSpec,
     RectifierSpec,
@@ -91,6 +93,7 @@ _BUILDERS: dict[type, Callable[[Any], Layer]] = {
     PReLUSpec: PReLU,
     IndexSpec: Index,
     AttentionSpec: Attention,
+    MultiHeadAttentionSpec: MultiHeadAttention,
 }
 
 

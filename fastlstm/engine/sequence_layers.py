@@ -8,7 +8,7 @@ import numpy as np
 
 from fastlstm.activations import numpy_activation
 from fastlstm.engine.layers import Layer
-from fastlstm.errors import ShapeError
+from fastlstm.errors import ShapeError, UnsupportedLayerError
 from fastlstm.sequence_specs import (
     AffineSpec,
     Conv1DSpec,
@@ -28,6 +28,7 @@ __all__ = [
     "PReLU",
     "Index",
     "Attention",
+    "MultiHeadAttention",
 ]
 
 
@@ -296,3 +297,54 @@ class Attention(Layer):
         if s.scale is not None:
             pair = s.scale * pair
         return s.concat_weight * np.tanh(pair).sum(axis=-1)
+
+
+class MultiHeadAttention(Layer):
+    """Keras' MultiHeadAttention (MultiHeadAttentionSpec), inference."""
+
+    streams = False
+    reads_input_masks = True
+    MASKED = np.float32(-1e9)  # any constant gives Keras' softmax here
+
+    def call(self, inputs, masks, node, ctx):
+        s = self.spec
+        if node.options.get("attention_mask"):
+            raise UnsupportedLayerError(
+                f"layer {self.name!r}: an attention_mask argument is not supported"
+            )
+        q_in, v_in = (np.asarray(a, np.float32) for a in inputs[:2])
+        k_in = np.asarray(inputs[2], np.float32) if len(inputs) > 2 else v_in
+        masks = list(masks) + [None] * 3
+        q_mask, v_mask = masks[0], masks[1]
+        k_mask = masks[2] if len(inputs) > 2 else v_mask
+        q = _project(q_in, s.wq, s.bq) / np.sqrt(np.float32(s.wq.shape[2]))
+        k, v = _project(k_in, s.wk, s.bk), _project(v_in, s.wv, s.bv)
+        scores = np.einsum("btnh,bsnh->bnts", q, k)  # (B, N, Tq, Tv)
+        keep = np.ones((q.shape[0], q.shape[1], k.shape[1]), bool)
+        if q_mask is not None:
+            keep &= np.asarray(q_mask, bool)[:, :, None]
+        for m in (v_mask, k_mask):
+            if m is not None:
+                keep &= np.asarray(m, bool)[:, None, :]
+        if node.options.get("use_causal_mask"):
+            keep &= np.tril(np.ones(keep.shape[1:], bool))[None]
+        scores = np.where(keep[:, None], scores, self.MASKED)
+        scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        scores /= scores.sum(axis=-1, keepdims=True)
+        with_scores = node.options.get("return_attention_scores")
+        if with_scores and s.zeroes_masked_scores:
+            scores = np.where(keep[:, None], scores, np.float32(0))
+        context = np.einsum("bnts,bsnh->btnh", scores, v)
+        out = np.einsum("btnh,nho->bto", context, s.wo)
+        if s.bo is not None:
+            out += s.bo
+        outs = [out.astype(np.float32, copy=False)]
+        if with_scores:
+            outs.append(scores.astype(np.float32, copy=False))
+        return outs, [q_mask] + [None] * (len(outs) - 1)
+
+
+def _project(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    """(B, T, dim) @ (dim, heads, size) (+ bias) -> (B, T, heads, size)."""
+    y = (x @ w.reshape(w.shape[0], -1)).reshape(*x.shape[:2], *w.shape[1:])
+    return y if b is None else y + b

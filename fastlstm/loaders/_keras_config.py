@@ -252,6 +252,14 @@ def _parse_node(layer: str, index: int, node: Any) -> NodeSpec:
         for k, v in kwargs.items()
         if isinstance(v, (bool, int, float, str)) and k not in ("mask", "training")
     }
+    # tf.keras passes MultiHeadAttention's value and key by keyword: they
+    # follow the query as inputs
+    wired = ("mask", "initial_state", "value", "key")
+    for name in ("value", "key"):
+        inputs.extend(_refs(kwargs.get(name)))
+    # other tensors passed by keyword (an attention_mask) are not wired:
+    # named, so the layer can refuse instead of ignoring them
+    options.update({k: True for k, v in kwargs.items() if k not in wired and _refs(v)})
     mrefs = _refs(kwargs.get("mask"))
     if mrefs:
         mask = mrefs[0]

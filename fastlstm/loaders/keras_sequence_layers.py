@@ -21,6 +21,7 @@ from fastlstm.sequence_specs import (
     Conv1DSpec,
     IndexSpec,
     LayerNormSpec,
+    MultiHeadAttentionSpec,
     Pool1DSpec,
     PReLUSpec,
     RectifierSpec,
@@ -261,6 +262,38 @@ def attention(layer: Any, flavor: Any) -> AttentionSpec:
     )
 
 
+def multi_head_attention(layer: Any, flavor: Any) -> MultiHeadAttentionSpec:
+    """Weights in Keras' order: query, key, value, output (kernel, then
+    bias when use_bias); attention over the time axis only."""
+    cfg, where = layer.config, _where(layer)
+    axes = cfg.get("attention_axes")
+    if axes not in (None, [1], (1,), 1):
+        raise UnsupportedLayerError(f"{where}: attention_axes={axes}")
+    for key in ("use_gate", "sliding_window"):
+        if cfg.get(key):
+            raise UnsupportedLayerError(f"{where}: {key}={cfg[key]!r}")
+    use_bias = cfg.get("use_bias", True)
+    ws = _arrays(layer, 8 if use_bias else 4)
+    step = 2 if use_bias else 1
+    kernels = ws[0::step]
+    biases = ws[1::step] if use_bias else [None] * 4
+    if any(k.ndim != 3 for k in kernels):
+        raise ModelFormatError(f"{where}: projection kernels must be 3-D")
+    return MultiHeadAttentionSpec(
+        layer.name,
+        layer.class_name,
+        zeroes_masked_scores=flavor.major >= 3,
+        wq=kernels[0],
+        wk=kernels[1],
+        wv=kernels[2],
+        wo=kernels[3],
+        bq=biases[0],
+        bk=biases[1],
+        bv=biases[2],
+        bo=biases[3],
+    )
+
+
 def _slicing(layer: Any) -> IndexSpec:
     """tf.keras' x[...] (other TF op lambdas hold code: refused)."""
     function = layer.config.get("function")
@@ -295,10 +328,12 @@ SEQUENCE_CONVERTERS: dict[str, Callable] = {
     "SlicingOpLambda": lambda layer, flavor: _slicing(layer),
     "Attention": attention,
     "AdditiveAttention": attention,
+    "MultiHeadAttention": multi_head_attention,
 }
 # Layers that hold weights (Conv1D is added by keras_layers, which gives it
 # the Keras activation parser). Normalization may hold them (adapted) or not.
 SEQUENCE_WEIGHTED = (
+    "MultiHeadAttention",
     "Attention",
     "AdditiveAttention",
     "BatchNormalization",

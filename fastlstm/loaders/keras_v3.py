@@ -154,6 +154,11 @@ def _vars(g: h5py.Group, where: str, budget: ByteBudget) -> list:
 def _collect(
     g: h5py.Group, class_name: str, cfg: dict, where: str, budget: ByteBudget
 ) -> list:
+    if class_name == "MultiHeadAttention":
+        parts = ("query_dense", "key_dense", "value_dense", "output_dense")
+        return [
+            a for part in parts for a in _vars(_h5.get(g, part, where), where, budget)
+        ]
     if class_name in ("LSTM", "CuDNNLSTM", "GRU", "CuDNNGRU", "SimpleRNN"):
         return _vars(_h5.get(g, "cell", where), where, budget)
     if class_name in (
@@ -164,6 +169,11 @@ def _collect(
         *SEQUENCE_WEIGHTED,
     ):
         return _vars(g, where, budget)
+    if class_name == "MultiHeadAttention":
+        parts = ("query_dense", "key_dense", "value_dense", "output_dense")
+        return [
+            a for part in parts for a in _vars(_h5.get(g, part, where), where, budget)
+        ]
     if class_name == "TimeDistributed":
         return _vars(_h5.get(g, "layer", where), where, budget)
     if class_name == "Bidirectional":
