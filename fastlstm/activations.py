@@ -21,6 +21,7 @@ __all__ = [
     "parse_activation",
     "NUMPY_ACTIVATIONS",
     "numpy_activation",
+    "softmax",
     "GateActivation",
 ]
 
@@ -83,7 +84,8 @@ def parse_activation(value: str | Activation, argument: str) -> Activation:
     return _NAMES[key]
 
 
-def _softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """exp(x) / sum(exp(x)) over ``axis``, the maximum subtracted first."""
     z = x - np.max(x, axis=axis, keepdims=True)
     e = np.exp(z)
     return e / np.sum(e, axis=axis, keepdims=True)
@@ -118,7 +120,7 @@ NUMPY_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "silu": lambda x: x * _sigmoid(x),
     "gelu": lambda x: 0.5 * x * (1.0 + special.erf(x / np.sqrt(2.0))),
     "log_softmax": lambda x: x - special.logsumexp(x, axis=-1, keepdims=True),
-    "softmax": _softmax,
+    "softmax": softmax,
 }
 
 
@@ -129,7 +131,7 @@ def numpy_activation(name: str, axis: int = -1) -> Callable[[np.ndarray], np.nda
     if name == "softmax" and axis != -1:
 
         def fn(x: np.ndarray) -> np.ndarray:
-            return _softmax(x, axis)
+            return softmax(x, axis)
 
     def apply(x: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore"):

@@ -10,9 +10,15 @@ import numpy as np
 from fastlstm import _inputs
 from fastlstm._core import CHUNK_AUTO, PackedLayer
 from fastlstm.activations import Activation
-from fastlstm.engine.lstm import Output, Prepared, StreamBase, prepare_call
+from fastlstm.engine.lstm import (
+    Output,
+    Prepared,
+    StreamBase,
+    output_buffers,
+    prepare_call,
+)
 from fastlstm.errors import ConfigError, NonFiniteError, ShapeError, StreamError
-from fastlstm.spec import GRUSpec, SimpleRNNSpec, check_elements
+from fastlstm.spec import GRUSpec, SimpleRNNSpec
 
 __all__ = ["GRU", "SimpleRNN", "HiddenStateStream", "one_state"]
 
@@ -133,12 +139,7 @@ class _HiddenStateLayer:
         the output sequence (processing order) or None, and the last output
         or None."""
         (h,) = states
-        y = None
-        if sequences:
-            check_elements(p.x.shape[:2] + (self._H,), "the output sequence")
-            y = np.empty(p.x.shape[:2] + (self._H,), np.float32)
-        elif y_last is None:
-            y_last = np.empty((p.batch, self._H), np.float32)
+        y, y_last = output_buffers(p, self._H, sequences, y_last)
         try:
             self._packed.forward(
                 p.x,

@@ -14,7 +14,7 @@ from fastlstm.activations import Activation
 from fastlstm.errors import ConfigError, NonFiniteError, ShapeError, StreamError
 from fastlstm.spec import LSTMSpec, check_elements
 
-__all__ = ["LSTM", "LSTMStream", "StreamBase"]
+__all__ = ["LSTM", "LSTMStream", "StreamBase", "output_buffers"]
 
 ArrayLike = Any
 Output = Union[np.ndarray, list]
@@ -227,13 +227,7 @@ class LSTM:
         """Runs the kernel; updates h, c (and seen) in place. Returns the
         output sequence (layout of x, processing order) or None, and the
         last output or None."""
-        R = self._R
-        y = None
-        if sequences:
-            check_elements(p.x.shape[:2] + (R,), "the output sequence")
-            y = np.empty(p.x.shape[:2] + (R,), np.float32)
-        elif y_last is None:
-            y_last = np.empty((p.batch, R), np.float32)
+        y, y_last = output_buffers(p, self._R, sequences, y_last)
         try:
             self._packed.forward(
                 p.x,
@@ -382,6 +376,20 @@ class Prepared:
             inside = t[None, :] < self.lengths[:, None]  # (batch, time)
             valid &= inside.T if self.time_major else inside
         return valid
+
+
+def output_buffers(
+    p: Prepared, width: int, sequences: bool, y_last: np.ndarray | None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(y, y_last) a recurrent kernel writes: every step's outputs (x's
+    layout) when ``sequences``, else the last step's (the caller's, if
+    given)."""
+    if sequences:
+        check_elements(p.x.shape[:2] + (width,), "the output sequence")
+        return np.empty(p.x.shape[:2] + (width,), np.float32), y_last
+    if y_last is None:
+        y_last = np.empty((p.batch, width), np.float32)
+    return None, y_last
 
 
 def prepare_call(

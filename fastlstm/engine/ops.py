@@ -12,6 +12,7 @@ import numpy as np
 
 from fastlstm._budget import ByteBudget
 from fastlstm.engine.layers import Layer, RunContext
+from fastlstm.engine.op_args import axis_of, charge, ints, need
 from fastlstm.engine.ops_compute import COMPUTE_OPS
 from fastlstm.errors import ModelFormatError, ShapeError, UnsupportedLayerError
 from fastlstm.model_spec import ConstantSpec, OpSpec
@@ -41,35 +42,6 @@ ONNX_DTYPES = {
 }
 
 
-def _need(x: Any, node: OpSpec, k: int) -> np.ndarray:
-    if x is None:
-        raise ModelFormatError(f"{node.describe()}: input {k} is missing")
-    return np.asarray(x)
-
-
-def _ints(x: Any, node: OpSpec, k: int) -> list[int]:
-    arr = _need(x, node, k)
-    if arr.dtype.kind not in "iu":
-        raise ModelFormatError(f"{node.describe()}: input {k} must hold integers")
-    return [int(v) for v in arr.reshape(-1)]
-
-
-def _axis(axis: int, ndim: int, node: OpSpec) -> int:
-    if not -ndim <= axis < ndim:
-        raise ShapeError(f"{node.describe()}: axis {axis} out of range for rank {ndim}")
-    return axis % ndim
-
-
-def _charge(shape: tuple, itemsize: int, node: OpSpec, budget: ByteBudget) -> None:
-    """Charges a result of ``shape`` to ``budget`` before it is allocated."""
-    n = 1
-    for d in shape:
-        if d < 0:
-            raise ShapeError(f"{node.describe()}: negative dimension in {shape}")
-        n *= d
-    budget.spend(n * itemsize, f"{node.describe()}'s result of shape {shape}")
-
-
 def op_budget(where: str, arrays: Any) -> ByteBudget:
     """The budget of op results computed from ``arrays``."""
     stored = sum(int(np.asarray(a).nbytes) for a in arrays if a is not None)
@@ -93,59 +65,59 @@ def _constant(node: OpSpec, ins: list, budget: ByteBudget) -> list:
 
 
 def _constant_of_shape(node: OpSpec, ins: list, budget: ByteBudget) -> list:
-    shape = tuple(_ints(ins[0], node, 0))
+    shape = tuple(ints(ins[0], node, 0))
     value = node.attrs.get("value")
     value = np.zeros(1, np.float32) if value is None else np.asarray(value)
     if value.size != 1:
         raise ModelFormatError(f"{node.describe()}: value must hold one element")
-    _charge(shape, value.dtype.itemsize, node, budget)
+    charge(shape, value.dtype.itemsize, node, budget)
     return [np.full(shape, value.reshape(-1)[0], dtype=value.dtype)]
 
 
 def _shape(node: OpSpec, ins: list, budget: ByteBudget) -> list:
-    shape = np.asarray(_need(ins[0], node, 0).shape, np.int64)
+    shape = np.asarray(need(ins[0], node, 0).shape, np.int64)
     start, end = node.attrs.get("start", 0), node.attrs.get("end")
     return [shape[start:end]]
 
 
 def _gather(node: OpSpec, ins: list, budget: ByteBudget) -> list:
-    data = _need(ins[0], node, 0)
-    idx = _need(ins[1], node, 1)
+    data = need(ins[0], node, 0)
+    idx = need(ins[1], node, 1)
     if idx.dtype.kind not in "iu":
         raise ModelFormatError(f"{node.describe()}: indices must be integers")
-    axis = _axis(node.attrs.get("axis", 0), data.ndim, node)
+    axis = axis_of(node.attrs.get("axis", 0), data.ndim, node)
     n = data.shape[axis]
     if idx.size and (idx.min() < -n or idx.max() >= n):
         raise ShapeError(f"{node.describe()}: index out of range for size {n}")
     shape = data.shape[:axis] + idx.shape + data.shape[axis + 1 :]
-    _charge(shape, data.dtype.itemsize, node, budget)
+    charge(shape, data.dtype.itemsize, node, budget)
     return [np.take(data, np.where(idx < 0, idx + n, idx), axis=axis)]
 
 
 def _axes(node: OpSpec, ins: list, k: int) -> list[int] | None:
     if len(ins) > k and ins[k] is not None:
-        return _ints(ins[k], node, k)
+        return ints(ins[k], node, k)
     return node.attrs.get("axes")
 
 
 def _unsqueeze(node: OpSpec, ins: list, budget: ByteBudget) -> list:
-    x = _need(ins[0], node, 0)
+    x = need(ins[0], node, 0)
     axes = _axes(node, ins, 1)
     if axes is None:
         raise ModelFormatError(f"{node.describe()}: no axes")
     ndim = x.ndim + len(axes)
     out = x
-    for a in sorted(_axis(a, ndim, node) for a in axes):
+    for a in sorted(axis_of(a, ndim, node) for a in axes):
         out = np.expand_dims(out, a)
     return [out]
 
 
 def _squeeze(node: OpSpec, ins: list, budget: ByteBudget) -> list:
-    x = _need(ins[0], node, 0)
+    x = need(ins[0], node, 0)
     axes = _axes(node, ins, 1)
     if axes is None:
         return [np.squeeze(x)]
-    axes = tuple(_axis(a, x.ndim, node) for a in axes)
+    axes = tuple(axis_of(a, x.ndim, node) for a in axes)
     for a in axes:
         if x.shape[a] != 1:
             raise ShapeError(
@@ -158,7 +130,7 @@ def _concat(node: OpSpec, ins: list, budget: ByteBudget) -> list:
     parts = [np.asarray(x) for x in ins if x is not None]
     if not parts:
         raise ModelFormatError(f"{node.describe()}: no inputs")
-    axis = _axis(node.attrs.get("axis", 0), parts[0].ndim, node)
+    axis = axis_of(node.attrs.get("axis", 0), parts[0].ndim, node)
     budget.spend(
         sum(int(p.nbytes) for p in parts), f"{node.describe()}'s concatenation"
     )
@@ -169,12 +141,12 @@ def _concat(node: OpSpec, ins: list, budget: ByteBudget) -> list:
 
 
 def _slice(node: OpSpec, ins: list, budget: ByteBudget) -> list:
-    x = _need(ins[0], node, 0)
+    x = need(ins[0], node, 0)
     if len(ins) > 1:  # opset >= 10: starts, ends, axes, steps as inputs
-        starts = _ints(ins[1], node, 1)
-        ends = _ints(ins[2], node, 2)
+        starts = ints(ins[1], node, 1)
+        ends = ints(ins[2], node, 2)
         axes = _axes(node, ins, 3)
-        steps = _ints(ins[4], node, 4) if len(ins) > 4 and ins[4] is not None else None
+        steps = ints(ins[4], node, 4) if len(ins) > 4 and ins[4] is not None else None
     else:
         starts, ends = node.attrs.get("starts", []), node.attrs.get("ends", [])
         axes, steps = node.attrs.get("axes"), None
@@ -188,12 +160,12 @@ def _slice(node: OpSpec, ins: list, budget: ByteBudget) -> list:
             raise ModelFormatError(f"{node.describe()}: step 0")
         # ONNX clamps out-of-range starts/ends (INT64_MAX sentinels included)
         # exactly as Python slicing does
-        index[_axis(a, x.ndim, node)] = slice(s, e, st)
+        index[axis_of(a, x.ndim, node)] = slice(s, e, st)
     return [x[tuple(index)]]
 
 
 def _transpose(node: OpSpec, ins: list, budget: ByteBudget) -> list:
-    x = _need(ins[0], node, 0)
+    x = need(ins[0], node, 0)
     perm = node.attrs.get("perm")
     if perm is not None and sorted(perm) != list(range(x.ndim)):
         raise ShapeError(f"{node.describe()}: perm {perm} for rank {x.ndim}")
@@ -201,9 +173,9 @@ def _transpose(node: OpSpec, ins: list, budget: ByteBudget) -> list:
 
 
 def _reshape(node: OpSpec, ins: list, budget: ByteBudget) -> list:
-    x = _need(ins[0], node, 0)
+    x = need(ins[0], node, 0)
     if len(ins) > 1:
-        shape = _ints(ins[1], node, 1)
+        shape = ints(ins[1], node, 1)
     else:
         shape = list(node.attrs.get("shape", []))
     allowzero = node.attrs.get("allowzero", 0)
@@ -226,25 +198,25 @@ def _cast(node: OpSpec, ins: list, budget: ByteBudget) -> list:
     to = node.attrs.get("to")
     if to not in ONNX_DTYPES:
         raise UnsupportedLayerError(f"{node.describe()}: Cast to type {to}")
-    x = _need(ins[0], node, 0)
-    _charge(x.shape, np.dtype(ONNX_DTYPES[to]).itemsize, node, budget)
+    x = need(ins[0], node, 0)
+    charge(x.shape, np.dtype(ONNX_DTYPES[to]).itemsize, node, budget)
     return [x.astype(ONNX_DTYPES[to])]
 
 
 def _expand(node: OpSpec, ins: list, budget: ByteBudget) -> list:
     """ONNX Expand: x broadcast with shape (both ways, as NumPy does)."""
-    x = _need(ins[0], node, 0)
-    shape = tuple(_ints(ins[1], node, 1))
+    x = need(ins[0], node, 0)
+    shape = tuple(ints(ins[1], node, 1))
     try:
         out = np.broadcast_shapes(x.shape, shape)
     except ValueError as exc:
         raise ShapeError(f"{node.describe()}: {exc}") from None
-    _charge(out, x.dtype.itemsize, node, budget)
+    charge(out, x.dtype.itemsize, node, budget)
     return [np.array(np.broadcast_to(x, out))]
 
 
 def _identity(node: OpSpec, ins: list, budget: ByteBudget) -> list:
-    return [_need(ins[0], node, 0)]
+    return [need(ins[0], node, 0)]
 
 
 OPS = {

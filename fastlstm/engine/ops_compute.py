@@ -14,6 +14,8 @@ import numpy as np
 from scipy import special
 
 from fastlstm._budget import ByteBudget
+from fastlstm.activations import NUMPY_ACTIVATIONS, softmax
+from fastlstm.engine.op_args import arg, axis_of, charge
 from fastlstm.errors import ModelFormatError, ShapeError, UnsupportedLayerError
 from fastlstm.model_spec import OpSpec
 
@@ -22,21 +24,8 @@ __all__ = ["COMPUTE_OPS"]
 Op = Callable[[OpSpec, list, ByteBudget], list]
 
 
-def _x(ins: list, node: OpSpec, k: int = 0) -> np.ndarray:
-    if len(ins) <= k or ins[k] is None:
-        raise ModelFormatError(f"{node.describe()}: input {k} is missing")
-    return np.asarray(ins[k])
-
-
 def _opt(ins: list, k: int) -> np.ndarray | None:
     return None if len(ins) <= k or ins[k] is None else np.asarray(ins[k])
-
-
-def _spend(node: OpSpec, budget: ByteBudget, shape: tuple, itemsize: int) -> None:
-    n = itemsize
-    for d in shape:  # Python ints: no overflow, and cheaper than np.prod
-        n *= int(d)
-    budget.spend(n, f"{node.describe()}'s result of shape {tuple(shape)}")
 
 
 def _broadcast_shape(node: OpSpec, shapes: list) -> tuple:
@@ -59,13 +48,7 @@ def _broadcast(node: OpSpec, budget: ByteBudget, *arrays: np.ndarray) -> None:
     """Charges a broadcast result of these inputs (ShapeError if they do
     not broadcast)."""
     shape = _broadcast_shape(node, [a.shape for a in arrays])
-    _spend(node, budget, shape, max(a.dtype.itemsize for a in arrays))
-
-
-def _axis(node: OpSpec, axis: int, ndim: int) -> int:
-    if not -ndim <= axis < max(ndim, 1):
-        raise ShapeError(f"{node.describe()}: axis {axis} out of range for rank {ndim}")
-    return axis % max(ndim, 1)
+    charge(shape, max(a.dtype.itemsize for a in arrays), node, budget)
 
 
 # --- elementwise -----------------------------------------------------------------
@@ -79,7 +62,7 @@ def _int_divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _binary(fn: Callable) -> Op:
     def op(node: OpSpec, ins: list, budget: ByteBudget) -> list:
-        a, b = _x(ins, node, 0), _x(ins, node, 1)
+        a, b = arg(ins, node, 0), arg(ins, node, 1)
         _broadcast(node, budget, a, b)
         with np.errstate(all="ignore"):
             return [np.asarray(fn(a, b))]
@@ -97,25 +80,20 @@ def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _unary(fn: Callable) -> Op:
     def op(node: OpSpec, ins: list, budget: ByteBudget) -> list:
-        x = _x(ins, node)
-        _spend(node, budget, x.shape, x.dtype.itemsize)
+        x = arg(ins, node)
+        charge(x.shape, x.dtype.itemsize, node, budget)
         with np.errstate(all="ignore"):
             return [np.asarray(fn(x)).astype(x.dtype, copy=False)]
 
     return op
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    e = np.exp(-np.abs(x))  # never overflows
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
-
-
 def _clip(node: OpSpec, ins: list, budget: ByteBudget) -> list:
-    x = _x(ins, node)
+    x = arg(ins, node)
     lo, hi = _opt(ins, 1), _opt(ins, 2)
     lo = node.attrs.get("min") if lo is None else lo  # opset < 11
     hi = node.attrs.get("max") if hi is None else hi
-    _spend(node, budget, x.shape, x.dtype.itemsize)
+    charge(x.shape, x.dtype.itemsize, node, budget)
     out = x
     if lo is not None:
         out = np.maximum(out, np.asarray(lo, x.dtype))
@@ -125,7 +103,7 @@ def _clip(node: OpSpec, ins: list, budget: ByteBudget) -> list:
 
 
 def _where(node: OpSpec, ins: list, budget: ByteBudget) -> list:
-    c, a, b = _x(ins, node, 0), _x(ins, node, 1), _x(ins, node, 2)
+    c, a, b = arg(ins, node, 0), arg(ins, node, 1), arg(ins, node, 2)
     _broadcast(node, budget, c, a, b)
     return [np.where(c.astype(bool), a, b)]
 
@@ -147,13 +125,13 @@ def _variadic(fn: Callable) -> Op:
 
 
 def _matmul(node: OpSpec, ins: list, budget: ByteBudget) -> list:
-    a, b = _x(ins, node, 0), _x(ins, node, 1)
+    a, b = arg(ins, node, 0), arg(ins, node, 1)
     if a.ndim == 0 or b.ndim == 0:
         raise ShapeError(f"{node.describe()}: MatMul of a scalar")
     shape = _broadcast_shape(node, [a.shape[:-2], b.shape[:-2]])
     rows = a.shape[-2] if a.ndim > 1 else 1
     cols = b.shape[-1] if b.ndim > 1 else 1
-    _spend(node, budget, (*shape, rows, cols), 4)
+    charge((*shape, rows, cols), 4, node, budget)
     try:
         return [np.matmul(a, b)]
     except ValueError as exc:
@@ -162,7 +140,7 @@ def _matmul(node: OpSpec, ins: list, budget: ByteBudget) -> list:
 
 def _gemm(node: OpSpec, ins: list, budget: ByteBudget) -> list:
     """Y = alpha * A' @ B' + beta * C (A, B 2-D; C broadcast)."""
-    a, b, c = _x(ins, node, 0), _x(ins, node, 1), _opt(ins, 2)
+    a, b, c = arg(ins, node, 0), arg(ins, node, 1), _opt(ins, 2)
     if a.ndim != 2 or b.ndim != 2:
         raise ShapeError(f"{node.describe()}: Gemm needs 2-D A and B")
     at = node.attrs
@@ -170,7 +148,7 @@ def _gemm(node: OpSpec, ins: list, budget: ByteBudget) -> list:
     b = b.T if at.get("transB", 0) else b
     if a.shape[1] != b.shape[0]:
         raise ShapeError(f"{node.describe()}: A {a.shape} and B {b.shape} do not fit")
-    _spend(node, budget, (a.shape[0], b.shape[1]), 4)
+    charge((a.shape[0], b.shape[1]), 4, node, budget)
     alpha, beta = at.get("alpha", 1.0), at.get("beta", 1.0)
     y = a @ b
     if alpha != 1.0:
@@ -185,7 +163,7 @@ def _gemm(node: OpSpec, ins: list, budget: ByteBudget) -> list:
 
 
 def _flatten(node: OpSpec, ins: list, budget: ByteBudget) -> list:
-    x = _x(ins, node)
+    x = arg(ins, node)
     axis = node.attrs.get("axis", 1)
     axis = axis + x.ndim if axis < 0 else axis
     if not 0 <= axis <= x.ndim:
@@ -195,8 +173,8 @@ def _flatten(node: OpSpec, ins: list, budget: ByteBudget) -> list:
 
 
 def _split(node: OpSpec, ins: list, budget: ByteBudget) -> list:
-    x = _x(ins, node)
-    axis = _axis(node, node.attrs.get("axis", 0), x.ndim)
+    x = arg(ins, node)
+    axis = axis_of(node.attrs.get("axis", 0), x.ndim, node)
     sizes = _opt(ins, 1)
     sizes = node.attrs.get("split") if sizes is None else sizes.tolist()
     n = x.shape[axis]
@@ -210,25 +188,25 @@ def _split(node: OpSpec, ins: list, budget: ByteBudget) -> list:
 
 
 def _tile(node: OpSpec, ins: list, budget: ByteBudget) -> list:
-    x, reps = _x(ins, node, 0), _x(ins, node, 1)
+    x, reps = arg(ins, node, 0), arg(ins, node, 1)
     reps = [int(r) for r in reps.reshape(-1)]
     if len(reps) != x.ndim or any(r < 0 for r in reps):
         raise ShapeError(f"{node.describe()}: repeats {reps} for rank {x.ndim}")
-    _spend(node, budget, tuple(d * r for d, r in zip(x.shape, reps)), x.dtype.itemsize)
+    charge(tuple(d * r for d, r in zip(x.shape, reps)), x.dtype.itemsize, node, budget)
     return [np.tile(x, reps)]
 
 
 def _range(node: OpSpec, ins: list, budget: ByteBudget) -> list:
-    start, limit, delta = (_x(ins, node, k).reshape(()) for k in range(3))
+    start, limit, delta = (arg(ins, node, k).reshape(()) for k in range(3))
     if delta == 0:
         raise ShapeError(f"{node.describe()}: delta 0")
     n = max(int(np.ceil((limit - start) / delta)), 0)
-    _spend(node, budget, (n,), start.dtype.itemsize)
+    charge((n,), start.dtype.itemsize, node, budget)
     return [(start + np.arange(n, dtype=start.dtype) * delta).astype(start.dtype)]
 
 
 def _dropout(node: OpSpec, ins: list, budget: ByteBudget) -> list:
-    x = _x(ins, node)  # inference: the identity, and an all-true mask
+    x = arg(ins, node)  # inference: the identity, and an all-true mask
     return [x, np.ones(x.shape, bool)]
 
 
@@ -240,7 +218,7 @@ def _reduce(fn: Callable) -> Op:
     keepdims; noop_with_empty_axes."""
 
     def op(node: OpSpec, ins: list, budget: ByteBudget) -> list:
-        x = _x(ins, node)
+        x = arg(ins, node)
         axes = _opt(ins, 1)
         axes = node.attrs.get("axes") if axes is None else axes.reshape(-1).tolist()
         keep = bool(node.attrs.get("keepdims", 1))
@@ -248,7 +226,7 @@ def _reduce(fn: Callable) -> Op:
             if node.attrs.get("noop_with_empty_axes", 0):
                 return [x]
             axes = list(range(x.ndim))
-        axes = tuple(sorted({_axis(node, a, x.ndim) for a in axes}))
+        axes = tuple(sorted({axis_of(a, x.ndim, node) for a in axes}))
         return [np.asarray(fn(x, axis=axes, keepdims=keep)).astype(x.dtype)]
 
     return op
@@ -256,10 +234,10 @@ def _reduce(fn: Callable) -> Op:
 
 def _softmax(log: bool) -> Op:
     def op(node: OpSpec, ins: list, budget: ByteBudget) -> list:
-        x = _x(ins, node)
-        _spend(node, budget, x.shape, x.dtype.itemsize)
+        x = arg(ins, node)
+        charge(x.shape, x.dtype.itemsize, node, budget)
         opset = node.opset or 13
-        axis = _axis(node, node.attrs.get("axis", -1 if opset >= 13 else 1), x.ndim)
+        axis = axis_of(node.attrs.get("axis", -1 if opset >= 13 else 1), x.ndim, node)
         if opset < 13:  # over the flattened dims from axis on
             shape = x.shape
             x = x.reshape(int(np.prod(shape[:axis], dtype=np.int64)), -1)
@@ -270,29 +248,29 @@ def _softmax(log: bool) -> Op:
 
 
 def _softmax_values(x: np.ndarray, axis: int, log: bool) -> np.ndarray:
+    if not log:
+        return softmax(x, axis)
     z = x - x.max(axis=axis, keepdims=True)
-    e = np.exp(z)
-    s = e.sum(axis=axis, keepdims=True)
-    return (z - np.log(s)) if log else e / s
+    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
 
 
 def _batch_norm(node: OpSpec, ins: list, budget: ByteBudget) -> list:
-    x, scale, bias, mean, var = (_x(ins, node, k) for k in range(5))
+    x, scale, bias, mean, var = (arg(ins, node, k) for k in range(5))
     if node.attrs.get("training_mode", 0):
         raise UnsupportedLayerError(f"{node.describe()}: training_mode=1")
     eps = node.attrs.get("epsilon", 1e-5)
     shape = (1, -1) + (1,) * (x.ndim - 2)
-    _spend(node, budget, x.shape, x.dtype.itemsize)
+    charge(x.shape, x.dtype.itemsize, node, budget)
     inv = (scale / np.sqrt(var + np.asarray(eps, var.dtype))).reshape(shape)
     return [((x - mean.reshape(shape)) * inv + bias.reshape(shape)).astype(x.dtype)]
 
 
 def _layer_norm(node: OpSpec, ins: list, budget: ByteBudget) -> list:
-    x, scale, bias = _x(ins, node, 0), _x(ins, node, 1), _opt(ins, 2)
-    axis = _axis(node, node.attrs.get("axis", -1), x.ndim)
+    x, scale, bias = arg(ins, node, 0), arg(ins, node, 1), _opt(ins, 2)
+    axis = axis_of(node.attrs.get("axis", -1), x.ndim, node)
     eps = node.attrs.get("epsilon", 1e-5)
     axes = tuple(range(axis, x.ndim))
-    _spend(node, budget, x.shape, 8)
+    charge(x.shape, 8, node, budget)
     xd = x.astype(np.float64) if node.attrs.get("stash_type", 1) == 1 else x
     mean = xd.mean(axis=axes, keepdims=True)
     inv = 1.0 / np.sqrt(((xd - mean) ** 2).mean(axis=axes, keepdims=True) + eps)
@@ -304,7 +282,7 @@ def _layer_norm(node: OpSpec, ins: list, budget: ByteBudget) -> list:
 
 def _conv(node: OpSpec, ins: list, budget: ByteBudget) -> list:
     """1-D Conv (N, C, L) with strides, dilations, pads, group, auto_pad."""
-    x, w, b = _x(ins, node, 0), _x(ins, node, 1), _opt(ins, 2)
+    x, w, b = arg(ins, node, 0), arg(ins, node, 1), _opt(ins, 2)
     if x.ndim != 3 or w.ndim != 3:
         raise UnsupportedLayerError(f"{node.describe()}: only 1-D Conv is supported")
     at = node.attrs
@@ -327,7 +305,7 @@ def _conv(node: OpSpec, ins: list, budget: ByteBudget) -> list:
     out_len = (xp.shape[2] - span) // stride + 1
     if out_len < 1:
         raise ShapeError(f"{node.describe()}: input too short for the kernel")
-    _spend(node, budget, (N, out_len, C * K), x.dtype.itemsize)
+    charge((N, out_len, C * K), x.dtype.itemsize, node, budget)
     idx = np.arange(out_len)[:, None] * stride + np.arange(K)[None] * dil
     cols = xp[:, :, idx]  # (N, C, out_len, K)
     outs = []
@@ -366,9 +344,9 @@ COMPUTE_OPS: dict[str, Op] = {
     "Reciprocal": _unary(np.reciprocal),
     "Erf": _unary(special.erf),
     "Relu": _unary(lambda x: np.maximum(x, 0)),
-    "Sigmoid": _unary(_sigmoid),
+    "Sigmoid": _unary(NUMPY_ACTIVATIONS["sigmoid"]),
     "Tanh": _unary(np.tanh),
-    "Softplus": _unary(lambda x: np.logaddexp(0, x)),
+    "Softplus": _unary(NUMPY_ACTIVATIONS["softplus"]),
     "Clip": _clip,
     "Where": _where,
     "Min": _variadic(lambda xs: np.minimum.reduce(np.broadcast_arrays(*xs))),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastlstm.activations import numpy_activation
+from fastlstm.activations import numpy_activation, softmax
 from fastlstm.engine.layers import Layer
 from fastlstm.errors import ShapeError, UnsupportedLayerError
 from fastlstm.sequence_specs import (
@@ -273,9 +273,7 @@ class Attention(Layer):
             keep = causal if keep is None else keep & causal
         if keep is not None:
             scores = np.where(keep, scores, scores - self.BIG)
-        scores = scores - scores.max(axis=-1, keepdims=True)
-        weights = np.exp(scores)
-        weights /= weights.sum(axis=-1, keepdims=True)
+        weights = softmax(scores)
         out = weights @ v
         if q_mask is not None:
             out = np.where(np.asarray(q_mask, bool)[..., None], out, np.float32(0))
@@ -329,8 +327,7 @@ class MultiHeadAttention(Layer):
         if node.options.get("use_causal_mask"):
             keep &= np.tril(np.ones(keep.shape[1:], bool))[None]
         scores = np.where(keep[:, None], scores, self.MASKED)
-        scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
-        scores /= scores.sum(axis=-1, keepdims=True)
+        scores = softmax(scores)
         with_scores = node.options.get("return_attention_scores")
         if with_scores and s.zeroes_masked_scores:
             scores = np.where(keep[:, None], scores, np.float32(0))
