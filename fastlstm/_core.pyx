@@ -472,12 +472,12 @@ cdef class PackedLayer:
             self._layer = NULL
 
     def workspace_size(self, int batch, int steps, int chunk_steps=0,
-                       bint with_y=True):
+                       bint with_y=True, int threads=1):
         """Bytes of workspace a forward call of this size needs."""
         cdef size_t n = 0
         cdef float y_dummy = 0
-        cdef fl_run run = _sizing_run(batch, steps, chunk_steps, 1, 0, False,
-                                      False)
+        cdef fl_run run = _sizing_run(batch, steps, chunk_steps, threads, 0,
+                                      False, False)
         run.y = &y_dummy if with_y else NULL  # sizing only tests it for NULL
         _check(fl_layer_workspace_size(self._layer, &run, &n), "workspace size")
         return n
@@ -489,9 +489,10 @@ cdef class PackedLayer:
                 const int32_t[::1] lengths=None,
                 bint reverse=False, bint zero_output=False,
                 bint check_finite=True, int chunk_steps=0,
-                uint8_t[::1] work=None):
+                uint8_t[::1] work=None, int threads=1, ThreadPool pool=None):
         """Runs the layer; h (and seen) are updated in place. Layouts as
-        PackedLSTM.forward."""
+        PackedLSTM.forward; threads split each step's units (parts of 32
+        or more), on the pool's workers when given."""
         if self._layer is NULL:
             raise ShapeError("PackedLayer was not initialized")
         cdef fl_run run
@@ -499,6 +500,8 @@ cdef class PackedLayer:
                   seen, y, y_last, mask, lengths, reverse, zero_output,
                   check_finite)
         run.chunk_steps = chunk_steps
+        run.threads = threads
+        run.pool = _pool_of(pool)
         cdef size_t need = 0, nbytes = 0
         _check(fl_layer_workspace_size(self._layer, &run, &need),
                "workspace size")
@@ -595,8 +598,8 @@ cdef class StreamCore:
             self._c = None
             self._cp = NULL
             self._keep_copies = 0
-            threads = 1
-            self._work_bytes = packed.workspace_size(batch, 1, with_y=False)
+            self._work_bytes = packed.workspace_size(batch, 1, with_y=False,
+                                                     threads=threads)
         self.threads = threads
         self._pool = ThreadPool(threads) if threads > 1 else None
         self._work = np.empty(self._work_bytes, np.uint8)

@@ -160,10 +160,12 @@ typedef struct fl_run {
                                    0 = all steps in one GEMM; FL_CHUNK_AUTO =
                                    as many as keep the call's peak memory
                                    near 1.4x its weights, inputs and outputs */
-    int threads;                /* threads for batch 1 without projection
-                                   (each keeps its share of the recurrent
-                                   weights in its own cache); 0 or 1 = the
-                                   calling thread only. At most 8. */
+    int threads;                /* LSTM: threads for batch 1 without
+                                   projection; GRU and simple RNN: any
+                                   batch, parts of 32+ units. Each thread
+                                   keeps its share of the recurrent weights
+                                   in its own cache. 0 or 1 = the calling
+                                   thread only. At most 8. */
     fl_pool *pool;              /* run those threads on this pool's workers
                                    (if it has enough), or NULL: start threads
                                    for this call and join them before it
@@ -298,13 +300,14 @@ void fl_layer_free(fl_layer *layer);
 fl_status fl_layer_get_desc(const fl_layer *layer, fl_layer_desc *out);
 
 /* Bytes of workspace fl_layer_forward needs for this run (its batch,
- * steps and chunk_steps). */
+ * steps, chunk_steps and threads). */
 fl_status fl_layer_workspace_size(const fl_layer *layer, const fl_run *run,
                                   size_t *out_bytes);
 
 /* Runs the layer as fl_lstm_forward does (h updated in place; y, y_last
- * and seen as fl_run says). `work` holds fl_layer_workspace_size bytes,
- * aligned to 64 bytes. */
+ * and seen as fl_run says; threads on run->pool or started for the call,
+ * the calling thread alone if they cannot start). `work` holds
+ * fl_layer_workspace_size bytes, aligned to 64 bytes. */
 fl_status fl_layer_forward(const fl_layer *layer, const fl_blas *blas,
                            const fl_run *run, void *work, size_t work_bytes);
 

@@ -17,11 +17,14 @@ typedef enum fl_product {
 
 typedef struct fl_layer_plan {
     int chunk; /* steps per input projection */
+    int parts; /* threads splitting each step's units (1: the caller's) */
     /* workspace regions, byte offsets from the first aligned address */
     size_t gates; /* (chunk, B, GH) input projections */
     size_t rec;   /* (B, GH) one step's recurrent products */
     size_t rh;    /* (B, H) r * h (GRU with reset_after 0) */
     size_t seen;  /* (B) bytes, when the caller passes no `seen` */
+    size_t h2;    /* (B, H) the second state buffer, with parts */
+    size_t seens; /* (parts - 1, B) bytes: the other parts' `seen` */
     size_t total; /* bytes, with slack to align any base address */
 } fl_layer_plan;
 

@@ -16,25 +16,12 @@
  * between calls; the barrier spins (with pause, then yields) only while a
  * call is in progress.
  */
-#include <pthread.h>
-#include <sched.h>
-#include <stdatomic.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-#if defined(__SSE2__)
-#include <xmmintrin.h>
-#endif
 
 #include "fl_gates.h"
 #include "fl_kernels.h"
 #include "fl_woven.h"
 #include "fl_parallel.h"
-
-typedef struct barrier {
-    atomic_uint arrived;
-    atomic_uint generation;
-} barrier;
 
 typedef struct shared {
     const fl_run *run;
@@ -54,8 +41,7 @@ typedef struct shared {
                               chunk's projection into its recurrent
                               products (fl_matvec_woven) */
     int make_copies;     /* the parts copy their Wh columns first */
-    atomic_int go;       /* 0 wait, 1 run, -1 abort (a thread could not start) */
-    barrier bar;
+    fl_barrier bar;
 } shared;
 
 typedef struct part {
@@ -71,18 +57,6 @@ typedef struct part {
     uint8_t seen;
     unsigned gen;
 } part;
-
-static void barrier_wait(barrier *b, unsigned *gen, int n) {
-    unsigned g = *gen;
-    if ((int)atomic_fetch_add(&b->arrived, 1) == n - 1) {
-        atomic_store(&b->arrived, 0);
-        atomic_store(&b->generation, g + 1);
-    } else {
-        int spins = 0;
-        while (atomic_load(&b->generation) == g) fl_spin_pause(&spins);
-    }
-    *gen = g + 1;
-}
 
 /* The Wh columns of units [u0, u0+w) into dst: gate g as an (H, w)
  * row-major block at dst + g*H*w. */
@@ -225,7 +199,7 @@ static int run_chunk(part *p, int t0, int n, float *G, int ready, int nt0) {
             else
                 memset(dst, 0, w * sizeof(float));
         }
-        barrier_wait(&sh->bar, &p->gen, sh->nparts);
+        fl_barrier_wait(&sh->bar, &p->gen, sh->nparts);
         p->cur ^= 1;
     }
     return woven;
@@ -259,17 +233,6 @@ static void run_part(part *p) {
 
 static void part_job(void *arg, int k) {
     run_part((part *)arg + k);
-}
-
-static void *thread_main(void *arg) {
-    part *p = (part *)arg;
-#if defined(__SSE2__)
-    _mm_setcsr(_mm_getcsr() | 0x8040u); /* FTZ | DAZ, as in the caller */
-#endif
-    int go;
-    while ((go = atomic_load(&p->sh->go)) == 0) sched_yield();
-    if (go > 0) run_part(p);
-    return NULL;
 }
 
 size_t fl_parallel_workspace_floats(int units) {
@@ -333,8 +296,7 @@ int fl_parallel_run(const fl_parallel_job *job, uint8_t *seen) {
     sh.h[0] = ws;
     sh.h[1] = ws + H;
     memcpy(sh.h[0], run->h, (size_t)H * sizeof(float));
-    atomic_init(&sh.bar.arrived, 0);
-    atomic_init(&sh.bar.generation, 0);
+    fl_barrier_init(&sh.bar);
 
     part parts[FL_MAX_THREADS];
     float *next = ws + 2 * (size_t)H;
@@ -370,23 +332,7 @@ int fl_parallel_run(const fl_parallel_job *job, uint8_t *seen) {
             p->gp.peep = pp;
         }
     }
-    if (run->pool && fl_pool_run(run->pool, threads, part_job, parts)) goto done;
-    pthread_t tids[FL_MAX_THREADS];
-    int started = 1;
-    atomic_init(&sh.go, 0);
-    for (int k = 1; k < threads; k++) {
-        if (pthread_create(&tids[k], NULL, thread_main, &parts[k]) != 0) break;
-        started++;
-    }
-    if (started < threads) { /* could not start them all: release, go serial */
-        atomic_store(&sh.go, -1);
-        for (int k = 1; k < started; k++) pthread_join(tids[k], NULL);
-        return 0;
-    }
-    atomic_store(&sh.go, 1);
-    run_part(&parts[0]);
-    for (int k = 1; k < threads; k++) pthread_join(tids[k], NULL);
-done:
+    if (!fl_team_run(run->pool, threads, part_job, parts)) return 0;
     memcpy(run->h, sh.h[parts[0].cur], (size_t)H * sizeof(float));
     *seen = parts[0].seen;
     return 1;

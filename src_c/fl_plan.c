@@ -294,6 +294,18 @@ fl_status fl_plan_size_any(const fl_lstm *L, int batch, int steps, int chunk_ste
 
 /* ---- GRU and simple RNN layers ------------------------------------------------ */
 
+/* A GRU or simple RNN call splits each step's units between its threads
+ * in parts of at least this many units (fewer would not repay the
+ * barrier each step waits at). */
+#define FL_LAYER_MIN_PART_UNITS 32
+
+static int layer_parts(const fl_layer *layer, const fl_run *run) {
+    int parts = run->threads < FL_MAX_THREADS ? run->threads : FL_MAX_THREADS;
+    if (parts > layer->desc.units / FL_LAYER_MIN_PART_UNITS)
+        parts = layer->desc.units / FL_LAYER_MIN_PART_UNITS;
+    return parts > 1 ? parts : 1;
+}
+
 fl_product fl_plan_product(int rows) {
     return rows <= FL_SMALL_ROWS          ? FL_PRODUCT_MATVEC
            : rows <= FL_OWN_GEMM_MAX_ROWS ? FL_PRODUCT_GEMM
@@ -318,13 +330,18 @@ fl_status fl_layer_plan_make(const fl_layer *layer, const fl_run *run,
     if ((size_t)chunk * Bs > (size_t)INT32_MAX || (size_t)chunk * GH > INT32_MAX)
         return FL_ERR_OVERFLOW;
     plan->chunk = chunk;
+    plan->parts = layer_parts(layer, run);
+    const size_t others = (size_t)plan->parts - 1;
     size_t off = 0, n_gates;
     const int rh = layer->desc.kind == FL_LAYER_GRU && !layer->desc.reset_after;
     if (!fl_mul_size((size_t)chunk * Bs, GH, &n_gates) ||
         !fl_region_add(&off, n_gates, &plan->gates) ||
         !fl_region_add(&off, Bs * GH, &plan->rec) ||
         (rh && !fl_region_add(&off, Bs * H, &plan->rh)) ||
-        !fl_region_add(&off, byte_floats(Bs), &plan->seen) || off > SIZE_MAX - FL_ALIGN)
+        !fl_region_add(&off, byte_floats(Bs), &plan->seen) ||
+        (others && (!fl_region_add(&off, Bs * H, &plan->h2) ||
+                    !fl_region_add(&off, byte_floats(others * Bs), &plan->seens))) ||
+        off > SIZE_MAX - FL_ALIGN)
         return FL_ERR_OVERFLOW;
     plan->total = off + FL_ALIGN;
     return FL_OK;

@@ -4,7 +4,6 @@
  * caller's own being k = 0. Nothing runs or spins between jobs.
  */
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
 #if defined(__SSE2__)
@@ -127,4 +126,62 @@ int fl_pool_run(fl_pool *pool, int threads, fl_job_fn fn, void *arg) {
     while (atomic_load(&pool->pending) > 0) fl_spin_pause(&spins);
     atomic_store(&pool->busy, 0);
     return 1;
+}
+
+/* ---- jobs on threads started per call ------------------------------------ */
+
+typedef struct starter {
+    fl_job_fn fn;
+    void *arg;
+    int k;
+    atomic_int *go; /* 0 wait, 1 run, -1 abort (a thread could not start) */
+} starter;
+
+static void *starter_main(void *arg) {
+    const starter *s = (const starter *)arg;
+#if defined(__SSE2__)
+    _mm_setcsr(_mm_getcsr() | 0x8040u); /* FTZ | DAZ, as in the caller */
+#endif
+    int go;
+    while ((go = atomic_load(s->go)) == 0) sched_yield();
+    if (go > 0) s->fn(s->arg, s->k);
+    return NULL;
+}
+
+int fl_team_run(fl_pool *pool, int threads, fl_job_fn fn, void *arg) {
+    if (threads > FL_MAX_THREADS) return 0;
+    if (pool && fl_pool_run(pool, threads, fn, arg)) return 1;
+    /* all threads start before any runs: a job's barriers would otherwise
+     * wait forever for a thread that never came */
+    atomic_int go;
+    atomic_init(&go, 0);
+    pthread_t tids[FL_MAX_THREADS];
+    starter st[FL_MAX_THREADS];
+    int started = 1;
+    for (int k = 1; k < threads; k++) {
+        st[k] = (starter){.fn = fn, .arg = arg, .k = k, .go = &go};
+        if (pthread_create(&tids[k], NULL, starter_main, &st[k]) != 0) break;
+        started++;
+    }
+    atomic_store(&go, started < threads ? -1 : 1);
+    if (started == threads) fn(arg, 0);
+    for (int k = 1; k < started; k++) pthread_join(tids[k], NULL);
+    return started == threads;
+}
+
+void fl_barrier_init(fl_barrier *b) {
+    atomic_init(&b->arrived, 0);
+    atomic_init(&b->generation, 0);
+}
+
+void fl_barrier_wait(fl_barrier *b, unsigned *gen, int n) {
+    unsigned g = *gen;
+    if ((int)atomic_fetch_add(&b->arrived, 1) == n - 1) {
+        atomic_store(&b->arrived, 0);
+        atomic_store(&b->generation, g + 1);
+    } else {
+        int spins = 0;
+        while (atomic_load(&b->generation) == g) fl_spin_pause(&spins);
+    }
+    *gen = g + 1;
 }

@@ -38,15 +38,23 @@ void fl_run_write_output(const float *h_rows, int R, int status, int carry,
         memset(dst, 0, (size_t)R * sizeof(float));
 }
 
-void fl_run_step_outputs(const fl_run *run, int t, int k, int R, int masked, int carry,
-                         uint8_t *seen) {
+void fl_run_part_outputs(const fl_run *run, const float *h_rows, int t, int k, int R,
+                         size_t u0, size_t n, int masked, int carry, uint8_t *seen) {
     for (int b = 0; b < run->batch; b++) {
         const int status = masked ? fl_step_status(run, t, b) : FL_STEP_VALID;
         if (status == FL_STEP_VALID) seen[b] = 1;
-        if (run->y)
-            fl_run_write_output(run->h, R, status, carry, seen, b,
-                                run->y + fl_tb_index(run, k, b) * (size_t)R);
+        if (!run->y) continue;
+        float *dst = run->y + fl_tb_index(run, k, b) * (size_t)R + u0;
+        if (fl_output_shows_h(status, carry, seen[b]))
+            memcpy(dst, h_rows + (size_t)b * (size_t)R + u0, n * sizeof(float));
+        else
+            memset(dst, 0, n * sizeof(float));
     }
+}
+
+void fl_run_step_outputs(const fl_run *run, int t, int k, int R, int masked, int carry,
+                         uint8_t *seen) {
+    fl_run_part_outputs(run, run->h, t, k, R, 0, (size_t)R, masked, carry, seen);
 }
 
 void fl_run_write_last(const fl_run *run, int R, int masked, int carry,

@@ -25,6 +25,11 @@ void fl_run_write_output(const float *h_rows, int R, int status, int carry,
 void fl_run_step_outputs(const fl_run *run, int t, int k, int R, int masked, int carry,
                          uint8_t *seen);
 
+/* The same for units u0 .. u0+n-1 of the rows of h_rows (batch x R): a
+ * thread's part of a step split between threads. */
+void fl_run_part_outputs(const fl_run *run, const float *h_rows, int t, int k, int R,
+                         size_t u0, size_t n, int masked, int carry, uint8_t *seen);
+
 /* y_last as fl_run defines it, from the final h in run->h. */
 void fl_run_write_last(const fl_run *run, int R, int masked, int carry,
                        const uint8_t *seen);

@@ -137,7 +137,8 @@ def test_c_core_under_valgrind(tmp_path):
 
 @pytest.mark.slow
 def test_c_core_under_thread_sanitizer(tmp_path):
-    """The threaded batch-1 path (fl_parallel.c) has no data races. TSan
+    """The threaded paths (fl_parallel.c, fl_layer_forward.c) have no data
+    races. TSan
     cannot run ifunc-dispatched code, hence FL_NO_CLONES."""
     try:
         exe = build(

@@ -4,13 +4,14 @@ the kernel runs without the GIL."""
 from __future__ import annotations
 
 import os
+import pickle
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from _helpers import UNDER_SANITIZER, random_weights
+from _helpers import UNDER_SANITIZER, gru_rnn_weights, random_weights
 
 import fastlstm
 
@@ -206,7 +207,7 @@ def test_automatic_stream_threads(rng, monkeypatch):
     """Once [Wx; Wh] outgrow STREAM_THREADS_MIN_BYTES, a batch-1 stream takes
     2 threads if a timed probe finds them clearly faster on this host (once
     per layer), else 1; never for batches, projections or small layers."""
-    from fastlstm.engine import lstm as lstm_module
+    from fastlstm.engine import threads as threads_module
 
     probes = []
 
@@ -214,8 +215,8 @@ def test_automatic_stream_threads(rng, monkeypatch):
         probes.append(threads)
         return speed[threads]
 
-    monkeypatch.setattr(lstm_module, "_step_seconds", fake_step_seconds)
-    monkeypatch.setattr(lstm_module.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(threads_module, "_step_seconds", fake_step_seconds)
+    monkeypatch.setattr(threads_module.os, "cpu_count", lambda: 2)
     speed = {1: 60e-6, 2: 30e-6}  # 2 threads twice as fast
     big = fastlstm.LSTM(**random_weights(rng, 64, 384))  # 2.8 MB of weights
     assert big.stream(1).threads == 2
@@ -234,6 +235,10 @@ def test_automatic_stream_threads(rng, monkeypatch):
     assert forced.stream(1).threads == 2
     assert projected.stream(1).threads == 1  # the split needs h = m
     assert not probes  # none of these needed a probe
+    speed = {1: 60e-6, 2: 30e-6}
+    gru = fastlstm.GRU(*gru_rnn_weights(rng, 64, 512, 3))  # 3.5 MB
+    assert gru.stream(1).threads == 2 and set(probes) == {1, 2}
+    assert gru.stream(3).threads == 1  # automatic: batch 1 only
 
 
 def test_stream_probe_on_this_host(rng):
@@ -249,3 +254,88 @@ def test_stream_probe_on_this_host(rng):
             np.testing.assert_allclose(auto.step(x), fixed.step(x), atol=1e-6)
         else:
             np.testing.assert_array_equal(auto.step(x), fixed.step(x))
+
+
+# ---- GRU and simple RNN layers: threads split each step's units ----------
+
+HIDDEN_STATE_KINDS = {
+    "gru": (fastlstm.GRU, 3, {}),
+    "gru_reset_before": (fastlstm.GRU, 3, {"reset_after": False}),
+    "simple": (fastlstm.SimpleRNN, 1, {}),
+}
+
+
+def _hidden_state_layer(rng, kind, I, H, **kw):
+    cls, G, options = HIDDEN_STATE_KINDS[kind]
+    w = gru_rnn_weights(rng, I, H, G, scale=0.1)
+    return lambda **more: cls(*w, **options, **kw, **more)
+
+
+@pytest.mark.parametrize("kind", sorted(HIDDEN_STATE_KINDS))
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("extra", ["none", "mask", "lengths", "backwards", "tm"])
+def test_threaded_gru_rnn_matches_one_thread(rng, kind, batch, extra):
+    """threads=2/3 give each thread a range of units (its columns of every
+    product and its gate loops): the same numbers as one thread, for any
+    batch, with masks, lengths, go_backwards and either layout."""
+    T, I, H = 120, 12, 160
+    kw = {"return_sequences": True, "return_state": True}
+    if extra == "backwards":
+        kw["go_backwards"] = True
+    if extra == "tm":
+        kw["time_major"] = True
+    make = _hidden_state_layer(rng, kind, I, H, **kw)
+    shape = (T, batch, I) if extra == "tm" else (batch, T, I)
+    x = rng.normal(size=shape).astype(np.float32)
+    call = {}
+    if extra == "mask":
+        call["mask"] = rng.random((batch, T)) < 0.7
+    if extra == "lengths":
+        call["lengths"] = rng.integers(0, T + 1, size=batch)
+    h0 = rng.normal(size=(batch, H)).astype(np.float32) * 0.5
+    outs = [make(threads=t)(x, initial_state=h0, **call) for t in (1, 2, 3)]
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            assert np.abs(a - b).max() < 1e-6
+
+
+@pytest.mark.parametrize("kind", sorted(HIDDEN_STATE_KINDS))
+def test_threaded_gru_rnn_stream_matches_one_thread(rng, kind):
+    """A threads=2 GRU/SimpleRNN stream steps on a pool of sleeping workers,
+    at batch 1 and batches alike: same outputs and state as one thread."""
+    make = _hidden_state_layer(rng, kind, 8, 128)
+    for batch in (1, 3):
+        one, two = make(threads=1).stream(batch), make(threads=2).stream(batch)
+        assert (one.threads, two.threads) == (1, 2)
+        x = rng.normal(size=(batch, 30, 8)).astype(np.float32)
+        mask = rng.random((batch, 30)) < 0.8
+        for t in range(20):
+            a = one.step(x[:, t], mask=mask[:, t])
+            b = two.step(x[:, t], mask=mask[:, t])
+            assert np.abs(a - b).max() < 1e-6, t
+        a = one.feed(x[:, 20:], mask=mask[:, 20:])
+        b = two.feed(x[:, 20:], mask=mask[:, 20:])
+        assert np.abs(a - b).max() < 1e-6
+        assert np.abs(one.state - two.state).max() < 1e-6
+
+
+def test_gru_rnn_threads_option(rng):
+    """Validated like the LSTM's; kept through pickling; the automatic
+    choice takes 2 threads only for wide layers on long enough calls."""
+    make = _hidden_state_layer(rng, "gru", 4, 64)
+    with pytest.raises(fastlstm.ConfigError, match=r"threads must be None"):
+        make(threads=0)
+    assert pickle.loads(pickle.dumps(make(threads=3)))._threads == 3
+    two = min(2, os.cpu_count() or 1)
+    wide = _hidden_state_layer(rng, "gru", 4, 256)()
+    assert wide._threads_for(1, 100) == two
+    assert wide._threads_for(8, 100) == two
+    assert wide._threads_for(1, 4) == 1  # too short to pay for a thread
+    assert make()._threads_for(8, 100) == 1  # narrow layers never slower
+    # from 512 KB of recurrent weights on: a GRU of 210 units, an RNN of 363
+    assert (
+        _hidden_state_layer(rng, "gru_reset_before", 4, 224)()._threads_for(1, 100)
+        == two
+    )
+    assert _hidden_state_layer(rng, "simple", 4, 256)()._threads_for(1, 100) == 1
+    assert _hidden_state_layer(rng, "simple", 4, 384)()._threads_for(1, 100) == two

@@ -17,12 +17,18 @@ from fastlstm.engine.lstm import (
     output_buffers,
     prepare_call,
 )
+from fastlstm.engine.threads import ThreadChoice, check_threads
 from fastlstm.errors import ConfigError, NonFiniteError, ShapeError, StreamError
 from fastlstm.spec import GRUSpec, SimpleRNNSpec
 
 __all__ = ["GRU", "SimpleRNN", "HiddenStateStream", "one_state"]
 
 ArrayLike = Any
+
+# From here on (a GRU of 210+ units, a simple RNN of 363+), 2 threads ran
+# 1.3-1.9x faster than one at batch 1 and 16 (figures in
+# benchmarks/results/gru_threads_2026-12-06.md).
+CALL_THREADS_MIN_BYTES = 512 << 10
 
 
 def one_state(value: Any, name: str) -> Any:
@@ -34,10 +40,10 @@ def one_state(value: Any, name: str) -> Any:
     return value
 
 
-class _HiddenStateLayer:
+class _HiddenStateLayer(ThreadChoice):
     """What GRU and SimpleRNN share: a spec, a packed C layer, Keras-style
-    calls (return_sequences, return_state, masks, lengths) and streams.
-    Subclasses name their spec class and C kind."""
+    calls (return_sequences, return_state, masks, lengths), threads and
+    streams. Subclasses name their spec class and C kind."""
 
     spec_class: type = GRUSpec
     packed_kind = "gru"
@@ -45,7 +51,12 @@ class _HiddenStateLayer:
 
     @classmethod
     def from_spec(
-        cls, spec: Any, *, time_major: bool = False, nan_policy: str = "raise"
+        cls,
+        spec: Any,
+        *,
+        time_major: bool = False,
+        nan_policy: str = "raise",
+        threads: int | None = None,
     ) -> Any:
         """Builds a layer from a validated spec (what loaders make)."""
         if not isinstance(spec, cls.spec_class):
@@ -53,11 +64,14 @@ class _HiddenStateLayer:
                 f"spec must be a {cls.spec_class.__name__}, got {type(spec).__name__}"
             )
         layer = cls.__new__(cls)
-        layer._setup(spec, time_major, nan_policy)
+        layer._setup(spec, time_major, nan_policy, threads)
         return layer
 
     @_inputs.reports_memory("the layer's weights")
-    def _setup(self, spec: Any, time_major: bool, nan_policy: str) -> None:
+    def _setup(
+        self, spec: Any, time_major: bool, nan_policy: str, threads: int | None
+    ) -> None:
+        self._threads = check_threads(threads)
         if not isinstance(time_major, (bool, np.bool_)):
             raise ConfigError(f"time_major must be a bool, got {time_major!r}")
         self._spec = spec
@@ -77,7 +91,10 @@ class _HiddenStateLayer:
 
     def __reduce__(self) -> tuple:
         """Pickles the spec and options; unpickling packs the weights again."""
-        return (_rebuild, (type(self), self._spec, self._time_major, self._nan_policy))
+        return (
+            _rebuild,
+            (type(self), self._spec, self._time_major, self._nan_policy, self._threads),
+        )
 
     spec = property(lambda self: self._spec)
     input_size = property(lambda self: self._I)
@@ -100,6 +117,22 @@ class _HiddenStateLayer:
 
     def _repr_options(self) -> str:
         return f", activation={self._spec.activation.name.lower()}"
+
+    # -- threads (ThreadChoice) ------------------------------------------------
+    def _weight_bytes(self) -> int:
+        """Bytes of the kernel and recurrent kernel ([Wx; Wh], float32)."""
+        return 4 * self._spec.gates * self._H * (self._I + self._H)
+
+    def _auto_call_threads(self, batch: int, steps: int) -> bool:
+        """2 threads once the recurrent weights reach CALL_THREADS_MIN_BYTES
+        and the call has 16 rows x steps: then each core keeping its part of
+        them in its own cache repays the thread start and a barrier per
+        step."""
+        rec_bytes = 4 * self._spec.gates * self._H * self._H
+        return rec_bytes >= CALL_THREADS_MIN_BYTES and batch * steps >= 16
+
+    def _splits_stream(self, batch: int) -> bool:
+        return True  # every batch: the parts split units, not rows
 
     @_inputs.reports_memory("the call's inputs, outputs or workspace")
     def __call__(
@@ -134,10 +167,12 @@ class _HiddenStateLayer:
         sequences: bool,
         seen: np.ndarray | None = None,
         y_last: np.ndarray | None = None,
+        pool: Any = None,
     ) -> tuple[Any, Any]:
-        """Runs the kernel, updating states[0] (h) and seen in place. Returns
-        the output sequence (processing order) or None, and the last output
-        or None."""
+        """Runs the kernel, updating states[0] (h) and seen in place (its
+        threads on `pool`'s workers, when given). Returns the output
+        sequence (processing order) or None, and the last output or
+        None."""
         (h,) = states
         y, y_last = output_buffers(p, self._H, sequences, y_last)
         try:
@@ -154,6 +189,8 @@ class _HiddenStateLayer:
                 zero_output=self._spec.zero_output_for_mask,
                 check_finite=self._nan_policy == "raise",
                 chunk_steps=CHUNK_AUTO,
+                threads=self._threads_for(p.batch, p.steps),
+                pool=pool,
             )
         except NonFiniteError:
             _inputs.raise_nonfinite(p.x, p.valid(), self._time_major, p.name)
@@ -193,6 +230,7 @@ class GRU(_HiddenStateLayer):
         zero_output_for_mask: bool = False,
         time_major: bool = False,
         nan_policy: str = "raise",
+        threads: int | None = None,
     ) -> None:
         spec = GRUSpec.create(
             kernel,
@@ -207,7 +245,7 @@ class GRU(_HiddenStateLayer):
             return_state=return_state,
             zero_output_for_mask=zero_output_for_mask,
         )
-        self._setup(spec, time_major, nan_policy)
+        self._setup(spec, time_major, nan_policy, threads)
 
     reset_after = property(lambda self: self._spec.reset_after)
 
@@ -240,6 +278,7 @@ class SimpleRNN(_HiddenStateLayer):
         zero_output_for_mask: bool = False,
         time_major: bool = False,
         nan_policy: str = "raise",
+        threads: int | None = None,
     ) -> None:
         spec = SimpleRNNSpec.create(
             kernel,
@@ -252,12 +291,16 @@ class SimpleRNN(_HiddenStateLayer):
             return_state=return_state,
             zero_output_for_mask=zero_output_for_mask,
         )
-        self._setup(spec, time_major, nan_policy)
+        self._setup(spec, time_major, nan_policy, threads)
 
 
-def _rebuild(cls: type, spec: Any, time_major: bool, nan_policy: str) -> Any:
+def _rebuild(
+    cls: type, spec: Any, time_major: bool, nan_policy: str, threads: int | None
+) -> Any:
     """Unpickles a GRU or SimpleRNN (see __reduce__)."""
-    return cls.from_spec(spec, time_major=time_major, nan_policy=nan_policy)
+    return cls.from_spec(
+        spec, time_major=time_major, nan_policy=nan_policy, threads=threads
+    )
 
 
 class HiddenStateStream(StreamBase):
@@ -278,6 +321,7 @@ class HiddenStateStream(StreamBase):
             self._batch,
             layer.zero_output_for_mask,
             layer.nan_policy == "raise",
+            layer._stream_threads(self._batch),
         )
 
     def reset(self) -> None:
@@ -307,5 +351,7 @@ class HiddenStateStream(StreamBase):
         """Runs a chunk of steps and returns the output of every step."""
         with self.guard:
             p = self._feed_prepared(x, mask)
-            y, _ = self._layer.run_states(p, (self._h,), True, seen=self._seen)
+            y, _ = self._layer.run_states(
+                p, (self._h,), True, seen=self._seen, pool=self._pool
+            )
         return y

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import time
 from typing import Any, Union
 
 import numpy as np
@@ -11,6 +9,7 @@ import numpy as np
 from fastlstm import _inputs
 from fastlstm._core import CHUNK_AUTO, PackedLSTM, StreamCore
 from fastlstm.activations import Activation
+from fastlstm.engine.threads import ThreadChoice, check_threads
 from fastlstm.errors import ConfigError, NonFiniteError, ShapeError, StreamError
 from fastlstm.spec import LSTMSpec, check_elements
 
@@ -19,20 +18,8 @@ __all__ = ["LSTM", "LSTMStream", "StreamBase", "output_buffers"]
 ArrayLike = Any
 Output = Union[np.ndarray, list]
 
-MAX_THREADS = 8  # FL_MAX_THREADS in src_c/fl_pool.h
-# Streams at batch 1 may step on 2 threads once the step's weights ([Wx; Wh],
-# float32) pass this size; below it a step is too short for waking a
-# sleeping worker to pay. Above it, whether 2 threads win depends on the
-# host (cache sizes, how long an idle core takes to wake; figures in
-# benchmarks/results/design_notes.md), so the automatic choice times a few
-# steps both ways, once per layer, and keeps 2 threads only when they are
-# clearly faster. The outputs are the same either way, bit for bit.
-STREAM_THREADS_MIN_BYTES = 2 << 20
-STREAM_PROBE_STEPS = 16
-STREAM_PROBE_MARGIN = 0.9
 
-
-class LSTM:
+class LSTM(ThreadChoice):
     """One LSTM layer, Keras semantics, float32.
 
     Weights use the canonical layout (see ``fastlstm.spec``): ``kernel``
@@ -102,17 +89,7 @@ class LSTM:
     def _setup(
         self, spec: LSTMSpec, time_major: bool, nan_policy: str, threads: int | None
     ) -> None:
-        if threads is not None and (
-            isinstance(threads, bool)
-            or not isinstance(threads, (int, np.integer))
-            or not 1 <= threads <= MAX_THREADS
-        ):
-            raise ConfigError(
-                f"threads must be None (automatic) or an integer in "
-                f"[1, {MAX_THREADS}], got {threads!r}"
-            )
-        self._threads = threads
-        self._probed_stream_threads: int | None = None
+        self._threads = check_threads(threads)
         if not isinstance(time_major, (bool, np.bool_)):
             raise ConfigError(f"time_major must be a bool, got {time_major!r}")
         self._spec = spec
@@ -255,65 +232,21 @@ class LSTM:
         """Bytes of the kernel and recurrent kernel ([Wx; Wh], float32)."""
         return 16 * self._H * (self._I + self._R)
 
-    def _threads_for(self, batch: int, steps: int) -> int:
-        """Threads for one call. Only batch 1 without projection splits (each
-        core keeps its share of the recurrent weights in its own cache); the
-        automatic choice uses 2 where that pays (units >= 256, >= 16 steps)
-        and 1 elsewhere, so small layers never get slower."""
-        if self._threads is not None:
-            return self._threads
-        if batch == 1 and not self._P and self._H >= 256 and steps >= 16:
-            return min(2, os.cpu_count() or 1)
-        return 1
+    def _auto_call_threads(self, batch: int, steps: int) -> bool:
+        """Only batch 1 without projection splits (each core keeps its share
+        of the recurrent weights in its own cache); 2 threads where that
+        pays (units >= 256, >= 16 steps), so small layers never get
+        slower."""
+        return batch == 1 and not self._P and self._H >= 256 and steps >= 16
 
-    def _stream_threads(self, batch: int) -> int:
-        """Threads for a stream's steps, run on a pool of workers that sleep
-        between steps. Automatic: at batch 1 without projection, once the
-        weights pass STREAM_THREADS_MIN_BYTES, 2 if a timed probe finds them
-        faster on this host (see STREAM_THREADS_MIN_BYTES), else 1."""
-        if batch != 1 or self.proj_size:
-            return 1
-        if self._threads is not None:
-            return self._threads
-        big = self._weight_bytes() > STREAM_THREADS_MIN_BYTES
-        if not big or (os.cpu_count() or 1) < 2:
-            return 1
-        if self._probed_stream_threads is None:
-            self._probed_stream_threads = _faster_stream_threads(self._packed)
-        return self._probed_stream_threads
+    def _splits_stream(self, batch: int) -> bool:
+        return batch == 1 and not self._P
 
     # -- stateful inference --------------------------------------------------
     @_inputs.reports_memory("the stream's state and workspace")
     def stream(self, batch_size: int) -> LSTMStream:
         """A stateful stream over this layer for ``batch_size`` rows."""
         return LSTMStream(self, batch_size)
-
-
-def _step_seconds(packed: PackedLSTM, threads: int) -> float:
-    """Median seconds of one batch-1 stream step on `threads` threads (a
-    scratch stream on zero inputs; the caller's streams are not touched)."""
-    core = StreamCore()
-    core._init_core(packed, 1, False, False, threads)
-    x = np.zeros((1, packed.input_size), np.float32)
-    out = np.empty((1, packed.output_size), np.float32)
-    for _ in range(4):  # warm-up: caches, the workers' weight copies
-        core.step(x, out=out)
-    times = []
-    for _ in range(STREAM_PROBE_STEPS):
-        t0 = time.perf_counter()
-        core.step(x, out=out)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
-def _faster_stream_threads(packed: PackedLSTM) -> int:
-    """2 if a batch-1 stream step is clearly faster on 2 threads here, else 1.
-    Each is timed twice, alternating, and keeps its better time: a single
-    probe could land on a moment when the host was busy."""
-    one, two = _step_seconds(packed, 1), _step_seconds(packed, 2)
-    one = min(one, _step_seconds(packed, 1))
-    two = min(two, _step_seconds(packed, 2))
-    return 2 if two < STREAM_PROBE_MARGIN * one else 1
 
 
 def _rebuild_lstm(

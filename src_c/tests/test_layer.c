@@ -17,6 +17,8 @@ typedef struct lconfig {
     fl_activation act, ract;
     int bias, rbias, reverse, masked, lengths, zero_out, batch_major, chunk;
     int with_seen, with_y;
+    int threads;  /* fl_run.threads */
+    fl_pool *pool; /* or NULL: threads start per call */
 } lconfig;
 
 enum { VALID, MASKED, PAST };
@@ -135,7 +137,7 @@ static void run_lconfig(const lconfig *cf) {
                   .mask_output = cf->zero_out ? FL_MASK_ZERO : FL_MASK_CARRY,
                   .check_finite = 1, .h = h, .seen = cf->with_seen ? seen : NULL,
                   .y = cf->with_y ? y : NULL, .y_last = ylast,
-                  .chunk_steps = cf->chunk};
+                  .chunk_steps = cf->chunk, .threads = cf->threads, .pool = cf->pool};
     size_t wb = 0;
     st = fl_layer_workspace_size(L, &run, &wb);
     CHECK(st == FL_OK, "layer workspace: %s", fl_status_message(st));
@@ -145,7 +147,10 @@ static void run_lconfig(const lconfig *cf) {
 #endif
     st = fl_layer_forward(L, &blas, &run, work, wb);
 #ifdef FL_COUNT_MALLOC
-    CHECK(n_allocs == before, "layer forward allocated %ld times", n_allocs - before);
+    /* threads started per call may allocate (the C library's thread
+     * records); a pool's workers never do */
+    CHECK(n_allocs == before || (cf->threads > 1 && !cf->pool),
+          "layer forward allocated %ld times", n_allocs - before);
 #endif
     CHECK(st == FL_OK, "layer forward: %s", fl_status_message(st));
     reference(cf, W, U, bx, bh, x, cf->masked ? mask : NULL, cf->lengths ? len : NULL,
@@ -160,9 +165,10 @@ static void run_lconfig(const lconfig *cf) {
                       cf->act == FL_ACT_ELU || cf->act == FL_ACT_SOFTPLUS;
     CHECK(err < (loose ? 1e-4 : 2e-5),
           "kind=%d reset_after=%d I=%d H=%d B=%d T=%d act=%d ract=%d rev=%d mask=%d "
-          "len=%d zero=%d bm=%d chunk=%d: max err %.3g",
+          "len=%d zero=%d bm=%d chunk=%d threads=%d pool=%d: max err %.3g",
           cf->kind, cf->reset_after, I, H, B, T, cf->act, cf->ract, cf->reverse,
-          cf->masked, cf->lengths, cf->zero_out, cf->batch_major, cf->chunk, err);
+          cf->masked, cf->lengths, cf->zero_out, cf->batch_major, cf->chunk,
+          cf->threads, cf->pool != NULL, err);
     free(work);
     fl_layer_free(L);
 done:
@@ -172,6 +178,8 @@ done:
 
 static void test_layer_configs(void) {
     static const int widths[] = {1, 5, 16, 17, 33, 64, 100, 130};
+    fl_pool *pool = NULL;
+    CHECK(fl_pool_create(4, &pool) == FL_OK, "pool create");
     for (int rep = 0; rep < 200; rep++) {
         lconfig cf;
         memset(&cf, 0, sizeof cf);
@@ -198,8 +206,12 @@ static void test_layer_configs(void) {
         cf.chunk = urand() < 0.4 ? 1 + (int)(urand() * 4) : urand() < 0.5 ? FL_CHUNK_AUTO : 0;
         cf.with_seen = urand() < 0.5;
         cf.with_y = urand() < 0.8;
+        /* threads split units 32 or more at a time: H >= 64 takes them */
+        cf.threads = urand() < 0.4 ? 2 + (int)(urand() * 3) : 1;
+        cf.pool = cf.threads > 1 && urand() < 0.5 ? pool : NULL;
         run_lconfig(&cf);
     }
+    fl_pool_free(pool);
 }
 
 static void test_layer_errors(void) {
@@ -249,7 +261,32 @@ static void test_layer_errors(void) {
     fl_layer_free(NULL);
 }
 
+/* The plan takes threads only where parts of 32+ units fit: its workspace
+ * then holds the second state buffer. */
+static void test_layer_thread_plan(void) {
+    const int I = 3, H = 128;
+    float *W = random_floats((size_t)I * 3 * H, 0.1f), *U = random_floats((size_t)H * 3 * H, 0.1f);
+    fl_layer_desc d = {FL_LAYER_GRU, I, H, FL_ACT_TANH, FL_ACT_SIGMOID, 1};
+    fl_layer *L = NULL;
+    CHECK(fl_layer_create(&d, W, U, NULL, NULL, &L) == FL_OK, "create");
+    fl_run run = {.batch = 200, .steps = 1, .threads = 1};
+    size_t one = 0, two = 0, eight = 0;
+    fl_layer_workspace_size(L, &run, &one);
+    run.threads = 2;
+    fl_layer_workspace_size(L, &run, &two);
+    run.threads = 8; /* at most H / 32 = 4 parts */
+    fl_layer_workspace_size(L, &run, &eight);
+    CHECK(two >= one + 200 * H * sizeof(float), "2 threads: workspace %zu vs %zu", two,
+          one);
+    /* the other parts' copies of seen: 1 (2 threads) or 3 (8) rows of 200 */
+    CHECK(eight >= two + 300 && eight < two + 600, "8 threads: workspace %zu vs %zu",
+          eight, two);
+    fl_layer_free(L);
+    free(W), free(U);
+}
+
 void test_layers(void) {
+    test_layer_thread_plan();
     test_layer_configs();
     test_layer_errors();
 }
