@@ -49,6 +49,15 @@ class ByteBudget:
         self.limit += nbytes
         self.left += nbytes
 
+    def fits(self, nbytes: int) -> bool:
+        """Takes ``nbytes`` if spend() would, and says whether it did: the
+        hot path of ops charged once per call, whose error message (built
+        by spend) costs more than the check."""
+        if 0 <= nbytes <= self.left and nbytes <= MAX_ALLOCATION_BYTES:
+            self.left -= nbytes
+            return True
+        return False
+
     def spend(self, nbytes: int, what: str) -> None:
         check_allocation(nbytes, self.where, what)
         if nbytes > self.left:

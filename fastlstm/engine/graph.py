@@ -12,6 +12,7 @@ import numpy as np
 from fastlstm.engine.build import build_layer
 from fastlstm.engine.layers import InputLayer, Layer, RunContext
 from fastlstm.engine.ops import op_budget
+from fastlstm.engine.plan import Step, fuse
 from fastlstm.engine.recurrent import Carry
 from fastlstm.errors import DTypeError, FastLSTMError, ShapeError
 from fastlstm.model_spec import ConstantSpec, ModelSpec, OpSpec, RecurrentSpec
@@ -70,12 +71,18 @@ class Graph:
         self._shape_keys = {(n.layer, n.index) for n in self._shape_nodes}
         # every node not folded; and without the shape-determined ones, for
         # calls whose input shapes the cache knows
-        self._plan = [
-            _Step(node, self.layers[node.layer])
+        self._plan_whole = [
+            Step(node, self.layers[node.layer])
             for node in spec.nodes
             if (node.layer, node.index) not in self._folded_nodes
         ]
-        self._plan_cached = [s for s in self._plan if s.key not in self._shape_keys]
+        outputs = {(r.layer, r.node, r.tensor) for r in spec.outputs}
+        self._plan = fuse(self._plan_whole, self._folded, outputs)
+        self._plan_cached = fuse(
+            [s for s in self._plan_whole if s.key not in self._shape_keys],
+            self._folded,
+            outputs,
+        )
 
     def _shape_determined(self) -> list:
         """The op nodes (in order) whose values depend only on the graph
@@ -214,7 +221,7 @@ class Graph:
         self, arrays: list[np.ndarray], ctx: RunContext, record: dict | None = None
     ) -> list[np.ndarray]:
         """Evaluates the graph; ``record`` (if given) collects each node's
-        output shapes."""
+        output shapes (running every node: no fused steps)."""
         values: dict[tuple, tuple] = dict(self._folded)
         for ref, arr in zip(self.spec.inputs, arrays):
             values[(ref.layer, ref.node, ref.tensor)] = (arr, None)
@@ -222,16 +229,12 @@ class Graph:
         hit = self._cached_shapes(shape_key) if self._shape_nodes else None
         if hit is not None:
             values.update(hit)
-        for step in self._plan if hit is None else self._plan_cached:
-            if isinstance(step.layer, InputLayer):
-                if step.key + (0,) not in values:
-                    raise ShapeError(f"input layer {step.node.layer!r} got no value")
-                continue
-            outs, masks = self._call(step, values, ctx)
-            for i, (o, m) in enumerate(zip(outs, masks)):
-                values[step.key + (i,)] = (o, m)
+        with np.errstate(all="ignore"):  # array ops: inf and NaN, no warnings
             if record is not None:
-                record[step.key] = [np.shape(o) for o in outs]
+                plan = self._plan_whole
+            else:
+                plan = self._plan if hit is None else self._plan_cached
+            self._run_plan(plan, values, ctx, record)
         if hit is None and self._shape_nodes:
             self._keep(shape_key, values)
         if record is not None:
@@ -244,10 +247,38 @@ class Graph:
             for k in keys
         ]
 
-    def _call(self, step: _Step, values: dict, ctx: RunContext) -> tuple:
-        xs, ms = self._node_inputs(step, values)
+    def _run_plan(
+        self, plan: list, values: dict, ctx: RunContext, record: dict | None
+    ) -> None:
+        """Runs the steps of a plan, adding their outputs to ``values``."""
+        for step in plan:
+            if step.arrays is not None:  # an array op: no masks
+                ins = [None if k is None else values[k][0] for k in step.inputs]
+                outs = self._guarded(step, step.arrays, ins, ctx)
+                masks: Any = (None,) * len(outs)
+            elif isinstance(step.layer, InputLayer):
+                if step.key + (0,) not in values:
+                    raise ShapeError(f"input layer {step.node.layer!r} got no value")
+                continue
+            else:
+                xs, ms = self._node_inputs(step, values)
+                outs, masks = self._guarded(
+                    step, step.layer.call, xs, ms, step.node, ctx
+                )
+            if step.out_keys is not None:
+                for k, o in zip(step.out_keys, outs):
+                    values[k] = (o, None)
+                continue
+            for i, (o, m) in enumerate(zip(outs, masks)):
+                values[step.key + (i,)] = (o, m)
+            if record is not None:
+                record[step.key] = [np.shape(o) for o in outs]
+
+    @staticmethod
+    def _guarded(step: Step, fn: Any, *args: Any) -> Any:
+        """fn(*args), its errors naming the step's layer."""
         try:
-            return step.layer.call(xs, ms, step.node, ctx)
+            return fn(*args)
         except FastLSTMError as exc:
             if f"{step.node.layer!r}" in str(exc):
                 raise
@@ -286,7 +317,7 @@ class Graph:
                 _, old = self._shape_cache.popitem(last=False)
                 total -= sum(int(v[0].nbytes) for v in old.values())
 
-    def _node_inputs(self, step: _Step, values: dict) -> tuple[list, list]:
+    def _node_inputs(self, step: Step, values: dict) -> tuple[list, list]:
         """(arrays, masks) a node passes to its layer: positional inputs,
         then initial states; the explicit mask, else (implicit masks) each
         input's own."""
@@ -310,22 +341,6 @@ class Graph:
         if isinstance(result, list) and len(result) == 1:
             return result[0]
         return result
-
-
-class _Step:
-    """One node of the plan, its value keys worked out once."""
-
-    __slots__ = ("node", "layer", "key", "inputs", "mask", "states")
-
-    def __init__(self, node: Any, layer: Layer) -> None:
-        self.node, self.layer = node, layer
-        self.key = (node.layer, node.index)
-        self.inputs = [
-            None if r is None else (r.layer, r.node, r.tensor) for r in node.inputs
-        ]
-        m = node.mask
-        self.mask = None if m is None else (m.layer, m.node, m.tensor)
-        self.states = [(r.layer, r.node, r.tensor) for r in node.initial_state]
 
 
 def _input_array(name: str, item: Any, shape: Any, streaming: bool) -> np.ndarray:

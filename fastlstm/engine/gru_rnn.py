@@ -178,7 +178,7 @@ class _HiddenStateLayer(ThreadChoice):
         try:
             self._packed.forward(
                 p.x,
-                not self._time_major,
+                not p.time_major,
                 h,
                 seen=seen,
                 y=y,
@@ -193,7 +193,7 @@ class _HiddenStateLayer(ThreadChoice):
                 pool=pool,
             )
         except NonFiniteError:
-            _inputs.raise_nonfinite(p.x, p.valid(), self._time_major, p.name)
+            _inputs.raise_nonfinite(p.x, p.valid(), p.time_major, p.name)
         return y, y_last
 
     @_inputs.reports_memory("the stream's state and workspace")

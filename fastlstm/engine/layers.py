@@ -67,6 +67,10 @@ class Layer:
     def call(self, inputs: list, masks: list, node: Any, ctx: RunContext) -> tuple:
         raise NotImplementedError
 
+    # Array ops (ONNX nodes) neither read nor make masks: they define
+    # arrays(inputs, ctx) -> outputs, which the graph calls directly.
+    arrays: Any = None
+
     def param_count(self) -> int:
         return self.spec.param_count()
 

@@ -208,7 +208,7 @@ class LSTM(ThreadChoice):
         try:
             self._packed.forward(
                 p.x,
-                not self._time_major,
+                not p.time_major,
                 h,
                 c,
                 seen=seen,
@@ -225,7 +225,7 @@ class LSTM(ThreadChoice):
                 pool=pool,
             )
         except NonFiniteError:
-            _inputs.raise_nonfinite(p.x, p.valid(), self._time_major, p.name)
+            _inputs.raise_nonfinite(p.x, p.valid(), p.time_major, p.name)
         return y, y_last
 
     def _weight_bytes(self) -> int:

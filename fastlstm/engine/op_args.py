@@ -17,6 +17,8 @@ __all__ = ["need", "arg", "ints", "axis_of", "charge"]
 
 def need(x: Any, node: OpSpec, k: int) -> np.ndarray:
     """Input ``k`` (given as ``x``) as an array; ModelFormatError if absent."""
+    if type(x) is np.ndarray:
+        return x
     if x is None:
         raise ModelFormatError(f"{node.describe()}: input {k} is missing")
     return np.asarray(x)
@@ -31,7 +33,7 @@ def ints(x: Any, node: OpSpec, k: int) -> list[int]:
     arr = need(x, node, k)
     if arr.dtype.kind not in "iu":
         raise ModelFormatError(f"{node.describe()}: input {k} must hold integers")
-    return [int(v) for v in arr.reshape(-1)]
+    return [int(v) for v in arr.reshape(-1).tolist()]
 
 
 def axis_of(axis: int, ndim: int, node: OpSpec) -> int:
@@ -47,4 +49,5 @@ def charge(shape: tuple, itemsize: int, node: OpSpec, budget: ByteBudget) -> Non
         if d < 0:
             raise ShapeError(f"{node.describe()}: negative dimension in {shape}")
         n *= int(d)
-    budget.spend(n * itemsize, f"{node.describe()}'s result of shape {shape}")
+    if not budget.fits(n * itemsize):
+        budget.spend(n * itemsize, f"{node.describe()}'s result of shape {shape}")

@@ -42,9 +42,10 @@ ONNX_DTYPES = {
 }
 
 
-def op_budget(where: str, arrays: Any) -> ByteBudget:
-    """The budget of op results computed from ``arrays``."""
-    stored = sum(int(np.asarray(a).nbytes) for a in arrays if a is not None)
+def op_budget(where: str, arrays: Any, stored: int = 0) -> ByteBudget:
+    """The budget of op results computed from ``arrays`` (and ``stored``
+    more bytes counted before)."""
+    stored += sum(int(np.asarray(a).nbytes) for a in arrays if a is not None)
     return ByteBudget(where, stored, OP_EXPANSION)
 
 
@@ -123,7 +124,7 @@ def _squeeze(node: OpSpec, ins: list, budget: ByteBudget) -> list:
             raise ShapeError(
                 f"{node.describe()}: cannot squeeze axis {a} of size {x.shape[a]}"
             )
-    return [np.squeeze(x, axis=axes)]
+    return [x.squeeze(axis=axes)]
 
 
 def _concat(node: OpSpec, ins: list, budget: ByteBudget) -> list:
@@ -131,9 +132,9 @@ def _concat(node: OpSpec, ins: list, budget: ByteBudget) -> list:
     if not parts:
         raise ModelFormatError(f"{node.describe()}: no inputs")
     axis = axis_of(node.attrs.get("axis", 0), parts[0].ndim, node)
-    budget.spend(
-        sum(int(p.nbytes) for p in parts), f"{node.describe()}'s concatenation"
-    )
+    nbytes = sum(int(p.nbytes) for p in parts)
+    if not budget.fits(nbytes):
+        budget.spend(nbytes, f"{node.describe()}'s concatenation")
     try:
         return [np.concatenate(parts, axis=axis)]
     except ValueError as exc:
@@ -167,9 +168,14 @@ def _slice(node: OpSpec, ins: list, budget: ByteBudget) -> list:
 def _transpose(node: OpSpec, ins: list, budget: ByteBudget) -> list:
     x = need(ins[0], node, 0)
     perm = node.attrs.get("perm")
-    if perm is not None and sorted(perm) != list(range(x.ndim)):
-        raise ShapeError(f"{node.describe()}: perm {perm} for rank {x.ndim}")
-    return [np.transpose(x, perm)]
+    if perm is None:
+        return [x.transpose()]
+    if len(perm) == x.ndim:
+        try:
+            return [x.transpose(perm)]
+        except ValueError:  # a repeated or out-of-range axis
+            pass
+    raise ShapeError(f"{node.describe()}: perm {perm} for rank {x.ndim}")
 
 
 def _reshape(node: OpSpec, ins: list, budget: ByteBudget) -> list:
@@ -239,8 +245,11 @@ OPS = {
 
 def run_op(node: OpSpec, ins: list, budget: ByteBudget) -> list:
     """The outputs of an op node; what it allocates is charged to
-    ``budget`` first (see op_budget)."""
-    return OPS[node.op](node, ins, budget)
+    ``budget`` first (see op_budget). Overflow and division by zero give
+    inf and NaN, as in ONNX Runtime, without NumPy's warnings (the graph
+    sets that once per call for the ops it runs)."""
+    with np.errstate(all="ignore"):
+        return OPS[node.op](node, ins, budget)
 
 
 class ConstantLayer(Layer):
@@ -248,6 +257,10 @@ class ConstantLayer(Layer):
 
     def __init__(self, spec: ConstantSpec) -> None:
         super().__init__(spec)
+        self.arrays = self._value
+
+    def _value(self, inputs: list, ctx: RunContext) -> list:
+        return [self.spec.value]
 
     def call(self, inputs: list, masks: list, node: Any, ctx: RunContext) -> tuple:
         return [self.spec.value], [None]
@@ -256,7 +269,16 @@ class ConstantLayer(Layer):
 class OpLayer(Layer):
     """An OpSpec; its allocations are charged to the call's budget."""
 
-    def call(self, inputs: list, masks: list, node: Any, ctx: RunContext) -> tuple:
+    def __init__(self, spec: OpSpec) -> None:
+        super().__init__(spec)
+        self._fn = OPS[spec.op]
+        self.arrays = self._outputs
+
+    def _outputs(self, inputs: list, ctx: RunContext) -> list:
         budget = ctx.budget or op_budget(self.spec.describe(), inputs)
-        outs = run_op(self.spec, list(inputs), budget)
+        return self._fn(self.spec, inputs, budget)
+
+    def call(self, inputs: list, masks: list, node: Any, ctx: RunContext) -> tuple:
+        with np.errstate(all="ignore"):
+            outs = self._outputs(list(inputs), ctx)
         return outs, [None] * len(outs)

@@ -47,7 +47,13 @@ def _broadcast_shape(node: OpSpec, shapes: list) -> tuple:
 def _broadcast(node: OpSpec, budget: ByteBudget, *arrays: np.ndarray) -> None:
     """Charges a broadcast result of these inputs (ShapeError if they do
     not broadcast)."""
-    shape = _broadcast_shape(node, [a.shape for a in arrays])
+    a, b = arrays[0], arrays[-1]
+    if len(arrays) == 2 and (b.shape == a.shape[a.ndim - b.ndim :] or b.size == 1):
+        shape = a.shape if a.ndim >= b.ndim else b.shape  # b broadcasts onto a
+    elif len(arrays) == 2 and a.shape == b.shape[b.ndim - a.ndim :]:
+        shape = b.shape
+    else:
+        shape = _broadcast_shape(node, [a.shape for a in arrays])
     charge(shape, max(a.dtype.itemsize for a in arrays), node, budget)
 
 
@@ -64,8 +70,7 @@ def _binary(fn: Callable) -> Op:
     def op(node: OpSpec, ins: list, budget: ByteBudget) -> list:
         a, b = arg(ins, node, 0), arg(ins, node, 1)
         _broadcast(node, budget, a, b)
-        with np.errstate(all="ignore"):
-            return [np.asarray(fn(a, b))]
+        return [np.asarray(fn(a, b))]
 
     return op
 
@@ -82,8 +87,7 @@ def _unary(fn: Callable) -> Op:
     def op(node: OpSpec, ins: list, budget: ByteBudget) -> list:
         x = arg(ins, node)
         charge(x.shape, x.dtype.itemsize, node, budget)
-        with np.errstate(all="ignore"):
-            return [np.asarray(fn(x)).astype(x.dtype, copy=False)]
+        return [np.asarray(fn(x)).astype(x.dtype, copy=False)]
 
     return op
 
@@ -128,7 +132,10 @@ def _matmul(node: OpSpec, ins: list, budget: ByteBudget) -> list:
     a, b = arg(ins, node, 0), arg(ins, node, 1)
     if a.ndim == 0 or b.ndim == 0:
         raise ShapeError(f"{node.describe()}: MatMul of a scalar")
-    shape = _broadcast_shape(node, [a.shape[:-2], b.shape[:-2]])
+    if b.ndim <= 2 or a.shape[:-2] == b.shape[:-2]:  # no broadcast of b
+        shape = a.shape[:-2] if a.ndim >= b.ndim else b.shape[:-2]
+    else:
+        shape = _broadcast_shape(node, [a.shape[:-2], b.shape[:-2]])
     rows = a.shape[-2] if a.ndim > 1 else 1
     cols = b.shape[-1] if b.ndim > 1 else 1
     charge((*shape, rows, cols), 4, node, budget)

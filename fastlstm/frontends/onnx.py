@@ -43,9 +43,12 @@ class OnnxModel:
         self.output_names = list(conv["output_names"])
         self.opset = conv["opset"]
         self._optional = self._optional_inputs()
-        self._constant_bytes = [
-            ls.value for ls in graph.layers if isinstance(ls, ConstantSpec)
-        ]
+        self._constant_bytes = sum(
+            int(np.asarray(ls.value).nbytes)
+            for ls in graph.layers
+            if isinstance(ls, ConstantSpec)
+        )
+        self._run_where = f"{graph.source}: run"
 
     def _optional_inputs(self) -> dict[str, str | None]:
         """Per graph input: None if every reader of it is a recurrent op's
@@ -131,7 +134,7 @@ class OnnxModel:
                 f"output(s) {missing} not computed; outputs: {self.output_names}"
             )
         arrays = [self._feed(name, feeds.get(name)) for name in self.input_names]
-        budget = op_budget(f"{self.spec.source}: run", self._constant_bytes + arrays)
+        budget = op_budget(self._run_where, arrays, self._constant_bytes)
         outs = self._graph.run(arrays, RunContext({}, budget=budget))
         by_name = dict(zip(self.output_names, outs))
         return [by_name[n] for n in names]
