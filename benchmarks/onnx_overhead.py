@@ -1,9 +1,11 @@
 """Call overhead of an exported model: nn.LSTM(I=H=32) + nn.Linear, exported
 with ``torch.onnx.export(..., dynamo=False)``, run at B=1, T=200 by fastlstm
 and by ONNX Runtime on one thread (median of repeated calls after a
-warm-up), with and without dynamic axes.
+warm-up), with and without dynamic axes. The two engines alternate in
+rounds (the VM's speed drifts between seconds); the table gives the medians
+over rounds and the range of the per-round ratios.
 
-    python benchmarks/onnx_overhead.py [--calls 3000]
+    python benchmarks/onnx_overhead.py [--calls 1000] [--rounds 7]
 
 Needs torch, onnx and onnxruntime. Prints a Markdown table.
 """
@@ -32,7 +34,8 @@ def median_us(fn, calls: int) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--calls", type=int, default=3000)
+    ap.add_argument("--calls", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     import onnx
@@ -57,7 +60,10 @@ def main() -> int:
     x = torch.randn(1, 200, 32)
     xn = x.numpy()
     print(f"Machine: {platform.processor() or platform.machine()}; one thread\n")
-    print("| export | fastlstm | onnxruntime | ORT / fastlstm | max abs diff |")
+    print(
+        "| export | fastlstm | onnxruntime | ORT / fastlstm "
+        "(rounds' range) | max abs diff |"
+    )
     print("|---|---|---|---|---|")
     for dynamic in (False, True):
         f = io.BytesIO()
@@ -72,12 +78,17 @@ def main() -> int:
         )
         model = fastlstm.from_onnx(onnx.load_from_string(f.getvalue()))
         diff = float(np.abs(model(xn)[0] - sess.run(None, {"x": xn})[0]).max())
-        ours = median_us(lambda m=model: m(xn), args.calls)
-        theirs = median_us(lambda s=sess: s.run(None, {"x": xn}), args.calls)
+        rounds = []
+        for _ in range(args.rounds):
+            ours = median_us(lambda m=model: m(xn), args.calls)
+            theirs = median_us(lambda s=sess: s.run(None, {"x": xn}), args.calls)
+            rounds.append((ours, theirs, theirs / ours))
+        ours, theirs, ratio = (float(np.median(c)) for c in zip(*rounds))
+        lo, hi = min(r[2] for r in rounds), max(r[2] for r in rounds)
         label = "dynamic axes" if dynamic else "static shapes"
         print(
             f"| {label} | {ours:.1f} us | {theirs:.1f} us | "
-            f"{theirs / ours:.2f} | {diff:.1e} |"
+            f"{ratio:.2f} ({lo:.2f}-{hi:.2f}) | {diff:.1e} |"
         )
     return 0
 

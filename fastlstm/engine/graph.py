@@ -287,12 +287,10 @@ class Graph:
             ) from None
 
     def _cached_shapes(self, key: tuple) -> dict | None:
-        """The shape-determined values for inputs of these shapes, if kept."""
-        with self._shape_lock:
-            got = self._shape_cache.get(key)
-            if got is not None:
-                self._shape_cache.move_to_end(key)
-            return got
+        """The shape-determined values for inputs of these shapes, if kept
+        (read without the lock: a lookup is atomic under the GIL)."""
+        # one dict lookup is atomic; _keep evicts the oldest entries first
+        return self._shape_cache.get(key)
 
     def _keep(self, key: tuple, values: dict) -> None:
         """Keeps read-only copies of this call's shape-determined values,

@@ -41,6 +41,8 @@ class OnnxModel:
         conv = graph.conventions
         self.input_names = list(conv["input_names"])
         self.output_names = list(conv["output_names"])
+        self._input_set = set(self.input_names)
+        self._output_index = {n: k for k, n in enumerate(self.output_names)}
         self.opset = conv["opset"]
         self._optional = self._optional_inputs()
         self._constant_bytes = sum(
@@ -122,22 +124,22 @@ class OnnxModel:
         self, output_names: Sequence[str] | None, feeds: dict[str, Any]
     ) -> list[np.ndarray]:
         """ONNX Runtime's ``InferenceSession.run(output_names, feeds)``."""
-        unknown = sorted(set(feeds) - set(self.input_names))
-        if unknown:
+        if not feeds.keys() <= self._input_set:
+            unknown = sorted(set(feeds) - self._input_set)
             raise ConfigError(
                 f"unknown input(s) {unknown}; the graph's inputs are {self.input_names}"
-            )
-        names = self.output_names if output_names is None else list(output_names)
-        missing = [n for n in names if n not in self.output_names]
-        if missing:
-            raise ConfigError(
-                f"output(s) {missing} not computed; outputs: {self.output_names}"
             )
         arrays = [self._feed(name, feeds.get(name)) for name in self.input_names]
         budget = op_budget(self._run_where, arrays, self._constant_bytes)
         outs = self._graph.run(arrays, RunContext({}, budget=budget))
-        by_name = dict(zip(self.output_names, outs))
-        return [by_name[n] for n in names]
+        if output_names is None:
+            return outs
+        missing = [n for n in output_names if n not in self._output_index]
+        if missing:
+            raise ConfigError(
+                f"output(s) {missing} not computed; outputs: {self.output_names}"
+            )
+        return [outs[self._output_index[n]] for n in output_names]
 
     def _feed(self, name: str, value: Any) -> np.ndarray | None:
         if value is None:
