@@ -23,6 +23,7 @@ except ImportError as exc:  # pragma: no cover - a broken or foreign build
         "Rebuild it with `pip install .` from the source checkout."
     ) from None
 
+from fastlstm._threadpoolctl import register as _register_threadpoolctl
 from fastlstm.activations import Activation
 from fastlstm.engine.gru_rnn import GRU, HiddenStateStream, SimpleRNN
 from fastlstm.engine.lstm import LSTM, LSTMStream
@@ -55,6 +56,9 @@ from fastlstm.frontends.torch import (
 from fastlstm.loading import from_keras, load, load_spec, read_state_dict
 from fastlstm.model_spec import ModelSpec
 from fastlstm.spec import GRUSpec, LSTMSpec, SimpleRNNSpec
+from fastlstm.thread_budget import get_num_threads, set_num_threads
+
+_register_threadpoolctl()
 
 __version__ = "0.1.0"
 
@@ -101,5 +105,7 @@ __all__ = [
     "ConfigError",
     "DTypeError",
     "StreamError",
+    "get_num_threads",
+    "set_num_threads",
     "__version__",
 ]

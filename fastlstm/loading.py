@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from fastlstm.engine.threads import check_threads
 from fastlstm.errors import (
     ConfigError,
     DTypeError,
@@ -75,6 +76,7 @@ def load(
     proj_clip: float | None = None,
     activation: str | None = None,
     time_major: bool | None = None,
+    threads: int | None = None,
 ) -> Any:
     """Loads a model file and returns a ready-to-run model.
 
@@ -96,8 +98,10 @@ def load(
     * ONNX graphs of LSTM nodes -> ``OnnxModel`` (needs the onnx package).
 
     A dict of arrays (a state_dict, or TF1 variables by name) is accepted
-    in place of a path.
+    in place of a path. threads: the model's threads per call (None:
+    automatic; see fastlstm.set_num_threads for the process's limit).
     """
+    threads = check_threads(threads)
     spec = load_spec(
         path,
         config=config,
@@ -113,7 +117,7 @@ def load(
         time_major=time_major,
     )
     with load_errors("<dict>" if isinstance(path, Mapping) else os.fspath(path)):
-        return front_end(spec)
+        return front_end(spec, threads)
 
 
 def _read_mapping(obj: Mapping, given: dict) -> ModelSpec:
@@ -162,10 +166,10 @@ FRONT_ENDS = {
 }
 
 
-def front_end(spec: ModelSpec) -> Any:
+def front_end(spec: ModelSpec, threads: int | None = None) -> Any:
     """The framework-shaped model that runs ``spec`` (by its call
     conventions: a Keras Model unless the reader said otherwise)."""
-    return FRONT_ENDS[spec.conventions.get("calls", "keras")](spec)
+    return FRONT_ENDS[spec.conventions.get("calls", "keras")](spec, threads=threads)
 
 
 def _check_options(family: str, where: str, given: dict) -> None:
@@ -216,11 +220,11 @@ def load_spec(
         return _read_path(path, given)
 
 
-def from_keras(model: Any) -> Model:
+def from_keras(model: Any, *, threads: int | None = None) -> Model:
     """A fastlstm.Model from a live Keras (tf.keras, tf_keras or Keras 3)
     model object: its config and weights, nothing else. Keras is not
     imported by fastlstm; this only reads the object you pass."""
-    return Model(read_live_keras(model))
+    return Model(read_live_keras(model), threads=threads)
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -335,6 +335,16 @@ int fl_woven_available(void);
 /* A static, human readable description of a status. */
 const char *fl_status_message(fl_status status);
 
+/* The core's version, "major.minor.patch" (the Python package's). It is
+ * the one symbol the Python extension exports besides its init function,
+ * so that tools scanning loaded libraries (threadpoolctl) can tell
+ * fastlstm's module from other modules named _core. */
+#define FL_VERSION "0.1.0"
+#if defined(__GNUC__)
+__attribute__((visibility("default")))
+#endif
+const char *fl_version(void);
+
 /* v[k] = act(v[k]) for k < n, with the kernel's own vectorized code
  * (tests measure its error against libm through this). */
 fl_status fl_activation_apply(fl_activation act, float *v, size_t n);

@@ -1,6 +1,10 @@
 /* fl_status.c - static messages for every fl_status. */
 #include "fastlstm.h"
 
+const char *fl_version(void) {
+    return FL_VERSION;
+}
+
 const char *fl_status_message(fl_status status) {
     switch (status) {
     case FL_OK:

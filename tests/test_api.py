@@ -55,6 +55,8 @@ def test_all_is_pinned():
             "ConfigError",
             "DTypeError",
             "StreamError",
+            "get_num_threads",
+            "set_num_threads",
             "__version__",
         ]
     )

@@ -152,7 +152,7 @@ def test_threads_option_is_validated(rng, bad):
 def test_automatic_thread_choice(rng):
     big = fastlstm.LSTM(**random_weights(rng, 8, 256))
     small = fastlstm.LSTM(**random_weights(rng, 8, 64))
-    assert big._threads_for(1, 100) == min(2, os.cpu_count() or 1)
+    assert big._threads_for(1, 100) == min(2, fastlstm.get_num_threads())
     assert big._threads_for(4, 100) == 1  # batches use the GEMM path
     assert big._threads_for(1, 4) == 1  # too short to pay for a thread
     assert small._threads_for(1, 100) == 1  # small layers never slower
@@ -216,7 +216,7 @@ def test_automatic_stream_threads(rng, monkeypatch):
         return speed[threads]
 
     monkeypatch.setattr(threads_module, "_step_seconds", fake_step_seconds)
-    monkeypatch.setattr(threads_module.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(threads_module.thread_budget, "get_num_threads", lambda: 2)
     speed = {1: 60e-6, 2: 30e-6}  # 2 threads twice as fast
     big = fastlstm.LSTM(**random_weights(rng, 64, 384))  # 2.8 MB of weights
     assert big.stream(1).threads == 2
@@ -326,7 +326,7 @@ def test_gru_rnn_threads_option(rng):
     with pytest.raises(fastlstm.ConfigError, match=r"threads must be None"):
         make(threads=0)
     assert pickle.loads(pickle.dumps(make(threads=3)))._threads == 3
-    two = min(2, os.cpu_count() or 1)
+    two = min(2, fastlstm.get_num_threads())
     wide = _hidden_state_layer(rng, "gru", 4, 256)()
     assert wide._threads_for(1, 100) == two
     assert wide._threads_for(8, 100) == two

@@ -97,9 +97,11 @@ _BUILDERS: dict[type, Callable[[Any], Layer]] = {
 }
 
 
-def build_layer(spec: LayerSpec, nan_policy: str = "raise") -> Layer:
-    """The runtime layer for a canonical layer spec; ``nan_policy`` applies
-    to recurrent layers (see fastlstm.LSTM)."""
+def build_layer(
+    spec: LayerSpec, nan_policy: str = "raise", threads: int | None = None
+) -> Layer:
+    """The runtime layer for a canonical layer spec; ``nan_policy`` and
+    ``threads`` apply to recurrent layers (see fastlstm.LSTM)."""
     builder = _BUILDERS.get(type(spec))
     if builder is None:
         raise ModelFormatError(
@@ -107,5 +109,5 @@ def build_layer(spec: LayerSpec, nan_policy: str = "raise") -> Layer:
             "engine runs"
         )
     if isinstance(spec, (RecurrentSpec, BidirectionalSpec, RecurrentOpSpec)):
-        return builder(spec, nan_policy)
+        return builder(spec, nan_policy, threads)
     return builder(spec)

@@ -14,6 +14,7 @@ from fastlstm.engine.layers import InputLayer, Layer, RunContext
 from fastlstm.engine.ops import op_budget
 from fastlstm.engine.plan import Step, fuse
 from fastlstm.engine.recurrent import Carry
+from fastlstm.engine.threads import check_threads
 from fastlstm.errors import DTypeError, FastLSTMError, ShapeError
 from fastlstm.model_spec import ConstantSpec, ModelSpec, OpSpec, RecurrentSpec
 from fastlstm.spec import check_elements
@@ -48,11 +49,14 @@ class Graph:
     """The runtime of a ModelSpec. Stateless once built; per-call state
     (stateful layers, streams) lives in the RunContext a caller passes."""
 
-    def __init__(self, spec: ModelSpec, nan_policy: str = "raise") -> None:
+    def __init__(
+        self, spec: ModelSpec, nan_policy: str = "raise", threads: int | None = None
+    ) -> None:
         spec.validate()
         self.spec = spec
+        self.threads = check_threads(threads)
         self.layers: dict[str, Layer] = {
-            ls.name: build_layer(ls, nan_policy) for ls in spec.layers
+            ls.name: build_layer(ls, nan_policy, self.threads) for ls in spec.layers
         }
         used = {n.layer for n in spec.nodes}
         self.stateful_names = [

@@ -256,11 +256,13 @@ class MaskOp(Layer):
 CELL_LAYERS: dict[type, Any] = {LSTMSpec: LSTM, GRUSpec: GRU, SimpleRNNSpec: SimpleRNN}
 
 
-def direction(spec: RecurrentSpec, nan_policy: str = "raise") -> Direction:
+def direction(
+    spec: RecurrentSpec, nan_policy: str = "raise", threads: int | None = None
+) -> Direction:
     """The engine's Direction for a RecurrentSpec."""
     cells = [
         CELL_LAYERS[type(c)].from_spec(
-            c, time_major=spec.time_major, nan_policy=nan_policy
+            c, time_major=spec.time_major, nan_policy=nan_policy, threads=threads
         )
         for c in spec.cells
     ]
@@ -296,9 +298,11 @@ def _initial_state(layer: Layer, inputs: list, ctx: RunContext) -> list | None:
 class Recurrent(Layer):
     """A RecurrentSpec: one direction of one or more cells."""
 
-    def __init__(self, spec: RecurrentSpec, nan_policy: str = "raise") -> None:
+    def __init__(
+        self, spec: RecurrentSpec, nan_policy: str = "raise", threads: int | None = None
+    ) -> None:
         super().__init__(spec)
-        self.direction = direction(spec, nan_policy)
+        self.direction = direction(spec, nan_policy, threads)
         self.streams = not spec.go_backwards
 
     def carry_names(self) -> list[str]:
@@ -332,11 +336,16 @@ class Recurrent(Layer):
 class BidirectionalLayer(Layer):
     streams = False
 
-    def __init__(self, spec: BidirectionalSpec, nan_policy: str = "raise") -> None:
+    def __init__(
+        self,
+        spec: BidirectionalSpec,
+        nan_policy: str = "raise",
+        threads: int | None = None,
+    ) -> None:
         super().__init__(spec)
         self.engine = Bidirectional(
-            direction(spec.forward, nan_policy),
-            direction(spec.backward, nan_policy),
+            direction(spec.forward, nan_policy, threads),
+            direction(spec.backward, nan_policy, threads),
             spec.merge_mode,
         )
 

@@ -22,10 +22,15 @@ class RecurrentOp(Layer):
     SimpleRNNSpec) or on the float64 reference (a Reference*Spec); backward
     outputs come back in time order."""
 
-    def __init__(self, spec: RecurrentOpSpec, nan_policy: str = "raise") -> None:
+    def __init__(
+        self,
+        spec: RecurrentOpSpec,
+        nan_policy: str = "raise",
+        threads: int | None = None,
+    ) -> None:
         super().__init__(spec)
         self.cells: list[Any] = [
-            _cell(d, nan_policy, spec.time_major) for d in spec.directions
+            _cell(d, nan_policy, spec.time_major, threads) for d in spec.directions
         ]
         self.input_size = self.cells[0].input_size
         self.hidden = self.cells[0].units
@@ -122,7 +127,7 @@ class RecurrentOp(Layer):
         )
 
 
-def _cell(spec: Any, nan_policy: str, time_major: bool) -> Any:
+def _cell(spec: Any, nan_policy: str, time_major: bool, threads: int | None) -> Any:
     """The engine layer of one direction (reading X in the node's layout),
     or the float64 reference."""
     if isinstance(spec, ReferenceLSTMSpec):
@@ -130,7 +135,9 @@ def _cell(spec: Any, nan_policy: str, time_major: bool) -> Any:
     if isinstance(spec, ReferenceCellSpec):
         return ReferenceCell(spec)
     layer = CELL_LAYERS[type(spec)]
-    return layer.from_spec(spec, time_major=time_major, nan_policy=nan_policy)
+    return layer.from_spec(
+        spec, time_major=time_major, nan_policy=nan_policy, threads=threads
+    )
 
 
 def _batch_major_of(p: Any) -> Any:

@@ -4,18 +4,18 @@ kind for whole calls; a timed probe for large batch-1 streams)."""
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 import numpy as np
 
+from fastlstm import thread_budget
 from fastlstm._core import StreamCore
 from fastlstm.errors import ConfigError
+from fastlstm.thread_budget import MAX_THREADS
 
 __all__ = ["MAX_THREADS", "ThreadChoice", "check_threads"]
 
-MAX_THREADS = 8  # FL_MAX_THREADS in src_c/fl_pool.h
 # Streams at batch 1 may step on 2 threads once the step's weights ([Wx; Wh],
 # float32) pass this size; below it a step is too short for waking a
 # sleeping worker to pay. Above it, whether 2 threads win depends on the
@@ -42,10 +42,6 @@ def check_threads(threads: Any) -> int | None:
     return None if threads is None else int(threads)
 
 
-def cores() -> int:
-    return os.cpu_count() or 1
-
-
 class ThreadChoice:
     """The thread counts of a layer's calls and streams. A layer sets
     ``_threads`` (the option) and ``_packed``, and defines
@@ -58,10 +54,13 @@ class ThreadChoice:
     _probed_stream_threads: int | None = None
 
     def _threads_for(self, batch: int, steps: int) -> int:
-        """Threads for one call: the option, or the layer's rule."""
+        """Threads for one call: the option, or the layer's rule, within
+        the process's limit (fastlstm.get_num_threads)."""
         if self._threads is not None:
-            return self._threads
-        return min(2, cores()) if self._auto_call_threads(batch, steps) else 1
+            return thread_budget.capped(self._threads)
+        if not self._auto_call_threads(batch, steps):
+            return 1
+        return min(2, thread_budget.get_num_threads())
 
     def _stream_threads(self, batch: int) -> int:
         """Threads for a stream's steps, run on a pool of workers that sleep
@@ -71,10 +70,10 @@ class ThreadChoice:
         if not self._splits_stream(batch):
             return 1
         if self._threads is not None:
-            return self._threads
+            return thread_budget.capped(self._threads)
         if batch != 1 or self._weight_bytes() <= STREAM_THREADS_MIN_BYTES:
             return 1
-        if cores() < 2:
+        if thread_budget.get_num_threads() < 2:
             return 1
         if self._probed_stream_threads is None:
             self._probed_stream_threads = _faster_stream_threads(self._packed)

@@ -32,9 +32,9 @@ class Model:
     across calls until ``reset_states()``.
     """
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec, *, threads: int | None = None) -> None:
         self.spec = spec
-        self._graph = Graph(spec)
+        self._graph = Graph(spec, threads=threads)
         self._ctx = self._graph.context()
         self._shapes: tuple[dict, list] | None = None
         note = self.precision_note
@@ -58,7 +58,12 @@ class Model:
         """Pickles the spec (config and NumPy weights), never C pointers; the
         unpickled model is rebuilt from it. Like a Keras file, the state of
         stateful layers is not pickled: the copy starts from zeros."""
-        return (Model, (self.spec,))
+        return (_rebuild, (self.spec, self.threads))
+
+    threads = property(
+        lambda self: self._graph.threads,
+        doc="The threads= option (None: automatic, see fastlstm.get_num_threads).",
+    )
 
     # -- description -----------------------------------------------------------
     @property
@@ -283,3 +288,8 @@ class ModelStream:
         flat = self._run_flat(xs)
         flat = [o[:, 0] if o.ndim >= 3 and o.shape[1] == 1 else o for o in flat]
         return self._graph.structured(flat)
+
+
+def _rebuild(spec: ModelSpec, threads: int | None) -> Model:
+    """Unpickles a Model (see Model.__reduce__)."""
+    return Model(spec, threads=threads)

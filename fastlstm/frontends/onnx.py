@@ -31,13 +31,17 @@ class OnnxModel:
     """An ONNX graph of LSTM nodes and glue, run like ONNX Runtime."""
 
     def __init__(
-        self, graph: OnnxGraph | ModelSpec, *, numpy_fallback: bool = True
+        self,
+        graph: OnnxGraph | ModelSpec,
+        *,
+        numpy_fallback: bool = True,
+        threads: int | None = None,
     ) -> None:
         if not isinstance(graph, ModelSpec):
             graph = graph_spec(graph, numpy_fallback=numpy_fallback)
         self.spec = graph
         self._numpy_fallback = bool(numpy_fallback)
-        self._graph = Graph(graph, nan_policy="propagate")
+        self._graph = Graph(graph, nan_policy="propagate", threads=threads)
         conv = graph.conventions
         self.input_names = list(conv["input_names"])
         self.output_names = list(conv["output_names"])
@@ -73,7 +77,12 @@ class OnnxModel:
     def __reduce__(self) -> tuple:
         """Pickles the canonical graph (NumPy arrays), never C pointers;
         unpickling rebuilds the model from it."""
-        return (_rebuild, (self.spec, self._numpy_fallback))
+        return (_rebuild, (self.spec, self._numpy_fallback, self.threads))
+
+    threads = property(
+        lambda self: self._graph.threads,
+        doc="The threads= option (None: automatic, see fastlstm.get_num_threads).",
+    )
 
     @property
     def recurrent_nodes(self) -> list[dict]:
@@ -154,14 +163,19 @@ class OnnxModel:
         return np.asarray(value)
 
 
-def _rebuild(spec: ModelSpec, numpy_fallback: bool) -> OnnxModel:
+def _rebuild(
+    spec: ModelSpec, numpy_fallback: bool, threads: int | None = None
+) -> OnnxModel:
     """Unpickles an OnnxModel (see OnnxModel.__reduce__)."""
-    return OnnxModel(spec, numpy_fallback=numpy_fallback)
+    return OnnxModel(spec, numpy_fallback=numpy_fallback, threads=threads)
 
 
-def from_onnx(model: Any, *, numpy_fallback: bool = True) -> OnnxModel:
+def from_onnx(
+    model: Any, *, numpy_fallback: bool = True, threads: int | None = None
+) -> OnnxModel:
     """An OnnxModel from an .onnx path, its bytes, or an onnx.ModelProto."""
     return OnnxModel(
         read_onnx_model(model, numpy_fallback=numpy_fallback),
         numpy_fallback=numpy_fallback,
+        threads=threads,
     )

@@ -64,6 +64,7 @@ class TF1LSTM(GraphFrontEnd):
         time_major: bool = False,
         nan_policy: str = "raise",
         scopes: Sequence[str] | None = None,
+        threads: int | None = None,
     ) -> None:
         time_major = _bool(time_major, "time_major")
         forward = _cells(forward, "forward")
@@ -81,7 +82,7 @@ class TF1LSTM(GraphFrontEnd):
             for m, cells in zip(multi, (forward, backward))
         )
         graph = cells_graph(forward, backward, multi, time_major, scopes or ())
-        self._setup(graph, nan_policy)
+        self._setup(graph, nan_policy, threads)
 
     def _adapt(self) -> None:
         spec = self.spec
@@ -253,6 +254,7 @@ def from_tf1(
     activation: str | Mapping = "tanh",
     time_major: bool = False,
     nan_policy: str = "raise",
+    threads: int | None = None,
 ) -> TF1LSTM:
     """A TF1LSTM from a checkpoint prefix (``"model.ckpt"``, or its
     ``.index``, or a folder with a ``checkpoint`` file), an ``.npz`` or a dict
@@ -274,4 +276,4 @@ def from_tf1(
         activation=activation,
         time_major=_bool(time_major, "time_major"),
     )
-    return TF1LSTM.from_spec(spec, nan_policy=nan_policy)
+    return TF1LSTM.from_spec(spec, nan_policy=nan_policy, threads=threads)

@@ -76,6 +76,7 @@ class _TorchModule(GraphFrontEnd):
         *,
         batch_first: bool = False,
         nan_policy: str = "raise",
+        threads: int | None = None,
     ) -> None:
         batch_first = _bool(batch_first, "batch_first")
         layers = list(layers)
@@ -86,7 +87,7 @@ class _TorchModule(GraphFrontEnd):
             raise ConfigError(
                 f"invalid Torch{self.module}:\n  - " + "\n  - ".join(problems)
             )
-        self._setup(module_graph(layers, batch_first, "<specs>"), nan_policy)
+        self._setup(module_graph(layers, batch_first, "<specs>"), nan_policy, threads)
 
     def _adapt(self) -> None:
         spec = self.spec
@@ -374,8 +375,10 @@ class _TorchCell(GraphFrontEnd):
     module = "LSTM"
     state_names: tuple[str, ...] = ("h",)
 
-    def __init__(self, spec: Any, *, nan_policy: str = "raise") -> None:
-        self._setup(cell_graph(spec, "<spec>"), nan_policy)
+    def __init__(
+        self, spec: Any, *, nan_policy: str = "raise", threads: int | None = None
+    ) -> None:
+        self._setup(cell_graph(spec, "<spec>"), nan_policy, threads)
 
     def _adapt(self) -> None:
         self._layer = self._graph.layers["cell"].direction.cells[0]
@@ -448,12 +451,14 @@ _MODULES = {"LSTM": TorchLSTM, "GRU": TorchGRU, "RNN": TorchRNN}
 _CELLS = {"LSTM": TorchLSTMCell, "GRU": TorchGRUCell, "RNN": TorchRNNCell}
 
 
-def torch_front_end(spec: ModelSpec, nan_policy: str = "raise") -> Any:
+def torch_front_end(
+    spec: ModelSpec, nan_policy: str = "raise", threads: int | None = None
+) -> Any:
     """The torch-shaped model of a graph a torch reader made (by its
     conventions: module or cell, and the mode)."""
     kind = spec.conventions["mode"].split("_")[0]
     table = _CELLS if spec.conventions["calls"] == "torch_cell" else _MODULES
-    return table[kind].from_spec(spec, nan_policy=nan_policy)
+    return table[kind].from_spec(spec, nan_policy=nan_policy, threads=threads)
 
 
 def from_state_dict(
@@ -464,6 +469,7 @@ def from_state_dict(
     nonlinearity: str | None = None,
     nan_policy: str = "raise",
     where: str = "<state_dict>",
+    threads: int | None = None,
 ) -> Any:
     """The torch-shaped model of a state_dict or checkpoint dict of NumPy
     arrays or torch tensors. A state_dict does not record ``batch_first``
@@ -476,14 +482,18 @@ def from_state_dict(
         nonlinearity=nonlinearity,
         where=where,
     )
-    return torch_front_end(spec, nan_policy)
+    return torch_front_end(spec, nan_policy, threads)
 
 
 _TORCH_CLASSES = ("LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell")
 
 
 def from_torch(
-    module: Any, *, prefix: str | None = None, batch_first: bool | None = None
+    module: Any,
+    *,
+    prefix: str | None = None,
+    batch_first: bool | None = None,
+    threads: int | None = None,
 ) -> Any:
     """A fastlstm model from a live ``nn.LSTM``, ``nn.GRU``, ``nn.RNN`` or one
     of their cells, from a module holding one (``prefix=`` picks one of
@@ -492,7 +502,9 @@ def from_torch(
     state_dict does not record them, so for one batch_first must be given
     (use from_state_dict for an nn.RNN's nonlinearity)."""
     if isinstance(module, Mapping):
-        return from_state_dict(module, prefix=prefix, batch_first=batch_first)
+        return from_state_dict(
+            module, prefix=prefix, batch_first=batch_first, threads=threads
+        )
     if not (hasattr(module, "state_dict") and hasattr(module, "named_modules")):
         raise TypeError(
             "from_torch takes an nn.LSTM, nn.GRU, nn.RNN, one of their cells, a "
@@ -512,5 +524,10 @@ def from_torch(
         batch_first = bool(getattr(sub, "batch_first", False))
     nonlinearity = getattr(sub, "nonlinearity", None)
     return from_state_dict(
-        sd, prefix=p, batch_first=batch_first, nonlinearity=nonlinearity, where=where
+        sd,
+        prefix=p,
+        batch_first=batch_first,
+        nonlinearity=nonlinearity,
+        where=where,
+        threads=threads,
     )
