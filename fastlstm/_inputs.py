@@ -44,14 +44,15 @@ def check_nan_policy(nan_policy: str) -> str:
     return nan_policy
 
 
-def batch_size_input(value: Any) -> int:
-    """A batch size: an integer in [1, MAX_DIM] (bools refused)."""
+def batch_size_input(value: Any, name: str = "batch_size") -> int:
+    """A batch size (or another count): an integer in [1, MAX_DIM] (bools
+    refused)."""
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, np.integer))
         or not 1 <= value <= MAX_DIM
     ):
-        raise ShapeError(f"batch_size must be an integer >= 1, got {value!r}")
+        raise ShapeError(f"{name} must be an integer >= 1, got {value!r}")
     return int(value)
 
 

@@ -190,10 +190,13 @@ class Graph:
             return "time-major models cannot stream"
         return None
 
-    def input_arrays(self, x: Any, streaming: bool = False) -> list[np.ndarray]:
+    def input_arrays(
+        self, x: Any, streaming: bool = False, empty_batch: bool = False
+    ) -> list[np.ndarray]:
         """Checked input arrays from one array, a list, or a dict by name. A
         stream feeds pieces of the sequence, so there the declared time
-        length (axis 1 of 3-D inputs) is not enforced."""
+        length (axis 1 of 3-D inputs) is not enforced. ``empty_batch``:
+        batch-major inputs may have zero rows (nothing else empty)."""
         names = self.input_names
         if isinstance(x, dict):
             missing = [n for n in names if n not in x]
@@ -212,8 +215,9 @@ class Graph:
             raise ShapeError(
                 f"the model takes {len(names)} inputs {names}, got {len(items)}"
             )
+        rows_may_be_empty = empty_batch and not self.time_major
         arrays = [
-            _input_array(name, item, shape, streaming)
+            _input_array(name, item, shape, streaming, rows_may_be_empty)
             for name, item, shape in zip(names, items, self.spec.input_shapes)
         ]
         batches = {a.shape[0] for a in arrays} if not self.time_major else set()
@@ -222,13 +226,20 @@ class Graph:
         return arrays
 
     def run(
-        self, arrays: list[np.ndarray], ctx: RunContext, record: dict | None = None
+        self,
+        arrays: list[np.ndarray],
+        ctx: RunContext,
+        record: dict | None = None,
+        masks: list | None = None,
     ) -> list[np.ndarray]:
-        """Evaluates the graph; ``record`` (if given) collects each node's
-        output shapes (running every node: no fused steps)."""
+        """Evaluates the graph; ``masks`` (one per input, or None) are the
+        inputs' own masks, as Keras' ``model(x, mask=...)`` gives them to
+        the first layers; ``record`` (if given) collects each node's output
+        shapes (running every node: no fused steps)."""
         values: dict[tuple, tuple] = dict(self._folded)
-        for ref, arr in zip(self.spec.inputs, arrays):
-            values[(ref.layer, ref.node, ref.tensor)] = (arr, None)
+        masks = masks or [None] * len(arrays)
+        for ref, arr, m in zip(self.spec.inputs, arrays, masks):
+            values[(ref.layer, ref.node, ref.tensor)] = (arr, m)
         shape_key = tuple(None if a is None else (a.shape, a.dtype.str) for a in arrays)
         hit = self._cached_shapes(shape_key) if self._shape_nodes else None
         if hit is not None:
@@ -345,7 +356,9 @@ class Graph:
         return result
 
 
-def _input_array(name: str, item: Any, shape: Any, streaming: bool) -> np.ndarray:
+def _input_array(
+    name: str, item: Any, shape: Any, streaming: bool, empty_rows: bool = False
+) -> np.ndarray:
     try:
         arr = np.asarray(item)
     except Exception as exc:  # ragged lists and other oddities
@@ -363,6 +376,6 @@ def _input_array(name: str, item: Any, shape: Any, streaming: bool) -> np.ndarra
                 f"input {name!r} has shape {arr.shape} but the model "
                 f"expects {tuple(shape)} (None = any size)"
             )
-    if arr.size == 0:
+    if arr.size == 0 and not (empty_rows and arr.ndim and 0 not in arr.shape[1:]):
         raise ShapeError(f"input {name!r} is empty: shape {arr.shape}")
     return arr

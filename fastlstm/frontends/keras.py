@@ -15,7 +15,13 @@ from fastlstm._core import StreamGuard
 from fastlstm.engine.graph import Graph, RunContext
 from fastlstm.engine.layers import Layer
 from fastlstm.engine.lstm import refuse_pickle
-from fastlstm.errors import FastLSTMError, PrecisionWarning, ShapeError, StreamError
+from fastlstm.errors import (
+    ConfigError,
+    FastLSTMError,
+    PrecisionWarning,
+    ShapeError,
+    StreamError,
+)
 from fastlstm.model_spec import ModelSpec
 
 __all__ = ["Model", "ModelStream"]
@@ -88,6 +94,19 @@ class Model:
         """Shape of each output; None where it depends on the input."""
         return self._infer_shapes()[1]
 
+    @property
+    def input_shape(self) -> Any:
+        """Keras' ``input_shape``: the input's shape (None = any size), a
+        list of them for several inputs."""
+        shapes = self.inputs
+        return shapes[0] if len(shapes) == 1 else shapes
+
+    @property
+    def output_shape(self) -> Any:
+        """Keras' ``output_shape``, likewise."""
+        shapes = self.outputs
+        return shapes[0] if len(shapes) == 1 else shapes
+
     def count_params(self) -> int:
         return sum(layer.param_count() for layer in self._graph.layers.values())
 
@@ -99,28 +118,92 @@ class Model:
 
     # -- inference ---------------------------------------------------------------
     @_inputs.reports_memory("the model's inputs, outputs or intermediate arrays")
-    def predict(self, x: Inputs, batch_size: int | None = None) -> Any:
-        """Runs the model; splits the batch into ``batch_size`` pieces if given
-        (stateful layers carry state from piece to piece, as in Keras)."""
+    def predict(
+        self,
+        x: Inputs,
+        batch_size: int | None = None,
+        verbose: Any = "auto",
+        steps: int | None = None,
+        callbacks: Any = None,
+    ) -> Any:
+        """Runs the model, as Keras' ``predict``: splits the batch into
+        ``batch_size`` pieces if given (stateful layers carry state from
+        piece to piece, as in Keras); ``steps`` runs only the first
+        ``steps`` pieces (of ``batch_size``, default 32, rows). ``verbose``
+        and ``callbacks`` are accepted and ignored (nothing to report, no
+        training loop to call back into). An empty batch gives empty
+        outputs of the right shapes."""
         graph = self._graph
-        arrays = graph.input_arrays(x)
-        n = arrays[0].shape[1 if graph.time_major else 0]
+        arrays = graph.input_arrays(x, empty_batch=True)
         if batch_size is not None:
             batch_size = _inputs.batch_size_input(batch_size)
-        if batch_size is None or batch_size >= n or graph.time_major:
-            outs = graph.run(arrays, self._ctx)
-        else:
-            parts = [
-                graph.run([a[s : s + batch_size] for a in arrays], self._ctx)
-                for s in range(0, n, batch_size)
-            ]
-            outs = [
-                np.concatenate([p[i] for p in parts], axis=0)
-                for i in range(len(parts[0]))
-            ]
-        return graph.structured(outs)
+        if steps is not None:
+            steps = _inputs.batch_size_input(steps, "steps")
+            rows = steps * (batch_size or 32)
+            arrays = [a[:rows] for a in arrays] if not graph.time_major else arrays
+        return graph.structured(self._run(arrays, batch_size))
 
-    __call__ = predict
+    def _run(self, arrays: list, batch_size: int | None, masks: Any = None) -> list:
+        graph = self._graph
+        n = arrays[0].shape[1 if graph.time_major else 0]
+        if n == 0:  # Keras gives empty outputs: shapes from a one-row run
+            one = [np.zeros((1,) + a.shape[1:], a.dtype) for a in arrays]
+            return [o[:0] for o in graph.run(one, graph.context([]))]
+        if batch_size is None or batch_size >= n or graph.time_major or masks:
+            return graph.run(arrays, self._ctx, masks=masks)
+        parts = [
+            graph.run([a[s : s + batch_size] for a in arrays], self._ctx)
+            for s in range(0, n, batch_size)
+        ]
+        return [
+            np.concatenate([p[i] for p in parts], axis=0) for i in range(len(parts[0]))
+        ]
+
+    def predict_on_batch(self, x: Inputs) -> Any:
+        """Keras' ``predict_on_batch``: the whole batch in one call."""
+        return self.predict(x)
+
+    @_inputs.reports_memory("the model's inputs, outputs or intermediate arrays")
+    def __call__(self, x: Inputs, training: Any = False, mask: Any = None) -> Any:
+        """Keras' ``model(x, training=False, mask=None)``: ``mask`` (one per
+        input, (batch, time) booleans) is the inputs' own mask, which the
+        first layers take as Keras gives it them. fastlstm runs inference
+        only: ``training=True`` is refused."""
+        if training not in (False, None, 0):
+            raise ConfigError(
+                "training=True: fastlstm runs inference only (dropout and other "
+                "training behaviour are not applied); call with training=False"
+            )
+        graph = self._graph
+        arrays = graph.input_arrays(x, empty_batch=True)
+        return graph.structured(
+            self._run(arrays, None, self._input_masks(mask, arrays))
+        )
+
+    def _input_masks(self, mask: Any, arrays: list) -> list | None:
+        """The masks of ``model(x, mask=...)``, one per input, checked."""
+        if mask is None:
+            return None
+        if not self.spec.implicit_masks:
+            raise ConfigError(
+                "mask=: this model's file records every mask its layers take "
+                "(a Keras 3 functional model), so a mask given at the call has "
+                "no layer to go to; put a Masking layer in the model, or pass "
+                "lengths through a mask input"
+            )
+        masks = list(mask) if isinstance(mask, (list, tuple)) else [mask]
+        if len(masks) != len(arrays):
+            raise ShapeError(f"mask: one per input ({len(arrays)}), got {len(masks)}")
+        tm = self._graph.time_major
+        out = []
+        for m, a in zip(masks, arrays):
+            if m is None:
+                out.append(None)
+                continue
+            if a.ndim < 2:
+                raise ShapeError(f"mask given for an input of shape {a.shape}")
+            out.append(_inputs.mask_input(m, a.shape[:2], tm).astype(bool))
+        return out
 
     def reset_states(self) -> None:
         """Forgets the state of stateful layers (zeros at the next call)."""

@@ -1,0 +1,80 @@
+"""What Keras users write works: predict's keyword arguments,
+predict_on_batch, model(x, training=False, mask=...), input_shape /
+output_shape, empty batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _helpers import TOL_F32, UNDER_SANITIZER
+
+import fastlstm
+
+EXAMPLE = Path(fastlstm.__file__).parent / "examples" / "example_model.h5"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return fastlstm.load(EXAMPLE)
+
+
+@pytest.fixture(scope="module")
+def x():
+    return np.random.default_rng(0).normal(size=(5, 9, 16)).astype(np.float32)
+
+
+def test_predict_takes_keras_arguments(model, x):
+    want = model.predict(x)
+    got = model.predict(x, batch_size=2, verbose=0, steps=None, callbacks=[object()])
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(model.predict(x, verbose="auto"), want)
+    np.testing.assert_array_equal(model.predict_on_batch(x), want)
+    np.testing.assert_array_equal(model(x, training=False), want)
+    np.testing.assert_array_equal(model(x, training=None, mask=None), want)
+    # steps: the first `steps` batches of batch_size rows, as Keras does
+    np.testing.assert_array_equal(model.predict(x, batch_size=2, steps=2), want[:4])
+    np.testing.assert_array_equal(model.predict(x, steps=1), want)  # 32 rows
+    with pytest.raises(fastlstm.ShapeError, match="steps must be"):
+        model.predict(x, steps=0)
+
+
+def test_training_true_is_refused(model, x):
+    with pytest.raises(fastlstm.ConfigError, match="training=True"):
+        model(x, training=True)
+
+
+def test_empty_batch_gives_empty_outputs(model, x):
+    out = model.predict(x[:0])
+    assert out.shape == (0,) + model.predict(x).shape[1:] and out.dtype == np.float32
+    assert model(x[:0]).shape == out.shape
+    with pytest.raises(fastlstm.ShapeError, match="empty"):
+        model.predict(x[:, :0])  # no steps: not a batch of zero rows
+
+
+def test_input_and_output_shape(model):
+    assert model.input_shape == (None, None, 16)
+    assert model.output_shape == (None, 1)
+
+
+def test_call_mask_reaches_the_first_layers():
+    """model(x, mask=m) in Keras gives m to the first layers as their input
+    mask: here an LSTM, so masked steps carry the state."""
+    if UNDER_SANITIZER:
+        pytest.skip("TensorFlow under a preloaded sanitizer")
+    keras = pytest.importorskip("keras")
+    rng = np.random.default_rng(3)
+    km = keras.Sequential(
+        [keras.Input((None, 4)), keras.layers.LSTM(6, return_sequences=True)]
+    )
+    km.set_weights([rng.normal(0, 0.3, w.shape) for w in km.get_weights()])
+    x = rng.normal(size=(3, 7, 4)).astype(np.float32)
+    mask = rng.random((3, 7)) < 0.7
+    want = np.asarray(km(x, mask=mask))
+    fm = fastlstm.from_keras(km)
+    got = fm(x, mask=mask)
+    assert np.abs(got - want).max() <= TOL_F32
+    assert np.abs(got - fm(x)).max() > 1e-3  # the mask did something
+    with pytest.raises(fastlstm.ShapeError, match="mask"):
+        fm(x, mask=mask[:, :3])
