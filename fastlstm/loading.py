@@ -6,9 +6,10 @@ specs) -> the engine -> the framework-shaped front end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from fastlstm.loaders import (
     read_npz,
     read_torch_object,
 )
+from fastlstm.loaders._files import memory_source, read_file_object
 from fastlstm.loaders.keras_live import read_live_keras
 from fastlstm.loaders.onnx_reader import read_onnx_model
 from fastlstm.loaders.tf1_reader import read_tf1
@@ -63,7 +65,7 @@ _FAMILY_NAMES = {
 
 
 def load(
-    path: str | os.PathLike | Mapping,
+    path: str | os.PathLike | bytes | BinaryIO | Mapping,
     *,
     config: Any = None,
     keras_version: str | None = None,
@@ -97,9 +99,12 @@ def load(
       tanh): what the checkpoint does not store; time_major.
     * ONNX graphs of LSTM nodes -> ``OnnxModel`` (needs the onnx package).
 
-    A dict of arrays (a state_dict, or TF1 variables by name) is accepted
-    in place of a path. threads: the model's threads per call (None:
-    automatic; see fastlstm.set_num_threads for the process's limit).
+    In place of a path: the file's bytes, a binary file object (read to
+    its end, at most as much as one file may hold), or a dict of arrays (a
+    state_dict, or TF1 variables by name). Formats of several files (a TF1
+    checkpoint's .index and .data, ONNX with external data) need the path.
+    threads: the model's threads per call (None: automatic; see
+    fastlstm.set_num_threads for the process's limit).
     """
     threads = check_threads(threads)
     spec = load_spec(
@@ -116,7 +121,7 @@ def load(
         activation=activation,
         time_major=time_major,
     )
-    with load_errors("<dict>" if isinstance(path, Mapping) else os.fspath(path)):
+    with load_errors(_name_of(path)):
         return front_end(spec, threads)
 
 
@@ -184,7 +189,7 @@ def _check_options(family: str, where: str, given: dict) -> None:
 
 
 def load_spec(
-    path: str | os.PathLike | Mapping,
+    path: str | os.PathLike | bytes | BinaryIO | Mapping,
     *,
     config: Any = None,
     keras_version: str | None = None,
@@ -215,9 +220,46 @@ def load_spec(
     }
     if isinstance(path, Mapping):
         return _read_mapping(path, given)
-    path = os.fspath(path)
+    data = _memory_model(path)
+    if data is not None:
+        name = _name_of(path)
+        with memory_source(data, name), load_errors(name):
+            return _read_path(name, given)
+    path = _fspath(path)
     with load_errors(path):
         return _read_path(path, given)
+
+
+def _memory_model(source: Any) -> bytes | None:
+    """The bytes of a model given as bytes or a binary file object; None
+    for a path."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    if hasattr(source, "read") and not isinstance(source, (str, os.PathLike)):
+        return read_file_object(source, _name_of(source))
+    return None
+
+
+def _name_of(source: Any) -> str:
+    """What messages call the model: its path, or a name in angle brackets
+    for one given as a dict, bytes or a file object."""
+    if isinstance(source, Mapping):
+        return "<dict>"
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "<bytes>"
+    if hasattr(source, "read") and not isinstance(source, (str, os.PathLike)):
+        name = getattr(source, "name", None)
+        return f"<file object {name!r}>" if isinstance(name, str) else "<file object>"
+    return _fspath(source)
+
+
+def _fspath(path: Any) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            "path must be a file path (str or os.PathLike), the file's bytes, a "
+            f"binary file object or a dict of arrays; got {type(path).__name__}"
+        )
+    return os.fspath(path)
 
 
 def from_keras(model: Any, *, threads: int | None = None) -> Model:
@@ -227,7 +269,9 @@ def from_keras(model: Any, *, threads: int | None = None) -> Model:
     return Model(read_live_keras(model), threads=threads)
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+def read_state_dict(
+    path: str | os.PathLike | bytes | BinaryIO,
+) -> dict[str, np.ndarray]:
     """Every tensor of a PyTorch file as NumPy arrays, by dotted key: a
     ``torch.save`` file (zip or legacy; a state_dict, or a checkpoint dict
     whose nested dicts give keys such as ``model.head.weight``) or a
@@ -235,9 +279,14 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     from the file runs, sizes checked against a byte budget. Tensors keep
     their dtype (float16 stays float16), except bfloat16, which NumPy
     lacks: it is widened exactly to float32. Non-tensor entries (epoch
-    numbers, optimizer settings) are left out."""
-    path = os.fspath(path)
-    with load_errors(path):
+    numbers, optimizer settings) are left out. Bytes and binary file
+    objects are read as load reads them."""
+    data = _memory_model(path)
+    path = _name_of(path)
+    with contextlib.ExitStack() as stack:
+        if data is not None:
+            stack.enter_context(memory_source(data, path))
+        stack.enter_context(load_errors(path))
         family = family_of(path)
         if family != "torch":
             raise ModelFormatError(

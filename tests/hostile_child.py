@@ -6,7 +6,8 @@ crash, a hang or a memory blow-up is caught from outside.
 argv[1] is a JSON object: ``path`` (str, or a list of str that is joined
 into one argument), ``kwargs`` for ``fastlstm.load``, ``predict`` (an input
 shape to run once after loading, or null), ``secret`` (bytes of another
-file, hex, that may appear in no result).
+file, hex, that may appear in no result), ``source`` ("path", or "bytes" /
+"fileobj": the file's bytes, or the open file, are what load() gets).
 """
 
 from __future__ import annotations
@@ -48,7 +49,14 @@ def main() -> None:
 
     report = {}
     try:
-        model = fastlstm.load(args["path"], **args["kwargs"])
+        source = args.get("source", "path")
+        what = args["path"]
+        if source == "bytes":
+            with open(what, "rb") as fh:
+                what = fh.read()
+        elif source == "fileobj":
+            what = open(what, "rb")  # noqa: SIM115 - load() reads it to the end
+        model = fastlstm.load(what, **args["kwargs"])
         report["loaded"] = type(model).__name__
         found = []
         _arrays(model, found)

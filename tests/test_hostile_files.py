@@ -23,7 +23,7 @@ TIMEOUT_S = 10
 MAX_RSS_BYTES = 1 << 30
 
 
-def run_child(path, kwargs=None, predict=None) -> tuple[dict, int]:
+def run_child(path, kwargs=None, predict=None, source="path") -> tuple[dict, int]:
     """The child's report and its peak RSS in bytes."""
     arg = json.dumps(
         {
@@ -31,6 +31,7 @@ def run_child(path, kwargs=None, predict=None) -> tuple[dict, int]:
             "kwargs": kwargs or {},
             "predict": predict,
             "secret": SECRET.hex(),
+            "source": source,
         }
     )
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
@@ -71,3 +72,37 @@ def test_hostile_file_is_refused(tmp_path, name):
     assert report["fastlstm_error"], report
     assert str(case.path) in report["message"] or case.path.name in report["message"]
     assert re.search(case.match, report["message"]), report["message"]
+
+
+# What a model given as bytes or a file object is called in messages, and
+# the refusal of formats that need files beside the model.
+MEMORY_NAMES = {"bytes": "<bytes>", "fileobj": "<file object"}
+NEEDS_A_PATH = r"load it by path|load the checkpoint by path|has no folder"
+
+
+@pytest.mark.parametrize("source", sorted(MEMORY_NAMES))
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_hostile_file_from_memory_is_refused(tmp_path, name, source):
+    """The same files given as bytes or as an open file object: the same
+    refusal (or, for a format that needs companion files, a ConfigError
+    saying to load by path), naming the source, never a leak."""
+    write_secret(tmp_path)
+    case = CASES[name](tmp_path)
+    path = Path(case.path)
+    if path.is_symlink() or not path.is_file() or path.stat().st_size > 64 << 20:
+        pytest.skip("not a regular file of a size a caller would hold in memory")
+    report, rss = run_child(path, case.kwargs, case.predict, source)
+    assert not report["leak"]
+    if not UNDER_SANITIZER:
+        assert rss < MAX_RSS_BYTES, f"{name}: peak RSS {rss >> 20} MiB"
+    if case.match is None:
+        assert report.get("loaded") or re.search(
+            NEEDS_A_PATH, report.get("message", "")
+        ), report
+        return
+    assert "error" in report, f"{name} loaded from {source}: {report}"
+    assert report["fastlstm_error"], report
+    assert MEMORY_NAMES[source] in report["message"], report["message"]
+    assert re.search(f"{case.match}|{NEEDS_A_PATH}", report["message"]), report[
+        "message"
+    ]

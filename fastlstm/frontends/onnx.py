@@ -10,6 +10,7 @@ input name and returns outputs by name.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,13 +33,15 @@ class OnnxModel:
 
     def __init__(
         self,
-        graph: OnnxGraph | ModelSpec,
+        graph: OnnxGraph | ModelSpec | str | os.PathLike | bytes,
         *,
         numpy_fallback: bool = True,
         threads: int | None = None,
     ) -> None:
-        if not isinstance(graph, ModelSpec):
+        if isinstance(graph, OnnxGraph):
             graph = graph_spec(graph, numpy_fallback=numpy_fallback)
+        elif not isinstance(graph, ModelSpec):  # a path, bytes or ModelProto
+            graph = read_onnx_model(graph, numpy_fallback=numpy_fallback)
         self.spec = graph
         self._numpy_fallback = bool(numpy_fallback)
         self._graph = Graph(graph, nan_policy="propagate", threads=threads)

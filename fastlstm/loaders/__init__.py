@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import os
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -18,8 +19,14 @@ from typing import Any
 
 import h5py
 
-from fastlstm.errors import FastLSTMError, ModelFormatError
-from fastlstm.loaders._files import check_regular, open_model_file
+from fastlstm.errors import ConfigError, FastLSTMError, ModelFormatError
+from fastlstm.loaders._files import (
+    check_regular,
+    in_memory,
+    memory_bytes,
+    open_model_file,
+)
+from fastlstm.loaders._h5_vlen import image_of
 from fastlstm.loaders._zip import ZIP_ERRORS
 from fastlstm.loaders.keras_h5 import load_keras_h5
 from fastlstm.loaders.keras_layers import canonical_model
@@ -63,6 +70,8 @@ def tf1_prefix(path: str) -> str | None:
     """The checkpoint prefix when ``path`` names a TF checkpoint: the prefix
     itself, its .index or a .data-* shard, or a folder holding a
     ``checkpoint`` file."""
+    if in_memory(path):
+        return None
     if os.path.isdir(path):
         return latest_checkpoint(path)
     if not os.path.isfile(path) and os.path.isfile(path + ".index"):
@@ -129,7 +138,7 @@ def sniff(path: str) -> str:
     HDF5 may sit after a user block of 512, 1024, ... bytes."""
     if tf1_prefix(path) is not None:
         return "tf1"
-    if os.path.isdir(path):
+    if not in_memory(path) and os.path.isdir(path):
         for name in ("saved_model.pb", "saved_model.pbtxt"):
             if os.path.exists(os.path.join(path, name)):
                 raise ModelFormatError(
@@ -142,7 +151,7 @@ def sniff(path: str) -> str:
     try:
         with open_model_file(path) as fh:
             head = fh.read(32)
-            size = os.fstat(fh.fileno()).st_size
+            size = fh.seek(0, os.SEEK_END)
             if head[:8] == HDF5_MAGIC:
                 return "hdf5"
             if head[:4] in ZIP_MAGIC:
@@ -168,10 +177,28 @@ def sniff(path: str) -> str:
         raise ModelFormatError(f"{path}: cannot read the file: {exc}") from exc
     if not head:
         raise ModelFormatError(f"{path}: the file is empty")
+    if in_memory(path) and _looks_like_tf1_index(path):
+        raise ConfigError(
+            f"{path}: a TF1 checkpoint's .index, whose tensors are in separate "
+            ".data files; load the checkpoint by path (its prefix)"
+        )
     raise ModelFormatError(
         f"{path}: not a model file fastlstm knows (first bytes {head[:8]!r}); "
         f"supported: {'; '.join(FORMATS)}"
     )
+
+
+# The footer of an SSTable (a TF tensor bundle's .index) ends with this.
+SSTABLE_MAGIC = (0xDB4775248B80FB57).to_bytes(8, "little")
+
+
+def _looks_like_tf1_index(path: str) -> bool:
+    with open_model_file(path) as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size < 48:
+            return False
+        fh.seek(size - 8)
+        return fh.read(8) == SSTABLE_MAGIC
 
 
 def _zip_kind(zf: zipfile.ZipFile, path: str) -> str:
@@ -235,13 +262,14 @@ def read_keras(
                 )
             return canonical_model(load_keras_zip(path, zf, config, keras_version))
     check_regular(path)
+    data = memory_bytes(path)
     try:
-        f = h5py.File(path, "r")
+        f = h5py.File(path if data is None else io.BytesIO(data), "r")
     except OSError as exc:
         raise ModelFormatError(
             f"{path}: corrupt or truncated HDF5 file: {exc}"
         ) from exc
-    with f:
+    with f, image_of(f, data) if data is not None else contextlib.nullcontext():
         try:
             if (
                 "model_config" in f.attrs

@@ -530,7 +530,8 @@ def load_torch_file(path: str | os.PathLike) -> Any:
     try:
         with open_model_file(path) as fh:
             head = fh.read(32)
-            size = os.fstat(fh.fileno()).st_size
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(32)
             if head[:4] == b"PK\x03\x04" or head[:4] == b"PK\x05\x06":
                 fh.seek(0)
                 try:
