@@ -4,24 +4,10 @@ from __future__ import annotations
 
 try:
     from fastlstm import _core  # noqa: F401
-except ModuleNotFoundError as exc:
-    if exc.name and not exc.name.startswith("fastlstm"):
-        raise ImportError(
-            f"fastlstm needs the package {exc.name!r}, which is not installed: "
-            f"pip install {exc.name}"
-        ) from None
-    raise ImportError(
-        "fastlstm's compiled extension (fastlstm._core) is not built. Install the "
-        "package with `pip install .` (or `pip install -e .` for development) from "
-        "the source checkout; if you run Python from inside the checkout after a "
-        "non-editable install, the source folder shadows the installed package: "
-        f"change directory. Underlying error: {exc}"
-    ) from None
-except ImportError as exc:  # pragma: no cover - a broken or foreign build
-    raise ImportError(
-        f"fastlstm's compiled extension (fastlstm._core) cannot be loaded: {exc}. "
-        "Rebuild it with `pip install .` from the source checkout."
-    ) from None
+except ImportError as exc:
+    from fastlstm._build_check import import_error
+
+    raise import_error(exc, __path__[0]) from None
 
 from fastlstm._threadpoolctl import register as _register_threadpoolctl
 from fastlstm.activations import Activation

@@ -122,7 +122,30 @@ def load(
         time_major=time_major,
     )
     with load_errors(_name_of(path)):
-        return front_end(spec, threads)
+        model = front_end(spec, threads)
+        if config is not None:
+            _check_fits_config(model, _name_of(path))
+        return model
+
+
+def _check_fits_config(model: Model, where: str) -> None:
+    """Weights read with an architecture given apart (config=) may fit each
+    layer's own arrays yet not the shapes the architecture declares between
+    layers (an input width): one batch-1 run of the declared shapes finds
+    that at load, naming the layer, rather than at the first predict."""
+    arrays = [
+        np.zeros([1] + [2 if d is None else d for d in shape[1:]], np.float32)
+        for shape in model.spec.input_shapes
+        if shape is not None
+    ]
+    if len(arrays) != len(model.spec.input_shapes):
+        return
+    try:
+        model._graph.run(arrays, model._graph.context([]))
+    except ShapeError as exc:
+        raise ModelFormatError(
+            f"{where}: the weights do not fit the architecture given as config=: {exc}"
+        ) from None
 
 
 def _read_mapping(obj: Mapping, given: dict) -> ModelSpec:

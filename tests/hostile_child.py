@@ -70,7 +70,22 @@ def main() -> None:
         report["fastlstm_error"] = isinstance(exc, fastlstm.FastLSTMError)
         report["message"] = str(exc)[:2000]
         report["leak"] = secret.decode("latin1") in str(exc)
+    report["peak_rss"] = _peak_rss()
     print(json.dumps(report))
+
+
+def _peak_rss() -> int | None:
+    """This process's own peak RSS in bytes (VmHWM of its memory since
+    exec): unlike wait4's ru_maxrss, it leaves out the parent's memory,
+    which a forked child counts until it execs."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 if __name__ == "__main__":

@@ -291,7 +291,7 @@ def test_inspect_command_describes_torch_files(tmp_path, rng, capsys):
     assert main(["inspect", str(path)]) == 0
     out = capsys.readouterr().out
     assert "TorchLSTM(3, 4, num_layers=2)" in out
-    assert "batch_first:   not recorded in the file" in out
+    assert "batch_first: not recorded in the file" in out
     assert main(["inspect", str(path), "--batch-first"]) == 0
     out = capsys.readouterr().out
     assert "batch_first=True" in out and "not recorded" not in out

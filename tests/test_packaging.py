@@ -63,7 +63,7 @@ def test_inspect_command(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "Keras .h5 (full model)" in out and "Keras version: 2.21.0" in out
+    assert "Keras .h5 (full model)" in out and "written by Keras 2.21.0" in out
     assert "lstm (LSTM)" in out and "20736" in out and "Total params: 33,185" in out
     bad = tmp_path / "x.h5"
     bad.write_bytes(b"nonsense")

@@ -19,7 +19,7 @@ import numpy as np
 from fastlstm.engine.graph import Graph
 from fastlstm.engine.layers import RunContext
 from fastlstm.engine.ops import op_budget
-from fastlstm.errors import ConfigError
+from fastlstm.errors import ConfigError, ShapeError
 from fastlstm.loaders.onnx_graph import Graph as OnnxGraph
 from fastlstm.loaders.onnx_reader import graph_spec, read_onnx_model
 from fastlstm.model_spec import ConstantSpec, ModelSpec, RecurrentOpSpec
@@ -49,6 +49,7 @@ class OnnxModel:
         self.input_names = list(conv["input_names"])
         self.output_names = list(conv["output_names"])
         self._input_set = set(self.input_names)
+        self._declared = dict(zip(self.input_names, graph.input_shapes))
         self._output_index = {n: k for k, n in enumerate(self.output_names)}
         self.opset = conv["opset"]
         self._optional = self._optional_inputs()
@@ -163,7 +164,17 @@ class OnnxModel:
             return None
         if hasattr(value, "detach") and hasattr(value, "numpy"):
             value = value.detach().cpu().numpy()
-        return np.asarray(value)
+        arr = np.asarray(value)
+        shape = self._declared.get(name)
+        if shape is not None and (
+            arr.ndim != len(shape)
+            or any(d is not None and d != s for d, s in zip(shape, arr.shape))
+        ):
+            raise ShapeError(
+                f"input {name!r} has shape {arr.shape}, but the model declares "
+                f"{shape} (None = any size)"
+            )
+        return arr
 
 
 def _rebuild(

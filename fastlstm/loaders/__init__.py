@@ -201,11 +201,26 @@ def _looks_like_tf1_index(path: str) -> bool:
         return fh.read(8) == SSTABLE_MAGIC
 
 
+TORCH_EXPORT_ADVICE = (
+    "fastlstm does not run exported programs (their graph is code for "
+    "PyTorch's runtime); export the model to ONNX (torch.onnx.export) and "
+    "load that, or save its state_dict (torch.save(model.state_dict(), "
+    "'model.pt')) and load that with batch_first="
+)
+
+
 def _zip_kind(zf: zipfile.ZipFile, path: str) -> str:
     """'keras', 'torch' or 'npz' for a zip archive."""
     names = zf.namelist()
     if "config.json" in names:
         return "keras"
+    if any(n.endswith("/archive_format") for n in names[:64]) and any(
+        "/models/" in n or n.endswith("serialized_exported_program.json")
+        for n in names[:256]
+    ):
+        raise ModelFormatError(
+            f"{path}: a torch.export archive (.pt2); {TORCH_EXPORT_ADVICE}"
+        )
     if find_zip_prefix(zf, path) is not None:
         return "torch"
     if names and all(n.endswith(".npy") for n in names):

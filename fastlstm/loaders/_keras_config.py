@@ -92,6 +92,15 @@ def parse_model_config(
             spec = _sequential(inner)
         elif class_name in ("Model", "Functional"):
             spec = _functional(inner)
+        elif isinstance(inner, dict) and "layers" not in inner:
+            raise ModelFormatError(
+                f"{source}: a subclassed Keras model (class {class_name!r}): its "
+                "layers and their wiring live in the Python code of its call(), "
+                "which the file does not record and fastlstm would never run. "
+                "Rebuild it as a Functional or Sequential model (the same layers "
+                "called on keras.Input), copy the weights with set_weights, and "
+                "save that; or export it to ONNX"
+            )
         else:
             raise ModelFormatError(
                 f"{source}: top-level class {class_name!r} is not a Keras model "

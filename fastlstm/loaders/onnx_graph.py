@@ -51,6 +51,9 @@ class Graph:
     outputs: list
     opset: int
     source: str = ""
+    # each input's declared shape (None: a dimension of any size), or None
+    input_shapes: list = dataclasses.field(default_factory=list)
+    producer: str = ""  # producer_name and producer_version, as recorded
 
 
 MIN_ONNX_VERSION = (1, 17)  # refuses external-data traversal itself
@@ -265,9 +268,26 @@ def _graph_of(onnx: Any, model: Any, where: str) -> Graph:
             + ", ".join(sorted(SUPPORTED_OPS))
         )
     inputs = [i.name for i in g.input if i.name not in inits]
+    shapes = [_declared_shape(i) for i in g.input if i.name not in inits]
     outputs = [o.name for o in g.output]
     if not outputs:
         raise ModelFormatError(
             f"{where}: holds no ONNX graph (no outputs); not an ONNX model"
         )
-    return Graph(nodes, inits, inputs, outputs, opset, where)
+    producer = f"{model.producer_name} {model.producer_version}".strip()[:200]
+    return Graph(nodes, inits, inputs, outputs, opset, where, shapes, producer)
+
+
+def _declared_shape(value_info: Any) -> tuple | None:
+    """A graph input's shape as declared: a fixed size per dimension, None
+    for a named or unknown one; None when no shape is declared."""
+    t = value_info.type
+    if not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
+        return None
+    dims = t.tensor_type.shape.dim
+    if len(dims) > 64:
+        return None
+    return tuple(
+        int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else None
+        for d in dims
+    )

@@ -174,7 +174,7 @@ def graph_spec(graph: Graph, *, numpy_fallback: bool = True) -> ModelSpec:
         nodes=tuple(b.nodes),
         inputs=tuple(b.refs[n] for n in graph.inputs),
         outputs=tuple(b.refs[n] for n in graph.outputs),
-        input_shapes=(None,) * len(graph.inputs),
+        input_shapes=tuple(graph.input_shapes or (None,) * len(graph.inputs)),
         source=graph.source,
         source_format="ONNX",
         implicit_masks=False,
@@ -183,6 +183,7 @@ def graph_spec(graph: Graph, *, numpy_fallback: bool = True) -> ModelSpec:
             "input_names": list(graph.inputs),
             "output_names": list(graph.outputs),
             "opset": graph.opset,
+            "producer": graph.producer,
         },
     ).validate()
 

@@ -53,6 +53,28 @@ def _variable_source(source: Any) -> tuple[list[str], Any, str]:
     )
 
 
+# What a TF2 object-based checkpoint (tf.train.Checkpoint, Keras
+# save_weights in the TF format) names its variables and object graph.
+OBJECT_CHECKPOINT_MARKS = (
+    "/.ATTRIBUTES/VARIABLE_VALUE",
+    "_CHECKPOINTABLE_OBJECT_GRAPH",
+)
+
+
+def _refuse_object_checkpoint(names: Any, where: str) -> None:
+    """A TF2 object checkpoint keys variables by object path, not by the
+    TF1 cell scopes this reader reads: say what it is and what to do."""
+    if any(m in n for n in names for m in OBJECT_CHECKPOINT_MARKS):
+        raise ModelFormatError(
+            f"{where}: a TF2 object-based checkpoint (tf.train.Checkpoint, or "
+            "Keras save_weights in the TensorFlow format): it keys variables by "
+            "object path and holds no architecture. Save the Keras model with "
+            "model.save('model.keras') (or 'model.h5'), or its weights with "
+            "model.save_weights('model.weights.h5') and load that with config=; "
+            "fastlstm reads TF1 checkpoints of LSTM cells"
+        )
+
+
 def read_tf1(
     source: Any,
     *,
@@ -67,6 +89,7 @@ def read_tf1(
     if not isinstance(time_major, (bool, np.bool_)):
         raise ConfigError(f"time_major must be a bool, got {time_major!r}")
     names, get, where = _variable_source(source)
+    _refuse_object_checkpoint(names, where)
     try:
         cells = find_cells(names)
     except ModelFormatError as exc:
