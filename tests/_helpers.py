@@ -3,6 +3,7 @@ comparison uses, and one writer of Keras 2 ``.h5`` model files."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable
@@ -192,3 +193,21 @@ def gru_rnn_reference(
         out = np.where(v, h, 0 if zero else out)
         ys.append(out)
     return np.stack(ys, 1), h
+
+
+def spec_arrays(spec) -> list:
+    """Every array of a ModelSpec's layers, depth first (what a load read)."""
+    out = []
+
+    def walk(obj, depth=0):
+        if isinstance(obj, np.ndarray):
+            out.append(obj)
+        elif isinstance(obj, (list, tuple)) and depth < 6:
+            for item in obj:
+                walk(item, depth + 1)
+        elif dataclasses.is_dataclass(obj) and depth < 6:
+            for f in dataclasses.fields(obj):
+                walk(getattr(obj, f.name), depth + 1)
+
+    walk(list(spec.layers))
+    return out

@@ -5,13 +5,13 @@ clear errors naming them."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import spec_arrays
 
 import fastlstm
 from fastlstm.loaders import _files
@@ -29,24 +29,6 @@ SINGLE_FILE = {
     "safetensors": ("torch/safetensors/model.safetensors", {"batch_first": False}),
     "tf1_npz": ("tf1/basic_lstm_cell/variables.npz", {}),
 }
-
-
-def weights_of(spec) -> list:
-    """Every array of a ModelSpec's layers, depth first (what a load read)."""
-    out = []
-
-    def walk(obj, depth=0):
-        if isinstance(obj, np.ndarray):
-            out.append(obj)
-        elif isinstance(obj, (list, tuple)) and depth < 6:
-            for item in obj:
-                walk(item, depth + 1)
-        elif dataclasses.is_dataclass(obj) and depth < 6:
-            for f in dataclasses.fields(obj):
-                walk(getattr(obj, f.name), depth + 1)
-
-    walk(list(spec.layers))
-    return out
 
 
 def sources(path: Path):
@@ -68,7 +50,7 @@ def test_every_single_file_format_loads_from_memory(kind):
     assert fastlstm.load_spec(str(path), **kw).name == want.name
     for label, source in sources(path):
         got = fastlstm.load_spec(source, **kw)
-        a, b = weights_of(want), weights_of(got)
+        a, b = spec_arrays(want), spec_arrays(got)
         assert a and len(a) == len(b), label
         for x, y in zip(a, b):
             np.testing.assert_array_equal(x, y)

@@ -6,13 +6,13 @@ another kernel, which rounds differently in the last bit)."""
 
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import spec_arrays
 
 import fastlstm
 
@@ -33,21 +33,7 @@ def x():
 
 
 def weight_bytes(spec) -> int:
-    total = 0
-
-    def walk(obj, depth=0):
-        nonlocal total
-        if isinstance(obj, np.ndarray):
-            total += obj.nbytes
-        elif isinstance(obj, (list, tuple)) and depth < 6:
-            for item in obj:
-                walk(item, depth + 1)
-        elif dataclasses.is_dataclass(obj) and depth < 6:
-            for f in dataclasses.fields(obj):
-                walk(getattr(obj, f.name), depth + 1)
-
-    walk(list(spec.layers))
-    return total
+    return sum(a.nbytes for a in spec_arrays(spec))
 
 
 def local(model, x, rows):
