@@ -78,3 +78,69 @@ def test_call_mask_reaches_the_first_layers():
     assert np.abs(got - fm(x)).max() > 1e-3  # the mask did something
     with pytest.raises(fastlstm.ShapeError, match="mask"):
         fm(x, mask=mask[:, :3])
+
+
+def _keras_models(keras):
+    L = keras.layers
+    yield keras.Sequential(
+        [
+            keras.Input((None, 4)),
+            L.Masking(0.0),
+            L.LSTM(5, return_sequences=True),
+            L.LSTM(3, use_bias=False),
+            L.Dense(2),
+        ]
+    )
+    yield keras.Sequential(
+        [
+            keras.Input((6,)),
+            L.Embedding(10, 4),
+            L.GRU(5, return_sequences=True),
+            L.GRU(3, reset_after=False),
+            L.Dense(2, use_bias=False),
+        ]
+    )
+    inp = keras.Input((None, 4))
+    x = L.Bidirectional(L.SimpleRNN(3, return_sequences=True))(inp)
+    x = L.RNN([L.GRUCell(4), L.LSTMCell(2)])(x)
+    yield keras.Model(inp, L.Dense(1)(x))
+
+
+def test_get_weights_round_trips_with_keras():
+    """get_weights() gives Keras' own arrays in Keras' order and shapes,
+    and Keras' set_weights takes them: the same model again."""
+    if UNDER_SANITIZER:
+        pytest.skip("TensorFlow under a preloaded sanitizer")
+    keras = pytest.importorskip("keras")
+    rng = np.random.default_rng(5)
+    for km in _keras_models(keras):
+        km.set_weights([rng.normal(0, 0.3, w.shape) for w in km.get_weights()])
+        fm = fastlstm.from_keras(km)
+        got, want = fm.get_weights(), km.get_weights()
+        assert [w.shape for w in got] == [w.shape for w in want]
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+        clone = keras.models.clone_model(km)
+        clone.set_weights(got)
+        for g, w in zip(clone.get_weights(), want):
+            np.testing.assert_array_equal(g, w)
+        for k, layer in enumerate(fm.layers):
+            assert fm.get_layer(index=k) is not None
+            assert fm.get_layer(layer.name).name == layer.name
+            theirs = (
+                km.get_layer(layer.name).get_weights()
+                if layer.name in {x.name for x in km.layers}
+                else []
+            )
+            for g, w in zip(layer.get_weights(), theirs):
+                np.testing.assert_array_equal(g, w)
+
+
+def test_get_layer_arguments(model):
+    assert model.get_layer(index=-1).name == model.layers[-1].name
+    with pytest.raises(fastlstm.ConfigError, match="name= or index="):
+        model.get_layer()
+    with pytest.raises(fastlstm.ConfigError, match="no layer named 'nope'"):
+        model.get_layer("nope")
+    with pytest.raises(fastlstm.ConfigError, match="out of range"):
+        model.get_layer(index=99)

@@ -22,9 +22,10 @@ from fastlstm.errors import (
     ShapeError,
     StreamError,
 )
+from fastlstm.loaders.keras_weights import keras_weights
 from fastlstm.model_spec import ModelSpec
 
-__all__ = ["Model", "ModelStream"]
+__all__ = ["LayerView", "Model", "ModelStream"]
 
 Inputs = Any  # one array, a list of arrays, or a dict name -> array
 
@@ -77,8 +78,35 @@ class Model:
         return self.spec.name
 
     @property
-    def layers(self) -> list[Layer]:
-        return list(self._graph.layers.values())
+    def layers(self) -> list[LayerView]:
+        """The layers in the model's order, as Keras lists them."""
+        return [LayerView(layer) for layer in self._graph.layers.values()]
+
+    def get_layer(self, name: str | None = None, index: int | None = None) -> LayerView:
+        """Keras' ``get_layer``: by name, or by index into ``layers``."""
+        if (name is None) == (index is None):
+            raise ConfigError("get_layer: give name= or index=, one of them")
+        layers = self.layers
+        if index is not None:
+            if isinstance(index, bool) or not isinstance(index, int):
+                raise ConfigError(f"get_layer: index must be an integer, got {index!r}")
+            if not -len(layers) <= index < len(layers):
+                raise ConfigError(
+                    f"get_layer: index {index} out of range for {len(layers)} layers"
+                )
+            return layers[index]
+        for layer in layers:
+            if layer.name == name:
+                return layer
+        raise ConfigError(
+            f"get_layer: no layer named {name!r}; the layers are "
+            f"{[layer.name for layer in layers]}"
+        )
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Keras' ``get_weights``: every layer's arrays in Keras' order and
+        shapes (copies), which Keras' ``set_weights`` takes back."""
+        return [w for layer in self.layers for w in layer.get_weights()]
 
     @property
     def input_names(self) -> list[str]:
@@ -305,6 +333,25 @@ def _fmt_shape(shape) -> str:
         + ("," if len(shape) == 1 else "")
         + ")"
     )
+
+
+class LayerView:
+    """One layer of a Model as Keras code expects it: ``name``,
+    ``class_name``, ``get_weights()`` (Keras' order and shapes) and
+    ``count_params()``; ``spec`` is its canonical form."""
+
+    def __init__(self, layer: Layer) -> None:
+        self._layer = layer
+        self.name, self.class_name, self.spec = layer.name, layer.class_name, layer.spec
+
+    def get_weights(self) -> list[np.ndarray]:
+        return [np.array(w, copy=True) for w in keras_weights(self.spec)]
+
+    def count_params(self) -> int:
+        return self._layer.param_count()
+
+    def __repr__(self) -> str:
+        return f"<{self.class_name} {self.name!r}>"
 
 
 class ModelStream:
