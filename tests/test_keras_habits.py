@@ -144,3 +144,35 @@ def test_get_layer_arguments(model):
         model.get_layer("nope")
     with pytest.raises(fastlstm.ConfigError, match="out of range"):
         model.get_layer(index=99)
+
+
+def test_model_stream_state_and_out(model):
+    """A model stream's state: a dict by recurrent layer in the structure of
+    that layer's own stream; saved and restored, the steps repeat exactly;
+    step(x, out=) writes into the caller's array."""
+    x = np.random.default_rng(2).normal(size=(2, 6, 16)).astype(np.float32)
+    s = model.stream(2)
+    zero = s.state
+    assert list(zero) == ["lstm", "lstm_1"]
+    assert [a.shape for a in zero["lstm"]] == [(2, 64), (2, 64)]
+    assert all(not a.any() for v in zero.values() for a in v)
+    for t in range(3):
+        s.step(x[:, t])
+    saved = s.state
+    first = [s.step(x[:, t]) for t in range(3, 6)]
+    s.state = saved
+    out = np.empty((2, 1), np.float32)
+    again = [s.step(x[:, t], out=out).copy() for t in range(3, 6)]
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(first[-1], model.predict(x))
+    before = s.state["lstm"]
+    s.state = {"lstm_1": zero["lstm_1"]}  # one layer; the other keeps its own
+    np.testing.assert_array_equal(s.state["lstm"][0], before[0])
+    assert not s.state["lstm_1"][0].any()
+    with pytest.raises(fastlstm.ShapeError, match="no recurrent layer"):
+        s.state = {"nope": zero["lstm"]}
+    with pytest.raises(fastlstm.ShapeError):
+        s.state = {"lstm": (np.zeros((3, 64)), np.zeros((2, 64)))}
+    with pytest.raises(fastlstm.ShapeError, match="out must be"):
+        s.step(x[:, 0], out=np.empty((3, 1), np.float32))

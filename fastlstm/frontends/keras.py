@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -399,11 +399,79 @@ class ModelStream:
         with self._guard:
             return self._graph.structured(self._run_flat(x))
 
-    def step(self, x: Inputs) -> Any:
-        """Runs one time step: each input (batch, ...) without the time axis."""
-
+    def step(self, x: Inputs, out: np.ndarray | None = None) -> Any:
+        """Runs one time step: each input (batch, ...) without the time axis.
+        ``out``: an array the (single) output is written into, and returned."""
         with self._guard:
-            return self._step(x)
+            result = self._step(x)
+        if out is None:
+            return result
+        if not isinstance(out, np.ndarray) or not isinstance(result, np.ndarray):
+            raise ShapeError("out= takes one array, for a model with one output")
+        if out.shape != result.shape or not out.flags.writeable:
+            raise ShapeError(
+                f"out must be a writeable array of shape {result.shape}, got "
+                f"{out.shape}"
+            )
+        np.copyto(out, result, casting="same_kind")
+        return out
+
+    @property
+    def state(self) -> dict:
+        """Copies of every recurrent layer's state, by layer name, as that
+        layer's own stream gives it: (h, c) for an LSTM, h for a GRU or
+        SimpleRNN; a list of those for a layer of several cells."""
+        with self._guard:
+            return {name: self._layer_state(name) for name in self._ctx.carries}
+
+    @state.setter
+    def state(self, value: Mapping) -> None:
+        """Sets the state of the layers named in ``value`` (the others keep
+        theirs); steps the mask skips before a row's first valid one then
+        output zeros, as with initial states."""
+        if not isinstance(value, Mapping):
+            raise ShapeError(
+                "state must be a dict {recurrent layer name: its state}, as the "
+                "state property gives it"
+            )
+        unknown = sorted(set(value) - set(self._ctx.carries))
+        if unknown:
+            raise ShapeError(
+                f"state: no recurrent layer {unknown}; the model's are "
+                f"{list(self._ctx.carries)}"
+            )
+        with self._guard:
+            new = {name: self._checked_state(name, v) for name, v in value.items()}
+            for name, states in new.items():
+                self._ctx.carries[name].states[:] = states
+
+    def _cells(self, name: str) -> list:
+        return self._graph.layers[name].direction.cells
+
+    def _layer_state(self, name: str) -> Any:
+        carry, per_cell = self._ctx.carries[name], []
+        for k, cell in enumerate(self._cells(name)):
+            if len(carry.states) > k:
+                arrays = [np.array(a) for a in carry.states[k][:-1]]
+            else:
+                arrays = list(cell.make_state(None, self._batch))
+            per_cell.append(tuple(arrays) if len(arrays) > 1 else arrays[0])
+        return per_cell[0] if len(per_cell) == 1 else per_cell
+
+    def _checked_state(self, name: str, value: Any) -> list:
+        cells = self._cells(name)
+        if len(cells) > 1 and not _inputs.is_sequence(value, len(cells)):
+            raise ShapeError(
+                f"state[{name!r}] must list one state per cell ({len(cells)})"
+            )
+        values = [value] if len(cells) == 1 else list(value)
+        return [
+            [
+                *cell.make_state(v, self._batch, f"state[{name!r}]"),
+                np.zeros(self._batch, np.uint8),
+            ]
+            for cell, v in zip(cells, values)
+        ]
 
     def _step(self, x: Inputs) -> Any:
         def add_time(a):
