@@ -176,3 +176,19 @@ def test_model_stream_state_and_out(model):
         s.state = {"lstm": (np.zeros((3, 64)), np.zeros((2, 64)))}
     with pytest.raises(fastlstm.ShapeError, match="out must be"):
         s.step(x[:, 0], out=np.empty((3, 1), np.float32))
+
+
+def test_torch_and_tf1_streams_take_out():
+    """The PyTorch- and TF1-shaped streams (state get/set, feed, reset
+    already) write a step into the caller's array too."""
+    fixtures = Path(__file__).parent / "fixtures"
+    torch_model = fastlstm.load(
+        fixtures / "torch/lstm_basic/model.pt", batch_first=False
+    )
+    tf1_model = fastlstm.load(fixtures / "tf1/basic_lstm_cell/model.ckpt")
+    for model, width in ((torch_model, 5), (tf1_model, 4)):
+        x = np.random.default_rng(4).normal(size=(2, width)).astype(np.float32)
+        want = model.stream(2).step(x)
+        out = np.empty_like(want)
+        assert model.stream(2).step(x, out=out) is out
+        np.testing.assert_array_equal(out, want)

@@ -450,10 +450,13 @@ class StackStream:
     def __reduce_ex__(self, protocol: object) -> tuple:
         refuse_pickle(self)
 
-    def step(self, x: Any, mask: Any = None) -> np.ndarray:
+    def step(self, x: Any, mask: Any = None, out: Any = None) -> np.ndarray:
+        """One step through every cell; ``out`` (an array of the last
+        cell's output shape) receives the result, as an engine stream's."""
         with self._guard:
-            for s in self._streams:
-                x = s.step(x, mask)
+            last = len(self._streams) - 1
+            for k, s in enumerate(self._streams):
+                x = s.step(x, mask, out=out if k == last else None)
             return x
 
     def feed(self, x: Any, mask: Any = None) -> np.ndarray:
