@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -121,10 +121,11 @@ def load(
         activation=activation,
         time_major=time_major,
     )
-    with load_errors(_name_of(path)):
+    name = _name_of(path)
+    with load_errors(name):
         model = front_end(spec, threads)
         if config is not None:
-            _check_fits_config(model, _name_of(path))
+            _check_fits_config(model, name)
         return model
 
 
@@ -243,24 +244,28 @@ def load_spec(
     }
     if isinstance(path, Mapping):
         return _read_mapping(path, given)
-    data = _memory_model(path)
-    if data is not None:
-        name = _name_of(path)
-        with memory_source(data, name), load_errors(name):
-            return _read_path(name, given)
-    path = _fspath(path)
-    with load_errors(path):
-        return _read_path(path, given)
+    with _reading(path) as name:
+        return _read_path(name, given)
 
 
-def _memory_model(source: Any) -> bytes | None:
-    """The bytes of a model given as bytes or a binary file object; None
-    for a path."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source)
-    if hasattr(source, "read") and not isinstance(source, (str, os.PathLike)):
-        return read_file_object(source, _name_of(source))
-    return None
+@contextlib.contextmanager
+def _reading(source: Any) -> Iterator[str]:
+    """The name a load of ``source`` (a path, bytes or a binary file object)
+    reads under, with load_errors naming it; bytes and file objects are
+    registered as an in-memory model for the block."""
+    name = _name_of(source)
+    with contextlib.ExitStack() as stack:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            stack.enter_context(memory_source(bytes(source), name))
+        elif _is_file_object(source):
+            data = read_file_object(source, name)
+            stack.enter_context(memory_source(data, name))
+        stack.enter_context(load_errors(name))
+        yield name
+
+
+def _is_file_object(source: Any) -> bool:
+    return hasattr(source, "read") and not isinstance(source, (str, os.PathLike))
 
 
 def _name_of(source: Any) -> str:
@@ -270,7 +275,7 @@ def _name_of(source: Any) -> str:
         return "<dict>"
     if isinstance(source, (bytes, bytearray, memoryview)):
         return "<bytes>"
-    if hasattr(source, "read") and not isinstance(source, (str, os.PathLike)):
+    if _is_file_object(source):
         name = getattr(source, "name", None)
         return f"<file object {name!r}>" if isinstance(name, str) else "<file object>"
     return _fspath(source)
@@ -304,12 +309,7 @@ def read_state_dict(
     lacks: it is widened exactly to float32. Non-tensor entries (epoch
     numbers, optimizer settings) are left out. Bytes and binary file
     objects are read as load reads them."""
-    data = _memory_model(path)
-    path = _name_of(path)
-    with contextlib.ExitStack() as stack:
-        if data is not None:
-            stack.enter_context(memory_source(data, path))
-        stack.enter_context(load_errors(path))
+    with _reading(path) as path:
         family = family_of(path)
         if family != "torch":
             raise ModelFormatError(
