@@ -151,6 +151,40 @@ cdef extern from "fastlstm.h" nogil:
     fl_status fl_layer_forward(const fl_layer *layer, const fl_blas *blas,
                                const fl_run *run, void *work,
                                size_t work_bytes)
+    ctypedef enum fl_stage_kind:
+        FL_STAGE_MASKING
+        FL_STAGE_LSTM
+        FL_STAGE_LAYER
+        FL_STAGE_DENSE
+        FL_STAGE_ACTIVATION
+        FL_STAGE_SOFTMAX
+        FL_STAGE_AFFINE
+
+    ctypedef struct fl_stage:
+        fl_stage_kind kind
+        int in_size
+        int out_size
+        float mask_value
+        int keep_nan
+        const fl_lstm *lstm
+        const fl_layer *layer
+        fl_run *run
+        void *work
+        size_t work_bytes
+        int masked
+        int sequence_output
+        const float *kernel
+        const float *bias
+        fl_activation activation
+        const float *scale
+        const float *shift
+
+    fl_status fl_chain_workspace_size(const fl_stage *stages, int n_stages,
+                                      int batch, size_t *out_bytes)
+    fl_status fl_chain_step(const fl_stage *stages, int n_stages,
+                            const fl_blas *blas, int batch, const float *x,
+                            float *out, void *work, size_t work_bytes,
+                            int *failed_stage)
     fl_status fl_pool_create(int threads, fl_pool **out)
     void fl_pool_free(fl_pool *pool)
     int fl_amx_available()

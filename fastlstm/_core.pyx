@@ -697,3 +697,198 @@ cdef class StreamCore:
             self._raise_nonfinite(xa, mask)
         _check(st, "stream step")
         return oa
+
+
+# fl_stage_kind by name, for the stage tuples ChainCore takes
+_STAGE_KINDS = {
+    "masking": FL_STAGE_MASKING,
+    "dense": FL_STAGE_DENSE,
+    "activation": FL_STAGE_ACTIVATION,
+    "softmax": FL_STAGE_SOFTMAX,
+    "affine": FL_STAGE_AFFINE,
+}
+
+
+cdef class ChainCore:
+    """The per-step path of a model stream, kept in C (fl_chain_step): one
+    call runs a time step through every layer.
+
+    Takes its stages as tuples: ("masking", size, mask_value, keep_nan),
+    ("recurrent", stream, masked, sequence_output) with an engine stream
+    (a StreamCore) whose state arrays the chain steps, ("dense", kernel,
+    bias or None, activation), ("activation", size, activation),
+    ("softmax", size), ("affine", scale, shift); float32 C-contiguous
+    arrays. ``convert(x)`` turns any other input into a (batch, features)
+    float32 array or raises the model's own error; ``slow(x)`` runs the
+    step through the model graph, for the message of a failed step.
+    """
+
+    cdef fl_stage *_stages
+    cdef fl_run *_runs
+    cdef int _n
+    cdef readonly int batch
+    cdef readonly int input_size
+    cdef readonly int output_size
+    cdef list _keep  # what the stages point into
+    cdef object _work
+    cdef size_t _work_bytes
+    cdef readonly StreamGuard guard
+    cdef object _convert
+    cdef object _slow
+
+    def __cinit__(self):
+        self._stages = NULL
+        self._runs = NULL
+
+    def __dealloc__(self):
+        PyMem_RawFree(self._stages)
+        PyMem_RawFree(self._runs)
+
+    def _init_chain(self, list stages, int batch, StreamGuard guard, convert,
+                    slow):
+        if self._stages is not NULL:
+            raise TypeError("a chain is initialised once; create a new one")
+        cdef int n = len(stages)
+        if n < 1 or batch < 1:
+            raise ShapeError("a chain needs one stage or more and a batch")
+        self._stages = <fl_stage *>PyMem_RawMalloc(n * sizeof(fl_stage))
+        self._runs = <fl_run *>PyMem_RawMalloc(n * sizeof(fl_run))
+        if self._stages is NULL or self._runs is NULL:
+            raise MemoryError("cannot allocate a chain")
+        memset(self._stages, 0, n * sizeof(fl_stage))
+        memset(self._runs, 0, n * sizeof(fl_run))
+        self._n, self.batch, self.guard = n, batch, guard
+        self._convert, self._slow, self._keep = convert, slow, []
+        cdef int k
+        for k in range(n):
+            self._fill_stage(k, stages[k])
+        self.input_size = self._stages[0].in_size
+        self.output_size = self._stages[n - 1].out_size
+        cdef size_t need = 0
+        _check(fl_chain_workspace_size(self._stages, n, batch, &need), "chain")
+        self._work = np.empty(need, np.uint8)
+        self._work_bytes = need
+
+    cdef float *_array(self, a, int size) except NULL:
+        """The data of a float32 C-contiguous array of `size` elements,
+        kept alive with the chain."""
+        cdef cnp.ndarray arr = np.ascontiguousarray(a, dtype=np.float32)
+        if arr.size != size:
+            raise ShapeError(f"chain: an array of {size} values expected")
+        self._keep.append(arr)
+        return <float *>cnp.PyArray_DATA(arr)
+
+    cdef int _fill_stage(self, int k, tuple t) except -1:
+        cdef fl_stage *s = &self._stages[k]
+        cdef str kind = t[0]
+        cdef int features = self._stages[k - 1].out_size if k else 0
+        if kind == "recurrent":
+            return self._fill_recurrent(k, t[1], t[2], t[3])
+        s.kind = _STAGE_KINDS[kind]
+        if kind == "dense":
+            kernel = np.asarray(t[1])
+            s.in_size, s.out_size = kernel.shape
+            s.kernel = self._array(kernel, kernel.size)
+            s.bias = NULL if t[2] is None else self._array(t[2], s.out_size)
+            s.activation = <fl_activation>t[3]
+            return 0
+        s.in_size = s.out_size = t[1] if kind != "affine" else np.size(t[1])
+        if kind == "masking":
+            s.mask_value, s.keep_nan = t[2], t[3]
+        elif kind == "activation":
+            s.activation = <fl_activation>t[2]
+        elif kind == "affine":
+            s.scale = self._array(t[1], s.in_size)
+            s.shift = self._array(t[2], s.in_size)
+        return 0
+
+    cdef int _fill_recurrent(self, int k, StreamCore core, bint masked,
+                             bint sequence_output) except -1:
+        cdef fl_stage *s = &self._stages[k]
+        cdef fl_run *run = &self._runs[k]
+        s.kind = FL_STAGE_LSTM if core._lstm_p is not NULL else FL_STAGE_LAYER
+        s.lstm, s.layer = core._lstm_p, core._layer_p
+        s.in_size, s.out_size = core._input_size, core._output_size
+        s.masked, s.sequence_output = masked, sequence_output
+        run.batch = core.batch
+        run.steps = 1
+        run.batch_major = 1
+        run.h, run.c, run.seen = core._hp, core._cp, core._seenp
+        run.mask_output = FL_MASK_ZERO if core._zero_output else FL_MASK_CARRY
+        run.check_finite = core._check_finite
+        run.threads = core.threads
+        run.pool = _pool_of(core._pool)
+        run.keep_copies = 1 if core.threads > 1 else 0
+        cdef float probe = 0
+        if sequence_output:  # sizing only tests y and y_last for NULL
+            run.y = &probe
+        else:
+            run.y_last = &probe
+        cdef size_t need = 0
+        if s.lstm is not NULL:
+            _check(fl_lstm_run_workspace_size(s.lstm, run, &need), "chain")
+        else:
+            _check(fl_layer_workspace_size(s.layer, run, &need), "chain")
+        run.y = run.y_last = NULL
+        work = np.empty(need, np.uint8)
+        self._keep += [core, work]
+        s.run, s.work, s.work_bytes = run, cnp.PyArray_DATA(work), need
+        return 0
+
+    def step(self, x, out=None):
+        """Runs one time step: x (batch, features) -> (batch, outputs),
+        written into ``out`` (a float32 array of that shape) if given."""
+        cdef StreamGuard guard = self.guard
+        if guard.busy:  # test and set with no Python code between: atomic
+            raise StreamError(_BUSY_MESSAGE)
+        guard.busy = True
+        try:
+            return self._step(x, out)
+        finally:
+            guard.busy = False
+
+    cdef object _step(self, x, out):
+        if not (cnp.PyArray_CheckExact(x)
+                and cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_FLOAT32
+                and cnp.PyArray_NDIM(<cnp.ndarray>x) == 2
+                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x)
+                and cnp.PyArray_DIM(<cnp.ndarray>x, 0) == self.batch
+                and cnp.PyArray_DIM(<cnp.ndarray>x, 1) == self.input_size):
+            x = self._convert(x)
+        cdef cnp.ndarray xa = <cnp.ndarray>x
+        cdef cnp.ndarray oa
+        if out is None:
+            oa = cnp.PyArray_EMPTY(2, [self.batch, self.output_size],
+                                   cnp.NPY_FLOAT32, 0)
+        elif (cnp.PyArray_CheckExact(out)
+                and cnp.PyArray_TYPE(<cnp.ndarray>out) == cnp.NPY_FLOAT32
+                and cnp.PyArray_NDIM(<cnp.ndarray>out) == 2
+                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>out)
+                and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)
+                and cnp.PyArray_DIM(<cnp.ndarray>out, 0) == self.batch
+                and cnp.PyArray_DIM(<cnp.ndarray>out, 1) == self.output_size):
+            oa = <cnp.ndarray>out
+        elif (isinstance(out, np.ndarray) and out.flags.writeable
+                and out.shape == (self.batch, self.output_size)):
+            # another dtype or layout: the step's result is copied in
+            np.copyto(out, self._step(x, None), casting="same_kind")
+            return out
+        else:
+            raise ShapeError(
+                f"out must be a writeable array of shape "
+                f"({self.batch}, {self.output_size}), got {np.shape(out)}"
+            )
+        cdef fl_status st
+        cdef int failed = -1  # the stage, for a debugger
+        cdef void *work = cnp.PyArray_DATA(self._work)
+        with nogil:
+            st = fl_chain_step(self._stages, self._n, &_BLAS, self.batch,
+                               <const float *>cnp.PyArray_DATA(xa),
+                               <float *>cnp.PyArray_DATA(oa), work,
+                               self._work_bytes, &failed)
+        if st != FL_OK:
+            # the state is as before the step: the model graph runs it,
+            # raising its own message (a NaN input named as the model names
+            # it), or giving the step
+            np.copyto(oa, self._slow(x))
+        return oa

@@ -57,6 +57,12 @@ _NAMES = {
 }
 
 
+def kernel_activation(name: str) -> Activation | None:
+    """The C core's code for an activation name (canonical spelling), or
+    None for activations only NumPy computes (softmax, gelu, swish...)."""
+    return _NAMES.get(name)
+
+
 def parse_activation(value: str | Activation, argument: str) -> Activation:
     """Maps a name (Keras spelling) or an Activation to an Activation.
 

@@ -311,6 +311,68 @@ fl_status fl_layer_workspace_size(const fl_layer *layer, const fl_run *run,
 fl_status fl_layer_forward(const fl_layer *layer, const fl_blas *blas,
                            const fl_run *run, void *work, size_t work_bytes);
 
+/* ---- Chains: one streaming step through a model's layers ------------------
+ * A chain is a model that runs one time step at a time as a sequence of
+ * stages, each feeding the next: the per-step path of a model stream, so
+ * that layers after a recurrent one cost no interpreter time. The stages
+ * and the runs they point to are the caller's; a step allocates nothing. */
+typedef enum fl_stage_kind {
+    FL_STAGE_MASKING = 0,   /* the step's mask: a row is valid unless all its
+                               features equal mask_value; invalid rows'
+                               features become 0 (x * 0 with keep_nan) */
+    FL_STAGE_LSTM = 1,      /* one step of an fl_lstm over `run` */
+    FL_STAGE_LAYER = 2,     /* one step of an fl_layer (GRU, simple RNN) */
+    FL_STAGE_DENSE = 3,     /* activation(x @ kernel + bias) */
+    FL_STAGE_ACTIVATION = 4,
+    FL_STAGE_SOFTMAX = 5,   /* softmax over the features */
+    FL_STAGE_AFFINE = 6     /* x * scale + shift, per feature */
+} fl_stage_kind;
+
+typedef struct fl_stage {
+    fl_stage_kind kind;
+    int in_size;  /* features in */
+    int out_size; /* features out (in_size but for LSTM, LAYER, DENSE) */
+    /* FL_STAGE_MASKING */
+    float mask_value;
+    int keep_nan;
+    /* FL_STAGE_LSTM, FL_STAGE_LAYER: the layer, and a run whose batch, h,
+     * c, seen, mask_output, check_finite, threads, pool, sweep and
+     * keep_copies are set (as for a one-step, batch-major call); a step sets
+     * its x, mask, y and y_last, then flips sweep and turns keep_copies 1
+     * into 2. `work` holds that run's workspace. */
+    const fl_lstm *lstm;
+    const fl_layer *layer;
+    fl_run *run;
+    void *work;
+    size_t work_bytes;
+    int masked;          /* the mask of the last masking stage applies */
+    int sequence_output; /* write the step's output as fl_run.y (what a
+                            layer returning sequences gives at a masked
+                            step), not y_last */
+    /* FL_STAGE_DENSE: kernel (in_size, out_size) row-major, bias (out_size)
+     * or NULL; FL_STAGE_DENSE and FL_STAGE_ACTIVATION: activation */
+    const float *kernel;
+    const float *bias;
+    fl_activation activation;
+    /* FL_STAGE_AFFINE: (out_size) each */
+    const float *scale;
+    const float *shift;
+} fl_stage;
+
+/* Bytes of workspace fl_chain_step needs for this batch: two buffers for
+ * the widest stage and a copy of every recurrent state (restored when a
+ * step fails, so a failed step leaves the state as it was). */
+fl_status fl_chain_workspace_size(const fl_stage *stages, int n_stages, int batch,
+                                  size_t *out_bytes);
+
+/* Runs one step: x (batch, stages[0].in_size) -> out (batch, last out_size).
+ * On an error from stage k (*failed_stage = k, else -1), every recurrent
+ * state is as before the step. `work` holds fl_chain_workspace_size
+ * bytes (any alignment). */
+fl_status fl_chain_step(const fl_stage *stages, int n_stages, const fl_blas *blas,
+                        int batch, const float *x, float *out, void *work,
+                        size_t work_bytes, int *failed_stage);
+
 /* Starts threads - 1 sleeping workers (2 <= threads <= 8); the caller's
  * own thread is the first of `threads`. FL_ERR_NOMEM if a thread cannot be
  * started. */

@@ -165,7 +165,8 @@ def test_model_stream_state_and_out(model):
     again = [s.step(x[:, t], out=out).copy() for t in range(3, 6)]
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(first[-1], model.predict(x))
+    # the step runs the Dense head in C, predict in NumPy: rounding apart
+    np.testing.assert_allclose(first[-1], model.predict(x), rtol=0, atol=1e-6)
     before = s.state["lstm"]
     s.state = {"lstm_1": zero["lstm_1"]}  # one layer; the other keeps its own
     np.testing.assert_array_equal(s.state["lstm"][0], before[0])

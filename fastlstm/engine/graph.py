@@ -367,7 +367,9 @@ def _input_array(
     if arr.dtype.kind not in "fiub":
         raise ShapeError(f"input {name!r} has dtype {arr.dtype}; numbers expected")
     if shape is not None:
-        free = {0, 1} if streaming and len(shape) == 3 else {0}
+        # a stream's pieces: axis 1 of (batch, time, features) inputs and
+        # of (batch, time) token ids is time
+        free = {0, 1} if streaming and len(shape) in (2, 3) else {0}
         if arr.ndim != len(shape) or any(
             d is not None and k not in free and d != s
             for k, (d, s) in enumerate(zip(shape, arr.shape))

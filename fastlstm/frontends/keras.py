@@ -5,27 +5,25 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from fastlstm import _inputs
-from fastlstm._core import StreamGuard
-from fastlstm.engine.graph import Graph, RunContext
+from fastlstm.engine.graph import Graph
 from fastlstm.engine.layers import Layer
-from fastlstm.engine.lstm import refuse_pickle
+from fastlstm.engine.model_stream import ModelStream
 from fastlstm.errors import (
     ConfigError,
     FastLSTMError,
     PrecisionWarning,
     ShapeError,
-    StreamError,
 )
 from fastlstm.loaders.keras_weights import keras_weights
 from fastlstm.model_spec import ModelSpec
 
-__all__ = ["LayerView", "Model", "ModelStream"]
+__all__ = ["LayerView", "Model", "ModelStream"]  # ModelStream: engine.model_stream
 
 Inputs = Any  # one array, a list of arrays, or a dict name -> array
 
@@ -241,7 +239,7 @@ class Model:
     @_inputs.reports_memory("the stream's state")
     def stream(self, batch_size: int) -> ModelStream:
         """Step-by-step streaming through the model (recurrent state kept)."""
-        return ModelStream(self, batch_size)
+        return ModelStream(self._graph, batch_size)
 
     # -- summary -------------------------------------------------------------
     def _infer_shapes(self) -> tuple[list, list]:
@@ -352,140 +350,6 @@ class LayerView:
 
     def __repr__(self) -> str:
         return f"<{self.class_name} {self.name!r}>"
-
-
-class ModelStream:
-    """Feeds a model step by step (or chunk by chunk) keeping recurrent state.
-
-    Needs every layer on the path to work one step at a time: recurrent
-    layers that run forward, and per-step layers (Dense, Activation,
-    Embedding, Masking, merges...). Bidirectional and go_backwards layers, and
-    Flatten/Reshape/RepeatVector, need the whole sequence and are refused.
-    """
-
-    def __init__(self, model: Model, batch_size: int) -> None:
-        graph = model._graph
-        problem = graph.streaming_problem()
-        if problem is not None:
-            raise StreamError(problem)
-        self._graph = graph
-        self._batch = _inputs.batch_size_input(batch_size)
-        self._ctx: RunContext = graph.context(graph.recurrent_names())
-        # held for a whole step or chunk through every layer
-        self._guard = StreamGuard()
-
-    batch_size = property(lambda self: self._batch)
-
-    def __reduce_ex__(self, protocol: object) -> tuple:
-        refuse_pickle(self)
-
-    def reset(self) -> None:
-        with self._guard:
-            for carry in self._ctx.carries.values():
-                carry.clear()
-
-    def _run_flat(self, x: Inputs) -> list:
-        """Runs a chunk (batch, time, ...) per input; returns the outputs."""
-        arrays = self._graph.input_arrays(x, streaming=True)
-        if arrays[0].shape[0] != self._batch:
-            raise ShapeError(
-                f"batch size {arrays[0].shape[0]} but the stream was made "
-                f"for {self._batch}"
-            )
-        return self._graph.run(arrays, self._ctx)
-
-    def feed(self, x: Inputs) -> Any:
-        """Runs a chunk (batch, time, ...) per input; returns the outputs."""
-        with self._guard:
-            return self._graph.structured(self._run_flat(x))
-
-    def step(self, x: Inputs, out: np.ndarray | None = None) -> Any:
-        """Runs one time step: each input (batch, ...) without the time axis.
-        ``out``: an array the (single) output is written into, and returned."""
-        with self._guard:
-            result = self._step(x)
-        if out is None:
-            return result
-        if not isinstance(out, np.ndarray) or not isinstance(result, np.ndarray):
-            raise ShapeError("out= takes one array, for a model with one output")
-        if out.shape != result.shape or not out.flags.writeable:
-            raise ShapeError(
-                f"out must be a writeable array of shape {result.shape}, got "
-                f"{out.shape}"
-            )
-        np.copyto(out, result, casting="same_kind")
-        return out
-
-    @property
-    def state(self) -> dict:
-        """Copies of every recurrent layer's state, by layer name, as that
-        layer's own stream gives it: (h, c) for an LSTM, h for a GRU or
-        SimpleRNN; a list of those for a layer of several cells."""
-        with self._guard:
-            return {name: self._layer_state(name) for name in self._ctx.carries}
-
-    @state.setter
-    def state(self, value: Mapping) -> None:
-        """Sets the state of the layers named in ``value`` (the others keep
-        theirs); steps the mask skips before a row's first valid one then
-        output zeros, as with initial states."""
-        if not isinstance(value, Mapping):
-            raise ShapeError(
-                "state must be a dict {recurrent layer name: its state}, as the "
-                "state property gives it"
-            )
-        unknown = sorted(set(value) - set(self._ctx.carries))
-        if unknown:
-            raise ShapeError(
-                f"state: no recurrent layer {unknown}; the model's are "
-                f"{list(self._ctx.carries)}"
-            )
-        with self._guard:
-            new = {name: self._checked_state(name, v) for name, v in value.items()}
-            for name, states in new.items():
-                self._ctx.carries[name].states[:] = states
-
-    def _cells(self, name: str) -> list:
-        return self._graph.layers[name].direction.cells
-
-    def _layer_state(self, name: str) -> Any:
-        carry, per_cell = self._ctx.carries[name], []
-        for k, cell in enumerate(self._cells(name)):
-            if len(carry.states) > k:
-                arrays = [np.array(a) for a in carry.states[k][:-1]]
-            else:
-                arrays = list(cell.make_state(None, self._batch))
-            per_cell.append(tuple(arrays) if len(arrays) > 1 else arrays[0])
-        return per_cell[0] if len(per_cell) == 1 else per_cell
-
-    def _checked_state(self, name: str, value: Any) -> list:
-        cells = self._cells(name)
-        if len(cells) > 1 and not _inputs.is_sequence(value, len(cells)):
-            raise ShapeError(
-                f"state[{name!r}] must list one state per cell ({len(cells)})"
-            )
-        values = [value] if len(cells) == 1 else list(value)
-        return [
-            [
-                *cell.make_state(v, self._batch, f"state[{name!r}]"),
-                np.zeros(self._batch, np.uint8),
-            ]
-            for cell, v in zip(cells, values)
-        ]
-
-    def _step(self, x: Inputs) -> Any:
-        def add_time(a):
-            return np.asarray(a)[:, None]
-
-        if isinstance(x, dict):
-            xs: Any = {k: add_time(v) for k, v in x.items()}
-        elif isinstance(x, (list, tuple)) and len(self._graph.input_names) > 1:
-            xs = [add_time(v) for v in x]
-        else:
-            xs = add_time(x)
-        flat = self._run_flat(xs)
-        flat = [o[:, 0] if o.ndim >= 3 and o.shape[1] == 1 else o for o in flat]
-        return self._graph.structured(flat)
 
 
 def _rebuild(spec: ModelSpec, threads: int | None) -> Model:

@@ -1206,6 +1206,7 @@ int main(void) {
     test_amx_gemm();
     test_amx_forward();
     test_layers();
+    test_chains();
     printf("%d passed, %d failed\n", n_passed, n_failed);
     return n_failed ? 1 : 0;
 }

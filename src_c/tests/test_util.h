@@ -37,4 +37,7 @@ double act_ref(fl_activation a, double x);
 /* test_layer.c: GRU and simple RNN layers against a double reference. */
 void test_layers(void);
 
+/* test_chain.c: one streaming step through a chain of stages. */
+void test_chains(void);
+
 #endif /* TEST_UTIL_H */

@@ -1,0 +1,232 @@
+"""A model graph run step by step (or chunk by chunk) with its recurrent
+state kept: the stream of a Keras-shaped model. Chain-shaped models step
+in C (engine.step_chain); others through the graph, layer by layer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from fastlstm import _inputs
+from fastlstm._core import ChainCore, StreamGuard
+from fastlstm.engine.graph import Graph, RunContext
+from fastlstm.engine.lstm import refuse_pickle
+from fastlstm.engine.step_chain import RecurrentStage, chain_plan, sized
+from fastlstm.errors import ShapeError, StreamError
+
+__all__ = ["ModelStream"]
+
+Inputs = Any  # one array, a list of arrays, or a dict of arrays by input name
+
+
+class ModelStream:
+    """Feeds a model step by step (or chunk by chunk) keeping recurrent state.
+
+    Needs every layer on the path to work one step at a time: recurrent
+    layers that run forward, and per-step layers (Dense, Activation,
+    Embedding, Masking, merges...). Bidirectional and go_backwards layers, and
+    Flatten/Reshape/RepeatVector, need the whole sequence and are refused.
+
+    A model that is one chain of Masking, forward recurrent layers, Dense,
+    Activation, normalization and dropout layers steps in C, one call per
+    step with no allocation when given ``out=``; its head's activations
+    then come from the kernel's float32 code (within 3e-7 of ``predict``).
+    """
+
+    def __init__(self, graph: Graph, batch_size: int) -> None:
+        problem = graph.streaming_problem()
+        if problem is not None:
+            raise StreamError(problem)
+        self._graph = graph
+        self._batch = _inputs.batch_size_input(batch_size)
+        self._ctx: RunContext = graph.context(graph.recurrent_names())
+        # held for a whole step or chunk through every layer
+        self._guard = StreamGuard()
+        # each recurrent cell's state arrays, when steps run in C (the
+        # carries hold them; a graph run replaces them, _repin copies back)
+        self._pinned: dict[str, list] = {}
+        plan = chain_plan(graph)
+        if plan is not None:
+            self.step = self._compiled_step(plan)  # type: ignore[method-assign]
+
+    batch_size = property(lambda self: self._batch)
+
+    def __reduce_ex__(self, protocol: object) -> tuple:
+        refuse_pickle(self)
+
+    def _compiled_step(self, plan: list) -> Any:
+        """The C step of a chain-shaped model (see engine.step_chain): each
+        recurrent cell gets an engine stream whose state arrays the carries
+        hold."""
+        sizes, streams = {}, {}
+        for s in plan:
+            if isinstance(s, RecurrentStage):
+                cell = self._graph.layers[s.layer].direction.cells[s.cell]
+                streams[s] = cell.stream(self._batch)
+                sizes[s] = cell.output_size
+                arrays = [a for a in (streams[s]._h, streams[s]._c) if a is not None]
+                self._pinned.setdefault(s.layer, []).append([*arrays, streams[s]._seen])
+        self._repin()
+        features = self._graph.spec.input_shapes[0][2]
+        stages = [
+            ("recurrent", streams[s], s.masked, s.sequence_output)
+            if isinstance(s, RecurrentStage)
+            else s
+            for s in sized(plan, features, sizes)
+        ]
+        chain = ChainCore()
+        chain._init_chain(
+            stages, self._batch, self._guard, self._chain_input, self._slow_step
+        )
+        return chain.step
+
+    def _repin(self) -> None:
+        """Puts each recurrent cell's current state into its pinned arrays
+        (zeros after a reset) and the arrays back into the carries."""
+        for name, cells in self._pinned.items():
+            states = self._ctx.carries[name].states
+            for k, pinned in enumerate(cells):
+                if k >= len(states):
+                    for a in pinned:
+                        a.fill(0)
+                    states.append(pinned)
+                elif states[k] is not pinned:
+                    for a, b in zip(pinned, states[k]):
+                        np.copyto(a, b)
+                    states[k] = pinned
+
+    def _chain_input(self, x: Any) -> np.ndarray:
+        """One step's input as the C step reads it, checked as the graph
+        checks its inputs."""
+        arrays = self._graph.input_arrays(_with_time(x, self._graph), streaming=True)
+        self._check_batch(arrays)
+        return np.ascontiguousarray(arrays[0][:, 0], dtype=np.float32)
+
+    def _slow_step(self, x: Any) -> Any:
+        """One step through the graph (the guard held by the caller)."""
+        try:
+            return self._step(x)
+        finally:
+            self._repin()
+
+    def reset(self) -> None:
+        with self._guard:
+            for carry in self._ctx.carries.values():
+                carry.clear()
+            self._repin()
+
+    def _run_flat(self, x: Inputs) -> list:
+        """Runs a chunk (batch, time, ...) per input; returns the outputs."""
+        arrays = self._graph.input_arrays(x, streaming=True)
+        self._check_batch(arrays)
+        return self._graph.run(arrays, self._ctx)
+
+    def _check_batch(self, arrays: list) -> None:
+        if arrays[0].shape[0] != self._batch:
+            raise ShapeError(
+                f"batch size {arrays[0].shape[0]} but the stream was made "
+                f"for {self._batch}"
+            )
+
+    def feed(self, x: Inputs) -> Any:
+        """Runs a chunk (batch, time, ...) per input; returns the outputs."""
+        with self._guard:
+            try:
+                return self._graph.structured(self._run_flat(x))
+            finally:
+                self._repin()
+
+    def step(self, x: Inputs, out: np.ndarray | None = None) -> Any:
+        """Runs one time step: each input (batch, ...) without the time axis.
+        ``out``: an array the (single) output is written into, and returned."""
+        with self._guard:
+            result = self._step(x)
+        if out is None:
+            return result
+        if not isinstance(out, np.ndarray) or not isinstance(result, np.ndarray):
+            raise ShapeError("out= takes one array, for a model with one output")
+        if out.shape != result.shape or not out.flags.writeable:
+            raise ShapeError(
+                f"out must be a writeable array of shape {result.shape}, got "
+                f"{out.shape}"
+            )
+        np.copyto(out, result, casting="same_kind")
+        return out
+
+    @property
+    def state(self) -> dict:
+        """Copies of every recurrent layer's state, by layer name, as that
+        layer's own stream gives it: (h, c) for an LSTM, h for a GRU or
+        SimpleRNN; a list of those for a layer of several cells."""
+        with self._guard:
+            return {name: self._layer_state(name) for name in self._ctx.carries}
+
+    @state.setter
+    def state(self, value: Mapping) -> None:
+        """Sets the state of the layers named in ``value`` (the others keep
+        theirs); steps the mask skips before a row's first valid one then
+        output zeros, as with initial states."""
+        if not isinstance(value, Mapping):
+            raise ShapeError(
+                "state must be a dict {recurrent layer name: its state}, as the "
+                "state property gives it"
+            )
+        unknown = sorted(set(value) - set(self._ctx.carries))
+        if unknown:
+            raise ShapeError(
+                f"state: no recurrent layer {unknown}; the model's are "
+                f"{list(self._ctx.carries)}"
+            )
+        with self._guard:
+            new = {name: self._checked_state(name, v) for name, v in value.items()}
+            for name, states in new.items():
+                self._ctx.carries[name].states[:] = states
+            self._repin()
+
+    def _cells(self, name: str) -> list:
+        return self._graph.layers[name].direction.cells
+
+    def _layer_state(self, name: str) -> Any:
+        carry, per_cell = self._ctx.carries[name], []
+        for k, cell in enumerate(self._cells(name)):
+            if len(carry.states) > k:
+                arrays = [np.array(a) for a in carry.states[k][:-1]]
+            else:
+                arrays = list(cell.make_state(None, self._batch))
+            per_cell.append(tuple(arrays) if len(arrays) > 1 else arrays[0])
+        return per_cell[0] if len(per_cell) == 1 else per_cell
+
+    def _checked_state(self, name: str, value: Any) -> list:
+        cells = self._cells(name)
+        if len(cells) > 1 and not _inputs.is_sequence(value, len(cells)):
+            raise ShapeError(
+                f"state[{name!r}] must list one state per cell ({len(cells)})"
+            )
+        values = [value] if len(cells) == 1 else list(value)
+        return [
+            [
+                *cell.make_state(v, self._batch, f"state[{name!r}]"),
+                np.zeros(self._batch, np.uint8),
+            ]
+            for cell, v in zip(cells, values)
+        ]
+
+    def _step(self, x: Inputs) -> Any:
+        flat = self._run_flat(_with_time(x, self._graph))
+        flat = [o[:, 0] if o.ndim >= 3 and o.shape[1] == 1 else o for o in flat]
+        return self._graph.structured(flat)
+
+
+def _with_time(x: Inputs, graph: Graph) -> Any:
+    """One step's inputs with a time axis of one step added."""
+
+    def add_time(a: Any) -> np.ndarray:
+        return np.asarray(a)[:, None]
+
+    if isinstance(x, dict):
+        return {k: add_time(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)) and len(graph.input_names) > 1:
+        return [add_time(v) for v in x]
+    return add_time(x)

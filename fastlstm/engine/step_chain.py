@@ -1,0 +1,160 @@
+"""The per-step path of a model stream: a model that is one chain of
+layers (Masking, recurrent layers running forward, Dense, Activation,
+per-feature affine maps, dropout and noise) runs each time step through
+the C core in one call (fastlstm._core.ChainCore). Other models stream
+through the graph, one NumPy call per layer.
+
+``chain_plan`` reads the graph; the stream then gives each recurrent
+stage an engine stream (its state and threads) and builds the ChainCore.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from fastlstm.activations import Activation as Code
+from fastlstm.activations import kernel_activation
+from fastlstm.engine.layers import (
+    Activation,
+    Dense,
+    Identity,
+    InputLayer,
+    Masking,
+    Recurrent,
+)
+from fastlstm.engine.sequence_layers import Affine
+from fastlstm.model_spec import TensorRef
+
+__all__ = ["RecurrentStage", "chain_plan"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RecurrentStage:
+    """Cell ``cell`` of recurrent layer ``layer``: whether the step's mask
+    reaches it, and whether its output is a sequence's step (what it gives
+    at a masked step differs from a last output's)."""
+
+    layer: str
+    cell: int
+    masked: bool
+    sequence_output: bool
+
+
+def chain_plan(graph: Any) -> list | None:
+    """The stages of ``graph`` as one chain (tuples as ChainCore takes them,
+    a RecurrentStage for each recurrent cell), or None when the graph is
+    not such a chain."""
+    spec = graph.spec
+    if len(spec.inputs) != 1 or len(spec.outputs) != 1 or graph._folded_nodes:
+        return None
+    shape = spec.input_shapes[0]
+    if shape is None or len(shape) != 3 or shape[2] is None:
+        return None
+    nodes = list(spec.nodes)
+    if spec.outputs[0] != _ref(nodes[-1]) or not isinstance(
+        graph.layers[nodes[0].layer], InputLayer
+    ):
+        return None
+    stages: list = []
+    masked = False  # whether the current values carry the step's mask
+    for prev, node in zip(nodes, nodes[1:]):
+        if node.mask is not None or node.initial_state or len(node.inputs) != 1:
+            return None
+        if node.inputs[0] != _ref(prev):
+            return None
+        masked = _add_stages(graph.layers[node.layer], masked, stages)
+        if masked is None:
+            return None
+        masked = masked and spec.implicit_masks
+    return stages if any(isinstance(s, RecurrentStage) for s in stages) else None
+
+
+def _ref(node: Any) -> TensorRef:
+    """A node's first output."""
+    return TensorRef(node.layer, node.index, 0)
+
+
+def _add_stages(layer: Any, masked: bool, stages: list) -> bool | None:
+    """Appends the stages of one layer; returns whether its output carries
+    the mask, or None if the layer cannot join a chain."""
+    spec = layer.spec
+    if isinstance(layer, Identity):
+        return masked
+    if isinstance(layer, Masking):
+        stages.append(("masking", None, float(spec.mask_value), bool(spec.keep_nan)))
+        return True
+    if isinstance(layer, Dense):
+        return _add_dense(spec, masked, stages)
+    if isinstance(layer, Activation):
+        return _add_activation(spec.activation, spec.axis, masked, stages)
+    if isinstance(layer, Affine):
+        if spec.axis not in (-1, 2):
+            return None
+        stages.append(("affine", spec.mul, spec.add))
+        return masked and spec.keeps_mask
+    if isinstance(layer, Recurrent):
+        if spec.go_backwards or spec.time_major or spec.return_state:
+            return None
+        n = len(spec.cells)
+        for k in range(n):
+            sequence = spec.return_sequences or k < n - 1
+            stages.append(RecurrentStage(spec.name, k, masked, sequence))
+        return masked and spec.return_sequences
+    return None
+
+
+def _add_dense(spec: Any, masked: bool, stages: list) -> bool | None:
+    act = spec.activation
+    code = kernel_activation(act)
+    if code is None and act != "softmax":
+        return None
+    kernel = np.ascontiguousarray(spec.kernel, np.float32)
+    bias = None if spec.bias is None else np.ascontiguousarray(spec.bias, np.float32)
+    stages.append(("dense", kernel, bias, int(Code.LINEAR if code is None else code)))
+    if act == "softmax":
+        stages.append(("softmax", kernel.shape[1]))
+    return masked
+
+
+def _add_activation(name: str, axis: int, masked: bool, stages: list) -> bool | None:
+    if name == "softmax" and axis in (-1, 2):
+        stages.append(("softmax", None))
+        return masked
+    code = kernel_activation(name)
+    if code is None:
+        return None
+    stages.append(("activation", None, int(code)))
+    return masked
+
+
+def sized(stages: list, input_size: int, recurrent_sizes: dict) -> list:
+    """The stages with every size filled in: ``None`` sizes (masking,
+    activation, softmax) take the features that reach them;
+    ``recurrent_sizes`` maps a RecurrentStage to its output size."""
+    out, features = [], input_size
+    for s in stages:
+        if isinstance(s, RecurrentStage):
+            out.append(s)
+            features = recurrent_sizes[s]
+            continue
+        kind = s[0]
+        if kind in ("masking", "activation", "softmax") and s[1] is None:
+            s = (kind, features, *s[2:])
+        elif kind == "dense":
+            features = s[1].shape[1]
+        elif kind == "affine":
+            s = _affine(s, features)
+        out.append(s)
+    return out
+
+
+def _affine(stage: tuple, features: int) -> tuple:
+    """An affine stage with scale and shift one value per feature (a
+    single value broadcasts, as in the graph)."""
+    _, mul, add = stage
+    mul = np.broadcast_to(np.asarray(mul, np.float32).reshape(-1), (features,))
+    add = np.broadcast_to(np.asarray(add, np.float32).reshape(-1), (features,))
+    return ("affine", np.ascontiguousarray(mul), np.ascontiguousarray(add))

@@ -1,0 +1,185 @@
+"""Model streams of chain-shaped models step in C (engine.step_chain,
+fl_chain_step): their steps match predict and the graph's own per-layer
+path, share state with feed and .state, keep it over a failed step, take
+any input the graph takes, and allocate nothing with out=."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _helpers import TOL_F32
+
+import fastlstm
+from fastlstm._core import ChainCore
+from fastlstm.engine import model_stream
+
+FIXTURES = Path(__file__).parent / "fixtures" / "keras"
+EXAMPLE = Path(fastlstm.__file__).parent / "examples" / "example_model.h5"
+# every chain-shaped fixture: masking, LSTM/GRU/RNN cells, Dense heads
+# (softmax too), folded normalization, dropout and noise layers
+CHAIN_CASES = [
+    "k2_cudnngru",
+    "k2_cudnnlstm",
+    "k2_graph_td",
+    "k2_hard_sigmoid",
+    "k2_long_gru",
+    "k2_masking_gru_h5",
+    "k2_masking_lstm_h5",
+    "k2_normalization",
+    "k2_peephole",
+    "k2_rnn_gru_cells",
+    "k2_rnn_lstmcell",
+    "k2_stateful",
+    "k2_use_bias_false",
+    "k3_hard_sigmoid",
+    "k3_masking_gru_keras",
+    "k3_masking_lstm_h5",
+    "k3_normalization",
+    "k3_rnn_lstmcell",
+    "k3_use_bias_false",
+]
+
+
+def load(name: str) -> fastlstm.Model:
+    (path,) = [p for p in (FIXTURES / name).glob("model.*")]
+    return fastlstm.load(path)
+
+
+def inputs(name: str) -> np.ndarray:
+    ref = np.load(FIXTURES / name / "ref.npz")
+    return ref["x"] if "x" in ref else ref["x_call1"]
+
+
+def graph_stream(model: fastlstm.Model, batch: int, monkeypatch) -> object:
+    """A stream of the same model that steps through the graph."""
+    with monkeypatch.context() as m:
+        m.setattr(model_stream, "chain_plan", lambda graph: None)
+        return model.stream(batch)
+
+
+def steps(stream: object, x: np.ndarray, start: int = 0, stop: int | None = None):
+    return [
+        stream.step(x[:, t]) for t in range(start, x.shape[1] if stop is None else stop)
+    ]
+
+
+def in_c(stream: object) -> bool:
+    return isinstance(getattr(stream.step, "__self__", None), ChainCore)
+
+
+@pytest.mark.parametrize("case", CHAIN_CASES)
+def test_chain_steps_match_predict_and_the_graph(case, monkeypatch):
+    model, x = load(case), inputs(case)
+    stream = model.stream(x.shape[0])
+    assert in_c(stream)
+    got = np.stack(steps(stream, x), axis=1)
+    slow = graph_stream(load(case), x.shape[0], monkeypatch)
+    assert not in_c(slow)
+    want = np.stack(steps(slow, x), axis=1)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    full = load(case).predict(x)
+    last = got[:, -1] if full.ndim == 2 else got
+    np.testing.assert_allclose(last, full, rtol=0, atol=TOL_F32)
+
+
+def test_other_models_stream_through_the_graph():
+    """A layer the chain has no stage for (Embedding on token ids) keeps
+    the graph's path, with the same results as predict."""
+    model = load("k2_stacked_embedding")
+    x = inputs("k2_stacked_embedding")
+    stream = model.stream(x.shape[0])
+    assert not in_c(stream)
+    got = np.stack(steps(stream, x), axis=1)
+    full = model.predict(x)
+    np.testing.assert_allclose(
+        got[:, -1] if full.ndim == 2 else got, full, atol=TOL_F32
+    )
+
+
+def test_steps_feed_state_and_reset_share_one_state(monkeypatch):
+    model, x = load("k2_masking_gru_h5"), inputs("k2_masking_gru_h5")
+    B = x.shape[0]
+    s, slow = model.stream(B), graph_stream(model, B, monkeypatch)
+    for stream in (s, slow):
+        steps(stream, x, 0, 3)
+        stream.feed(x[:, 3:5])
+    a, b = steps(s, x, 5), steps(slow, x, 5)
+    np.testing.assert_allclose(a[-1], model.predict(x), atol=TOL_F32)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    for name, value in s.state.items():
+        np.testing.assert_allclose(value, slow.state[name], atol=1e-6)
+    saved = s.state
+    again = steps(s, x, 2, 4)
+    s.state = saved
+    np.testing.assert_array_equal(steps(s, x, 2, 4), again)
+    s.reset()
+    assert all(not np.any(v) for v in s.state.values())
+    fresh = model.stream(B)
+    np.testing.assert_array_equal(steps(s, x, 0, 3), steps(fresh, x, 0, 3))
+
+
+def test_a_failed_step_keeps_the_state():
+    """NaN in a valid row: the step raises the graph's error naming the
+    input, and the stream goes on as if the step had not been taken."""
+    model, x = load("k2_masking_lstm_h5"), inputs("k2_masking_lstm_h5")
+    B = x.shape[0]
+    s, clean = model.stream(B), model.stream(B)
+    steps(s, x, 0, 3), steps(clean, x, 0, 3)
+    bad = x[:, 3].copy()
+    bad[1, 0] = np.nan
+    with pytest.raises(fastlstm.NonFiniteError, match="input of layer 'lstm'"):
+        s.step(bad)
+    np.testing.assert_array_equal(steps(s, x, 3), steps(clean, x, 3))
+
+
+def test_any_input_the_graph_takes():
+    model, x = load("k2_masking_lstm_h5"), inputs("k2_masking_lstm_h5")
+    B = x.shape[0]
+    step = x[:, 0]
+    want = model.stream(B).step(step)
+    for form in (step.astype(np.float64), step.tolist(), {"input_1": step}):
+        np.testing.assert_array_equal(model.stream(B).step(form), want)
+    strided = np.asfortranarray(step)
+    np.testing.assert_array_equal(model.stream(B).step(strided), want)
+    with pytest.raises(fastlstm.ShapeError, match="input_1"):
+        model.stream(B).step(np.zeros((B, 5), np.float32))
+    with pytest.raises(fastlstm.ShapeError, match="batch size"):
+        model.stream(B).step(np.zeros((B + 1, 4), np.float32))
+
+
+def test_out_takes_the_step_without_allocating():
+    model = fastlstm.load(EXAMPLE)
+    s = model.stream(1)
+    x = np.random.default_rng(0).normal(size=(1, 16)).astype(np.float32)
+    out = np.empty((1, 1), np.float32)
+    assert s.step(x, out=out) is out
+    wide = np.empty((1, 1), np.float64)
+    assert s.step(x, out=wide) is wide
+    with pytest.raises(fastlstm.ShapeError, match="out must be"):
+        s.step(x, out=np.empty((2, 1), np.float32))
+    for _ in range(100):
+        s.step(x, out=out)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for _ in range(2000):
+            s.step(x, out=out)
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    grown = sum(d.size_diff for d in after.compare_to(before, "filename"))
+    assert grown < 2048, grown  # 2000 steps, not one array each
+
+
+def test_threads_give_the_same_steps():
+    """A large layer stepping on two threads in the chain equals one thread."""
+    rng = np.random.default_rng(1)
+    keras_like = fastlstm.load(EXAMPLE)
+    x = rng.normal(size=(1, 20, 16)).astype(np.float32)
+    one = fastlstm.Model(keras_like.spec, threads=1).stream(1)
+    two = fastlstm.Model(keras_like.spec, threads=2).stream(1)
+    assert in_c(one) and in_c(two)
+    np.testing.assert_array_equal(steps(one, x), steps(two, x))
