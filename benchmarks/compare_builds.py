@@ -3,9 +3,10 @@
     python benchmarks/compare_builds.py BEFORE_TREE AFTER_TREE [--rounds 5]
 
 Each tree is a source checkout built in place (``python setup.py
-build_ext --inplace``). Each round runs one child process per tree, the
-first tree first in odd rounds and second in even ones, so a slow spell
-of the host (or the order) falls on both;
+build_ext --inplace``) that has fastlstm/bench/ (the timing code). Each
+round runs one child process per tree, the first tree first in odd rounds
+and second in even ones, so a slow spell of the host (or the order) falls
+on both;
 the table gives each row's median over the rounds and the ratio
 after / before. Used to check that a change keeps speed (within 3%).
 """
@@ -43,36 +44,36 @@ def cases() -> list[tuple]:
 def child(tree: str) -> None:
     """Prints {row: microseconds per step or call} for the build in tree."""
     sys.path.insert(0, tree)
-    sys.path.insert(1, str(HERE))
-    import run
     from threadpoolctl import threadpool_limits
 
     import fastlstm
+    from fastlstm.bench.timing import median_time
+    from fastlstm.bench.workloads import decaying_weights, weights
 
     assert fastlstm.__file__.startswith(tree), fastlstm.__file__
     result = {}
     rng = np.random.default_rng(0)
     with threadpool_limits(1):
         for name, kind, B, T, I, H in cases():
-            w = run.decaying_weights(I, H) if kind == "decay" else run.weights(I, H)
+            w = decaying_weights(I, H) if kind == "decay" else weights(I, H)
             layer = fastlstm.LSTM(*w.values(), return_sequences=True, threads=1)
             if kind == "step":
                 stream = layer.stream(B)
                 out = np.empty((B, H), np.float32)
                 x = rng.normal(size=(B, I)).astype(np.float32)
                 step = stream.step
-                sec = run.median_time(
+                sec = median_time(
                     lambda v, step=step, out=out: step(v, out=out), x, False
                 )
             else:
                 x = rng.normal(size=(B, T, I)).astype(np.float32)
-                sec = run.median_time(layer, x, False) / T
+                sec = median_time(layer, x, False) / T
             result[name] = sec * 1e6
         examples = Path(fastlstm.__file__).parent / "examples"
         model = fastlstm.load(examples / "example_model.h5")
         xs = np.load(examples / "example_io.npz")["x"]
         for key, x in (("batch1", xs[:1]), ("batch32", np.repeat(xs, 4, axis=0))):
-            sec = run.median_time(model.predict, x, False)
+            sec = median_time(model.predict, x, False)
             result[f"d Keras model predict, {key}"] = sec * 1e6
     print(json.dumps(result))
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from run import weights
 
 import fastlstm
+from fastlstm.bench.workloads import weights
 
 pytest.importorskip("pytest_benchmark")
 

@@ -124,3 +124,55 @@ def test_run_reports_bad_inputs(tmp_path, capsys):
         == 1
     )
     assert "input 'input_1' has shape (2, 3, 4)" in capsys.readouterr().err
+
+
+def test_bench_runs_the_chosen_cases_into_its_own_folder(tmp_path):
+    """bench: progress on stderr, only the chosen cases and peers, a PNG per
+    case (or a note without matplotlib), and by default a folder in the
+    current directory (never the tracked benchmarks/results)."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fastlstm",
+            "bench",
+            "--quick",
+            "--cases",
+            "f,h",
+            "--peers",
+            "numpy",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "[1/2] f decaying state" in proc.stderr
+    assert "[2/2] h Keras model stream step" in proc.stderr
+    out = tmp_path / "fastlstm-bench"
+    report = json.loads((out / "latest.json").read_text())
+    assert [r["case"][0] for r in report["rows"]] == ["f", "h"]
+    f_row = report["rows"][0]["results"]
+    assert set(f_row) == {"fastlstm", "numpy"}
+    assert f_row["numpy"]["max_abs_diff"] < 1e-5
+    assert "| f decaying state" in (out / "latest.md").read_text()
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    if importlib.util.find_spec("matplotlib") is None:
+        assert pngs == [] and "plots skipped" in " ".join(report["notes"])
+    else:
+        assert pngs == ["case_f.png", "case_h.png"]
+        assert (out / "case_f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--cases", "az"], "--cases: unknown ['z']"), (["--peers", "jax"], "--peers")],
+)
+def test_bench_refuses_unknown_cases_and_peers(capsys, args, message):
+    assert main(["bench", *args]) == 2
+    assert message in capsys.readouterr().err

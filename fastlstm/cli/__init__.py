@@ -6,6 +6,8 @@ fastlstm inspect FILE [--json]   format, producer, inputs, outputs, layers
 fastlstm check FILE              0: runs; 1: unsupported layers (listed);
                                  2: corrupt, not a model, or needs an option
 fastlstm run FILE INPUT OUTPUT   the model over a .npy/.npz of inputs
+fastlstm bench [--quick] [--cases LETTERS] [--out DIR]
+                                 time fastlstm against the installed peers
 
 Subcommands that load a model take --config, --prefix, --batch-first /
 --no-batch-first, --nonlinearity and --threads (as fastlstm.load does).
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 
 import fastlstm
+from fastlstm.cli.bench import add_bench_parser, bench
 from fastlstm.cli.inspect import demo, inspect
 from fastlstm.cli.options import add_load_options, load_options
 from fastlstm.cli.run import check, run
@@ -48,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     for p in (ins, chk, rn):
         add_load_options(p)
+    add_bench_parser(sub)
     return parser
 
 
@@ -55,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
         return demo()
+    if args.command == "bench":
+        return bench(args)
     options = load_options(args)
     if args.command == "inspect":
         return inspect(args.file, options, args.json)

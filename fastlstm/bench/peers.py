@@ -8,12 +8,15 @@ Each adapter offers, where the engine can do it:
                            final() returns the current h (for accuracy)
   seq(weights)          -> fn(x) running a whole (batch, time, features)
                            sequence, returning all outputs (batch, time, H)
-Thread counts are pinned by the caller (run.py) before anything is built.
+Thread counts are pinned by the caller (fastlstm.bench.runner) before
+anything is built.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+import fastlstm
 
 
 def _split(w):
@@ -52,8 +55,6 @@ class FastLSTM:
     name = "fastlstm"
 
     def __init__(self, threads: int = 1) -> None:
-        import fastlstm
-
         self.fastlstm = fastlstm
         self.threads = threads
 
