@@ -616,3 +616,23 @@ def test_external_data_in_the_model_folder(tmp_path):
     data = (tmp_path / "model.onnx").read_bytes()
     with pytest.raises(fastlstm.ModelFormatError, match="as bytes may not refer"):
         from_onnx(data)
+
+
+@pytest.mark.parametrize(
+    "case", ["torch_export_lstm", "single_lstm_node_sequence_lens"]
+)
+def test_get_inputs_and_outputs_as_onnx_runtime_gives_them(case):
+    """get_inputs()/get_outputs(): ONNX Runtime's names, shapes (a named
+    dimension is None here, its name there) and element types."""
+    ort = pytest.importorskip("onnxruntime")
+    path = FIXTURES / case / "model.onnx"
+    ours = fastlstm.load(path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for mine, theirs in (
+        (ours.get_inputs(), sess.get_inputs()),
+        (ours.get_outputs(), sess.get_outputs()),
+    ):
+        assert [a.name for a in mine] == [a.name for a in theirs]
+        assert [a.type for a in mine] == [a.type for a in theirs]
+        for a, b in zip(mine, theirs):
+            assert a.shape == [d if isinstance(d, int) else None for d in b.shape]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -26,6 +26,16 @@ from fastlstm.model_spec import ConstantSpec, ModelSpec, RecurrentOpSpec
 from fastlstm.spec import CELL_SPECS
 
 __all__ = ["OnnxModel", "from_onnx"]
+
+
+class NodeArg(NamedTuple):
+    """A graph input or output as ONNX Runtime's ``get_inputs()`` gives it:
+    its declared shape (None for a named or unknown dimension, or for no
+    declared shape) and element type ("tensor(float)"; None if undeclared)."""
+
+    name: str
+    shape: list | None
+    type: str | None
 
 
 class OnnxModel:
@@ -117,6 +127,18 @@ class OnnxModel:
             f"OnnxModel(inputs={self.input_names}, outputs={self.output_names}, "
             f"recurrent_nodes={len(self.recurrent_nodes)}, opset={self.opset})"
         )
+
+    def get_inputs(self) -> list[NodeArg]:
+        """The graph's inputs, as ``InferenceSession.get_inputs()``."""
+        return [self._node_arg(n) for n in self.input_names]
+
+    def get_outputs(self) -> list[NodeArg]:
+        """The graph's outputs, as ``InferenceSession.get_outputs()``."""
+        return [self._node_arg(n) for n in self.output_names]
+
+    def _node_arg(self, name: str) -> NodeArg:
+        shape, kind = self.spec.conventions.get("declared", {}).get(name, (None, None))
+        return NodeArg(name, None if shape is None else list(shape), kind)
 
     def __call__(self, *args: Any, **kwargs: Any) -> list[np.ndarray]:
         """Graph outputs for inputs given by position (graph order) or name;

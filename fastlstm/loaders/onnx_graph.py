@@ -54,6 +54,9 @@ class Graph:
     # each input's declared shape (None: a dimension of any size), or None
     input_shapes: list = dataclasses.field(default_factory=list)
     producer: str = ""  # producer_name and producer_version, as recorded
+    # each graph input's and output's declared shape and element type
+    # ("tensor(float)", as ONNX Runtime names them), for get_inputs()
+    declared: dict = dataclasses.field(default_factory=dict)
 
 
 MIN_ONNX_VERSION = (1, 17)  # refuses external-data traversal itself
@@ -275,7 +278,28 @@ def _graph_of(onnx: Any, model: Any, where: str) -> Graph:
             f"{where}: holds no ONNX graph (no outputs); not an ONNX model"
         )
     producer = f"{model.producer_name} {model.producer_version}".strip()[:200]
-    return Graph(nodes, inits, inputs, outputs, opset, where, shapes, producer)
+    declared = {
+        v.name: (_declared_shape(v), _declared_type(v))
+        for v in [*g.input, *g.output]
+        if v.name in inputs or v.name in outputs
+    }
+    return Graph(
+        nodes, inits, inputs, outputs, opset, where, shapes, producer, declared
+    )
+
+
+def _declared_type(value_info: Any) -> str | None:
+    """A graph input's or output's element type as ONNX Runtime names it
+    ("tensor(float)"), or None when not declared."""
+    t = value_info.type
+    if not t.HasField("tensor_type") or not t.tensor_type.elem_type:
+        return None
+    onnx = _import_onnx()
+    try:
+        name = onnx.TensorProto.DataType.Name(t.tensor_type.elem_type)
+    except ValueError:
+        return None
+    return f"tensor({name.lower()})"
 
 
 def _declared_shape(value_info: Any) -> tuple | None:

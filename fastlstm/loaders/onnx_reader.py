@@ -184,6 +184,7 @@ def graph_spec(graph: Graph, *, numpy_fallback: bool = True) -> ModelSpec:
             "output_names": list(graph.outputs),
             "opset": graph.opset,
             "producer": graph.producer,
+            "declared": dict(graph.declared),
         },
     ).validate()
 
