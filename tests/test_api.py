@@ -119,3 +119,33 @@ def test_errors_subclass_builtins():
 def test_status_messages_exist():
     for status in range(7):
         assert len(_core.status_message(status)) > 1
+
+
+def test_habit_names_are_pinned():
+    """The names users of Keras, PyTorch and ONNX Runtime reach for."""
+    params = inspect.signature(fastlstm.Model.predict).parameters
+    assert list(params) == ["self", "x", "batch_size", "verbose", "steps", "callbacks"]
+    call = inspect.signature(fastlstm.Model.__call__).parameters
+    assert list(call) == ["self", "x", "training", "mask"]
+    get_layer = inspect.signature(fastlstm.Model.get_layer).parameters
+    assert list(get_layer) == ["self", "name", "index"]
+    for name in (
+        "predict_on_batch",
+        "get_weights",
+        "layers",
+        "input_shape",
+        "output_shape",
+        "summary",
+        "count_params",
+        "reset_states",
+        "stream",
+    ):
+        assert hasattr(fastlstm.Model, name), name
+    for cls in (fastlstm.ModelStream, fastlstm.TorchStream, fastlstm.TF1LSTMStream):
+        for name in ("step", "feed", "reset", "state"):
+            assert hasattr(cls, name), (cls, name)
+    for name in ("run", "get_inputs", "get_outputs"):
+        assert hasattr(fastlstm.OnnxModel, name), name
+    load = inspect.signature(fastlstm.load).parameters
+    assert "threads" in load and "batch_first" in load and "config" in load
+    assert list(inspect.signature(fastlstm.set_num_threads).parameters) == ["n"]
