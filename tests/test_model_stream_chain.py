@@ -183,3 +183,22 @@ def test_threads_give_the_same_steps():
     two = fastlstm.Model(keras_like.spec, threads=2).stream(1)
     assert in_c(one) and in_c(two)
     np.testing.assert_array_equal(steps(one, x), steps(two, x))
+
+
+def test_a_dropped_stream_is_freed_at_once():
+    """No reference cycle: the stream (and the thread pools of its cells)
+    goes as soon as the last reference does, not at a GC pass."""
+    import gc
+    import weakref
+
+    model = fastlstm.Model(fastlstm.load(EXAMPLE).spec, threads=2)
+    stream = model.stream(1)
+    assert in_c(stream)
+    stream.step(np.zeros((1, 16), np.float32))
+    gone = weakref.ref(stream)
+    gc.disable()
+    try:
+        del stream
+        assert gone() is None
+    finally:
+        gc.enable()

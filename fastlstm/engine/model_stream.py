@@ -21,6 +21,91 @@ __all__ = ["ModelStream"]
 Inputs = Any  # one array, a list of arrays, or a dict of arrays by input name
 
 
+class _GraphSteps:
+    """What a stream's steps work on (the graph, its carries, the pinned
+    state arrays), apart from the stream: its C step calls back into this,
+    and holding the stream instead would make a reference cycle."""
+
+    def __init__(self, graph: Graph, batch: int) -> None:
+        self.graph, self.batch = graph, batch
+        self.ctx: RunContext = graph.context(graph.recurrent_names())
+        # each recurrent cell's state arrays, when steps run in C (the
+        # carries hold them; a graph run replaces them, repin copies back)
+        self.pinned: dict[str, list] = {}
+
+    def check_batch(self, arrays: list) -> None:
+        if arrays[0].shape[0] != self.batch:
+            raise ShapeError(
+                f"batch size {arrays[0].shape[0]} but the stream was made "
+                f"for {self.batch}"
+            )
+
+    def run_flat(self, x: Inputs) -> list:
+        """Runs a chunk (batch, time, ...) per input; returns the outputs."""
+        arrays = self.graph.input_arrays(x, streaming=True)
+        self.check_batch(arrays)
+        return self.graph.run(arrays, self.ctx)
+
+    def step(self, x: Inputs) -> Any:
+        """One step through the graph, layer by layer."""
+        flat = self.run_flat(_with_time(x, self.graph))
+        flat = [o[:, 0] if o.ndim >= 3 and o.shape[1] == 1 else o for o in flat]
+        return self.graph.structured(flat)
+
+    def repin(self) -> None:
+        """Puts each recurrent cell's current state into its pinned arrays
+        (zeros after a reset) and the arrays back into the carries."""
+        for name, cells in self.pinned.items():
+            states = self.ctx.carries[name].states
+            for k, pinned in enumerate(cells):
+                if k >= len(states):
+                    for a in pinned:
+                        a.fill(0)
+                    states.append(pinned)
+                elif states[k] is not pinned:
+                    for a, b in zip(pinned, states[k]):
+                        np.copyto(a, b)
+                    states[k] = pinned
+
+    def chain_input(self, x: Any) -> np.ndarray:
+        """One step's input as the C step reads it, checked as the graph
+        checks its inputs."""
+        arrays = self.graph.input_arrays(_with_time(x, self.graph), streaming=True)
+        self.check_batch(arrays)
+        return np.ascontiguousarray(arrays[0][:, 0], dtype=np.float32)
+
+    def slow_step(self, x: Any) -> Any:
+        """One step through the graph for the C step (its guard held)."""
+        try:
+            return self.step(x)
+        finally:
+            self.repin()
+
+    def compiled_step(self, plan: list, guard: StreamGuard) -> Any:
+        """The C step of a chain-shaped model (see engine.step_chain): each
+        recurrent cell gets an engine stream whose state arrays the carries
+        hold."""
+        sizes, streams = {}, {}
+        for s in plan:
+            if isinstance(s, RecurrentStage):
+                cell = self.graph.layers[s.layer].direction.cells[s.cell]
+                streams[s] = cell.stream(self.batch)
+                sizes[s] = cell.output_size
+                arrays = [a for a in (streams[s]._h, streams[s]._c) if a is not None]
+                self.pinned.setdefault(s.layer, []).append([*arrays, streams[s]._seen])
+        self.repin()
+        features = self.graph.spec.input_shapes[0][2]
+        stages = [
+            ("recurrent", streams[s], s.masked, s.sequence_output)
+            if isinstance(s, RecurrentStage)
+            else s
+            for s in sized(plan, features, sizes)
+        ]
+        chain = ChainCore()
+        chain._init_chain(stages, self.batch, guard, self.chain_input, self.slow_step)
+        return chain.step
+
+
 class ModelStream:
     """Feeds a model step by step (or chunk by chunk) keeping recurrent state.
 
@@ -41,108 +126,38 @@ class ModelStream:
             raise StreamError(problem)
         self._graph = graph
         self._batch = _inputs.batch_size_input(batch_size)
-        self._ctx: RunContext = graph.context(graph.recurrent_names())
+        self._steps = _GraphSteps(graph, self._batch)
+        self._ctx = self._steps.ctx
         # held for a whole step or chunk through every layer
         self._guard = StreamGuard()
-        # each recurrent cell's state arrays, when steps run in C (the
-        # carries hold them; a graph run replaces them, _repin copies back)
-        self._pinned: dict[str, list] = {}
         plan = chain_plan(graph)
         if plan is not None:
-            self.step = self._compiled_step(plan)  # type: ignore[method-assign]
+            self.step = self._steps.compiled_step(plan, self._guard)  # type: ignore[method-assign]
 
     batch_size = property(lambda self: self._batch)
 
     def __reduce_ex__(self, protocol: object) -> tuple:
         refuse_pickle(self)
 
-    def _compiled_step(self, plan: list) -> Any:
-        """The C step of a chain-shaped model (see engine.step_chain): each
-        recurrent cell gets an engine stream whose state arrays the carries
-        hold."""
-        sizes, streams = {}, {}
-        for s in plan:
-            if isinstance(s, RecurrentStage):
-                cell = self._graph.layers[s.layer].direction.cells[s.cell]
-                streams[s] = cell.stream(self._batch)
-                sizes[s] = cell.output_size
-                arrays = [a for a in (streams[s]._h, streams[s]._c) if a is not None]
-                self._pinned.setdefault(s.layer, []).append([*arrays, streams[s]._seen])
-        self._repin()
-        features = self._graph.spec.input_shapes[0][2]
-        stages = [
-            ("recurrent", streams[s], s.masked, s.sequence_output)
-            if isinstance(s, RecurrentStage)
-            else s
-            for s in sized(plan, features, sizes)
-        ]
-        chain = ChainCore()
-        chain._init_chain(
-            stages, self._batch, self._guard, self._chain_input, self._slow_step
-        )
-        return chain.step
-
-    def _repin(self) -> None:
-        """Puts each recurrent cell's current state into its pinned arrays
-        (zeros after a reset) and the arrays back into the carries."""
-        for name, cells in self._pinned.items():
-            states = self._ctx.carries[name].states
-            for k, pinned in enumerate(cells):
-                if k >= len(states):
-                    for a in pinned:
-                        a.fill(0)
-                    states.append(pinned)
-                elif states[k] is not pinned:
-                    for a, b in zip(pinned, states[k]):
-                        np.copyto(a, b)
-                    states[k] = pinned
-
-    def _chain_input(self, x: Any) -> np.ndarray:
-        """One step's input as the C step reads it, checked as the graph
-        checks its inputs."""
-        arrays = self._graph.input_arrays(_with_time(x, self._graph), streaming=True)
-        self._check_batch(arrays)
-        return np.ascontiguousarray(arrays[0][:, 0], dtype=np.float32)
-
-    def _slow_step(self, x: Any) -> Any:
-        """One step through the graph (the guard held by the caller)."""
-        try:
-            return self._step(x)
-        finally:
-            self._repin()
-
     def reset(self) -> None:
         with self._guard:
             for carry in self._ctx.carries.values():
                 carry.clear()
-            self._repin()
-
-    def _run_flat(self, x: Inputs) -> list:
-        """Runs a chunk (batch, time, ...) per input; returns the outputs."""
-        arrays = self._graph.input_arrays(x, streaming=True)
-        self._check_batch(arrays)
-        return self._graph.run(arrays, self._ctx)
-
-    def _check_batch(self, arrays: list) -> None:
-        if arrays[0].shape[0] != self._batch:
-            raise ShapeError(
-                f"batch size {arrays[0].shape[0]} but the stream was made "
-                f"for {self._batch}"
-            )
+            self._steps.repin()
 
     def feed(self, x: Inputs) -> Any:
         """Runs a chunk (batch, time, ...) per input; returns the outputs."""
         with self._guard:
             try:
-                return self._graph.structured(self._run_flat(x))
+                return self._graph.structured(self._steps.run_flat(x))
             finally:
-                self._repin()
+                self._steps.repin()
 
     def step(self, x: Inputs, out: np.ndarray | None = None) -> Any:
         """Runs one time step: each input (batch, ...) without the time axis.
         ``out``: an array the (single) output is written into, and returned."""
         with self._guard:
-            result = self._step(x)
+            result = self._steps.step(x)
         if out is None:
             return result
         if not isinstance(out, np.ndarray) or not isinstance(result, np.ndarray):
@@ -183,7 +198,7 @@ class ModelStream:
             new = {name: self._checked_state(name, v) for name, v in value.items()}
             for name, states in new.items():
                 self._ctx.carries[name].states[:] = states
-            self._repin()
+            self._steps.repin()
 
     def _cells(self, name: str) -> list:
         return self._graph.layers[name].direction.cells
@@ -212,11 +227,6 @@ class ModelStream:
             ]
             for cell, v in zip(cells, values)
         ]
-
-    def _step(self, x: Inputs) -> Any:
-        flat = self._run_flat(_with_time(x, self._graph))
-        flat = [o[:, 0] if o.ndim >= 3 and o.shape[1] == 1 else o for o in flat]
-        return self._graph.structured(flat)
 
 
 def _with_time(x: Inputs, graph: Graph) -> Any:
