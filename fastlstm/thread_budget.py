@@ -17,6 +17,8 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from fastlstm.errors import ConfigError
 
 __all__ = [
@@ -39,10 +41,16 @@ _env_limit: tuple[str | None, int | None] = (None, None)  # (raw value, parsed)
 _budget: tuple[int, int] | None = None  # (pid, automatic budget)
 
 
-def _checked(n: object, name: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
-        raise ConfigError(f"{name} must be an integer in [1, {MAX_THREADS}], got {n!r}")
-    return n
+def check_count(n: object, name: str, allowed: str = "an integer") -> int:
+    """``n`` as a thread count: an integer (a NumPy one too, never a bool)
+    in [1, MAX_THREADS]; ``allowed`` says what the message offers."""
+    if (
+        isinstance(n, bool)
+        or not isinstance(n, (int, np.integer))
+        or not 1 <= n <= MAX_THREADS
+    ):
+        raise ConfigError(f"{name} must be {allowed} in [1, {MAX_THREADS}], got {n!r}")
+    return int(n)
 
 
 def set_num_threads(n: int | None) -> None:
@@ -50,7 +58,7 @@ def set_num_threads(n: int | None) -> None:
     (1 to 8); ``None`` returns to the automatic choice (or the
     FASTLSTM_NUM_THREADS environment variable, when set)."""
     global _limit
-    _limit = None if n is None else _checked(n, "set_num_threads(n): n")
+    _limit = None if n is None else check_count(n, "set_num_threads(n): n")
 
 
 def get_num_threads() -> int:
@@ -77,7 +85,7 @@ def user_limit() -> int | None:
         parsed = None
         if raw not in (None, ""):
             try:
-                parsed = _checked(int(raw), ENV_VAR)
+                parsed = check_count(int(raw), ENV_VAR)
             except ValueError:
                 raise ConfigError(
                     f"{ENV_VAR} must be an integer in [1, {MAX_THREADS}], got {raw!r}"

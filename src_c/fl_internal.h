@@ -126,6 +126,16 @@ static inline int fl_region_add(size_t *offset, size_t n_floats, size_t *at) {
     return 1;
 }
 
+/* Where part k of `parts` begins when `units` units are split evenly
+ * between them (k = parts: the end), rounded to a multiple of 16 when
+ * align16 (so that 16-column tiles and 128-column panels never straddle
+ * two parts). */
+static inline int fl_part_start(int units, int k, int parts, int align16) {
+    if (k >= parts) return units;
+    const int u = (int)((long long)units * k / parts);
+    return align16 ? (u + 8) & ~15 : u;
+}
+
 /* Index of (t, b) in the run's [t][b] or [b][t] arrays. */
 static inline size_t fl_tb_index(const fl_run *run, int t, int b) {
     return run->batch_major ? (size_t)b * (size_t)run->steps + (size_t)t

@@ -28,7 +28,7 @@ typedef struct lpass {
     const fl_blas *blas;
     const fl_run *run;
     const fl_layer_plan *plan;
-    char *base; /* the aligned workspace */
+    char *base;  /* the aligned workspace */
     float *h[2]; /* the state buffers: run->h, and h2 with parts */
     int masked, carry, parts;
     fl_barrier bar;
@@ -188,7 +188,8 @@ static void forward_chunks(lpart *p) {
             const int k = run->reverse ? T - 1 - t : t; /* output index */
             /* alternate the direction the weights are read in: each step
              * starts on the columns the previous one read last */
-            run_step(p, t, k, G + (size_t)(t - t0) * g_t * GH, g_b, (k + run->sweep) & 1);
+            run_step(p, t, k, G + (size_t)(t - t0) * g_t * GH, g_b,
+                     (k + run->sweep) & 1);
         }
     }
 }
@@ -203,10 +204,8 @@ static void make_parts(lpass *ps, uint8_t *seen, lpart *parts) {
     const int H = ps->L->desc.units, B = ps->run->batch;
     uint8_t *copies = (uint8_t *)(ps->base + ps->plan->seens);
     for (int k = 0; k < ps->parts; k++) {
-        const int u0 = k ? ((int)((long long)H * k / ps->parts) + 8) & ~15 : 0;
-        const int u1 = k + 1 < ps->parts
-                           ? ((int)((long long)H * (k + 1) / ps->parts) + 8) & ~15
-                           : H;
+        const int u0 = fl_part_start(H, k, ps->parts, 1);
+        const int u1 = fl_part_start(H, k + 1, ps->parts, 1);
         parts[k] = (lpart){.ps = ps, .u = {(size_t)u0, (size_t)(u1 - u0)}};
         parts[k].seen = k ? copies + (size_t)(k - 1) * B : seen;
         if (k) memcpy(parts[k].seen, seen, (size_t)B);
@@ -254,8 +253,7 @@ static fl_status forward(const fl_layer *L, const fl_blas *blas, const fl_run *r
     const float *h = run_parts(&ps, seen);
     if (h != run->h)
         memcpy(run->h, h, (size_t)run->batch * (size_t)L->desc.units * sizeof(float));
-    if (run->y_last)
-        fl_run_write_last(run, L->desc.units, ps.masked, ps.carry, seen);
+    if (run->y_last) fl_run_write_last(run, L->desc.units, ps.masked, ps.carry, seen);
     return FL_OK;
 }
 

@@ -80,9 +80,7 @@ static void copy_columns(const float *wh, int ldh, size_t ps, int units, int u0,
  * split 128 or more units between at most 8 threads: every part has some
  * (boundaries are 16 or more units apart before rounding). */
 static int part_start(int units, int k, int threads, size_t ps) {
-    if (k >= threads) return units;
-    const int u = (int)((long long)units * k / threads);
-    return ps ? (u + 8) & ~15 : u;
+    return fl_part_start(units, k, threads, ps != 0);
 }
 
 /* The start of the run of columns that ends at j (from j0 on): the

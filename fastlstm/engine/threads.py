@@ -11,7 +11,6 @@ import numpy as np
 
 from fastlstm import thread_budget
 from fastlstm._core import StreamCore
-from fastlstm.errors import ConfigError
 from fastlstm.thread_budget import MAX_THREADS
 
 __all__ = ["MAX_THREADS", "ThreadChoice", "check_threads"]
@@ -30,16 +29,11 @@ STREAM_PROBE_MARGIN = 0.9
 
 def check_threads(threads: Any) -> int | None:
     """The ``threads=`` option: None (automatic) or 1 .. MAX_THREADS."""
-    if threads is not None and (
-        isinstance(threads, bool)
-        or not isinstance(threads, (int, np.integer))
-        or not 1 <= threads <= MAX_THREADS
-    ):
-        raise ConfigError(
-            f"threads must be None (automatic) or an integer in "
-            f"[1, {MAX_THREADS}], got {threads!r}"
-        )
-    return None if threads is None else int(threads)
+    if threads is None:
+        return None
+    return thread_budget.check_count(
+        threads, "threads", "None (automatic) or an integer"
+    )
 
 
 class ThreadChoice:
