@@ -25,15 +25,7 @@ import numpy as np
 
 import fastlstm
 from fastlstm.engine import model_stream
-from fastlstm.model_spec import (
-    DenseSpec,
-    InputSpec,
-    MaskingSpec,
-    ModelSpec,
-    NodeSpec,
-    RecurrentSpec,
-    TensorRef,
-)
+from fastlstm.model_spec import DenseSpec, MaskingSpec, RecurrentSpec, sequential
 from fastlstm.spec import LSTMSpec
 
 
@@ -52,23 +44,11 @@ def seed_model() -> fastlstm.Model:
 
     cell = LSTMSpec(kernel=w(8, 64), recurrent_kernel=w(16, 64), bias=w(64))
     layers = (
-        InputSpec("x", "InputLayer"),
         MaskingSpec("masking", "Masking"),
         RecurrentSpec("lstm", "LSTM", cells=(cell,)),
         DenseSpec("dense", "Dense", kernel=w(16, 2), bias=w(2), activation="sigmoid"),
     )
-    names = [ls.name for ls in layers]
-    nodes = [NodeSpec("x", 0, ())] + [
-        NodeSpec(b, 0, (TensorRef(a, 0, 0),)) for a, b in zip(names, names[1:])
-    ]
-    spec = ModelSpec(
-        name="seed",
-        layers=layers,
-        nodes=tuple(nodes),
-        inputs=(TensorRef("x", 0, 0),),
-        outputs=(TensorRef("dense", 0, 0),),
-        input_shapes=((None, None, 8),),
-    )
+    spec = sequential(layers, name="seed", input_shape=(None, None, 8))
     return fastlstm.Model(spec, threads=1)
 
 

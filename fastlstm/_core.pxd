@@ -159,6 +159,7 @@ cdef extern from "fastlstm.h" nogil:
         FL_STAGE_ACTIVATION
         FL_STAGE_SOFTMAX
         FL_STAGE_AFFINE
+        FL_STAGE_EMBEDDING
 
     ctypedef struct fl_stage:
         fl_stage_kind kind
@@ -178,6 +179,8 @@ cdef extern from "fastlstm.h" nogil:
         fl_activation activation
         const float *scale
         const float *shift
+        int vocab
+        int mask_zero
 
     fl_status fl_chain_workspace_size(const fl_stage *stages, int n_stages,
                                       int batch, size_t *out_bytes)

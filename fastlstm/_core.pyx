@@ -706,6 +706,7 @@ _STAGE_KINDS = {
     "activation": FL_STAGE_ACTIVATION,
     "softmax": FL_STAGE_SOFTMAX,
     "affine": FL_STAGE_AFFINE,
+    "embedding": FL_STAGE_EMBEDDING,
 }
 
 
@@ -717,7 +718,8 @@ cdef class ChainCore:
     ("recurrent", stream, masked, sequence_output) with an engine stream
     (a StreamCore) whose state arrays the chain steps, ("dense", kernel,
     bias or None, activation), ("activation", size, activation),
-    ("softmax", size), ("affine", scale, shift); float32 C-contiguous
+    ("softmax", size), ("affine", scale, shift), ("embedding", table,
+    mask_zero) (first, on token ids as floats); float32 C-contiguous
     arrays. ``convert(x)`` turns any other input into a (batch, features)
     float32 array or raises the model's own error; ``slow(x)`` runs the
     step through the model graph, for the message of a failed step.
@@ -792,6 +794,13 @@ cdef class ChainCore:
             s.bias = NULL if t[2] is None else self._array(t[2], s.out_size)
             s.activation = <fl_activation>t[3]
             return 0
+        if kind == "embedding":
+            table = np.asarray(t[1])
+            s.vocab, s.out_size = table.shape
+            s.in_size = 1
+            s.kernel = self._array(table, table.size)
+            s.mask_zero = t[2]
+            return 0
         s.in_size = s.out_size = t[1] if kind != "affine" else np.size(t[1])
         if kind == "masking":
             s.mask_value, s.keep_nan = t[2], t[3]
@@ -848,6 +857,7 @@ cdef class ChainCore:
             guard.busy = False
 
     cdef object _step(self, x, out):
+        given = x  # what the graph reruns if the step fails
         if not (cnp.PyArray_CheckExact(x)
                 and cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_FLOAT32
                 and cnp.PyArray_NDIM(<cnp.ndarray>x) == 2
@@ -890,5 +900,5 @@ cdef class ChainCore:
             # the state is as before the step: the model graph runs it,
             # raising its own message (a NaN input named as the model names
             # it), or giving the step
-            np.copyto(oa, self._slow(x))
+            np.copyto(oa, self._slow(given))
         return oa

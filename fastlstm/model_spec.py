@@ -45,6 +45,7 @@ __all__ = [
     "NodeSpec",
     "ModelSpec",
     "recurrent_chain",
+    "sequential",
 ]
 
 MERGE_OPS = ("concat", "add", "subtract", "multiply", "average", "maximum", "minimum")
@@ -592,4 +593,26 @@ def recurrent_chain(
         source=source,
         source_format=source_format,
         conventions=dict(conventions or {}),
+    ).validate()
+
+
+def sequential(
+    layers: Sequence[LayerSpec], *, name: str, input_shape: tuple
+) -> ModelSpec:
+    """A graph feeding one input ``x`` of ``input_shape`` (batch included)
+    through ``layers`` in order, as a Keras Sequential model does; the last
+    layer's output is the model's."""
+    layers = list(layers)
+    nodes = [NodeSpec("x", 0, ())]
+    prev = TensorRef("x")
+    for ls in layers:
+        nodes.append(NodeSpec(ls.name, 0, (prev,)))
+        prev = TensorRef(ls.name)
+    return ModelSpec(
+        name=name,
+        layers=(InputSpec("x", "InputLayer"), *layers),
+        nodes=tuple(nodes),
+        inputs=(TensorRef("x"),),
+        outputs=(prev,),
+        input_shapes=(tuple(input_shape),),
     ).validate()

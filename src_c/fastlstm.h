@@ -325,7 +325,12 @@ typedef enum fl_stage_kind {
     FL_STAGE_DENSE = 3,     /* activation(x @ kernel + bias) */
     FL_STAGE_ACTIVATION = 4,
     FL_STAGE_SOFTMAX = 5,   /* softmax over the features */
-    FL_STAGE_AFFINE = 6     /* x * scale + shift, per feature */
+    FL_STAGE_AFFINE = 6,    /* x * scale + shift, per feature */
+    FL_STAGE_EMBEDDING = 7  /* the row of `kernel` (vocab, out_size) of each
+                               row's token id x[b] (in_size 1; a float,
+                               truncated as a cast to an integer);
+                               FL_ERR_ARG for an id outside [0, vocab).
+                               With mask_zero, the step's mask is id != 0 */
 } fl_stage_kind;
 
 typedef struct fl_stage {
@@ -350,13 +355,17 @@ typedef struct fl_stage {
                             layer returning sequences gives at a masked
                             step), not y_last */
     /* FL_STAGE_DENSE: kernel (in_size, out_size) row-major, bias (out_size)
-     * or NULL; FL_STAGE_DENSE and FL_STAGE_ACTIVATION: activation */
+     * or NULL; FL_STAGE_DENSE and FL_STAGE_ACTIVATION: activation;
+     * FL_STAGE_EMBEDDING: kernel (vocab, out_size), vocab <= 2^24 (ids
+     * arrive as floats), mask_zero */
     const float *kernel;
     const float *bias;
     fl_activation activation;
     /* FL_STAGE_AFFINE: (out_size) each */
     const float *scale;
     const float *shift;
+    int vocab;
+    int mask_zero;
 } fl_stage;
 
 /* Bytes of workspace fl_chain_step needs for this batch: two buffers for

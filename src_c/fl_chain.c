@@ -64,6 +64,10 @@ static fl_status check_stage(const fl_stage *s, int batch, int features, int mas
     case FL_STAGE_AFFINE:
         if (s->out_size != s->in_size) return FL_ERR_SHAPE;
         return s->scale && s->shift ? FL_OK : FL_ERR_ARG;
+    case FL_STAGE_EMBEDDING:
+        if (s->in_size != 1 || s->vocab < 1 || s->vocab > (1 << 24))
+            return FL_ERR_SHAPE;
+        return s->kernel ? FL_OK : FL_ERR_ARG;
     }
     return FL_ERR_UNSUPPORTED;
 }
@@ -83,7 +87,8 @@ static fl_status layout(const fl_stage *stages, int n, int batch, chain_layout *
         const fl_stage *s = &stages[k];
         fl_status st = check_stage(s, batch, features, masking);
         if (st != FL_OK) return st;
-        masking |= s->kind == FL_STAGE_MASKING;
+        masking |= s->kind == FL_STAGE_MASKING ||
+                   (s->kind == FL_STAGE_EMBEDDING && s->mask_zero);
         features = s->out_size;
         if ((size_t)s->out_size > width) width = (size_t)s->out_size;
         if (recurrent(s)) {
@@ -150,6 +155,19 @@ static void masking(const fl_stage *s, int batch, const float *x, float *y,
         for (size_t j = 0; j < F; j++)
             yr[j] = valid ? xr[j] : s->keep_nan ? xr[j] * 0.0f : 0.0f;
     }
+}
+
+static fl_status embedding(const fl_stage *s, int batch, const float *x, float *y,
+                           uint8_t *mask) {
+    const size_t D = (size_t)s->out_size;
+    for (int b = 0; b < batch; b++) {
+        const float v = x[b];
+        if (!(v > -1.0f && v < (float)s->vocab)) return FL_ERR_ARG; /* NaN too */
+        const size_t id = (size_t)(long long)v;
+        memcpy(y + (size_t)b * D, s->kernel + id * D, D * sizeof(float));
+        if (s->mask_zero) mask[b] = id != 0;
+    }
+    return FL_OK;
 }
 
 static fl_status step_recurrent(const fl_stage *s, const fl_blas *blas, const float *x,
@@ -225,6 +243,8 @@ static fl_status run_stage(const fl_stage *s, const fl_blas *blas, int batch,
     case FL_STAGE_AFFINE:
         for (size_t i = 0; i < n; i++) y[i] = x[i] * s->scale[i % F] + s->shift[i % F];
         return FL_OK;
+    case FL_STAGE_EMBEDDING:
+        return embedding(s, batch, x, y, mask);
     }
     return FL_ERR_UNSUPPORTED;
 }

@@ -18,8 +18,8 @@ from fastlstm.engine import model_stream
 
 FIXTURES = Path(__file__).parent / "fixtures" / "keras"
 EXAMPLE = Path(fastlstm.__file__).parent / "examples" / "example_model.h5"
-# every chain-shaped fixture: masking, LSTM/GRU/RNN cells, Dense heads
-# (softmax too), folded normalization, dropout and noise layers
+# every chain-shaped fixture: masking, embeddings, LSTM/GRU/RNN cells,
+# Dense heads (softmax too), folded normalization, dropout and noise layers
 CHAIN_CASES = [
     "k2_cudnngru",
     "k2_cudnnlstm",
@@ -32,6 +32,7 @@ CHAIN_CASES = [
     "k2_peephole",
     "k2_rnn_gru_cells",
     "k2_rnn_lstmcell",
+    "k2_stacked_embedding",
     "k2_stateful",
     "k2_use_bias_false",
     "k3_hard_sigmoid",
@@ -39,6 +40,7 @@ CHAIN_CASES = [
     "k3_masking_lstm_h5",
     "k3_normalization",
     "k3_rnn_lstmcell",
+    "k3_stacked_embedding",
     "k3_use_bias_false",
 ]
 
@@ -86,17 +88,28 @@ def test_chain_steps_match_predict_and_the_graph(case, monkeypatch):
 
 
 def test_other_models_stream_through_the_graph():
-    """A layer the chain has no stage for (Embedding on token ids) keeps
-    the graph's path, with the same results as predict."""
-    model = load("k2_stacked_embedding")
-    x = inputs("k2_stacked_embedding")
+    """A Keras 3 functional model passes masks explicitly (as NotEqual/Any
+    nodes): it keeps the graph's path, with the same results as predict."""
+    model, x = load("k3_graph_td"), inputs("k3_graph_td")
     stream = model.stream(x.shape[0])
     assert not in_c(stream)
     got = np.stack(steps(stream, x), axis=1)
-    full = model.predict(x)
-    np.testing.assert_allclose(
-        got[:, -1] if full.ndim == 2 else got, full, atol=TOL_F32
-    )
+    np.testing.assert_allclose(got, model.predict(x), atol=TOL_F32)
+
+
+def test_token_ids_step_as_the_graph_takes_them():
+    """An Embedding model steps on integer ids; an id outside the table
+    raises the graph's message and leaves the state as it was."""
+    model, x = load("k2_stacked_embedding"), inputs("k2_stacked_embedding")
+    ids = x.astype(np.int64)
+    s, clean = model.stream(len(ids)), model.stream(len(ids))
+    assert in_c(s)
+    steps(s, ids, 0, 4), steps(clean, ids, 0, 4)
+    bad = ids[:, 4].copy()
+    bad[0] = 10**9
+    with pytest.raises(fastlstm.ShapeError, match="outside"):
+        s.step(bad)
+    np.testing.assert_array_equal(steps(s, ids, 4), steps(clean, ids, 4))
 
 
 def test_steps_feed_state_and_reset_share_one_state(monkeypatch):
@@ -202,3 +215,42 @@ def test_a_dropped_stream_is_freed_at_once():
         assert gone() is None
     finally:
         gc.enable()
+
+
+def chain_model(*layers) -> fastlstm.Model:
+    """Input (6 features) -> layers, as a Sequential model's spec."""
+    from fastlstm.model_spec import sequential
+
+    return fastlstm.Model(sequential(layers, name="chain", input_shape=(None, None, 6)))
+
+
+@pytest.mark.parametrize(
+    "options, compiled",
+    [({}, True), ({"negative_slope": 0.2}, False), ({"max_value": 6.0}, False)],
+)
+def test_relu_and_elu_layers_join_the_chain(options, compiled, monkeypatch):
+    """ReLU and ELU (alpha 1) layers without options step in C; a ReLU
+    with a slope or a cap stays on the graph. Both match predict."""
+    from fastlstm.model_spec import DenseSpec, RecurrentSpec
+    from fastlstm.sequence_specs import RectifierSpec
+    from fastlstm.spec import LSTMSpec
+
+    rng = np.random.default_rng(5)
+
+    def w(*shape):
+        return rng.normal(0, 0.3, shape).astype(np.float32)
+
+    cell = LSTMSpec(kernel=w(6, 32), recurrent_kernel=w(8, 32), bias=w(32))
+    model = chain_model(
+        RectifierSpec("relu", "ReLU", **options),
+        RecurrentSpec("lstm", "LSTM", cells=(cell,), return_sequences=True),
+        RectifierSpec("elu", "ELU", elu_alpha=1.0),
+        DenseSpec("dense", "Dense", kernel=w(8, 3), bias=w(3), activation="softmax"),
+    )
+    x = rng.normal(size=(4, 12, 6)).astype(np.float32)
+    stream = model.stream(4)
+    assert in_c(stream) is compiled
+    got = np.stack(steps(stream, x), axis=1)
+    np.testing.assert_allclose(got, model.predict(x), rtol=0, atol=TOL_F32)
+    slow = graph_stream(model, 4, monkeypatch)
+    np.testing.assert_allclose(got, np.stack(steps(slow, x), axis=1), atol=1e-6)

@@ -13,7 +13,7 @@ from fastlstm import _inputs
 from fastlstm._core import ChainCore, StreamGuard
 from fastlstm.engine.graph import Graph, RunContext
 from fastlstm.engine.lstm import refuse_pickle
-from fastlstm.engine.step_chain import RecurrentStage, chain_plan, sized
+from fastlstm.engine.step_chain import RecurrentStage, chain_plan, input_size, sized
 from fastlstm.errors import ShapeError, StreamError
 
 __all__ = ["ModelStream"]
@@ -72,7 +72,8 @@ class _GraphSteps:
         checks its inputs."""
         arrays = self.graph.input_arrays(_with_time(x, self.graph), streaming=True)
         self.check_batch(arrays)
-        return np.ascontiguousarray(arrays[0][:, 0], dtype=np.float32)
+        x = np.ascontiguousarray(arrays[0][:, 0], dtype=np.float32)
+        return x.reshape(self.batch, -1)  # token ids: (batch, 1)
 
     def slow_step(self, x: Any) -> Any:
         """One step through the graph for the C step (its guard held)."""
@@ -94,12 +95,11 @@ class _GraphSteps:
                 arrays = [a for a in (streams[s]._h, streams[s]._c) if a is not None]
                 self.pinned.setdefault(s.layer, []).append([*arrays, streams[s]._seen])
         self.repin()
-        features = self.graph.spec.input_shapes[0][2]
         stages = [
             ("recurrent", streams[s], s.masked, s.sequence_output)
             if isinstance(s, RecurrentStage)
             else s
-            for s in sized(plan, features, sizes)
+            for s in sized(plan, input_size(self.graph), sizes)
         ]
         chain = ChainCore()
         chain._init_chain(stages, self.batch, guard, self.chain_input, self.slow_step)
@@ -114,8 +114,8 @@ class ModelStream:
     Embedding, Masking, merges...). Bidirectional and go_backwards layers, and
     Flatten/Reshape/RepeatVector, need the whole sequence and are refused.
 
-    A model that is one chain of Masking, forward recurrent layers, Dense,
-    Activation, normalization and dropout layers steps in C, one call per
+    A model that is one chain of Embedding or Masking, forward recurrent
+    layers, Dense, Activation, normalization and dropout layers steps in C, one call per
     step with no allocation when given ``out=``; its head's activations
     then come from the kernel's float32 code (within 3e-7 of ``predict``).
     """

@@ -1,8 +1,9 @@
 """The per-step path of a model stream: a model that is one chain of
-layers (Masking, recurrent layers running forward, Dense, Activation,
-per-feature affine maps, dropout and noise) runs each time step through
-the C core in one call (fastlstm._core.ChainCore). Other models stream
-through the graph, one NumPy call per layer.
+layers (Embedding or Masking, recurrent layers running forward, Dense,
+Activation, ReLU and ELU, per-feature affine maps, dropout and noise)
+runs each time step through the C core in one call
+(fastlstm._core.ChainCore). Other models stream through the graph, one
+NumPy call per layer.
 
 ``chain_plan`` reads the graph; the stream then gives each recurrent
 stage an engine stream (its state and threads) and builds the ChainCore.
@@ -20,15 +21,19 @@ from fastlstm.activations import kernel_activation
 from fastlstm.engine.layers import (
     Activation,
     Dense,
+    Embedding,
     Identity,
     InputLayer,
     Masking,
     Recurrent,
 )
-from fastlstm.engine.sequence_layers import Affine
+from fastlstm.engine.sequence_layers import Affine, Rectifier
 from fastlstm.model_spec import TensorRef
 
-__all__ = ["RecurrentStage", "chain_plan"]
+__all__ = ["RecurrentStage", "chain_plan", "input_size", "sized"]
+
+# Token ids reach the C step as float32, exact up to 2^24.
+MAX_VOCAB = 1 << 24
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,10 +55,9 @@ def chain_plan(graph: Any) -> list | None:
     spec = graph.spec
     if len(spec.inputs) != 1 or len(spec.outputs) != 1 or graph._folded_nodes:
         return None
-    shape = spec.input_shapes[0]
-    if shape is None or len(shape) != 3 or shape[2] is None:
-        return None
     nodes = list(spec.nodes)
+    if input_size(graph) is None:
+        return None
     if spec.outputs[0] != _ref(nodes[-1]) or not isinstance(
         graph.layers[nodes[0].layer], InputLayer
     ):
@@ -72,6 +76,24 @@ def chain_plan(graph: Any) -> list | None:
     return stages if any(isinstance(s, RecurrentStage) for s in stages) else None
 
 
+def input_size(graph: Any) -> int | None:
+    """Features of one step of the chain's input: the last axis of a
+    (batch, time, features) input, or 1 for the token ids of a (batch, time)
+    input read by an Embedding first (after dropout-like layers); None
+    otherwise."""
+    shape = graph.spec.input_shapes[0]
+    if shape is not None and len(shape) == 3 and shape[2] is not None:
+        return int(shape[2])
+    if shape is None or len(shape) != 2:
+        return None
+    for node in graph.spec.nodes[1:]:
+        layer = graph.layers[node.layer]
+        if not isinstance(layer, Identity):
+            ok = isinstance(layer, Embedding) and layer.spec.table.shape[0] <= MAX_VOCAB
+            return 1 if ok else None
+    return None
+
+
 def _ref(node: Any) -> TensorRef:
     """A node's first output."""
     return TensorRef(node.layer, node.index, 0)
@@ -83,6 +105,12 @@ def _add_stages(layer: Any, masked: bool, stages: list) -> bool | None:
     spec = layer.spec
     if isinstance(layer, Identity):
         return masked
+    if isinstance(layer, Embedding):
+        if stages or spec.table.shape[0] > MAX_VOCAB:  # ids only from the input
+            return None
+        table = np.ascontiguousarray(spec.table, np.float32)
+        stages.append(("embedding", table, bool(spec.mask_zero)))
+        return bool(spec.mask_zero)
     if isinstance(layer, Masking):
         stages.append(("masking", None, float(spec.mask_value), bool(spec.keep_nan)))
         return True
@@ -90,6 +118,9 @@ def _add_stages(layer: Any, masked: bool, stages: list) -> bool | None:
         return _add_dense(spec, masked, stages)
     if isinstance(layer, Activation):
         return _add_activation(spec.activation, spec.axis, masked, stages)
+    if isinstance(layer, Rectifier):
+        name = _plain_rectifier(spec)
+        return None if name is None else _add_activation(name, -1, masked, stages)
     if isinstance(layer, Affine):
         if spec.axis not in (-1, 2):
             return None
@@ -104,6 +135,15 @@ def _add_stages(layer: Any, masked: bool, stages: list) -> bool | None:
             stages.append(RecurrentStage(spec.name, k, masked, sequence))
         return masked and spec.return_sequences
     return None
+
+
+def _plain_rectifier(spec: Any) -> str | None:
+    """The activation a ReLU or ELU layer without options computes, or None
+    (thresholds, slopes, caps and other alphas stay on the graph)."""
+    if spec.elu_alpha is not None:
+        return "elu" if spec.elu_alpha == 1.0 else None
+    plain = spec.max_value is None and not spec.negative_slope and not spec.threshold
+    return "relu" if plain else None
 
 
 def _add_dense(spec: Any, masked: bool, stages: list) -> bool | None:
@@ -143,7 +183,7 @@ def sized(stages: list, input_size: int, recurrent_sizes: dict) -> list:
         kind = s[0]
         if kind in ("masking", "activation", "softmax") and s[1] is None:
             s = (kind, features, *s[2:])
-        elif kind == "dense":
+        elif kind in ("dense", "embedding"):
             features = s[1].shape[1]
         elif kind == "affine":
             s = _affine(s, features)

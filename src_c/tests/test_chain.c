@@ -288,6 +288,62 @@ static void test_chain_errors(chain_fixture *f) {
     free_chain(f);
 }
 
+/* Token ids to table rows, id 0 masked with mask_zero (the LSTM then
+ * carries its state: zeros before a row's first valid step); ids outside
+ * the table fail at the embedding stage. */
+static void test_embedding(chain_fixture *f) {
+    fl_blas blas = {fl_naive_sgemm, fl_naive_sgemv};
+    const int B = 3, V = 7;
+    float *table = rand_array((size_t)V * F, 1.0f);
+    make_chain(f, B, 1, NULL);
+    fl_stage st[2] = {
+        {.kind = FL_STAGE_EMBEDDING,
+         .in_size = 1,
+         .out_size = F,
+         .kernel = table,
+         .vocab = V,
+         .mask_zero = 1},
+        f->st[1],
+    };
+    size_t bytes = 0;
+    CHECK(fl_chain_workspace_size(st, 2, B, &bytes) == FL_OK, "embedding chain");
+    void *work = malloc(bytes);
+    float ids[3] = {0.0f, 3.0f, 6.9f}, out[3 * H1];
+    CHECK(fl_chain_step(st, 2, &blas, B, ids, out, work, bytes, NULL) == FL_OK,
+          "embedding step");
+    int zero_row = 1;
+    for (int j = 0; j < H1; j++) zero_row &= out[j] == 0.0f;
+    CHECK(zero_row && f->seen1[0] == 0 && f->seen1[1] == 1 && f->seen1[2] == 1,
+          "id 0 is a masked step");
+    /* the LSTM step of rows 1 and 2 is that of their table rows, 3 and 6 */
+    float xs[3 * F];
+    memcpy(xs, table, F * sizeof(float));
+    memcpy(xs + F, table + 3 * F, F * sizeof(float));
+    memcpy(xs + 2 * F, table + 6 * F, F * sizeof(float));
+    chain_fixture r = *f;
+    make_chain(&r, B, 1, NULL);
+    unsigned char mask[3] = {0, 1, 1};
+    float y[3 * H1];
+    fl_run run = r.runs[0];
+    run.x = xs, run.mask = mask, run.y = y;
+    fl_lstm_forward(r.lstm, &blas, &run, r.works[0], r.st[1].work_bytes);
+    CHECK(!memcmp(out + H1, y + H1, 2 * H1 * sizeof(float)), "rows by token id");
+    const float bad[3][3] = {{0, 7, 1}, {-1, 0, 0}, {0, NAN, 0}};
+    for (int k = 0; k < 3; k++) {
+        int failed = -1;
+        CHECK(fl_chain_step(st, 2, &blas, B, bad[k], out, work, bytes, &failed) ==
+                      FL_ERR_ARG &&
+                  failed == 0,
+              "id case %d outside the table", k);
+    }
+    st[0].mask_zero = 0;
+    CHECK(fl_chain_workspace_size(st, 2, B, &bytes) == FL_ERR_ARG,
+          "a masked stage after an embedding without mask_zero");
+    free(work), free(table);
+    free_chain(&r);
+    free_chain(f);
+}
+
 void test_chains(void) {
     chain_fixture f;
     make_layers(&f);
@@ -301,5 +357,6 @@ void test_chains(void) {
     run_against_by_hand(&f, 1, 2, NULL);
     test_failed_step_keeps_state(&f);
     test_chain_errors(&f);
+    test_embedding(&f);
     free_layers(&f);
 }
