@@ -16,6 +16,5 @@ from fastlstm.cli import main
 if __name__ == "__main__":
     results = str(Path(__file__).resolve().parent / "results")
     args = sys.argv[1:]
-    raise SystemExit(
-        main(["bench", *args] + ([] if "--out" in args else ["--out", results]))
-    )
+    given = any(a == "--out" or a.startswith("--out=") for a in args)
+    raise SystemExit(main(["bench", *args] + ([] if given else ["--out", results])))

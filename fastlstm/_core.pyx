@@ -519,6 +519,24 @@ _BUSY_MESSAGE = ("this stream is being used by another thread; streams hold "
                  "mutable state, create one stream per thread")
 
 
+cdef inline bint _is_plain(object a, int ndim, Py_ssize_t d0, Py_ssize_t d1,
+                           bint writeable):
+    """Whether ``a`` is a float32 ndarray of shape (d0,) or (d0, d1) that the
+    C core can read (and write) in place: C-contiguous, aligned, in native
+    byte order."""
+    if not cnp.PyArray_CheckExact(a):
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    return (cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT32
+            and cnp.PyArray_NDIM(arr) == ndim
+            and cnp.PyArray_IS_C_CONTIGUOUS(arr)
+            and cnp.PyArray_ISALIGNED(arr)
+            and cnp.PyArray_ISNOTSWAPPED(arr)
+            and (not writeable or cnp.PyArray_ISWRITEABLE(arr))
+            and cnp.PyArray_DIM(arr, 0) == d0
+            and (ndim == 1 or cnp.PyArray_DIM(arr, 1) == d1))
+
+
 cdef class StreamGuard:
     """One stream's busy flag. ``with guard:`` tests and sets it with no
     Python code in between, so under the GIL the two are one step: a second
@@ -632,12 +650,7 @@ cdef class StreamCore:
         cdef cnp.ndarray ma
         cdef cnp.ndarray oa
         cdef int n_in = self._input_size, n_out = self._output_size
-        if not (cnp.PyArray_CheckExact(x)
-                and cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_FLOAT32
-                and cnp.PyArray_NDIM(<cnp.ndarray>x) == 2
-                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x)
-                and cnp.PyArray_DIM(<cnp.ndarray>x, 0) == self.batch
-                and cnp.PyArray_DIM(<cnp.ndarray>x, 1) == n_in):
+        if not _is_plain(x, 2, self.batch, n_in, False):
             x = self._step_input(x)  # converts or raises a named error
         xa = <cnp.ndarray>x
         cdef const uint8_t *mp = NULL
@@ -648,16 +661,10 @@ cdef class StreamCore:
             oa = cnp.PyArray_EMPTY(2, [self.batch, n_out],
                                    cnp.NPY_FLOAT32, 0)
         else:
-            if not (cnp.PyArray_CheckExact(out)
-                    and cnp.PyArray_TYPE(<cnp.ndarray>out) == cnp.NPY_FLOAT32
-                    and cnp.PyArray_NDIM(<cnp.ndarray>out) == 2
-                    and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>out)
-                    and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)
-                    and cnp.PyArray_DIM(<cnp.ndarray>out, 0) == self.batch
-                    and cnp.PyArray_DIM(<cnp.ndarray>out, 1) == n_out):
+            if not _is_plain(out, 2, self.batch, n_out, True):
                 raise ShapeError(
-                    f"out must be a writeable C-contiguous float32 array of "
-                    f"shape ({self.batch}, {n_out})"
+                    f"out must be a writeable C-contiguous float32 array in "
+                    f"native byte order, of shape ({self.batch}, {n_out})"
                 )
             oa = <cnp.ndarray>out
         cdef fl_run run
@@ -721,8 +728,9 @@ cdef class ChainCore:
     ("softmax", size), ("affine", scale, shift), ("embedding", table,
     mask_zero) (first, on token ids as floats); float32 C-contiguous
     arrays. ``convert(x)`` turns any other input into a (batch, features)
-    float32 array or raises the model's own error; ``slow(x)`` runs the
-    step through the model graph, for the message of a failed step.
+    float32 array ((batch,) token ids for an embedding first) or raises
+    the model's own error; ``slow(x)`` runs the step through the model
+    graph, for the message of a failed step (leaving the state as it was).
     """
 
     cdef fl_stage *_stages
@@ -731,6 +739,7 @@ cdef class ChainCore:
     cdef readonly int batch
     cdef readonly int input_size
     cdef readonly int output_size
+    cdef bint _ids  # a step's input is (batch,) token ids, not (batch, features)
     cdef list _keep  # what the stages point into
     cdef object _work
     cdef size_t _work_bytes
@@ -766,6 +775,7 @@ cdef class ChainCore:
             self._fill_stage(k, stages[k])
         self.input_size = self._stages[0].in_size
         self.output_size = self._stages[n - 1].out_size
+        self._ids = self._stages[0].kind == FL_STAGE_EMBEDDING
         cdef size_t need = 0
         _check(fl_chain_workspace_size(self._stages, n, batch, &need), "chain")
         self._work = np.empty(need, np.uint8)
@@ -848,6 +858,8 @@ cdef class ChainCore:
         """Runs one time step: x (batch, features) -> (batch, outputs),
         written into ``out`` (a float32 array of that shape) if given."""
         cdef StreamGuard guard = self.guard
+        if guard is None:
+            raise StreamError("this chain was not initialised")
         if guard.busy:  # test and set with no Python code between: atomic
             raise StreamError(_BUSY_MESSAGE)
         guard.busy = True
@@ -858,30 +870,25 @@ cdef class ChainCore:
 
     cdef object _step(self, x, out):
         given = x  # what the graph reruns if the step fails
-        if not (cnp.PyArray_CheckExact(x)
-                and cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_FLOAT32
-                and cnp.PyArray_NDIM(<cnp.ndarray>x) == 2
-                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x)
-                and cnp.PyArray_DIM(<cnp.ndarray>x, 0) == self.batch
-                and cnp.PyArray_DIM(<cnp.ndarray>x, 1) == self.input_size):
+        cdef int ndim = 1 if self._ids else 2
+        if not _is_plain(x, ndim, self.batch, self.input_size, False):
             x = self._convert(x)
+            if not _is_plain(x, ndim, self.batch, self.input_size, False):
+                raise ShapeError(
+                    f"a step takes {self.input_size} features per row; the "
+                    f"model's declared input does not match its first layer"
+                )
         cdef cnp.ndarray xa = <cnp.ndarray>x
         cdef cnp.ndarray oa
         if out is None:
             oa = cnp.PyArray_EMPTY(2, [self.batch, self.output_size],
                                    cnp.NPY_FLOAT32, 0)
-        elif (cnp.PyArray_CheckExact(out)
-                and cnp.PyArray_TYPE(<cnp.ndarray>out) == cnp.NPY_FLOAT32
-                and cnp.PyArray_NDIM(<cnp.ndarray>out) == 2
-                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>out)
-                and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)
-                and cnp.PyArray_DIM(<cnp.ndarray>out, 0) == self.batch
-                and cnp.PyArray_DIM(<cnp.ndarray>out, 1) == self.output_size):
+        elif _is_plain(out, 2, self.batch, self.output_size, True):
             oa = <cnp.ndarray>out
         elif (isinstance(out, np.ndarray) and out.flags.writeable
                 and out.shape == (self.batch, self.output_size)):
-            # another dtype or layout: the step's result is copied in
-            np.copyto(out, self._step(x, None), casting="same_kind")
+            # another dtype, layout or byte order: the result is copied in
+            np.copyto(out, self._step(given, None), casting="same_kind")
             return out
         else:
             raise ShapeError(

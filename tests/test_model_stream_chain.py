@@ -254,3 +254,116 @@ def test_relu_and_elu_layers_join_the_chain(options, compiled, monkeypatch):
     np.testing.assert_allclose(got, model.predict(x), rtol=0, atol=TOL_F32)
     slow = graph_stream(model, 4, monkeypatch)
     np.testing.assert_allclose(got, np.stack(steps(slow, x), axis=1), atol=1e-6)
+
+
+def lstm_spec(name: str, inputs: int, units: int, rng, **options):
+    from fastlstm.model_spec import RecurrentSpec
+    from fastlstm.spec import LSTMSpec
+
+    def w(*shape):
+        return rng.normal(0, 0.3, shape).astype(np.float32)
+
+    cell = LSTMSpec(
+        kernel=w(inputs, 4 * units),
+        recurrent_kernel=w(units, 4 * units),
+        bias=w(4 * units),
+    )
+    return RecurrentSpec(name, "LSTM", cells=(cell,), **options)
+
+
+def test_a_first_layer_wider_than_the_input_stays_on_the_graph():
+    """A file declaring 4 features for an LSTM of 6: no C step (it would
+    read past each row); the graph's error at the step."""
+    from fastlstm.model_spec import sequential
+
+    rng = np.random.default_rng(6)
+    spec = sequential(
+        [lstm_spec("lstm", 6, 8, rng)], name="m", input_shape=(None, None, 4)
+    )
+    stream = fastlstm.Model(spec).stream(1)
+    assert not in_c(stream)
+    with pytest.raises(fastlstm.ShapeError):
+        stream.step(np.ones((1, 4), np.float32))
+
+
+def test_a_recurrent_layer_called_twice_cannot_stream():
+    """One LSTM applied twice needs a state per call; a stream keeps one per
+    layer, so it refuses the model (predict runs it)."""
+    from fastlstm.model_spec import InputSpec, ModelSpec, NodeSpec, TensorRef
+
+    rng = np.random.default_rng(7)
+    lstm = lstm_spec("lstm", 8, 8, rng, return_sequences=True)
+    spec = ModelSpec(
+        name="twice",
+        layers=(InputSpec("x", "InputLayer"), lstm),
+        nodes=(
+            NodeSpec("x", 0, ()),
+            NodeSpec("lstm", 0, (TensorRef("x"),)),
+            NodeSpec("lstm", 1, (TensorRef("lstm", 0),)),
+        ),
+        inputs=(TensorRef("x"),),
+        outputs=(TensorRef("lstm", 1),),
+        input_shapes=((None, None, 8),),
+    )
+    model = fastlstm.Model(spec)
+    assert model.predict(np.ones((1, 3, 8), np.float32)).shape == (1, 3, 8)
+    with pytest.raises(fastlstm.StreamError, match="called 2 times"):
+        model.stream(1)
+
+
+def test_byte_swapped_arrays_are_read_and_written_right():
+    model = fastlstm.load(EXAMPLE)
+    x = np.random.default_rng(8).normal(size=(2, 16)).astype(np.float32)
+    want = model.stream(2).step(x)
+    np.testing.assert_array_equal(model.stream(2).step(x.astype(">f4")), want)
+    out = np.empty((2, 1), ">f4")
+    assert model.stream(2).step(x, out=out) is out
+    np.testing.assert_array_equal(out, want)
+
+
+def test_a_step_failing_after_the_first_layer_keeps_every_state():
+    """The second LSTM gets inf (an exponential head overflows): the step
+    raises, and neither layer's state moved; a failed chunk likewise."""
+    from fastlstm.model_spec import DenseSpec, sequential
+
+    rng = np.random.default_rng(9)
+    dense = DenseSpec(
+        "blow",
+        "Dense",
+        kernel=np.eye(8, dtype=np.float32),
+        bias=np.full(8, 200, np.float32),
+        activation="exponential",
+    )
+    spec = sequential(
+        [
+            lstm_spec("a", 4, 8, rng, return_sequences=True),
+            dense,
+            lstm_spec("b", 8, 4, rng),
+        ],
+        name="m",
+        input_shape=(None, None, 4),
+    )
+    stream = fastlstm.Model(spec).stream(1)
+    assert in_c(stream)
+    before = stream.state
+    with pytest.raises(fastlstm.NonFiniteError):
+        stream.step(np.ones((1, 4), np.float32))
+    with pytest.raises(fastlstm.NonFiniteError):
+        stream.feed(np.ones((1, 3, 4), np.float32))
+    for name, value in stream.state.items():
+        np.testing.assert_array_equal(value, before[name])
+
+
+def test_token_ids_are_cut_toward_zero_as_the_graph_cuts_them():
+    model, x = load("k2_stacked_embedding"), inputs("k2_stacked_embedding")
+    ids = x[:, 0].astype(np.int64)
+    want = model.stream(len(ids)).step(ids)
+    near = ids.astype(np.float64) + 0.99999999
+    np.testing.assert_array_equal(model.stream(len(ids)).step(near), want)
+    with pytest.raises(fastlstm.ShapeError):  # one step's ids are (batch,)
+        model.stream(len(ids)).step(ids[:, None].astype(np.float32))
+
+
+def test_an_uninitialised_chain_refuses_to_step():
+    with pytest.raises(fastlstm.StreamError):
+        ChainCore().step(np.zeros((1, 1), np.float32))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -93,11 +94,15 @@ def run_keras(
             print(f"\n      {line}", end="", file=progress, flush=True)
         elif line:
             last = line
-    if proc.wait() != 0:
-        notes.append(f"keras skipped: {last}")
-        return None
-    result = json.loads((tmp / "result.json").read_text())
-    return result, dict(np.load(tmp / "arrays.npz"))
+    try:
+        if proc.wait() != 0:
+            notes.append(f"keras skipped: {last}")
+            return None
+        result = json.loads((tmp / "result.json").read_text())
+        with np.load(tmp / "arrays.npz") as saved:
+            return result, {k: saved[k] for k in saved.files}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ class FastLSTM:
 
     def _layer(self, w, **kw):
         if is_gru(w):
-            return self.fastlstm.GRU(*_gru4(w), **kw)
+            return self.fastlstm.GRU(*_gru4(w), threads=self.threads, **kw)
         return self.fastlstm.LSTM(*_split(w), threads=self.threads, **kw)
 
     def step(self, w, batch):

@@ -179,6 +179,15 @@ class Graph:
 
     def streaming_problem(self) -> str | None:
         """Why this graph cannot run piece by piece, or None."""
+        calls: dict[str, int] = {}
+        for node in self.spec.nodes:
+            calls[node.layer] = calls.get(node.layer, 0) + 1
+        for name in self.recurrent_names():
+            if calls.get(name, 0) > 1:
+                return (
+                    f"layer {name!r} is called {calls[name]} times: a stream keeps "
+                    "one state per recurrent layer"
+                )
         for node in self.spec.nodes:
             layer = self.layers[node.layer]
             if not layer.streams:

@@ -41,10 +41,20 @@ class _GraphSteps:
             )
 
     def run_flat(self, x: Inputs) -> list:
-        """Runs a chunk (batch, time, ...) per input; returns the outputs."""
+        """Runs a chunk (batch, time, ...) per input; returns the outputs.
+        A chunk that fails leaves every state as it was."""
         arrays = self.graph.input_arrays(x, streaming=True)
         self.check_batch(arrays)
-        return self.graph.run(arrays, self.ctx)
+        # a run replaces the carries' entries (never writes into them)
+        saved = {name: list(c.states) for name, c in self.ctx.carries.items()}
+        try:
+            return self.graph.run(arrays, self.ctx)
+        except BaseException:
+            for name, states in saved.items():
+                self.ctx.carries[name].states[:] = states
+            raise
+        finally:
+            self.repin()
 
     def step(self, x: Inputs) -> Any:
         """One step through the graph, layer by layer."""
@@ -69,40 +79,41 @@ class _GraphSteps:
 
     def chain_input(self, x: Any) -> np.ndarray:
         """One step's input as the C step reads it, checked as the graph
-        checks its inputs."""
+        checks its inputs: (batch, features), or (batch,) token ids cut
+        toward zero in their own type first, as the graph's Embedding does."""
         arrays = self.graph.input_arrays(_with_time(x, self.graph), streaming=True)
         self.check_batch(arrays)
-        x = np.ascontiguousarray(arrays[0][:, 0], dtype=np.float32)
-        return x.reshape(self.batch, -1)  # token ids: (batch, 1)
-
-    def slow_step(self, x: Any) -> Any:
-        """One step through the graph for the C step (its guard held)."""
-        try:
-            return self.step(x)
-        finally:
-            self.repin()
+        step = arrays[0][:, 0]
+        if step.ndim == 1 and step.dtype.kind == "f":
+            with np.errstate(invalid="ignore"):
+                step = np.trunc(step)
+        return np.ascontiguousarray(step, dtype=np.float32)
 
     def compiled_step(self, plan: list, guard: StreamGuard) -> Any:
-        """The C step of a chain-shaped model (see engine.step_chain): each
-        recurrent cell gets an engine stream whose state arrays the carries
-        hold."""
-        sizes, streams = {}, {}
-        for s in plan:
-            if isinstance(s, RecurrentStage):
-                cell = self.graph.layers[s.layer].direction.cells[s.cell]
-                streams[s] = cell.stream(self.batch)
-                sizes[s] = cell.output_size
-                arrays = [a for a in (streams[s]._h, streams[s]._c) if a is not None]
-                self.pinned.setdefault(s.layer, []).append([*arrays, streams[s]._seen])
+        """The C step of a chain-shaped model (see engine.step_chain), or
+        None when its layers' sizes do not chain: each recurrent cell gets
+        an engine stream whose state arrays the carries hold."""
+        cells = {
+            s: self.graph.layers[s.layer].direction.cells[s.cell]
+            for s in plan
+            if isinstance(s, RecurrentStage)
+        }
+        full = sized(plan, input_size(self.graph), cells)
+        if full is None:
+            return None
+        streams = {s: cell.stream(self.batch) for s, cell in cells.items()}
+        for s, stream in streams.items():
+            arrays = [a for a in (stream._h, stream._c) if a is not None]
+            self.pinned.setdefault(s.layer, []).append([*arrays, stream._seen])
         self.repin()
         stages = [
             ("recurrent", streams[s], s.masked, s.sequence_output)
             if isinstance(s, RecurrentStage)
             else s
-            for s in sized(plan, input_size(self.graph), sizes)
+            for s in full
         ]
         chain = ChainCore()
-        chain._init_chain(stages, self.batch, guard, self.chain_input, self.slow_step)
+        chain._init_chain(stages, self.batch, guard, self.chain_input, self.step)
         return chain.step
 
 
@@ -131,8 +142,11 @@ class ModelStream:
         # held for a whole step or chunk through every layer
         self._guard = StreamGuard()
         plan = chain_plan(graph)
-        if plan is not None:
-            self.step = self._steps.compiled_step(plan, self._guard)  # type: ignore[method-assign]
+        compiled = (
+            None if plan is None else self._steps.compiled_step(plan, self._guard)
+        )
+        if compiled is not None:
+            self.step = compiled  # type: ignore[method-assign]
 
     batch_size = property(lambda self: self._batch)
 
@@ -148,10 +162,7 @@ class ModelStream:
     def feed(self, x: Inputs) -> Any:
         """Runs a chunk (batch, time, ...) per input; returns the outputs."""
         with self._guard:
-            try:
-                return self._graph.structured(self._steps.run_flat(x))
-            finally:
-                self._steps.repin()
+            return self._graph.structured(self._steps.run_flat(x))
 
     def step(self, x: Inputs, out: np.ndarray | None = None) -> Any:
         """Runs one time step: each input (batch, ...) without the time axis.

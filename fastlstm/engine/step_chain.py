@@ -56,8 +56,8 @@ def chain_plan(graph: Any) -> list | None:
     if len(spec.inputs) != 1 or len(spec.outputs) != 1 or graph._folded_nodes:
         return None
     nodes = list(spec.nodes)
-    if input_size(graph) is None:
-        return None
+    if input_size(graph) is None or len({n.layer for n in nodes}) != len(nodes):
+        return None  # a layer called twice would share one state in C
     if spec.outputs[0] != _ref(nodes[-1]) or not isinstance(
         graph.layers[nodes[0].layer], InputLayer
     ):
@@ -170,22 +170,31 @@ def _add_activation(name: str, axis: int, masked: bool, stages: list) -> bool | 
     return masked
 
 
-def sized(stages: list, input_size: int, recurrent_sizes: dict) -> list:
-    """The stages with every size filled in: ``None`` sizes (masking,
-    activation, softmax) take the features that reach them;
-    ``recurrent_sizes`` maps a RecurrentStage to its output size."""
+def sized(stages: list, input_size: int, cells: dict) -> list | None:
+    """The stages with every size filled in (masking, activation and
+    softmax take the features that reach them; ``cells`` maps each
+    RecurrentStage to its engine cell), or None when a stage does not take
+    the features that reach it: the graph then says so at the step."""
     out, features = [], input_size
     for s in stages:
         if isinstance(s, RecurrentStage):
+            if cells[s].input_size != features:
+                return None
             out.append(s)
-            features = recurrent_sizes[s]
+            features = cells[s].output_size
             continue
         kind = s[0]
-        if kind in ("masking", "activation", "softmax") and s[1] is None:
+        if kind in ("masking", "activation", "softmax"):
             s = (kind, features, *s[2:])
-        elif kind in ("dense", "embedding"):
+        elif kind == "dense":
+            if s[1].shape[0] != features:
+                return None
+            features = s[1].shape[1]
+        elif kind == "embedding":  # first, on the input's token ids
             features = s[1].shape[1]
         elif kind == "affine":
+            if np.size(s[1]) not in (1, features) or np.size(s[2]) not in (1, features):
+                return None
             s = _affine(s, features)
         out.append(s)
     return out
