@@ -160,6 +160,7 @@ cdef extern from "fastlstm.h" nogil:
         FL_STAGE_SOFTMAX
         FL_STAGE_AFFINE
         FL_STAGE_EMBEDDING
+        FL_STAGE_LAYER_NORM
 
     ctypedef struct fl_stage:
         fl_stage_kind kind
@@ -181,6 +182,8 @@ cdef extern from "fastlstm.h" nogil:
         const float *shift
         int vocab
         int mask_zero
+        float epsilon
+        int rms_scaling
 
     fl_status fl_chain_workspace_size(const fl_stage *stages, int n_stages,
                                       int batch, size_t *out_bytes)

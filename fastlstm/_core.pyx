@@ -714,6 +714,7 @@ _STAGE_KINDS = {
     "softmax": FL_STAGE_SOFTMAX,
     "affine": FL_STAGE_AFFINE,
     "embedding": FL_STAGE_EMBEDDING,
+    "layernorm": FL_STAGE_LAYER_NORM,
 }
 
 
@@ -725,7 +726,8 @@ cdef class ChainCore:
     ("recurrent", stream, masked, sequence_output) with an engine stream
     (a StreamCore) whose state arrays the chain steps, ("dense", kernel,
     bias or None, activation), ("activation", size, activation),
-    ("softmax", size), ("affine", scale, shift), ("embedding", table,
+    ("softmax", size), ("affine", scale, shift), ("layernorm", size,
+    gamma or None, beta or None, epsilon, rms_scaling), ("embedding", table,
     mask_zero) (first, on token ids as floats); float32 C-contiguous
     arrays. ``convert(x)`` turns any other input into a (batch, features)
     float32 array ((batch,) token ids for an embedding first) or raises
@@ -819,6 +821,10 @@ cdef class ChainCore:
         elif kind == "affine":
             s.scale = self._array(t[1], s.in_size)
             s.shift = self._array(t[2], s.in_size)
+        elif kind == "layernorm":
+            s.scale = NULL if t[2] is None else self._array(t[2], s.in_size)
+            s.shift = NULL if t[3] is None else self._array(t[3], s.in_size)
+            s.epsilon, s.rms_scaling = t[4], t[5]
         return 0
 
     cdef int _fill_recurrent(self, int k, StreamCore core, bint masked,

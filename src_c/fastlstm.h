@@ -326,11 +326,15 @@ typedef enum fl_stage_kind {
     FL_STAGE_ACTIVATION = 4,
     FL_STAGE_SOFTMAX = 5,   /* softmax over the features */
     FL_STAGE_AFFINE = 6,    /* x * scale + shift, per feature */
-    FL_STAGE_EMBEDDING = 7  /* the row of `kernel` (vocab, out_size) of each
+    FL_STAGE_EMBEDDING = 7, /* the row of `kernel` (vocab, out_size) of each
                                row's token id x[b] (in_size 1; a float,
                                truncated as a cast to an integer);
                                FL_ERR_ARG for an id outside [0, vocab).
                                With mask_zero, the step's mask is id != 0 */
+    FL_STAGE_LAYER_NORM = 8 /* (x - mean) / sqrt(var + epsilon) over each
+                               row's features (x / sqrt(mean(x^2) + epsilon)
+                               with rms_scaling), then * scale + shift
+                               (each may be NULL) */
 } fl_stage_kind;
 
 typedef struct fl_stage {
@@ -361,11 +365,14 @@ typedef struct fl_stage {
     const float *kernel;
     const float *bias;
     fl_activation activation;
-    /* FL_STAGE_AFFINE: (out_size) each */
+    /* FL_STAGE_AFFINE and FL_STAGE_LAYER_NORM: (out_size) each */
     const float *scale;
     const float *shift;
     int vocab;
     int mask_zero;
+    /* FL_STAGE_LAYER_NORM */
+    float epsilon;
+    int rms_scaling;
 } fl_stage;
 
 /* Bytes of workspace fl_chain_step needs for this batch: two buffers for

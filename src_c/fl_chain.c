@@ -1,7 +1,8 @@
 /*
  * fl_chain.c - one streaming step through a chain of stages (a model's
  * layers run one time step at a time): masking, recurrent layers, dense
- * layers, activations, softmax and per-feature affine maps.
+ * layers, activations, softmax, per-feature affine maps and layer
+ * normalization.
  */
 #include <math.h>
 #include <string.h>
@@ -64,6 +65,9 @@ static fl_status check_stage(const fl_stage *s, int batch, int features, int mas
     case FL_STAGE_AFFINE:
         if (s->out_size != s->in_size) return FL_ERR_SHAPE;
         return s->scale && s->shift ? FL_OK : FL_ERR_ARG;
+    case FL_STAGE_LAYER_NORM:
+        if (s->out_size != s->in_size) return FL_ERR_SHAPE;
+        return s->epsilon >= 0.0f && s->epsilon <= 1e30f ? FL_OK : FL_ERR_ARG;
     case FL_STAGE_EMBEDDING:
         if (s->in_size != 1 || s->vocab < 1 || s->vocab > (1 << 24))
             return FL_ERR_SHAPE;
@@ -170,6 +174,28 @@ static fl_status embedding(const fl_stage *s, int batch, const float *x, float *
     return FL_OK;
 }
 
+/* Each row normalized over its features, in double. */
+static void layer_norm(const fl_stage *s, int batch, const float *x, float *y) {
+    const size_t F = (size_t)s->in_size;
+    for (int b = 0; b < batch; b++) {
+        const float *xr = x + (size_t)b * F;
+        float *yr = y + (size_t)b * F;
+        double mean = 0.0, sq = 0.0;
+        if (!s->rms_scaling) {
+            for (size_t j = 0; j < F; j++) mean += xr[j];
+            mean /= (double)F;
+        }
+        for (size_t j = 0; j < F; j++) sq += (xr[j] - mean) * (xr[j] - mean);
+        const double inv = 1.0 / sqrt(sq / (double)F + (double)s->epsilon);
+        for (size_t j = 0; j < F; j++) {
+            double v = (xr[j] - mean) * inv;
+            if (s->scale) v *= s->scale[j];
+            if (s->shift) v += s->shift[j];
+            yr[j] = (float)v;
+        }
+    }
+}
+
 static fl_status step_recurrent(const fl_stage *s, const fl_blas *blas, const float *x,
                                 float *y, const uint8_t *mask) {
     fl_run *r = s->run;
@@ -245,6 +271,9 @@ static fl_status run_stage(const fl_stage *s, const fl_blas *blas, int batch,
         return FL_OK;
     case FL_STAGE_EMBEDDING:
         return embedding(s, batch, x, y, mask);
+    case FL_STAGE_LAYER_NORM:
+        layer_norm(s, batch, x, y);
+        return FL_OK;
     }
     return FL_ERR_UNSUPPORTED;
 }

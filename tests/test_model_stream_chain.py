@@ -367,3 +367,41 @@ def test_token_ids_are_cut_toward_zero_as_the_graph_cuts_them():
 def test_an_uninitialised_chain_refuses_to_step():
     with pytest.raises(fastlstm.StreamError):
         ChainCore().step(np.zeros((1, 1), np.float32))
+
+
+@pytest.mark.parametrize("rms_scaling", [False, True])
+def test_layer_normalization_joins_the_chain(rms_scaling, monkeypatch):
+    """LSTM -> LayerNormalization (over the features) -> Dense steps in C
+    and matches predict and the graph's own path."""
+    from fastlstm.model_spec import DenseSpec, sequential
+    from fastlstm.sequence_specs import LayerNormSpec
+
+    rng = np.random.default_rng(10)
+    norm = LayerNormSpec(
+        "norm",
+        "LayerNormalization",
+        epsilon=1e-3,
+        rms_scaling=rms_scaling,
+        gamma=rng.normal(1, 0.2, 8).astype(np.float32),
+        beta=None if rms_scaling else rng.normal(0, 0.2, 8).astype(np.float32),
+    )
+    dense = DenseSpec(
+        "dense",
+        "Dense",
+        kernel=rng.normal(0, 0.3, (8, 2)).astype(np.float32),
+        bias=None,
+        activation="tanh",
+    )
+    spec = sequential(
+        [lstm_spec("lstm", 6, 8, rng, return_sequences=True), norm, dense],
+        name="m",
+        input_shape=(None, None, 6),
+    )
+    model = fastlstm.Model(spec)
+    x = rng.normal(size=(3, 10, 6)).astype(np.float32)
+    stream = model.stream(3)
+    assert in_c(stream)
+    got = np.stack(steps(stream, x), axis=1)
+    np.testing.assert_allclose(got, model.predict(x), rtol=0, atol=TOL_F32)
+    slow = graph_stream(model, 3, monkeypatch)
+    np.testing.assert_allclose(got, np.stack(steps(slow, x), axis=1), atol=1e-6)

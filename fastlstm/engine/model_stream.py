@@ -126,7 +126,8 @@ class ModelStream:
     Flatten/Reshape/RepeatVector, need the whole sequence and are refused.
 
     A model that is one chain of Embedding or Masking, forward recurrent
-    layers, Dense, Activation, normalization and dropout layers steps in C, one call per
+    layers, Dense, Activation, normalization (folded or per step) and
+    dropout layers steps in C, one call per
     step with no allocation when given ``out=``; its head's activations
     then come from the kernel's float32 code (within 3e-7 of ``predict``).
     """

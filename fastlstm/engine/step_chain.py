@@ -1,7 +1,7 @@
 """The per-step path of a model stream: a model that is one chain of
 layers (Embedding or Masking, recurrent layers running forward, Dense,
-Activation, ReLU and ELU, per-feature affine maps, dropout and noise)
-runs each time step through the C core in one call
+Activation, ReLU and ELU, per-feature affine maps, LayerNormalization,
+dropout and noise) runs each time step through the C core in one call
 (fastlstm._core.ChainCore). Other models stream through the graph, one
 NumPy call per layer.
 
@@ -27,7 +27,7 @@ from fastlstm.engine.layers import (
     Masking,
     Recurrent,
 )
-from fastlstm.engine.sequence_layers import Affine, Rectifier
+from fastlstm.engine.sequence_layers import Affine, LayerNorm, Rectifier
 from fastlstm.model_spec import TensorRef
 
 __all__ = ["RecurrentStage", "chain_plan", "input_size", "sized"]
@@ -121,6 +121,24 @@ def _add_stages(layer: Any, masked: bool, stages: list) -> bool | None:
     if isinstance(layer, Rectifier):
         name = _plain_rectifier(spec)
         return None if name is None else _add_activation(name, -1, masked, stages)
+    if isinstance(layer, LayerNorm):
+        if tuple(spec.axes) not in ((-1,), (2,)):
+            return None
+        gamma, beta = (
+            None if a is None else np.ascontiguousarray(a, np.float32).reshape(-1)
+            for a in (spec.gamma, spec.beta)
+        )
+        stages.append(
+            (
+                "layernorm",
+                None,
+                gamma,
+                beta,
+                float(spec.epsilon),
+                bool(spec.rms_scaling),
+            )
+        )
+        return masked
     if isinstance(layer, Affine):
         if spec.axis not in (-1, 2):
             return None
@@ -184,8 +202,12 @@ def sized(stages: list, input_size: int, cells: dict) -> list | None:
             features = cells[s].output_size
             continue
         kind = s[0]
-        if kind in ("masking", "activation", "softmax"):
+        if kind in ("masking", "activation", "softmax", "layernorm"):
             s = (kind, features, *s[2:])
+            if kind == "layernorm" and any(
+                a is not None and a.size != features for a in s[2:4]
+            ):
+                return None
         elif kind == "dense":
             if s[1].shape[0] != features:
                 return None

@@ -344,6 +344,50 @@ static void test_embedding(chain_fixture *f) {
     free_chain(f);
 }
 
+/* Layer normalization over each row against a double reference, centred
+ * or by root mean square, with and without scale and shift. */
+static void test_layer_norm(void) {
+    fl_blas blas = {fl_naive_sgemm, fl_naive_sgemv};
+    enum { B = 3, N = 20 };
+    float x[B * N], out[B * N], gamma[N], beta[N];
+    for (int i = 0; i < B * N; i++) x[i] = nrand(2.0f) + 0.5f;
+    for (int j = 0; j < N; j++) gamma[j] = nrand(1.0f), beta[j] = nrand(1.0f);
+    for (int rms = 0; rms < 2; rms++)
+        for (int affine = 0; affine < 2; affine++) {
+            fl_stage st = {.kind = FL_STAGE_LAYER_NORM,
+                           .in_size = N,
+                           .out_size = N,
+                           .scale = affine ? gamma : NULL,
+                           .shift = affine ? beta : NULL,
+                           .epsilon = 1e-3f,
+                           .rms_scaling = rms};
+            size_t bytes = 0;
+            fl_chain_workspace_size(&st, 1, B, &bytes);
+            void *work = malloc(bytes);
+            CHECK(fl_chain_step(&st, 1, &blas, B, x, out, work, bytes, NULL) == FL_OK,
+                  "layer norm step");
+            double err = 0;
+            for (int b = 0; b < B; b++) {
+                double mean = 0, sq = 0;
+                for (int j = 0; j < N; j++) mean += rms ? 0 : x[b * N + j] / (double)N;
+                for (int j = 0; j < N; j++)
+                    sq += (x[b * N + j] - mean) * (x[b * N + j] - mean) / N;
+                for (int j = 0; j < N; j++) {
+                    double v = (x[b * N + j] - mean) / sqrt(sq + 1e-3);
+                    if (affine) v = v * gamma[j] + beta[j];
+                    err = fmax(err, fabs(out[b * N + j] - v));
+                }
+            }
+            CHECK(err < 1e-6, "layer norm (rms %d, affine %d): %g", rms, affine, err);
+            free(work);
+        }
+    fl_stage bad = {
+        .kind = FL_STAGE_LAYER_NORM, .in_size = N, .out_size = N, .epsilon = -1.0f};
+    size_t bytes;
+    CHECK(fl_chain_workspace_size(&bad, 1, B, &bytes) == FL_ERR_ARG,
+          "negative epsilon");
+}
+
 void test_chains(void) {
     chain_fixture f;
     make_layers(&f);
@@ -358,5 +402,6 @@ void test_chains(void) {
     test_failed_step_keeps_state(&f);
     test_chain_errors(&f);
     test_embedding(&f);
+    test_layer_norm();
     free_layers(&f);
 }
