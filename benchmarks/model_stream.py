@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 import fastlstm
+from fastlstm.bench.rows import bare_steps
 from fastlstm.engine import model_stream
 from fastlstm.model_spec import DenseSpec, MaskingSpec, RecurrentSpec, sequential
 from fastlstm.spec import LSTMSpec
@@ -52,12 +53,12 @@ def seed_model() -> fastlstm.Model:
     return fastlstm.Model(spec, threads=1)
 
 
-def per_step_us(step, x, out, steps: int) -> float:
+def per_step_us(fn, arg, steps: int) -> float:
     for _ in range(200):
-        step(x, out=out)
+        fn(arg)
     t0 = time.perf_counter()
     for _ in range(steps):
-        step(x, out=out)
+        fn(arg)
     return (time.perf_counter() - t0) / steps * 1e6
 
 
@@ -72,26 +73,16 @@ def measure(model: fastlstm.Model, steps: int, rounds: int) -> dict:
     finally:
         model_stream.chain_plan = original
     out = np.empty((1, compiled.step(x).shape[1]), np.float32)
-    bare = []
-    width = F
-    for layer in model._graph.layers.values():
-        if hasattr(layer, "direction"):
-            cell = layer.direction.cells[0]
-            bare.append(
-                (
-                    cell.stream(1),
-                    np.zeros((1, width), np.float32),
-                    np.empty((1, cell.output_size), np.float32),
-                )
-            )
-            width = cell.output_size
+    bare = bare_steps(model)
     got: dict = {"model stream": [], "graph path": [], "bare engine": []}
     for _ in range(rounds):
-        got["model stream"].append(per_step_us(compiled.step, x, out, steps))
-        got["graph path"].append(per_step_us(graph.step, x, out, steps // 20))
-        got["bare engine"].append(
-            sum(per_step_us(s.step, xb, ob, steps) for s, xb, ob in bare)
+        got["model stream"].append(
+            per_step_us(lambda a: compiled.step(a, out=out), x, steps)
         )
+        got["graph path"].append(
+            per_step_us(lambda a: graph.step(a, out=out), x, steps // 20)
+        )
+        got["bare engine"].append(sum(per_step_us(f, a, steps) for f, a in bare))
     return {k: float(np.median(v)) for k, v in got.items()}
 
 

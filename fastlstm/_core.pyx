@@ -546,10 +546,15 @@ cdef class StreamGuard:
 
     cdef readonly bint busy
 
-    def __enter__(self):
+    cdef int take(self) except -1:
+        """Tests and sets the flag (a step's fast path calls this directly)."""
         if self.busy:
             raise StreamError(_BUSY_MESSAGE)
         self.busy = True
+        return 0
+
+    def __enter__(self):
+        self.take()
         return self
 
     def __exit__(self, *exc):
@@ -637,9 +642,7 @@ cdef class StreamCore:
         cdef StreamGuard guard = self.guard
         if guard is None:
             raise StreamError("this stream was not initialised")
-        if guard.busy:  # test and set with no Python code between: atomic
-            raise StreamError(_BUSY_MESSAGE)
-        guard.busy = True
+        guard.take()
         try:
             return self._step(x, mask, out)
         finally:
@@ -795,7 +798,6 @@ cdef class ChainCore:
     cdef int _fill_stage(self, int k, tuple t) except -1:
         cdef fl_stage *s = &self._stages[k]
         cdef str kind = t[0]
-        cdef int features = self._stages[k - 1].out_size if k else 0
         if kind == "recurrent":
             return self._fill_recurrent(k, t[1], t[2], t[3])
         s.kind = _STAGE_KINDS[kind]
@@ -866,9 +868,7 @@ cdef class ChainCore:
         cdef StreamGuard guard = self.guard
         if guard is None:
             raise StreamError("this chain was not initialised")
-        if guard.busy:  # test and set with no Python code between: atomic
-            raise StreamError(_BUSY_MESSAGE)
-        guard.busy = True
+        guard.take()
         try:
             return self._step(x, out)
         finally:

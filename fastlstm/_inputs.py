@@ -44,14 +44,20 @@ def check_nan_policy(nan_policy: str) -> str:
     return nan_policy
 
 
+def is_count(value: Any, high: int) -> bool:
+    """Whether ``value`` is an integer (a NumPy one too, never a bool) in
+    [1, high]."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, np.integer))
+        and 1 <= value <= high
+    )
+
+
 def batch_size_input(value: Any, name: str = "batch_size") -> int:
     """A batch size (or another count): an integer in [1, MAX_DIM] (bools
     refused)."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or not 1 <= value <= MAX_DIM
-    ):
+    if not is_count(value, MAX_DIM):
         raise ShapeError(f"{name} must be an integer >= 1, got {value!r}")
     return int(value)
 

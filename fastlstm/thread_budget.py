@@ -17,8 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
+from fastlstm._inputs import is_count
 from fastlstm.errors import ConfigError
 
 __all__ = [
@@ -44,11 +43,7 @@ _budget: tuple[int, int] | None = None  # (pid, automatic budget)
 def check_count(n: object, name: str, allowed: str = "an integer") -> int:
     """``n`` as a thread count: an integer (a NumPy one too, never a bool)
     in [1, MAX_THREADS]; ``allowed`` says what the message offers."""
-    if (
-        isinstance(n, bool)
-        or not isinstance(n, (int, np.integer))
-        or not 1 <= n <= MAX_THREADS
-    ):
+    if not is_count(n, MAX_THREADS):
         raise ConfigError(f"{name} must be {allowed} in [1, {MAX_THREADS}], got {n!r}")
     return int(n)
 

@@ -115,22 +115,27 @@ def model_stream_row(label: str, model: Any, quick: bool) -> dict:
     x = np.random.default_rng(1).normal(size=(1, F)).astype(np.float32)
     stream = model.stream(1)
     out = np.empty((1, stream.step(x).shape[1]), np.float32)
-    calls = [(lambda a: stream.step(a, out=out), x)]
-    width = F
-    for layer in model.layers:
-        cells = getattr(model._graph.layers[layer.name], "direction", None)
-        for cell in cells.cells if cells is not None else ():
-            s = cell.stream(1)
-            o = np.empty((1, cell.output_size), np.float32)
-            calls.append(
-                (lambda a, s=s, o=o: s.step(a, out=o), np.zeros((1, width), np.float32))
-            )
-            width = cell.output_size
+    calls = [(lambda a: stream.step(a, out=out), x), *bare_steps(model)]
     seconds = median_times(calls, quick)
     bare = sum(seconds[1:])
     row = {"case": label, "results": {"fastlstm": _timed(seconds[0], 0.0)}}
     row["results"]["bare engine steps"] = _timed(bare, None)
     return row
+
+
+def bare_steps(model: Any) -> list:
+    """(fn, arg) per recurrent cell of a model, in order: one batch-1 step
+    of that cell's own engine stream, into a preallocated output."""
+    calls, width = [], model.spec.input_shapes[0][-1]
+    for spec in model.spec.layers:
+        direction = getattr(model._graph.layers[spec.name], "direction", None)
+        for cell in direction.cells if direction is not None else ():
+            s, o = cell.stream(1), np.empty((1, cell.output_size), np.float32)
+            calls.append(
+                (lambda a, s=s, o=o: s.step(a, out=o), np.zeros((1, width), np.float32))
+            )
+            width = cell.output_size
+    return calls
 
 
 def memory_note(B: int, T: int, I: int, H: int) -> str:
